@@ -1,0 +1,1 @@
+"""Tenantry's domain: aggregates, commands, rules and the command-handling service."""

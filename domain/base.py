@@ -1,0 +1,94 @@
+"""The base event and aggregate classes, and the command context every event records."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import (
+    BaseAggregate,
+    CanInitAggregate,
+    CanMutateAggregate,
+    datetime_now_with_tzinfo,
+)
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """Who asked for the change now being made, and under which ids."""
+
+    actor: str
+    command_id: str
+    correlation_id: str
+
+
+_current: ContextVar[CommandContext | None] = ContextVar("tenantry_command", default=None)
+
+
+@contextmanager
+def acting_as(context: CommandContext) -> Iterator[CommandContext]:
+    """Every event triggered inside records this context's actor and ids."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+def _context() -> CommandContext:
+    context = _current.get()
+    if context is None:
+        raise RuntimeError("events can only be triggered inside acting_as(...)")
+    return context
+
+
+class DomainEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime = Field(default_factory=datetime_now_with_tzinfo)
+    actor: str = Field(default_factory=lambda: _context().actor)
+    command_id: str = Field(default_factory=lambda: _context().command_id)
+    correlation_id: str = Field(default_factory=lambda: _context().correlation_id)
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Aggregate(BaseAggregate[UUID]):
+    """Base of Tenantry's aggregates: pydantic events, ids derived from natural keys."""
+
+    class Event(DomainEvent, CanMutateAggregate[UUID]):
+        def mutate(self, aggregate: Any) -> Any:
+            # Lets an @event method see who made the change and when (a grant records both).
+            if aggregate is not None:
+                aggregate.last_event = self
+            return super().mutate(aggregate)
+
+    class Created(Event, CanInitAggregate[UUID]):
+        originator_topic: str
+
+    last_event: DomainEvent
+
+    @classmethod
+    def kind(cls) -> str:
+        """The aggregate's name on the wire: `workspace`, `ml_repo`, …"""
+        return snake_case(cls.__name__)
+
+    def fqn(self) -> str:
+        raise NotImplementedError
+
+
+def event_type(event: Any) -> str:
+    """`workspace.created`, `ml_repo.access_granted`: the wire name of a domain event."""
+    owner = type(event).__qualname__.split(".")[0]
+    return f"{snake_case(owner)}.{snake_case(type(event).__name__)}"

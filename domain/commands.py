@@ -1,0 +1,290 @@
+"""Commands: strict, frozen pydantic models, one per `tenantry.cmd.<name>` subject."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from domain.names import (
+    Annotations,
+    ClusterName,
+    Color,
+    Description,
+    Detail,
+    DnsLabel,
+    Email,
+    Labels,
+    MlRepoName,
+    OptimizeFor,
+    Provider,
+    Reason,
+    Region,
+    Role,
+    StorageProvider,
+    Subject,
+    WorkspaceFqn,
+    WorkspaceName,
+    check_storage_root,
+)
+
+Version = Annotated[int, Field(ge=1, le=2**53)]
+Namespace = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+Location = Annotated[str, Field(min_length=1, max_length=2048)]
+StorageRoot = Annotated[str, Field(min_length=6, max_length=1024)]
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    wire_name: ClassVar[str]
+
+
+class ChangeCommand(Command):
+    """A command on an existing aggregate: `expected_version` guards against lost updates."""
+
+    expected_version: Version | None = None
+
+
+class CreateEnvironment(Command):
+    wire_name: ClassVar[str] = "create_environment"
+    name: DnsLabel
+    is_production: bool = False
+    optimize_for: OptimizeFor = "cost"
+    color: Color | None = None
+
+
+class UpdateEnvironment(ChangeCommand):
+    wire_name: ClassVar[str] = "update_environment"
+    name: DnsLabel
+    is_production: bool | None = None
+    optimize_for: OptimizeFor | None = None
+    color: Color | None = None
+
+
+class DeleteEnvironment(ChangeCommand):
+    wire_name: ClassVar[str] = "delete_environment"
+    name: DnsLabel
+
+
+class RegisterCluster(Command):
+    wire_name: ClassVar[str] = "register_cluster"
+    name: ClusterName
+    region: Region
+    provider: Provider
+    environments: Annotated[list[DnsLabel], Field(min_length=1, max_length=64)]
+    labels: Labels = Field(default_factory=dict)
+
+
+class AddClusterEnvironment(ChangeCommand):
+    wire_name: ClassVar[str] = "add_cluster_environment"
+    cluster: ClusterName
+    environment: DnsLabel
+
+
+class RemoveClusterEnvironment(ChangeCommand):
+    wire_name: ClassVar[str] = "remove_cluster_environment"
+    cluster: ClusterName
+    environment: DnsLabel
+
+
+class DeregisterCluster(ChangeCommand):
+    wire_name: ClassVar[str] = "deregister_cluster"
+    cluster: ClusterName
+
+
+class RepoAccess(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    repo: MlRepoName
+    role: Role
+
+
+class CreateWorkspace(Command):
+    wire_name: ClassVar[str] = "create_workspace"
+    cluster: ClusterName
+    name: WorkspaceName
+    environment: DnsLabel
+    labels: Labels = Field(default_factory=dict)
+    annotations: Annotations = Field(default_factory=dict)
+    ml_repo_access: Annotated[list[RepoAccess], Field(max_length=256)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_role_per_repo(self) -> CreateWorkspace:
+        repos = [access.repo for access in self.ml_repo_access]
+        if len(repos) != len(set(repos)):
+            raise ValueError("ml_repo_access names a repo more than once")
+        return self
+
+
+class SetWorkspaceEnvironment(ChangeCommand):
+    wire_name: ClassVar[str] = "set_workspace_environment"
+    workspace: WorkspaceFqn
+    environment: DnsLabel
+
+
+class UpdateWorkspace(ChangeCommand):
+    wire_name: ClassVar[str] = "update_workspace"
+    workspace: WorkspaceFqn
+    labels: Labels | None = None
+    annotations: Annotations | None = None
+
+
+class DeleteWorkspace(ChangeCommand):
+    wire_name: ClassVar[str] = "delete_workspace"
+    workspace: WorkspaceFqn
+    force: bool = False
+
+
+class RegisterApplication(ChangeCommand):
+    wire_name: ClassVar[str] = "register_application"
+    workspace: WorkspaceFqn
+    name: DnsLabel
+
+
+class RemoveApplication(ChangeCommand):
+    wire_name: ClassVar[str] = "remove_application"
+    workspace: WorkspaceFqn
+    name: DnsLabel
+
+
+class RegisterStorageIntegration(Command):
+    wire_name: ClassVar[str] = "register_storage_integration"
+    name: DnsLabel
+    provider: StorageProvider
+    storage_root: StorageRoot
+    region: Region | None = None
+
+    @model_validator(mode="after")
+    def _root_matches_provider(self) -> RegisterStorageIntegration:
+        check_storage_root(self.provider, self.storage_root)
+        return self
+
+
+class RemoveStorageIntegration(ChangeCommand):
+    wire_name: ClassVar[str] = "remove_storage_integration"
+    name: DnsLabel
+
+
+class CreateMlRepo(Command):
+    wire_name: ClassVar[str] = "create_ml_repo"
+    name: MlRepoName
+    storage_integration: DnsLabel
+    description: Description = ""
+
+
+class UpdateMlRepo(ChangeCommand):
+    wire_name: ClassVar[str] = "update_ml_repo"
+    name: MlRepoName
+    description: Description
+    # Accepted only to refuse it clearly: the storage integration of a repo is immutable.
+    storage_integration: DnsLabel | None = None
+
+
+class GrantRepoAccess(ChangeCommand):
+    wire_name: ClassVar[str] = "grant_repo_access"
+    repo: MlRepoName
+    subject: Subject
+    role: Role
+    reason: Reason | None = None
+
+
+class RevokeRepoAccess(ChangeCommand):
+    wire_name: ClassVar[str] = "revoke_repo_access"
+    repo: MlRepoName
+    subject: Subject
+    reason: Reason | None = None
+
+
+class DeleteMlRepo(ChangeCommand):
+    wire_name: ClassVar[str] = "delete_ml_repo"
+    name: MlRepoName
+    delete_storage: bool = False
+
+
+class CreateTeam(Command):
+    wire_name: ClassVar[str] = "create_team"
+    name: DnsLabel
+    members: Annotated[list[Email], Field(max_length=1000)] = Field(default_factory=list)
+
+
+class AddTeamMember(ChangeCommand):
+    wire_name: ClassVar[str] = "add_team_member"
+    team: DnsLabel
+    user: Email
+
+
+class RemoveTeamMember(ChangeCommand):
+    wire_name: ClassVar[str] = "remove_team_member"
+    team: DnsLabel
+    user: Email
+
+
+class RecordNamespace(ChangeCommand):
+    workspace: WorkspaceFqn
+    namespace: Namespace
+    detail: Detail = ""
+
+
+class RecordNamespaceProvisioned(RecordNamespace):
+    wire_name: ClassVar[str] = "record_namespace_provisioned"
+
+
+class RecordNamespaceFailed(RecordNamespace):
+    wire_name: ClassVar[str] = "record_namespace_failed"
+
+
+class RecordNamespaceDeleted(RecordNamespace):
+    wire_name: ClassVar[str] = "record_namespace_deleted"
+
+
+class RecordStorage(ChangeCommand):
+    repo: MlRepoName
+    location: Location
+    detail: Detail = ""
+
+
+class RecordStorageProvisioned(RecordStorage):
+    wire_name: ClassVar[str] = "record_storage_provisioned"
+
+
+class RecordStorageFailed(RecordStorage):
+    wire_name: ClassVar[str] = "record_storage_failed"
+
+
+class RecordStorageDeleted(RecordStorage):
+    wire_name: ClassVar[str] = "record_storage_deleted"
+
+
+COMMANDS: dict[str, type[Command]] = {
+    cls.wire_name: cls
+    for cls in (
+        CreateEnvironment,
+        UpdateEnvironment,
+        DeleteEnvironment,
+        RegisterCluster,
+        AddClusterEnvironment,
+        RemoveClusterEnvironment,
+        DeregisterCluster,
+        CreateWorkspace,
+        SetWorkspaceEnvironment,
+        UpdateWorkspace,
+        DeleteWorkspace,
+        RegisterApplication,
+        RemoveApplication,
+        RegisterStorageIntegration,
+        RemoveStorageIntegration,
+        CreateMlRepo,
+        UpdateMlRepo,
+        GrantRepoAccess,
+        RevokeRepoAccess,
+        DeleteMlRepo,
+        CreateTeam,
+        AddTeamMember,
+        RemoveTeamMember,
+        RecordNamespaceProvisioned,
+        RecordNamespaceFailed,
+        RecordNamespaceDeleted,
+        RecordStorageProvisioned,
+        RecordStorageFailed,
+        RecordStorageDeleted,
+    )
+}

@@ -1,0 +1,145 @@
+"""The shapes of names, subjects, roles and labels, and the identities derived from names."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from uuid import UUID, uuid5
+
+from pydantic import AfterValidator, StringConstraints
+
+# Fixed forever: every stored aggregate id is derived from it.
+TENANTRY_NAMESPACE = UUID("6f1c8a52-3b0e-5d4a-9e57-7c2b1f0a9d13")
+
+DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+CLUSTER_NAME_RE = r"^[a-z][a-z0-9-]*[a-z0-9]$"
+ML_REPO_NAME_RE = r"^[a-zA-Z][a-zA-Z0-9-]{1,98}[a-zA-Z0-9]$"
+EMAIL_RE = r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$"
+REGION_RE = r"^[a-z0-9][a-z0-9-]*$"
+COLOR_RE = r"^#[0-9a-fA-F]{6}$"
+
+DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL_RE, min_length=1, max_length=63)]
+ClusterName = Annotated[
+    str, StringConstraints(pattern=CLUSTER_NAME_RE, min_length=3, max_length=35)
+]
+WorkspaceName = Annotated[
+    str, StringConstraints(pattern=CLUSTER_NAME_RE, min_length=3, max_length=32)
+]
+MlRepoName = Annotated[str, StringConstraints(pattern=ML_REPO_NAME_RE, max_length=100)]
+Email = Annotated[str, StringConstraints(pattern=EMAIL_RE, max_length=254)]
+Region = Annotated[str, StringConstraints(pattern=REGION_RE, min_length=1, max_length=64)]
+Color = Annotated[str, StringConstraints(pattern=COLOR_RE)]
+Reason = Annotated[str, StringConstraints(max_length=1000)]
+Description = Annotated[str, StringConstraints(max_length=4000)]
+Detail = Annotated[str, StringConstraints(max_length=4000)]
+
+Role = Literal["viewer", "editor", "admin"]
+WorkspaceRole = Literal["viewer", "editor"]
+OptimizeFor = Literal["cost", "availability"]
+Provider = Literal["aws-eks", "gcp-gke-standard", "azure-aks", "generic"]
+StorageProvider = Literal["s3", "gcs", "azure-blob", "local"]
+
+ROLE_RANK: dict[str, int] = {"viewer": 1, "editor": 2, "admin": 3}
+
+_WS = CLUSTER_NAME_RE[1:-1]
+_WORKSPACE_FQN = re.compile(rf"^({_WS}):({_WS})$")
+_SUBJECT = re.compile(
+    rf"^(?:user:{EMAIL_RE[1:-1]}|team:{DNS_LABEL_RE[1:-1]}|workspace:{_WS}:{_WS})$"
+)
+_ACTOR = re.compile(rf"^(?:user:{EMAIL_RE[1:-1]}|service:{DNS_LABEL_RE[1:-1]})$")
+
+
+def _workspace_fqn(value: str) -> str:
+    match = _WORKSPACE_FQN.match(value)
+    if not match or not 3 <= len(match[1]) <= 35 or not 3 <= len(match[2]) <= 32:
+        raise ValueError("a workspace FQN is '<cluster>:<workspace>'")
+    return value
+
+
+def _subject(value: str) -> str:
+    if not _SUBJECT.match(value):
+        raise ValueError(
+            "a subject is 'user:<email>', 'team:<name>' or 'workspace:<cluster>:<name>'"
+        )
+    if value.startswith("workspace:"):
+        _workspace_fqn(value.removeprefix("workspace:"))
+    return value
+
+
+def _actor(value: str) -> str:
+    if not _ACTOR.match(value):
+        raise ValueError("an actor is 'user:<email>' or 'service:<name>'")
+    return value
+
+
+WorkspaceFqn = Annotated[str, StringConstraints(max_length=80), AfterValidator(_workspace_fqn)]
+Subject = Annotated[str, StringConstraints(max_length=300), AfterValidator(_subject)]
+Actor = Annotated[str, StringConstraints(max_length=300), AfterValidator(_actor)]
+
+
+def is_valid_actor(value: str) -> bool:
+    return len(value) <= 300 and bool(_ACTOR.match(value))
+
+
+def split_workspace_fqn(fqn: str) -> tuple[str, str]:
+    cluster, _, name = fqn.partition(":")
+    return cluster, name
+
+
+def identity(kind: str, natural_key: str) -> UUID:
+    """The aggregate id of `kind` named `natural_key`: the same name always gives the same id."""
+    return uuid5(TENANTRY_NAMESPACE, f"{kind}:{natural_key}")
+
+
+# Kubernetes label and annotation rules (metadata.labels / metadata.annotations).
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _check_key(key: str) -> None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        raise ValueError(f"key {key!r}: the prefix must be a DNS subdomain of at most 253 chars")
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        raise ValueError(
+            f"key {key!r}: the name must be 1-63 alphanumerics, '-', '_' or '.', "
+            "starting and ending with an alphanumeric"
+        )
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > 64:
+        raise ValueError("at most 64 labels")
+    for key, label in value.items():
+        _check_key(key)
+        if label and (len(label) > 63 or not _LABEL_NAME.match(label)):
+            raise ValueError(f"label {key!r}: the value must be empty or a 1-63 char label value")
+    return value
+
+
+def _annotations(value: dict[str, str]) -> dict[str, str]:
+    total = 0
+    for key, annotation in value.items():
+        _check_key(key)
+        total += len(key.encode()) + len(annotation.encode())
+    if total > 256 * 1024:
+        raise ValueError("annotations may hold at most 256 KiB in all")
+    return value
+
+
+Labels = Annotated[dict[str, str], AfterValidator(_labels)]
+Annotations = Annotated[dict[str, str], AfterValidator(_annotations)]
+
+_ROOT_SCHEMES: dict[str, str] = {
+    "s3": r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$",
+    "gcs": r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^\s]*)?$",
+    "azure-blob": r"^az://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](/[^\s]*)?$",
+    "local": r"^file:///[^\s]*$",
+}
+
+
+def check_storage_root(provider: str, storage_root: str) -> None:
+    """A storage root's scheme must match its provider (s3://, gs://, az://, file:///)."""
+    if not re.match(_ROOT_SCHEMES[provider], storage_root):
+        scheme = _ROOT_SCHEMES[provider][1:].split("[")[0].replace("\\", "")
+        raise ValueError(f"a {provider} storage_root looks like {scheme}…")

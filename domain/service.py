@@ -1,0 +1,161 @@
+"""The command service: turns one command into aggregate changes saved in one transaction,
+together with the command's idempotency record."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.application import Application as EventSourcedApplication
+from eventsourcing.persistence import RecordConflictError
+from eventsourcing.utils import Environment, get_topic
+
+from domain.authorization import Authorization
+from domain.base import CommandContext, acting_as, event_type
+from domain.command_record import CommandRecord
+from domain.commands import Command
+from domain.environment import Environment as EnvironmentAggregate
+from domain.errors import Conflict
+from domain.handlers import HANDLERS
+from domain.mapper import JsonTranscoder, PydanticMapper
+from domain.positions import position_of
+from domain.seeding import DEFAULT_ENVIRONMENTS, Seed
+from domain.session import Session
+
+SEED_ACTOR = "service:tenantry"
+# Events that are bookkeeping, not facts about the tenancy: never published, never projected.
+INTERNAL_TOPICS: frozenset[str] = frozenset(
+    {get_topic(CommandRecord.Handled), get_topic(Seed.Planted)}
+)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command_id: str
+    fqn: str
+    aggregate_id: str
+    version: int
+    position: int
+    events: list[str]
+    replayed: bool
+
+
+def fingerprint(command: Command) -> str:
+    body = command.model_dump_json()
+    return hashlib.sha256(f"{command.wire_name}\n{body}".encode()).hexdigest()
+
+
+class TenancyService(EventSourcedApplication[UUID]):
+    name = "tenantry"
+    env: ClassVar[dict[str, str]] = {
+        "MAPPER_TOPIC": get_topic(PydanticMapper),
+        "TRANSCODER_TOPIC": get_topic(JsonTranscoder),
+    }
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        authorization: Authorization | None = None,
+        max_attempts: int = 10,
+    ) -> None:
+        self.authorization = authorization or Authorization()
+        self.max_attempts = max_attempts
+        super().__init__(dict(env))
+
+    def construct_env(self, name: str, env: Any = None) -> Environment:
+        # Only what the composition root passes: never the process environment.
+        return Environment(name, {**type(self).env, **(env or {})})
+
+    def handle(self, command: Command, context: CommandContext) -> CommandResult:
+        """Apply `command` all-or-nothing. A command id seen before returns its first answer.
+
+        Raises a DomainError (with its wire code) when the command is refused."""
+        self.authorization.check_command(context.actor, command.wire_name)
+        handler = HANDLERS[command.wire_name]
+        print_ = fingerprint(command)
+        for _attempt in range(self.max_attempts):
+            replay = self._replay(command, context.command_id, print_)
+            if replay is not None:
+                return replay
+            session = Session(self.repository)
+            with acting_as(context):
+                subject = handler(session, command, context.actor, self.authorization)
+                events = sorted(
+                    (e for a in session.changed() for e in a.collect_events()),
+                    key=lambda e: e.timestamp,
+                )
+                names = [event_type(e) for e in events]
+                record = CommandRecord(
+                    context.command_id,
+                    command.wire_name,
+                    print_,
+                    subject.fqn(),
+                    str(subject.id),
+                    subject.version,
+                    names,
+                )
+            try:
+                recordings = self.save(*events, record)
+            except RecordConflictError:
+                continue  # another writer got there first: decide again on fresh state
+            return CommandResult(
+                command_id=context.command_id,
+                fqn=subject.fqn(),
+                aggregate_id=str(subject.id),
+                version=subject.version,
+                position=recordings[-1].notification.id,
+                events=names,
+                replayed=False,
+            )
+        raise Conflict(
+            f"{command.wire_name} kept clashing with concurrent writes "
+            f"({self.max_attempts} attempts); try again",
+            attempts=self.max_attempts,
+        )
+
+    def _replay(self, command: Command, command_id: str, print_: str) -> CommandResult | None:
+        try:
+            record: CommandRecord = self.repository.get(CommandRecord.create_id(command_id))
+        except AggregateNotFoundError:
+            return None
+        if record.command != command.wire_name or record.fingerprint != print_:
+            raise Conflict(
+                f"command id {command_id!r} was already used for a different command",
+                command_id=command_id,
+                first_command=record.command,
+            )
+        return CommandResult(
+            command_id=command_id,
+            fqn=record.result_fqn,
+            aggregate_id=record.aggregate_id,
+            version=record.result_version,
+            position=position_of(self.recorder, record.id, record.version),
+            events=list(record.events),
+            replayed=True,
+        )
+
+    def seed_default_environments(self) -> bool:
+        """Create dev, staging and prod once per store; True if this call did it.
+
+        Two processes starting together both try; the seed marker's id makes one of them lose
+        with a conflict, which is the answer "already seeded"."""
+        seed_id = Seed.create_id("default-environments")
+        if seed_id in self.repository:
+            return False
+        context = CommandContext(SEED_ACTOR, "seed:default-environments", str(uuid.uuid4()))
+        session = Session(self.repository)
+        with acting_as(context):
+            for name, is_production, optimize_for in DEFAULT_ENVIRONMENTS:
+                if session.find(EnvironmentAggregate, name) is None:
+                    session.add(EnvironmentAggregate(name, is_production, optimize_for, None))
+            marker = Seed("default-environments")
+        try:
+            self.save(*session.changed(), marker)
+        except RecordConflictError:
+            return False
+        return True

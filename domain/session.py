@@ -1,0 +1,72 @@
+"""One attempt at handling a command: the aggregates it loaded or created, saved together."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Repository
+
+from domain.base import Aggregate
+from domain.errors import Conflict, NotFound
+
+A = TypeVar("A", bound=Aggregate)
+
+_LABELS = {
+    "Environment": "environment",
+    "Cluster": "cluster",
+    "Workspace": "workspace",
+    "Application": "application",
+    "StorageIntegration": "storage integration",
+    "MlRepo": "ML repo",
+    "Team": "team",
+}
+
+
+class Session:
+    def __init__(self, repository: Repository[UUID]) -> None:
+        self._repository = repository
+        self._aggregates: dict[UUID, Aggregate] = {}
+
+    def find(self, cls: type[A], *key: str) -> A | None:
+        """The aggregate named `key`, live or not, or None if it never existed."""
+        aggregate_id = cls.create_id(*key)
+        if aggregate_id in self._aggregates:
+            return self._aggregates[aggregate_id]  # type: ignore[return-value]
+        try:
+            aggregate: Aggregate = self._repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(aggregate, cls):
+            raise TypeError(f"{aggregate_id} is a {type(aggregate).__name__}, not a {cls.__name__}")
+        self._aggregates[aggregate_id] = aggregate
+        return aggregate
+
+    def get(self, cls: type[A], *key: str, expected_version: int | None = None) -> A:
+        """The live aggregate named `key`, or NotFound; Conflict if `expected_version` differs."""
+        aggregate = self.find(cls, *key)
+        if aggregate is None or not getattr(aggregate, "live", True):
+            label = _LABELS.get(cls.__name__, cls.__name__)
+            name = ":".join(key)
+            raise NotFound(f"{label} {name!r} does not exist", kind=cls.kind(), name=name)
+        check_version(aggregate, expected_version)
+        return aggregate
+
+    def add(self, aggregate: A) -> A:
+        self._aggregates[aggregate.id] = aggregate
+        return aggregate
+
+    def changed(self) -> list[Any]:
+        """Aggregates with pending events, in the order they were first touched."""
+        return [a for a in self._aggregates.values() if a.pending_events]
+
+
+def check_version(aggregate: Aggregate, expected_version: int | None) -> None:
+    if expected_version is not None and aggregate.version != expected_version:
+        raise Conflict(
+            f"{aggregate.kind()} {aggregate.fqn()!r} is at version {aggregate.version}, "
+            f"not {expected_version}",
+            fqn=aggregate.fqn(),
+            expected_version=expected_version,
+            actual_version=aggregate.version,
+        )

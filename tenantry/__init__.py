@@ -1,0 +1,1 @@
+"""Tenantry: the product front (settings, composition root, bus endpoints, CLI)."""

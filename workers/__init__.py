@@ -1,0 +1,1 @@
+"""Provisioning workers that follow the event stream (see issue "Provisioning workers")."""
