@@ -316,11 +316,25 @@ def create_ml_repo(s: Session, cmd: c.CreateMlRepo, actor: str, auth: Authorizat
     return repo
 
 
+def _is_repo_admin(s: Session, repo: MlRepo, actor: str) -> bool:
+    """A user's role is the highest of its own grant and its teams' grants (DESIGN §2, Team)."""
+    if repo.is_admin(actor):
+        return True
+    user = actor.removeprefix("user:")
+    for subject, grant in repo.grants.items():
+        if grant.role == "admin" and subject.startswith("team:"):
+            team = s.find(Team, subject.removeprefix("team:"))
+            if team is not None and user in team.members:
+                return True
+    return False
+
+
 def _managed_repo(
     s: Session, name: str, actor: str, auth: Authorization, command: str, version: int | None
 ) -> MlRepo:
     repo = s.get(MlRepo, name, expected_version=version)
-    auth.require_repo_admin(actor, command, name, repo.is_admin(actor))
+    is_admin = auth.is_tenant_admin(actor) or _is_repo_admin(s, repo, actor)
+    auth.require_repo_admin(actor, command, name, is_admin)
     return repo
 
 

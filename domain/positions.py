@@ -34,4 +34,16 @@ def position_of(recorder: ApplicationRecorder, originator_id: UUID, version: int
             row = cursor.fetchone()
         assert row is not None, "the command record was saved, so its event exists"
         return int(row["notification_id"])
+    from eventsourcing.popo import POPOApplicationRecorder
+
+    if isinstance(recorder, POPOApplicationRecorder):
+        # The in-memory store (tests, experiments): a scan of the log is fast enough there.
+        last = recorder.max_notification_id() or 0
+        for notification in recorder.select_notifications(None, last):
+            if (
+                notification.originator_id == originator_id
+                and notification.originator_version == version
+            ):
+                return notification.id
+        raise AssertionError("the command record was saved, so its event exists")
     raise TypeError(f"no position lookup for {type(recorder).__name__}")

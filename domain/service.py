@@ -20,7 +20,7 @@ from domain.base import CommandContext, acting_as, event_type
 from domain.command_record import CommandRecord
 from domain.commands import Command
 from domain.environment import Environment as EnvironmentAggregate
-from domain.errors import Conflict
+from domain.errors import Conflict, DomainError
 from domain.handlers import HANDLERS
 from domain.mapper import JsonTranscoder, PydanticMapper
 from domain.positions import position_of
@@ -84,7 +84,16 @@ class TenancyService(EventSourcedApplication[UUID]):
                 return replay
             session = Session(self.repository)
             with acting_as(context):
-                subject = handler(session, command, context.actor, self.authorization)
+                try:
+                    subject = handler(session, command, context.actor, self.authorization)
+                except DomainError:
+                    # The same command may have committed since we looked (a client retrying
+                    # concurrently): its record and its effects commit together, so if we were
+                    # refused because of its effects, its record is visible now.
+                    replay = self._replay(command, context.command_id, print_)
+                    if replay is not None:
+                        return replay
+                    raise
                 events = sorted(
                     (e for a in session.changed() for e in a.collect_events()),
                     key=lambda e: e.timestamp,

@@ -36,7 +36,10 @@ class StorageIntegration(Aggregate):
         return self.name
 
     def location_of(self, repo: str) -> str:
-        return f"{self.storage_root.rstrip('/')}/{repo}/"
+        root = self.storage_root.rstrip("/")
+        if root.endswith(":"):  # file:/// (a filesystem's root) keeps its empty authority
+            root += "//"
+        return f"{root}/{repo}/"
 
     def attach_repo(self, repo: str) -> None:
         if not self.live:

@@ -1,0 +1,109 @@
+"""The composition root: everything is wired here, with production defaults tests replace."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+import nats
+import structlog
+from nats.aio.client import Client
+
+from domain.authorization import Authorization
+from domain.service import TenancyService
+from tenantry.command_endpoint import CommandEndpoint
+from tenantry.nats_server import NatsServer
+from tenantry.settings import Settings
+from tenantry.store import event_store_env
+
+log = structlog.get_logger("tenantry")
+
+
+def build_service(settings: Settings) -> TenancyService:
+    """The command-handling application on the configured event store, seeded once."""
+    service = TenancyService(
+        {**event_store_env(settings), **settings.extra},
+        authorization=Authorization(admins=settings.admins),
+    )
+    if service.seed_default_environments():
+        log.info("store.seeded", environments=["dev", "staging", "prod"])
+    return service
+
+
+async def connect(url: str, name: str) -> Client:
+    async def _disconnected() -> None:
+        log.warning("nats.disconnected", url=url)
+
+    async def _reconnected() -> None:
+        log.info("nats.reconnected", url=url)
+
+    async def _error(exc: Exception) -> None:
+        log.warning("nats.error", error=str(exc))
+
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        disconnected_cb=_disconnected,
+        reconnected_cb=_reconnected,
+        error_cb=_error,
+    )
+
+
+async def serve_command(settings: Settings, stop: asyncio.Event, nats_url: str) -> None:
+    """Run the command service until `stop` is set, then drain and close."""
+    service = await asyncio.to_thread(build_service, settings)
+    if settings.admins is None:
+        log.warning(
+            "authorization.off",
+            reason="TENANTRY_ADMINS is unset: every actor may do anything",
+        )
+    nc = await connect(nats_url, "tenantry-command")
+    endpoint = CommandEndpoint(nc, service, settings.queue_group, settings.max_in_flight)
+    await endpoint.start()
+    try:
+        await stop.wait()
+    finally:
+        await endpoint.stop()
+        await nc.drain()
+        service.close()
+
+
+def start_embedded_nats(settings: Settings) -> NatsServer:
+    server = NatsServer(settings.state_dir / "nats", port=settings.nats_port).start()
+    settings.nats_url_file.write_text(server.url + "\n")
+    log.info("nats.started", url=server.url, store_dir=str(server.store_dir))
+    return server
+
+
+async def up(settings: Settings, stop: asyncio.Event) -> None:
+    """Everything in one process: nats-server (unless TENANTRY_NATS_URL is set) and the roles."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    server = None
+    nats_url = settings.nats_url
+    if nats_url is None:
+        # Started from the main thread on purpose: the server is tied to the life of the thread
+        # that started it (see NatsServer), and worker threads come and go.
+        server = start_embedded_nats(settings)
+        nats_url = server.url
+    try:
+        await serve_command(settings, stop, nats_url)
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+            settings.nats_url_file.unlink(missing_ok=True)
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `main(stop)` with SIGTERM and SIGINT setting `stop` for a clean drain."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())

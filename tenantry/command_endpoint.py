@@ -1,0 +1,164 @@
+"""The command service on the bus: `tenantry.cmd.<name>` request/reply in a queue group."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from domain.base import CommandContext
+from domain.commands import COMMANDS
+from domain.names import is_valid_actor
+from domain.service import CommandResult, TenancyService
+from tenantry import wire
+
+COMMAND_SUBJECT_PREFIX = "tenantry.cmd."
+DENIED_SUBJECT_PREFIX = "tenantry.audit.denied."
+DEFAULT_ACTOR = "user:anonymous@localhost"
+
+log = structlog.get_logger("tenantry.command")
+
+
+class CommandEndpoint:
+    """Answers every command subject; many instances share the load through the queue group."""
+
+    def __init__(
+        self,
+        nc: Client,
+        service: TenancyService,
+        queue_group: str = "tenantry-command",
+        max_in_flight: int = 64,
+    ) -> None:
+        self._nc = nc
+        self._service = service
+        self._queue_group = queue_group
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        self._subscription = await self._nc.subscribe(
+            COMMAND_SUBJECT_PREFIX + "*", queue=self._queue_group, cb=self._on_message
+        )
+        log.info("command_service.started", queue_group=self._queue_group)
+
+    async def stop(self) -> None:
+        """Stop taking requests, then let those already taken finish and reply."""
+        if self._subscription is not None:
+            # drain, not unsubscribe: requests already delivered to us are still answered.
+            await self._subscription.drain()  # type: ignore[no-untyped-call]
+            self._subscription = None
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        log.info("command_service.stopped")
+
+    async def _on_message(self, msg: Msg) -> None:
+        # Wait for a free slot here so that a flood queues in the client, not in memory as tasks.
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(msg))
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+
+    async def _handle(self, msg: Msg) -> None:
+        started = time.perf_counter()
+        name = msg.subject.removeprefix(COMMAND_SUBJECT_PREFIX)
+        headers = msg.headers or {}
+        command_id = headers.get(wire.COMMAND_ID_HEADER) or str(uuid.uuid4())
+        correlation_id = headers.get(wire.CORRELATION_ID_HEADER) or command_id
+        actor = headers.get(wire.ACTOR_HEADER) or DEFAULT_ACTOR
+        structlog.contextvars.bind_contextvars(
+            command=name[:64],
+            command_id=command_id[:128],
+            correlation_id=correlation_id[:128],
+            actor=actor[:300],
+        )
+        try:
+            result = await self._execute(name, msg.data, command_id, correlation_id, actor)
+        except Exception as exc:
+            code, message, details = wire.error_of(exc)
+            body, reply_headers = wire.error_reply(code, message, details)
+            if code == "internal":
+                log.exception("command.failed")
+            else:
+                log.info("command.refused", code=code, reason=message)
+            if code == "forbidden":
+                await self._publish_denied(name, actor, command_id, correlation_id, message)
+        else:
+            body, reply_headers = wire.ok_reply(
+                {
+                    "command_id": result.command_id,
+                    "fqn": result.fqn,
+                    "aggregate_id": result.aggregate_id,
+                    "version": result.version,
+                    "position": result.position,
+                    "events": result.events,
+                    "replayed": result.replayed,
+                }
+            )
+            log.info(
+                "command.handled",
+                position=result.position,
+                replayed=result.replayed,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+        finally:
+            structlog.contextvars.clear_contextvars()
+        if msg.reply:
+            await self._nc.publish(msg.reply, body, headers=reply_headers or None)
+
+    async def _execute(
+        self, name: str, data: bytes, command_id: str, correlation_id: str, actor: str
+    ) -> CommandResult:
+        model = COMMANDS.get(name)
+        if model is None:
+            raise wire.WireError(
+                "validation_error", f"unknown command {name[:64]!r}", commands=sorted(COMMANDS)
+            )
+        if len(data) > wire.MAX_BODY_BYTES:
+            raise wire.WireError(
+                "validation_error",
+                f"the body is {len(data)} bytes; at most {wire.MAX_BODY_BYTES} are accepted",
+            )
+        for header, value in (
+            (wire.COMMAND_ID_HEADER, command_id),
+            (wire.CORRELATION_ID_HEADER, correlation_id),
+        ):
+            if not wire.is_valid_id(value):
+                raise wire.WireError(
+                    "validation_error",
+                    f"{header} must be 1-128 letters, digits or ._:@/+=-",
+                    header=header,
+                )
+        if not is_valid_actor(actor):
+            raise wire.WireError(
+                "validation_error",
+                f"{wire.ACTOR_HEADER} must be 'user:<email>' or 'service:<name>'",
+                header=wire.ACTOR_HEADER,
+            )
+        command = model.model_validate_json(data or b"{}")
+        context = CommandContext(actor=actor, command_id=command_id, correlation_id=correlation_id)
+        return await asyncio.to_thread(self._service.handle, command, context)
+
+    async def _publish_denied(
+        self, name: str, actor: str, command_id: str, correlation_id: str, reason: str
+    ) -> None:
+        record: dict[str, Any] = {
+            "command": name,
+            "actor": actor,
+            "command_id": command_id,
+            "correlation_id": correlation_id,
+            "reason": reason,
+            "at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        await self._nc.publish(DENIED_SUBJECT_PREFIX + name, wire.dumps(record))

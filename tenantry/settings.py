@@ -1,0 +1,48 @@
+"""Settings: every environment variable Tenantry reads, read in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path = Path(".tenantry")
+    database_url: str | None = None
+    nats_url: str | None = None
+    nats_port: int = 4223
+    admins: frozenset[str] | None = None
+    queue_group: str = "tenantry-command"
+    log_format: str = "auto"
+    log_level: str = "info"
+    max_in_flight: int = 64
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        admins_raw = env.get("TENANTRY_ADMINS")
+        admins = (
+            frozenset(a.strip() for a in admins_raw.split(",") if a.strip())
+            if admins_raw is not None and admins_raw.strip()
+            else None
+        )
+        return cls(
+            state_dir=Path(env.get("TENANTRY_STATE_DIR", ".tenantry")),
+            database_url=env.get("TENANTRY_DATABASE_URL") or None,
+            nats_url=env.get("TENANTRY_NATS_URL") or None,
+            nats_port=int(env.get("TENANTRY_NATS_PORT", "4223")),
+            admins=admins,
+            queue_group=env.get("TENANTRY_QUEUE_GROUP", "tenantry-command"),
+            log_format=env.get("TENANTRY_LOG_FORMAT", "auto"),
+            log_level=env.get("TENANTRY_LOG_LEVEL", "info"),
+            max_in_flight=int(env.get("TENANTRY_MAX_IN_FLIGHT", "64")),
+        )
+
+    @property
+    def nats_url_file(self) -> Path:
+        """Where `tenantry up` writes the URL of the nats-server it started, for the CLI."""
+        return self.state_dir / "nats.url"

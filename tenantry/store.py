@@ -1,0 +1,64 @@
+"""Maps Tenantry's settings onto the eventsourcing library's persistence settings."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from tenantry.settings import Settings
+
+
+def event_store_env(settings: Settings) -> dict[str, str]:
+    """SQLite under the state directory by default; PostgreSQL for a postgresql:// URL."""
+    if settings.database_url:
+        return postgres_env(settings.database_url)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(settings.state_dir / "events.sqlite"),
+        "SQLITE_LOCK_TIMEOUT": "30",
+    }
+
+
+def postgres_env(url: str) -> dict[str, str]:
+    """`postgresql://user:password@host:port/dbname?schema=name` as eventsourcing settings."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"TENANTRY_DATABASE_URL must be postgresql://…, not {parts.scheme}://")
+    query = parse_qs(parts.query)
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "POSTGRES_HOST": parts.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": unquote(parts.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_CONNECT_TIMEOUT": query.get("connect_timeout", ["5"])[0],
+        "POSTGRES_POOL_SIZE": query.get("pool_size", ["5"])[0],
+        "POSTGRES_MAX_OVERFLOW": query.get("max_overflow", ["10"])[0],
+        "POSTGRES_PRE_PING": "y",
+        # Off on purpose: with database functions on, tracking records were silently not written.
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+    }
+    if "schema" in query:
+        env["POSTGRES_SCHEMA"] = query["schema"][0]
+        ensure_postgres_schema(env)
+    return env
+
+
+def ensure_postgres_schema(env: dict[str, str]) -> None:
+    """eventsourcing creates tables but not the schema they live in."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"],
+        host=env["POSTGRES_HOST"],
+        port=int(env["POSTGRES_PORT"]),
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"] or None,
+        connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
+        autocommit=True,
+    ) as conn:
+        conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"]))
+        )

@@ -1,0 +1,69 @@
+"""Shared fixtures: a real nats-server per test, PostgreSQL schemas, event-store settings."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tenantry.nats_server import NatsServer
+from tenantry.settings import Settings
+from tenantry.store import event_store_env
+
+POSTGRES_URL = os.environ.get(
+    "TENANTRY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_available() -> str | None:
+    """None if PostgreSQL answers, else why not."""
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return str(exc)
+
+
+@pytest.fixture(scope="session")
+def postgres_ready() -> None:
+    problem = _postgres_available()
+    if problem is None:
+        return
+    message = f"PostgreSQL at {POSTGRES_URL} is not available: {problem}"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_url(postgres_ready: None) -> Iterator[str]:
+    """A fresh schema per test, dropped afterwards: tests never see each other's events."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{POSTGRES_URL}?schema={schema}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path) -> Settings:
+    return Settings(state_dir=tmp_path / "state")
+
+
+@pytest.fixture
+def sqlite_env(sqlite_settings: Settings) -> dict[str, str]:
+    return event_store_env(sqlite_settings)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats").start()
+    yield server
+    server.stop()

@@ -1,0 +1,89 @@
+"""Integration fixtures: the command service on a real bus over a real store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from domain.authorization import Authorization
+from domain.service import TenancyService
+from tenantry.command_endpoint import CommandEndpoint
+from tenantry.nats_server import NatsServer
+
+
+@dataclass
+class Bus:
+    """A client connection with helpers to send commands as a user would."""
+
+    nc: Client
+    service: TenancyService
+    store_env: dict[str, str]
+
+    async def command(
+        self,
+        name: str,
+        body: dict[str, Any] | bytes,
+        *,
+        command_id: str | None = None,
+        actor: str | None = None,
+        correlation_id: str | None = None,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        headers = {
+            k: v
+            for k, v in {
+                "Tenantry-Command-Id": command_id,
+                "Tenantry-Actor": actor,
+                "Tenantry-Correlation-Id": correlation_id,
+            }.items()
+            if v is not None
+        }
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        reply = await self.nc.request(
+            f"tenantry.cmd.{name}", data, timeout=timeout, headers=headers or None
+        )
+        answer: dict[str, Any] = json.loads(reply.data)
+        if not answer["ok"]:
+            # Every error carries the micro-service headers as well.
+            assert reply.headers is not None
+            assert reply.headers["Nats-Service-Error-Code"].isdigit()
+            assert reply.headers["Nats-Service-Error"]
+        return answer
+
+    def stored_positions(self) -> int:
+        return self.service.recorder.max_notification_id() or 0
+
+
+async def start_bus(
+    server: NatsServer, service: TenancyService
+) -> tuple[Client, CommandEndpoint, Client]:
+    service_nc = await nats.connect(server.url)
+    endpoint = CommandEndpoint(service_nc, service)
+    await endpoint.start()
+    client = await nats.connect(server.url)
+    return service_nc, endpoint, client
+
+
+@pytest.fixture
+def admins() -> frozenset[str] | None:
+    return None
+
+
+@pytest.fixture
+async def bus(
+    nats_server: NatsServer, sqlite_env: dict[str, str], admins: frozenset[str] | None
+) -> AsyncIterator[Bus]:
+    service = TenancyService(sqlite_env, authorization=Authorization(admins=admins))
+    service.seed_default_environments()
+    service_nc, endpoint, client = await start_bus(nats_server, service)
+    yield Bus(client, service, sqlite_env)
+    await client.close()
+    await endpoint.stop()
+    await service_nc.drain()
+    service.close()
