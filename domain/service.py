@@ -45,9 +45,11 @@ class CommandResult:
     replayed: bool
 
 
-def fingerprint(command: Command) -> str:
+def fingerprint(command: Command, actor: str) -> str:
+    """What must match for a command id to be replayed: the same command from the same actor
+    (so nobody learns another actor's answer, or gets a refused command "replayed")."""
     body = command.model_dump_json()
-    return hashlib.sha256(f"{command.wire_name}\n{body}".encode()).hexdigest()
+    return hashlib.sha256(f"{command.wire_name}\n{actor}\n{body}".encode()).hexdigest()
 
 
 class TenancyService(EventSourcedApplication[UUID]):
@@ -77,7 +79,7 @@ class TenancyService(EventSourcedApplication[UUID]):
         Raises a DomainError (with its wire code) when the command is refused."""
         self.authorization.check_command(context.actor, command.wire_name)
         handler = HANDLERS[command.wire_name]
-        print_ = fingerprint(command)
+        print_ = fingerprint(command, context.actor)
         for _attempt in range(self.max_attempts):
             replay = self._replay(command, context.command_id, print_)
             if replay is not None:

@@ -1,0 +1,82 @@
+"""A valid body for every command, and a world in which each of them succeeds on its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .support import Tenancy
+
+VALID_BODIES: dict[str, dict[str, Any]] = {
+    "create_environment": {"name": "qa"},
+    "update_environment": {"name": "dev", "color": "#00ff00"},
+    "delete_environment": {"name": "staging"},
+    "register_cluster": {
+        "name": "prod-us",
+        "region": "eu-west-1",
+        "provider": "aws-eks",
+        "environments": ["dev"],
+    },
+    "add_cluster_environment": {"cluster": "prod-eu", "environment": "staging"},
+    "remove_cluster_environment": {"cluster": "prod-eu", "environment": "dev"},
+    "deregister_cluster": {"cluster": "spare"},
+    "create_workspace": {"cluster": "prod-eu", "name": "churn", "environment": "dev"},
+    "set_workspace_environment": {"workspace": "prod-eu:fraud", "environment": "dev"},
+    "update_workspace": {"workspace": "prod-eu:fraud", "labels": {"team": "risk"}},
+    "delete_workspace": {"workspace": "prod-eu:fraud", "force": True},
+    "register_application": {"workspace": "prod-eu:fraud", "name": "trainer"},
+    "remove_application": {"workspace": "prod-eu:fraud", "name": "scorer"},
+    "register_storage_integration": {
+        "name": "s3-new",
+        "provider": "s3",
+        "storage_root": "s3://ml-bucket/repos",
+    },
+    "remove_storage_integration": {"name": "spare-store"},
+    "create_ml_repo": {"name": "churn-models", "storage_integration": "s3-main"},
+    "update_ml_repo": {"name": "fraud-models", "description": "models"},
+    "grant_repo_access": {
+        "repo": "fraud-models",
+        "subject": "user:bob@example.com",
+        "role": "editor",
+    },
+    "revoke_repo_access": {"repo": "fraud-models", "subject": "user:bob@example.com"},
+    "delete_ml_repo": {"name": "fraud-models"},
+    "create_team": {"name": "ml-ops", "members": ["bob@example.com"]},
+    "add_team_member": {"team": "risk", "user": "carol@example.com"},
+    "remove_team_member": {"team": "risk", "user": "bob@example.com"},
+    "record_namespace_provisioned": {"workspace": "prod-eu:fraud", "namespace": "fraud"},
+    "record_namespace_failed": {"workspace": "prod-eu:fraud", "namespace": "fraud"},
+    "record_namespace_deleted": {"workspace": "prod-eu:fraud", "namespace": "fraud"},
+    "record_storage_provisioned": {
+        "repo": "fraud-models",
+        "location": "s3://ml-bucket/repos/fraud-models/",
+    },
+    "record_storage_failed": {
+        "repo": "fraud-models",
+        "location": "s3://ml-bucket/repos/fraud-models/",
+    },
+    "record_storage_deleted": {
+        "repo": "fraud-models",
+        "location": "s3://ml-bucket/repos/fraud-models/",
+    },
+}
+
+RECORD_COMMANDS = sorted(name for name in VALID_BODIES if name.startswith("record_"))
+USER_COMMANDS = sorted(name for name in VALID_BODIES if not name.startswith("record_"))
+
+
+def build_world(t: Tenancy) -> Tenancy:
+    """What the bodies above name: each user command (and each record_* command but the
+    *_deleted ones) succeeds here, so that only authorization can refuse it."""
+    t.cluster("prod-eu", ("dev", "prod"))
+    t.cluster("spare", ("dev",))
+    t.workspace("prod-eu", "fraud", "prod")
+    t.run("register_application", {"workspace": "prod-eu:fraud", "name": "scorer"})
+    t.integration("s3-main")
+    t.integration("spare-store")
+    t.repo("fraud-models")
+    t.team("risk", ("bob@example.com",))
+    t.run(
+        "grant_repo_access",
+        {"repo": "fraud-models", "subject": "user:bob@example.com", "role": "viewer"},
+    )
+    return t

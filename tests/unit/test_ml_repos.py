@@ -1,0 +1,358 @@
+"""ML repos: an immutable storage integration, grants (one role per subject), deletion."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from domain.errors import AlreadyExists, NotFound, PreconditionFailed
+from domain.ml_repo import MlRepo
+
+from .support import ADMIN, ALICE, BOB, Tenancy
+
+WORKSPACE = "workspace:prod-eu:fraud"
+
+
+def _grant(t: Tenancy, subject: str, role: str, reason: str | None = None, actor: str = ADMIN):
+    body = {"repo": "fraud-models", "subject": subject, "role": role}
+    if reason is not None:
+        body["reason"] = reason
+    return t.run("grant_repo_access", body, actor=actor)
+
+
+def _grants(t: Tenancy) -> dict[str, str]:
+    return {s: g.role for s, g in t.aggregate(MlRepo, "fraud-models").grants.items()}
+
+
+# --- creation -----------------------------------------------------------------------------
+
+
+def test_create_needs_an_existing_storage_integration(tenancy: Tenancy) -> None:
+    error = tenancy.refuse(
+        "create_ml_repo",
+        {"name": "fraud-models", "storage_integration": "nowhere"},
+        PreconditionFailed,
+        "precondition_failed",
+    )
+    assert error.details == {"storage_integration": "nowhere"}
+
+
+def test_create_places_it_under_the_root_and_makes_its_creator_admin(tenancy: Tenancy) -> None:
+    tenancy.integration("s3-main", root="s3://ml-bucket/repos")
+
+    result = tenancy.run(
+        "create_ml_repo",
+        {"name": "Fraud-Models", "storage_integration": "s3-main", "description": "scoring"},
+        actor=ALICE,
+    )
+
+    assert (result.fqn, result.version) == ("Fraud-Models", 2)
+    assert result.events == [
+        "ml_repo.created",
+        "storage_integration.repo_attached",
+        "ml_repo.access_granted",
+    ]
+    repo = tenancy.aggregate(MlRepo, "Fraud-Models")
+    assert (repo.storage_integration, repo.description, repo.location, repo.status) == (
+        "s3-main",
+        "scoring",
+        "s3://ml-bucket/repos/Fraud-Models/",
+        "pending",
+    )
+    assert {s: g.role for s, g in repo.grants.items()} == {ALICE: "admin"}
+    assert repo.grants[ALICE].granted_by == ALICE
+
+
+def test_a_repo_name_that_exists_is_already_exists(repo_world: Tenancy) -> None:
+    repo_world.refuse(
+        "create_ml_repo",
+        {"name": "fraud-models", "storage_integration": "s3-main"},
+        AlreadyExists,
+        "already_exists",
+    )
+
+
+# --- the storage integration is immutable -------------------------------------------------
+
+
+def test_changing_the_storage_integration_is_refused(repo_world: Tenancy) -> None:
+    repo_world.integration("gcs-eu", root="s3://other-bucket")
+
+    error = repo_world.refuse(
+        "update_ml_repo",
+        {"name": "fraud-models", "description": "moved", "storage_integration": "gcs-eu"},
+        PreconditionFailed,
+        "precondition_failed",
+    )
+    assert error.details == {"repo": "fraud-models", "storage_integration": "s3-main"}
+    assert repo_world.aggregate(MlRepo, "fraud-models").storage_integration == "s3-main"
+
+
+def test_the_description_can_be_changed_naming_the_same_integration(repo_world: Tenancy) -> None:
+    result = repo_world.run(
+        "update_ml_repo",
+        {"name": "fraud-models", "description": "v2", "storage_integration": "s3-main"},
+    )
+
+    assert result.events == ["ml_repo.updated"]
+    assert repo_world.aggregate(MlRepo, "fraud-models").description == "v2"
+
+
+def test_changing_an_unknown_repo_is_not_found(repo_world: Tenancy) -> None:
+    body = {"repo": "ghost-models", "subject": BOB}
+    repo_world.refuse("grant_repo_access", {**body, "role": "viewer"}, NotFound, "not_found")
+    repo_world.refuse("revoke_repo_access", body, NotFound, "not_found")
+    repo_world.refuse(
+        "update_ml_repo", {"name": "ghost-models", "description": ""}, NotFound, "not_found"
+    )
+    repo_world.refuse("delete_ml_repo", {"name": "ghost-models"}, NotFound, "not_found")
+
+
+# --- grants -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["viewer", "editor", "admin"])
+def test_a_user_or_team_may_hold_any_role(repo_world: Tenancy, role: str) -> None:
+    repo_world.team("risk")
+
+    _grant(repo_world, BOB, role)
+    _grant(repo_world, "team:risk", role)
+
+    assert _grants(repo_world) == {ADMIN: "admin", BOB: role, "team:risk": role}
+
+
+@pytest.mark.parametrize("role", ["viewer", "editor"])
+def test_a_workspace_may_hold_viewer_or_editor(repo_world: Tenancy, role: str) -> None:
+    result = _grant(repo_world, WORKSPACE, role)
+
+    assert result.events == ["workspace.repo_linked", "ml_repo.access_granted"]
+    assert _grants(repo_world)[WORKSPACE] == role
+
+
+def test_a_workspace_may_not_hold_admin(repo_world: Tenancy) -> None:
+    repo_world.refuse(
+        "grant_repo_access",
+        {"repo": "fraud-models", "subject": WORKSPACE, "role": "admin"},
+        PreconditionFailed,
+        "precondition_failed",
+    )
+
+
+@pytest.mark.parametrize("subject", ["team:ghosts", "workspace:prod-eu:ghost"])
+def test_a_team_or_workspace_subject_must_exist(repo_world: Tenancy, subject: str) -> None:
+    repo_world.refuse(
+        "grant_repo_access",
+        {"repo": "fraud-models", "subject": subject, "role": "viewer"},
+        PreconditionFailed,
+        "precondition_failed",
+    )
+
+
+def test_a_new_role_replaces_the_old_one_and_the_event_records_both(repo_world: Tenancy) -> None:
+    _grant(repo_world, BOB, "viewer")
+    before = repo_world.position()
+
+    result = _grant(repo_world, BOB, "editor", reason="promoted")
+
+    assert result.events == ["ml_repo.access_granted"]
+    [granted] = [e for e in repo_world.events(before) if e["type"] == "ml_repo.access_granted"]
+    assert (granted["subject"], granted["role"], granted["previous_role"]) == (
+        BOB,
+        "editor",
+        "viewer",
+    )
+    assert _grants(repo_world) == {ADMIN: "admin", BOB: "editor"}
+
+
+def test_a_first_grant_records_no_previous_role(repo_world: Tenancy) -> None:
+    before = repo_world.position()
+
+    _grant(repo_world, BOB, "viewer")
+
+    [granted] = [e for e in repo_world.events(before) if e["type"] == "ml_repo.access_granted"]
+    assert granted["previous_role"] is None
+
+
+def test_granting_the_role_a_subject_holds_records_nothing(repo_world: Tenancy) -> None:
+    _grant(repo_world, BOB, "viewer")
+
+    assert _grant(repo_world, BOB, "viewer").events == []
+
+
+def test_grants_and_revokes_record_actor_time_and_reason(repo_world: Tenancy) -> None:
+    _grant(repo_world, ALICE, "admin")
+    before = repo_world.position()
+    started = datetime.now(UTC)
+
+    granted = _grant(repo_world, BOB, "editor", reason="on-call", actor=ALICE)
+    revoked = repo_world.run(
+        "revoke_repo_access",
+        {"repo": "fraud-models", "subject": BOB, "reason": "rotation ended"},
+        actor=ADMIN,
+    )
+
+    events = [e for e in repo_world.events(before) if e["type"].startswith("ml_repo.access_")]
+    assert [
+        (e["type"], e["actor"], e["command_id"], e["reason"], e["previous_role"]) for e in events
+    ] == [
+        ("ml_repo.access_granted", ALICE, granted.command_id, "on-call", None),
+        ("ml_repo.access_revoked", ADMIN, revoked.command_id, "rotation ended", "editor"),
+    ]
+    times = [datetime.fromisoformat(e["timestamp"]) for e in events]
+    assert started <= times[0] <= times[1] <= datetime.now(UTC)
+    assert BOB not in _grants(repo_world)
+
+
+def test_the_reason_is_optional(repo_world: Tenancy) -> None:
+    before = repo_world.position()
+
+    _grant(repo_world, BOB, "viewer")
+
+    [granted] = [e for e in repo_world.events(before) if e["type"] == "ml_repo.access_granted"]
+    assert granted["reason"] is None
+    assert repo_world.aggregate(MlRepo, "fraud-models").grants[BOB].reason is None
+
+
+def test_revoking_a_subject_without_a_grant_is_not_found(repo_world: Tenancy) -> None:
+    repo_world.refuse(
+        "revoke_repo_access", {"repo": "fraud-models", "subject": BOB}, NotFound, "not_found"
+    )
+
+
+def test_revoking_a_workspaces_grant_unlinks_it(repo_world: Tenancy) -> None:
+    _grant(repo_world, WORKSPACE, "editor")
+
+    result = repo_world.run("revoke_repo_access", {"repo": "fraud-models", "subject": WORKSPACE})
+
+    assert result.events == ["ml_repo.access_revoked", "workspace.repo_unlinked"]
+
+
+# --- the last admin -----------------------------------------------------------------------
+
+
+def test_the_last_admin_cannot_be_revoked(repo_world: Tenancy) -> None:
+    error = repo_world.refuse(
+        "revoke_repo_access",
+        {"repo": "fraud-models", "subject": ADMIN},
+        PreconditionFailed,
+        "precondition_failed",
+    )
+    assert error.details == {"repo": "fraud-models", "subject": ADMIN}
+
+
+def test_the_last_admin_cannot_be_demoted(repo_world: Tenancy) -> None:
+    repo_world.refuse(
+        "grant_repo_access",
+        {"repo": "fraud-models", "subject": ADMIN, "role": "editor"},
+        PreconditionFailed,
+        "precondition_failed",
+    )
+
+
+def test_an_admin_can_leave_once_there_is_another(repo_world: Tenancy) -> None:
+    _grant(repo_world, ALICE, "admin")
+
+    repo_world.run(
+        "grant_repo_access", {"repo": "fraud-models", "subject": ADMIN, "role": "viewer"}
+    )
+    repo_world.refuse(
+        "revoke_repo_access",
+        {"repo": "fraud-models", "subject": ALICE},
+        PreconditionFailed,
+        "precondition_failed",
+    )
+    assert _grants(repo_world) == {ADMIN: "viewer", ALICE: "admin"}
+
+
+# --- status and deletion ------------------------------------------------------------------
+
+
+def test_status_follows_the_storage_provisioner(repo_world: Tenancy) -> None:
+    report = {"repo": "fraud-models", "location": "s3://ml-bucket/repos/fraud-models/"}
+
+    repo_world.run("record_storage_failed", {**report, "detail": "access denied"})
+    assert repo_world.aggregate(MlRepo, "fraud-models").status == "failed"
+    repo_world.run("record_storage_provisioned", report)
+    assert repo_world.aggregate(MlRepo, "fraud-models").status == "ready"
+    repo_world.run("delete_ml_repo", {"name": "fraud-models"})
+    assert repo_world.aggregate(MlRepo, "fraud-models").status == "deleting"
+    repo_world.refuse(
+        "record_storage_provisioned", report, PreconditionFailed, "precondition_failed"
+    )
+    repo_world.run("record_storage_deleted", report)
+    assert repo_world.aggregate(MlRepo, "fraud-models").status == "deleted"
+
+
+def test_storage_is_recorded_deleted_only_after_deletion_was_asked(repo_world: Tenancy) -> None:
+    repo_world.refuse(
+        "record_storage_deleted",
+        {"repo": "fraud-models", "location": "s3://ml-bucket/repos/fraud-models/"},
+        PreconditionFailed,
+        "precondition_failed",
+    )
+
+
+def test_reports_about_an_unknown_repo_are_not_found(repo_world: Tenancy) -> None:
+    repo_world.refuse(
+        "record_storage_provisioned",
+        {"repo": "ghost-models", "location": "s3://ml-bucket/repos/ghost-models/"},
+        NotFound,
+        "not_found",
+    )
+
+
+def test_deleting_ends_every_grant_as_events(repo_world: Tenancy) -> None:
+    repo_world.team("risk")
+    _grant(repo_world, BOB, "editor")
+    _grant(repo_world, "team:risk", "viewer")
+    _grant(repo_world, WORKSPACE, "viewer")
+    before = repo_world.position()
+
+    result = repo_world.run("delete_ml_repo", {"name": "fraud-models"})
+
+    ended = [e for e in repo_world.events(before) if e["type"] == "ml_repo.access_revoked"]
+    assert sorted((e["subject"], e["previous_role"]) for e in ended) == sorted(
+        [(ADMIN, "admin"), (BOB, "editor"), ("team:risk", "viewer"), (WORKSPACE, "viewer")]
+    )
+    assert "ml_repo.deletion_requested" in result.events
+    assert "workspace.repo_unlinked" in result.events
+    assert "storage_integration.repo_detached" in result.events
+    assert repo_world.aggregate(MlRepo, "fraud-models").grants == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "delete_storage"), [({}, False), ({"delete_storage": True}, True)]
+)
+def test_deletion_records_whether_the_storage_is_removed(
+    repo_world: Tenancy, body: dict[str, bool], delete_storage: bool
+) -> None:
+    before = repo_world.position()
+
+    repo_world.run("delete_ml_repo", {"name": "fraud-models", **body})
+
+    [asked] = [e for e in repo_world.events(before) if e["type"] == "ml_repo.deletion_requested"]
+    assert asked["delete_storage"] is delete_storage
+
+
+def test_a_deleted_repo_is_gone_and_may_be_created_again_keeping_its_history(
+    repo_world: Tenancy,
+) -> None:
+    _grant(repo_world, BOB, "editor")
+    repo_world.run("delete_ml_repo", {"name": "fraud-models"})
+    repo_world.refuse(
+        "grant_repo_access",
+        {"repo": "fraud-models", "subject": BOB, "role": "viewer"},
+        NotFound,
+        "not_found",
+    )
+
+    result = repo_world.repo("fraud-models", actor=ALICE)
+
+    assert result == "fraud-models"
+    repo = repo_world.aggregate(MlRepo, "fraud-models")
+    assert (repo.status, _grants(repo_world)) == ("pending", {ALICE: "admin"})
+    history = [e["type"] for e in repo_world.events() if e["originator_id"] == repo.id]
+    assert history[0] == "ml_repo.created"
+    assert "ml_repo.deletion_requested" in history
+    assert history[-2:] == ["ml_repo.recreated", "ml_repo.access_granted"]
