@@ -21,9 +21,6 @@ class Application(Aggregate):
         self.name = name
         self.live = True
 
-    def fqn(self) -> str:
-        return f"{self.workspace}:{self.name}"
-
     @event("Reregistered")
     def reregister(self) -> None:
         self.live = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +59,8 @@ class DomainEvent(BaseModel):
     actor: str = Field(default_factory=lambda: _context().actor)
     command_id: str = Field(default_factory=lambda: _context().command_id)
     correlation_id: str = Field(default_factory=lambda: _context().correlation_id)
+    # The FQN of the aggregate the event belongs to: published with every event.
+    fqn: str
 
 
 def snake_case(name: str) -> str:
@@ -65,19 +68,35 @@ def snake_case(name: str) -> str:
 
 
 class Aggregate(BaseAggregate[UUID]):
-    """Base of Tenantry's aggregates: pydantic events, ids derived from natural keys."""
+    """Base of Tenantry's aggregates: pydantic events, ids derived from natural keys.
+
+    The natural key (the arguments of `create_id`) joined with ':' is the aggregate's FQN, and
+    every event carries it."""
 
     class Event(DomainEvent, CanMutateAggregate[UUID]):
         def mutate(self, aggregate: Any) -> Any:
             # Lets an @event method see who made the change and when (a grant records both).
             if aggregate is not None:
                 aggregate.last_event = self
-            return super().mutate(aggregate)
+            result: Any = super().mutate(aggregate)
+            result.last_event = self
+            result._fqn = self.fqn
+            return result
 
     class Created(Event, CanInitAggregate[UUID]):
         originator_topic: str
 
     last_event: DomainEvent
+    _fqn: str
+
+    @classmethod
+    def _create(cls, event_class: Any, *, id: UUID | None = None, **kwargs: Any) -> Any:
+        key = inspect.signature(cls.create_id).parameters
+        kwargs["fqn"] = ":".join(str(kwargs[name]) for name in key)
+        return super()._create(event_class, id=id, **kwargs)
+
+    def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        super().trigger_event(event_class, fqn=self._fqn, **kwargs)
 
     @classmethod
     def kind(cls) -> str:
@@ -85,7 +104,7 @@ class Aggregate(BaseAggregate[UUID]):
         return snake_case(cls.__name__)
 
     def fqn(self) -> str:
-        raise NotImplementedError
+        return self._fqn
 
 
 def event_type(event: Any) -> str:

@@ -40,9 +40,6 @@ class Cluster(Aggregate):
         self.workspaces: dict[str, str] = {}
         self.live = True
 
-    def fqn(self) -> str:
-        return self.name
-
     @event("Reregistered")
     def reregister(
         self, region: str, provider: str, environments: list[str], labels: dict[str, str]

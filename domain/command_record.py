@@ -42,6 +42,3 @@ class CommandRecord(Aggregate):
         self.aggregate_id = aggregate_id
         self.result_version = result_version
         self.events = events
-
-    def fqn(self) -> str:
-        return self.result_fqn

@@ -27,9 +27,6 @@ class Environment(Aggregate):
         self.clusters: set[str] = set()
         self.live = True
 
-    def fqn(self) -> str:
-        return self.name
-
     @event("Recreated")
     def recreate(self, is_production: bool, optimize_for: str, color: str | None) -> None:
         self.is_production = is_production

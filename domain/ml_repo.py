@@ -48,9 +48,6 @@ class MlRepo(Aggregate):
     def recreate(self, storage_integration: str, description: str, location: str) -> None:
         self._reset(storage_integration, description, location)
 
-    def fqn(self) -> str:
-        return self.name
-
     @property
     def live(self) -> bool:
         return self.status not in ("deleting", "deleted")

@@ -29,6 +29,3 @@ class Seed(Aggregate):
     @event(Planted)
     def __init__(self, name: str) -> None:
         self.name = name
-
-    def fqn(self) -> str:
-        return self.name

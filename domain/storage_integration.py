@@ -32,9 +32,6 @@ class StorageIntegration(Aggregate):
     def reregister(self, provider: str, storage_root: str, region: str | None) -> None:
         self._register(provider, storage_root, region)
 
-    def fqn(self) -> str:
-        return self.name
-
     def location_of(self, repo: str) -> str:
         root = self.storage_root.rstrip("/")
         if root.endswith(":"):  # file:/// (a filesystem's root) keeps its empty authority

@@ -21,9 +21,6 @@ class Team(Aggregate):
         self.name = name
         self.members = list(dict.fromkeys(members))
 
-    def fqn(self) -> str:
-        return self.name
-
     def add_member(self, user: str) -> None:
         if user not in self.members:
             self._member_added(user=user)

@@ -44,9 +44,6 @@ class Workspace(Aggregate):
     ) -> None:
         self._reset(environment, labels, annotations)
 
-    def fqn(self) -> str:
-        return f"{self.cluster}:{self.name}"
-
     @property
     def subject(self) -> str:
         return f"workspace:{self.fqn()}"

@@ -1,0 +1,89 @@
+"""The published form of stored events (DESIGN §4) and their SHA-256 hash chain.
+
+The same functions serve the relay, the audit views and exports, so the chain computed from the
+store, read from the stream or recomputed from an export is byte-for-byte the same."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.persistence import Notification
+
+from domain.base import snake_case
+
+ZERO_HASH = "0" * 64
+SCHEMA_VERSION = 1
+STREAM_NAME = "TENANTRY_EVENTS"
+SUBJECT_PREFIX = "tenantry.evt."
+# Stored alongside every event but published as top-level fields, not as `data`.
+_METADATA = {"timestamp", "actor", "command_id", "correlation_id", "fqn", "originator_topic"}
+
+
+def event_type_of_topic(topic: str) -> tuple[str, str]:
+    """`domain.workspace:Workspace.Created` -> (`workspace`, `workspace.created`)."""
+    owner, _, name = topic.partition(":")[2].partition(".")
+    aggregate = snake_case(owner)
+    return aggregate, f"{aggregate}.{snake_case(name)}"
+
+
+def rfc3339(value: str) -> str:
+    """Timestamps as `2026-11-29T11:27:36.027293Z` whatever the stored offset notation."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def event_id(originator_id: UUID, version: int) -> str:
+    """A stable id for one event: the same whenever and wherever it is computed."""
+    return str(uuid5(originator_id, str(version)))
+
+
+def unchained_body(notification: Notification) -> dict[str, Any]:
+    """The body of DESIGN §4 without `prev_hash` and `hash`."""
+    state: dict[str, Any] = json.loads(notification.state)
+    aggregate, type_ = event_type_of_topic(notification.topic)
+    originator_id = UUID(str(notification.originator_id))
+    return {
+        "position": notification.id,
+        "id": event_id(originator_id, notification.originator_version),
+        "type": type_,
+        "aggregate": aggregate,
+        "aggregate_id": str(originator_id),
+        "fqn": state.get("fqn", ""),
+        "version": notification.originator_version,
+        "occurred_at": rfc3339(state["timestamp"]),
+        "actor": state.get("actor", ""),
+        "command_id": state.get("command_id", ""),
+        "correlation_id": state.get("correlation_id", ""),
+        "schema_version": SCHEMA_VERSION,
+        "data": {k: v for k, v in state.items() if k not in _METADATA},
+    }
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def chain_hash(prev_hash: str, unchained: dict[str, Any]) -> str:
+    """SHA-256 over `prev_hash` (64 hex chars), then the canonical JSON of the other fields."""
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical_json(unchained)).hexdigest()
+
+
+def chained_body(notification: Notification, prev_hash: str) -> dict[str, Any]:
+    body = unchained_body(notification)
+    return {**body, "prev_hash": prev_hash, "hash": chain_hash(prev_hash, body)}
+
+
+def verify_link(body: dict[str, Any], prev_hash: str) -> bool:
+    """True if `body` follows `prev_hash` and its own hash is right."""
+    unchained = {k: v for k, v in body.items() if k not in ("prev_hash", "hash")}
+    return body.get("prev_hash") == prev_hash and body.get("hash") == chain_hash(
+        prev_hash, unchained
+    )
+
+
+def subject_of(body: dict[str, Any]) -> str:
+    return SUBJECT_PREFIX + str(body["type"])

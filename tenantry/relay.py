@@ -1,0 +1,164 @@
+"""The relay: publishes every stored event, in store order and exactly once, to JetStream.
+
+It resumes from the stream itself (the last message carries its position and hash), so a crash
+at any moment neither skips nor re-publishes; every publish is conditional on the previous one
+(`Nats-Expected-Last-Msg-Id`), so a second relay can't interleave: it gets refused, re-reads the
+stream's tail and carries on from there."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+from eventsourcing.persistence import ApplicationRecorder, Notification
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import APIError, NotFoundError
+
+from domain.event_log import (
+    STREAM_NAME,
+    SUBJECT_PREFIX,
+    ZERO_HASH,
+    canonical_json,
+    chained_body,
+    subject_of,
+)
+from domain.service import INTERNAL_TOPICS
+
+log = structlog.get_logger("tenantry.relay")
+
+
+@dataclass
+class Tail:
+    """The last event on the stream: where publishing resumes."""
+
+    position: int = 0
+    hash: str = ZERO_HASH
+
+
+def msg_id(position: int) -> str:
+    return f"tenantry:{position}"
+
+
+class Relay:
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        js: JetStreamContext,
+        *,
+        replicas: int = 1,
+        batch_size: int = 500,
+        poll_interval: float = 0.25,
+        wakeup: asyncio.Event | None = None,
+    ) -> None:
+        self._recorder = recorder
+        self._js = js
+        self._replicas = replicas
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self.wakeup = wakeup or asyncio.Event()
+        self.published = 0
+
+    async def ensure_stream(self) -> None:
+        config = StreamConfig(
+            name=STREAM_NAME,
+            subjects=[SUBJECT_PREFIX + ">"],
+            storage=StorageType.FILE,
+            num_replicas=self._replicas,
+            duplicate_window=120.0,
+            description="Tenantry: every stored event, in store order, hash-chained",
+        )
+        try:
+            await self._js.stream_info(STREAM_NAME)
+        except NotFoundError:
+            await self._js.add_stream(config)
+            log.info("relay.stream_created", stream=STREAM_NAME, replicas=self._replicas)
+        else:
+            await self._js.update_stream(config)
+
+    async def tail(self) -> Tail:
+        info = await self._js.stream_info(STREAM_NAME)
+        if not info.state.last_seq:
+            return Tail()
+        msg = await self._js.get_msg(STREAM_NAME, seq=info.state.last_seq)
+        assert msg.data is not None
+        body = json.loads(msg.data)
+        return Tail(int(body["position"]), str(body["hash"]))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until `stop` is set; wake on `wakeup` or every poll interval."""
+        await self.ensure_stream()
+        tail = await self.tail()
+        log.info("relay.resumed", position=tail.position)
+        cursor = tail.position
+        while not stop.is_set():
+            try:
+                tail, cursor, count = await self._publish_batch(tail, cursor)
+            except (APIError, TimeoutError) as exc:
+                # Someone else published (a second relay), or the server hiccuped: the stream
+                # is the truth, read where it stands and go on from there.
+                log.warning("relay.resync", error=str(exc))
+                await asyncio.sleep(self._poll_interval)
+                tail = await self.tail()
+                cursor = tail.position
+                continue
+            if count == 0:
+                self.wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_interval):
+                        await _first_of(self.wakeup, stop)
+
+    async def _publish_batch(self, tail: Tail, cursor: int) -> tuple[Tail, int, int]:
+        notifications: Sequence[Notification] = await asyncio.to_thread(
+            self._recorder.select_notifications,
+            cursor,
+            self._batch_size,
+            inclusive_of_start=False,
+        )
+        if not notifications:
+            return tail, cursor, 0
+        started = time.perf_counter()
+        acks = []
+        position, prev_hash = tail.position, tail.hash
+        for notification in notifications:
+            if notification.topic in INTERNAL_TOPICS:
+                continue
+            body = chained_body(notification, prev_hash)
+            headers = {"Nats-Msg-Id": msg_id(notification.id)}
+            if position:
+                headers["Nats-Expected-Last-Msg-Id"] = msg_id(position)
+            else:
+                headers["Nats-Expected-Last-Sequence"] = "0"
+            acks.append(
+                await self._js.publish_async(
+                    subject_of(body), canonical_json(body), headers=headers
+                )
+            )
+            position, prev_hash = notification.id, body["hash"]
+        results = await asyncio.gather(*acks, return_exceptions=True)
+        refused = [r for r in results if isinstance(r, BaseException)]
+        if refused:
+            raise refused[0]  # once one is refused, so is every later one: resync
+        self.published += len(acks)
+        if acks:
+            log.debug(
+                "relay.published",
+                events=len(acks),
+                position=position,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+        return Tail(position, prev_hash), notifications[-1].id, len(notifications)
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
