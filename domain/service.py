@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
@@ -67,7 +67,16 @@ class TenancyService(EventSourcedApplication[UUID]):
     ) -> None:
         self.authorization = authorization or Authorization()
         self.max_attempts = max_attempts
+        # Called (from the saving thread) after every commit: wakes followers of the log
+        # (relay, projections) in this process without waiting for their next poll.
+        self.listeners: list[Callable[[], None]] = []
         super().__init__(dict(env))
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        recordings = super().save(*objs, **kwargs)
+        for listener in self.listeners:
+            listener()
+        return recordings
 
     def construct_env(self, name: str, env: Any = None) -> Environment:
         # Only what the composition root passes: never the process environment.

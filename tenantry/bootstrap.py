@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import nats
 import structlog
@@ -14,19 +15,21 @@ from domain.authorization import Authorization
 from domain.service import TenancyService
 from tenantry.command_endpoint import CommandEndpoint
 from tenantry.nats_server import NatsServer
+from tenantry.relay import Relay
 from tenantry.settings import Settings
 from tenantry.store import event_store_env
+from tenantry.wakeups import listen_postgres, wake_on_save
 
 log = structlog.get_logger("tenantry")
 
 
-def build_service(settings: Settings) -> TenancyService:
-    """The command-handling application on the configured event store, seeded once."""
+def build_service(settings: Settings, *, seed: bool = True) -> TenancyService:
+    """The command-handling application on the configured event store (seeded once)."""
     service = TenancyService(
         {**event_store_env(settings), **settings.extra},
         authorization=Authorization(admins=settings.admins),
     )
-    if service.seed_default_environments():
+    if seed and service.seed_default_environments():
         log.info("store.seeded", environments=["dev", "staging", "prod"])
     return service
 
@@ -42,7 +45,7 @@ async def connect(url: str, name: str) -> Client:
         log.warning("nats.error", error=str(exc))
 
     return await nats.connect(
-        url,
+        url.split(","),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -52,21 +55,52 @@ async def connect(url: str, name: str) -> Client:
     )
 
 
-async def serve_command(settings: Settings, stop: asyncio.Event, nats_url: str) -> None:
-    """Run the command service until `stop` is set, then drain and close."""
-    service = await asyncio.to_thread(build_service, settings)
+async def command_role(
+    service: TenancyService, nc: Client, settings: Settings, stop: asyncio.Event
+) -> None:
     if settings.admins is None:
         log.warning(
-            "authorization.off",
-            reason="TENANTRY_ADMINS is unset: every actor may do anything",
+            "authorization.off", reason="TENANTRY_ADMINS is unset: every actor may do anything"
         )
-    nc = await connect(nats_url, "tenantry-command")
     endpoint = CommandEndpoint(nc, service, settings.queue_group, settings.max_in_flight)
     await endpoint.start()
     try:
         await stop.wait()
     finally:
         await endpoint.stop()
+
+
+async def relay_role(
+    service: TenancyService, nc: Client, settings: Settings, stop: asyncio.Event
+) -> None:
+    wakeup = asyncio.Event()
+    service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
+    relay = Relay(
+        service.recorder,
+        nc,
+        replicas=settings.stream_replicas,
+        poll_interval=settings.poll_interval,
+        wakeup=wakeup,
+    )
+    store_env = event_store_env(settings)
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(listen_postgres(service.recorder, store_env, [wakeup], stop))
+        await relay.run(stop)
+
+
+Role = Callable[[TenancyService, Client, Settings, asyncio.Event], Coroutine[Any, Any, None]]
+ROLES: dict[str, Role] = {"command": command_role, "relay": relay_role}
+
+
+async def serve(settings: Settings, stop: asyncio.Event, nats_url: str, roles: list[str]) -> None:
+    """Run `roles` over one store and one bus connection until `stop`, then drain and close."""
+    service = await asyncio.to_thread(build_service, settings, seed="command" in roles)
+    nc = await connect(nats_url, "tenantry-" + "+".join(roles))
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            for role in roles:
+                tasks.create_task(ROLES[role](service, nc, settings, stop))
+    finally:
         await nc.drain()
         service.close()
 
@@ -79,7 +113,7 @@ def start_embedded_nats(settings: Settings) -> NatsServer:
 
 
 async def up(settings: Settings, stop: asyncio.Event) -> None:
-    """Everything in one process: nats-server (unless TENANTRY_NATS_URL is set) and the roles."""
+    """Everything in one process: nats-server (unless TENANTRY_NATS_URL is set) and every role."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     server = None
     nats_url = settings.nats_url
@@ -89,7 +123,7 @@ async def up(settings: Settings, stop: asyncio.Event) -> None:
         server = start_embedded_nats(settings)
         nats_url = server.url
     try:
-        await serve_command(settings, stop, nats_url)
+        await serve(settings, stop, nats_url, list(ROLES))
     finally:
         if server is not None:
             await asyncio.to_thread(server.stop)

@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 
-from tenantry.bootstrap import run_until_signalled, serve_command, up
+from tenantry.bootstrap import run_until_signalled, serve, up
 from tenantry.logs import configure_logging
 from tenantry.settings import Settings
 
@@ -28,9 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve = sub.add_parser("serve", help="run one role, for the production layout")
     roles = serve.add_subparsers(dest="role", required=True)
-    roles.add_parser(
-        "command", help="the command service on tenantry.cmd.* (needs TENANTRY_NATS_URL)"
-    )
+    roles.add_parser("command", help="the command service on tenantry.cmd.* (a queue group)")
+    roles.add_parser("relay", help="publish stored events to the JetStream stream (one at a time)")
     return parser
 
 
@@ -75,12 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.verb == "health":
         return asyncio.run(_health(nats_url_for_client(settings)))
-    if args.verb == "serve" and args.role == "command":
+    if args.verb == "serve":
         if settings.nats_url is None:
-            print("tenantry serve command: set TENANTRY_NATS_URL", file=sys.stderr)
+            print(f"tenantry serve {args.role}: set TENANTRY_NATS_URL", file=sys.stderr)
             return 2
         nats_url = settings.nats_url
-        run_until_signalled(lambda stop: serve_command(settings, stop, nats_url))
+        run_until_signalled(lambda stop: serve(settings, stop, nats_url, [args.role]))
         return 0
     return 2
 

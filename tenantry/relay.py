@@ -13,12 +13,14 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from eventsourcing.persistence import ApplicationRecorder, Notification
-from nats.js import JetStreamContext
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from domain.event_log import (
     STREAM_NAME,
@@ -49,7 +51,7 @@ class Relay:
     def __init__(
         self,
         recorder: ApplicationRecorder,
-        js: JetStreamContext,
+        nc: Client,
         *,
         replicas: int = 1,
         batch_size: int = 500,
@@ -57,7 +59,8 @@ class Relay:
         wakeup: asyncio.Event | None = None,
     ) -> None:
         self._recorder = recorder
-        self._js = js
+        self._js = nc.jetstream()
+        self._pipeline = _Pipeline(nc)
         self._replicas = replicas
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -135,12 +138,11 @@ class Relay:
             else:
                 headers["Nats-Expected-Last-Sequence"] = "0"
             acks.append(
-                await self._js.publish_async(
-                    subject_of(body), canonical_json(body), headers=headers
-                )
+                await self._pipeline.publish(subject_of(body), canonical_json(body), headers)
             )
             position, prev_hash = notification.id, body["hash"]
-        results = await asyncio.gather(*acks, return_exceptions=True)
+        async with asyncio.timeout(30):
+            results = await asyncio.gather(*acks, return_exceptions=True)
         refused = [r for r in results if isinstance(r, BaseException)]
         if refused:
             raise refused[0]  # once one is refused, so is every later one: resync
@@ -162,3 +164,51 @@ async def _first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+class _Pipeline:
+    """Pipelined JetStream publishes: many in flight, acks matched by reply subject.
+
+    nats-py's own `publish_async` leaves the future unresolved forever when the server answers
+    with a 400 error (its error handler raises instead of setting the exception), and a refused
+    conditional publish is exactly the answer a relay must be able to see."""
+
+    def __init__(self, nc: Client) -> None:
+        self._nc = nc
+        self._prefix = ""
+        self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._counter = 0
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[dict[str, Any]]:
+        if not self._prefix:
+            self._prefix = self._nc.new_inbox() + "."
+            await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
+        self._counter += 1
+        token = str(self._counter)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        future.add_done_callback(lambda _: self._futures.pop(token, None))
+        await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+        return future
+
+    async def _on_ack(self, msg: Msg) -> None:
+        future = self._futures.get(msg.subject.rsplit(".", 1)[-1])
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_exception(NoStreamResponseError())
+            return
+        answer = json.loads(msg.data)
+        if "error" in answer:
+            error = answer["error"]
+            future.set_exception(
+                APIError(
+                    code=error.get("code"),
+                    err_code=error.get("err_code"),
+                    description=error.get("description"),
+                )
+            )
+        else:
+            future.set_result(answer)

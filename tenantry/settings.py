@@ -19,6 +19,8 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "info"
     max_in_flight: int = 64
+    stream_replicas: int = 1
+    poll_interval: float = 0.25
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -40,6 +42,8 @@ class Settings:
             log_format=env.get("TENANTRY_LOG_FORMAT", "auto"),
             log_level=env.get("TENANTRY_LOG_LEVEL", "info"),
             max_in_flight=int(env.get("TENANTRY_MAX_IN_FLIGHT", "64")),
+            stream_replicas=int(env.get("TENANTRY_STREAM_REPLICAS", "1")),
+            poll_interval=float(env.get("TENANTRY_POLL_INTERVAL", "0.25")),
         )
 
     @property
