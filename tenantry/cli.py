@@ -26,6 +26,16 @@ def _parser() -> argparse.ArgumentParser:
         "health",
         help="exit 0 if a command service answers on the bus (for container health checks)",
     )
+    audit = sub.add_parser("audit", help="the audit stream")
+    audit_verbs = audit.add_subparsers(dest="audit_verb", required=True)
+    tail = audit_verbs.add_parser(
+        "tail", help="print events from the stream: a line each on a terminal, JSON lines piped"
+    )
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    tail.add_argument("--since", help="a position (1234) or an RFC 3339 time")
+    tail.add_argument("--type", dest="type_filter", help="an event type; workspace.* works")
+    tail.add_argument("--fqn", help="only events of this FQN")
+    tail.add_argument("-o", "--output", choices=["text", "json"], help="default: text on a tty")
     serve = sub.add_parser("serve", help="run one role, for the production layout")
     roles = serve.add_subparsers(dest="role", required=True)
     roles.add_parser("command", help="the command service on tenantry.cmd.* (a queue group)")
@@ -65,6 +75,32 @@ async def _health(url: str) -> int:
         await nc.close()
 
 
+async def _audit_tail(url: str, args: argparse.Namespace) -> int:
+    import nats
+
+    from tenantry.audit_tail import human_line, parse_since, tail
+
+    as_json = args.output == "json" or (args.output is None and not sys.stdout.isatty())
+
+    def emit(body: dict[str, object]) -> None:
+        line = json.dumps(body, ensure_ascii=False) if as_json else human_line(body)
+        print(line, flush=True)
+
+    nc = await nats.connect(url)
+    try:
+        await tail(
+            nc,
+            emit,
+            follow=args.follow,
+            since=parse_since(args.since),
+            type_filter=args.type_filter,
+            fqn=args.fqn,
+        )
+    finally:
+        await nc.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
@@ -72,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "up":
         run_until_signalled(lambda stop: up(settings, stop))
         return 0
+    if args.verb == "audit" and args.audit_verb == "tail":
+        try:
+            return asyncio.run(_audit_tail(nats_url_for_client(settings), args))
+        except KeyboardInterrupt:
+            return 130
     if args.verb == "health":
         return asyncio.run(_health(nats_url_for_client(settings)))
     if args.verb == "serve":
