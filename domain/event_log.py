@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -23,6 +25,7 @@ SUBJECT_PREFIX = "tenantry.evt."
 _METADATA = {"timestamp", "actor", "command_id", "correlation_id", "fqn", "originator_topic"}
 
 
+@lru_cache(maxsize=512)
 def event_type_of_topic(topic: str) -> tuple[str, str]:
     """`domain.workspace:Workspace.Created` -> (`workspace`, `workspace.created`)."""
     owner, _, name = topic.partition(":")[2].partition(".")
@@ -30,8 +33,13 @@ def event_type_of_topic(topic: str) -> tuple[str, str]:
     return aggregate, f"{aggregate}.{snake_case(name)}"
 
 
+_RFC3339_MICROS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
 def rfc3339(value: str) -> str:
     """Timestamps as `2026-11-29T11:27:36.027293Z` whatever the stored offset notation."""
+    if _RFC3339_MICROS.match(value):
+        return value  # what pydantic stores for UTC times with microseconds: the usual case
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -45,7 +53,9 @@ def unchained_body(notification: Notification) -> dict[str, Any]:
     """The body of DESIGN §4 without `prev_hash` and `hash`."""
     state: dict[str, Any] = json.loads(notification.state)
     aggregate, type_ = event_type_of_topic(notification.topic)
-    originator_id = UUID(str(notification.originator_id))
+    originator_id = notification.originator_id
+    if not isinstance(originator_id, UUID):
+        originator_id = UUID(str(originator_id))
     return {
         "position": notification.id,
         "id": event_id(originator_id, notification.originator_version),
@@ -75,6 +85,18 @@ def chain_hash(prev_hash: str, unchained: dict[str, Any]) -> str:
 def chained_body(notification: Notification, prev_hash: str) -> dict[str, Any]:
     body = unchained_body(notification)
     return {**body, "prev_hash": prev_hash, "hash": chain_hash(prev_hash, body)}
+
+
+def chained_payload(notification: Notification, prev_hash: str) -> tuple[bytes, str, str]:
+    """(the JSON to publish, its hash, its type): the body of `chained_body`, serialised once.
+
+    The chain is defined on the canonical JSON of the other fields; the published JSON is that
+    same text with `prev_hash` and `hash` appended (key order carries no meaning in JSON)."""
+    body = unchained_body(notification)
+    canonical = canonical_json(body)
+    digest = hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
+    payload = canonical[:-1] + f',"prev_hash":"{prev_hash}","hash":"{digest}"}}'.encode()
+    return payload, digest, str(body["type"])
 
 
 def verify_link(body: dict[str, Any], prev_hash: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from uuid import UUID
@@ -43,6 +43,31 @@ class CommandResult:
     position: int
     events: list[str]
     replayed: bool
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """A decided command, not yet saved."""
+
+    command_id: str
+    events: list[Any]
+    record: CommandRecord
+    fqn: str
+    aggregate_id: str
+    version: int
+    names: list[str]
+    touched: frozenset[UUID]
+
+    def result(self, position: int) -> CommandResult:
+        return CommandResult(
+            command_id=self.command_id,
+            fqn=self.fqn,
+            aggregate_id=self.aggregate_id,
+            version=self.version,
+            position=position,
+            events=self.names,
+            replayed=False,
+        )
 
 
 def fingerprint(command: Command, actor: str) -> str:
@@ -86,56 +111,112 @@ class TenancyService(EventSourcedApplication[UUID]):
         """Apply `command` all-or-nothing. A command id seen before returns its first answer.
 
         Raises a DomainError (with its wire code) when the command is refused."""
-        self.authorization.check_command(context.actor, command.wire_name)
-        handler = HANDLERS[command.wire_name]
-        print_ = fingerprint(command, context.actor)
         for _attempt in range(self.max_attempts):
-            replay = self._replay(command, context.command_id, print_)
-            if replay is not None:
-                return replay
-            session = Session(self.repository)
-            with acting_as(context):
-                try:
-                    subject = handler(session, command, context.actor, self.authorization)
-                except DomainError:
-                    # The same command may have committed since we looked (a client retrying
-                    # concurrently): its record and its effects commit together, so if we were
-                    # refused because of its effects, its record is visible now.
-                    replay = self._replay(command, context.command_id, print_)
-                    if replay is not None:
-                        return replay
-                    raise
-                events = sorted(
-                    (e for a in session.changed() for e in a.collect_events()),
-                    key=lambda e: e.timestamp,
-                )
-                names = [event_type(e) for e in events]
-                record = CommandRecord(
-                    context.command_id,
-                    command.wire_name,
-                    print_,
-                    subject.fqn(),
-                    str(subject.id),
-                    subject.version,
-                    names,
-                )
+            decision = self._decide(command, context)
+            if isinstance(decision, CommandResult):
+                return decision
             try:
-                recordings = self.save(*events, record)
+                recordings = self.save(*decision.events, decision.record)
             except RecordConflictError:
                 continue  # another writer got there first: decide again on fresh state
-            return CommandResult(
-                command_id=context.command_id,
-                fqn=subject.fqn(),
-                aggregate_id=str(subject.id),
-                version=subject.version,
-                position=recordings[-1].notification.id,
-                events=names,
-                replayed=False,
-            )
+            return decision.result(recordings[-1].notification.id)
         raise Conflict(
             f"{command.wire_name} kept clashing with concurrent writes "
             f"({self.max_attempts} attempts); try again",
             attempts=self.max_attempts,
+        )
+
+    def handle_batch(
+        self, items: Sequence[tuple[Command, CommandContext]]
+    ) -> list[CommandResult | DomainError]:
+        """Apply concurrent commands, grouping the independent ones into one transaction.
+
+        Commands whose decisions read or wrote the same aggregate (or share a command id) as an
+        earlier one in the batch are run alone afterwards, as is everything in the batch if the
+        group's save clashes with another writer: each command stays all-or-nothing and the
+        group is equivalent to running its members one after another."""
+        results: list[CommandResult | DomainError | None] = [None] * len(items)
+        group: list[tuple[int, _Decision]] = []
+        alone: list[int] = []
+        touched: set[UUID] = set()
+        for index, (command, context) in enumerate(items):
+            try:
+                decision = self._decide(command, context)
+            except DomainError as refusal:
+                results[index] = refusal
+                continue
+            if isinstance(decision, CommandResult):
+                results[index] = decision
+            elif decision.touched & touched:
+                alone.append(index)
+            else:
+                touched |= decision.touched
+                group.append((index, decision))
+        if len(group) == 1:
+            alone.insert(0, group.pop()[0])
+        if group:
+            events = [item for _, d in group for item in (*d.events, d.record)]
+            try:
+                recordings = self.save(*events)
+            except RecordConflictError:
+                alone = sorted(alone + [index for index, _ in group])
+            else:
+                by_record = {r.domain_event.originator_id: r for r in recordings}
+                for index, decision in group:
+                    position = by_record[decision.record.id].notification.id
+                    results[index] = decision.result(position)
+        for index in alone:
+            command, context = items[index]
+            try:
+                results[index] = self.handle(command, context)
+            except DomainError as refusal:
+                results[index] = refusal
+        return [r for r in results if r is not None]
+
+    def _decide(self, command: Command, context: CommandContext) -> CommandResult | _Decision:
+        """What `command` would write, decided on the current state (nothing is saved), or the
+        first answer if its command id was handled before."""
+        self.authorization.check_command(context.actor, command.wire_name)
+        handler = HANDLERS[command.wire_name]
+        print_ = fingerprint(command, context.actor)
+        replay = self._replay(command, context.command_id, print_)
+        if replay is not None:
+            return replay
+        session = Session(self.repository)
+        with acting_as(context):
+            try:
+                subject = handler(session, command, context.actor, self.authorization)
+            except DomainError:
+                # The same command may have committed since we looked (a client retrying
+                # concurrently): its record and its effects commit together, so if we were
+                # refused because of its effects, its record is visible now.
+                replay = self._replay(command, context.command_id, print_)
+                if replay is not None:
+                    return replay
+                raise
+            events = sorted(
+                (e for a in session.changed() for e in a.collect_events()),
+                key=lambda e: e.timestamp,
+            )
+            names = [event_type(e) for e in events]
+            record = CommandRecord(
+                context.command_id,
+                command.wire_name,
+                print_,
+                subject.fqn(),
+                str(subject.id),
+                subject.version,
+                names,
+            )
+        return _Decision(
+            command_id=context.command_id,
+            events=events,
+            record=record,
+            fqn=subject.fqn(),
+            aggregate_id=str(subject.id),
+            version=subject.version,
+            names=names,
+            touched=session.touched() | {record.id},
         )
 
     def _replay(self, command: Command, command_id: str, print_: str) -> CommandResult | None:

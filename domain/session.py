@@ -27,10 +27,12 @@ class Session:
     def __init__(self, repository: Repository[UUID]) -> None:
         self._repository = repository
         self._aggregates: dict[UUID, Aggregate] = {}
+        self._looked_up: set[UUID] = set()
 
     def find(self, cls: type[A], *key: str) -> A | None:
         """The aggregate named `key`, live or not, or None if it never existed."""
         aggregate_id = cls.create_id(*key)
+        self._looked_up.add(aggregate_id)
         if aggregate_id in self._aggregates:
             return self._aggregates[aggregate_id]  # type: ignore[return-value]
         try:
@@ -55,6 +57,10 @@ class Session:
     def add(self, aggregate: A) -> A:
         self._aggregates[aggregate.id] = aggregate
         return aggregate
+
+    def touched(self) -> frozenset[UUID]:
+        """Every aggregate this attempt read (found or not) or wrote."""
+        return frozenset(self._looked_up | set(self._aggregates))
 
     def changed(self) -> list[Any]:
         """Aggregates with pending events, in the order they were first touched."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from domain.base import CommandContext
-from domain.commands import COMMANDS
+from domain.commands import COMMANDS, Command
 from domain.names import is_valid_actor
 from domain.service import CommandResult, TenancyService
 from tenantry import wire
@@ -26,6 +28,13 @@ DEFAULT_ACTOR = "user:anonymous@localhost"
 log = structlog.get_logger("tenantry.command")
 
 
+@dataclass
+class _Pending:
+    command: Command
+    context: CommandContext
+    outcome: asyncio.Future[CommandResult]
+
+
 class CommandEndpoint:
     """Answers every command subject; many instances share the load through the queue group."""
 
@@ -35,6 +44,7 @@ class CommandEndpoint:
         service: TenancyService,
         queue_group: str = "tenantry-command",
         max_in_flight: int = 64,
+        max_batch: int = 64,
     ) -> None:
         self._nc = nc
         self._service = service
@@ -42,8 +52,14 @@ class CommandEndpoint:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._subscription: Subscription | None = None
+        # Decided commands wait here for the writer, which saves the independent ones of
+        # everything waiting in one transaction (group commit) on one thread.
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._max_batch = max_batch
 
     async def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_batches())
         self._subscription = await self._nc.subscribe(
             COMMAND_SUBJECT_PREFIX + "*", queue=self._queue_group, cb=self._on_message
         )
@@ -57,7 +73,29 @@ class CommandEndpoint:
             self._subscription = None
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
         log.info("command_service.stopped")
+
+    async def _write_batches(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            items = [(p.command, p.context) for p in batch]
+            try:
+                results = await asyncio.to_thread(self._service.handle_batch, items)
+            except Exception as exc:  # the store failed: every command of the batch did too
+                for pending in batch:
+                    pending.outcome.set_exception(exc)
+                continue
+            for pending, result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):
+                    pending.outcome.set_exception(result)
+                else:
+                    pending.outcome.set_result(result)
 
     async def _on_message(self, msg: Msg) -> None:
         # Wait for a free slot here so that a flood queues in the client, not in memory as tasks.
@@ -125,11 +163,7 @@ class CommandEndpoint:
             raise wire.WireError(
                 "validation_error", f"unknown command {name[:64]!r}", commands=sorted(COMMANDS)
             )
-        if len(data) > wire.MAX_BODY_BYTES:
-            raise wire.WireError(
-                "validation_error",
-                f"the body is {len(data)} bytes; at most {wire.MAX_BODY_BYTES} are accepted",
-            )
+        wire.require_body_size(data)
         for header, value in (
             (wire.COMMAND_ID_HEADER, command_id),
             (wire.CORRELATION_ID_HEADER, correlation_id),
@@ -148,7 +182,9 @@ class CommandEndpoint:
             )
         command = model.model_validate_json(data or b"{}")
         context = CommandContext(actor=actor, command_id=command_id, correlation_id=correlation_id)
-        return await asyncio.to_thread(self._service.handle, command, context)
+        outcome: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(command, context, outcome))
+        return await outcome
 
     async def _publish_denied(
         self, name: str, actor: str, command_id: str, correlation_id: str, reason: str

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from eventsourcing.persistence import ApplicationRecorder, Notification
+from eventsourcing.persistence import ApplicationRecorder
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
@@ -26,9 +24,7 @@ from domain.event_log import (
     STREAM_NAME,
     SUBJECT_PREFIX,
     ZERO_HASH,
-    canonical_json,
-    chained_body,
-    subject_of,
+    chained_payload,
 )
 from domain.service import INTERNAL_TOPICS
 
@@ -94,67 +90,79 @@ class Relay:
         return Tail(int(body["position"]), str(body["hash"]))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until `stop` is set; wake on `wakeup` or every poll interval."""
+        """Publish until `stop` is set; wake on `wakeup` or every poll interval.
+
+        Batches are double-buffered: the next batch is read and sent while the acks of the
+        previous one are awaited. Every publish is conditional on the one before it, so a
+        refusal anywhere refuses everything after it too, and the relay re-reads the tail."""
         await self.ensure_stream()
         tail = await self.tail()
         log.info("relay.resumed", position=tail.position)
         cursor = tail.position
+        unacked: list[asyncio.Future[dict[str, Any]]] = []
         while not stop.is_set():
             try:
-                tail, cursor, count = await self._publish_batch(tail, cursor)
+                last_id, messages, next_tail = await asyncio.to_thread(self._prepare, cursor, tail)
+                sent = [await self._pipeline.publish(*message) for message in messages]
+                tail = next_tail
+                await self._settle(unacked)
+                unacked = sent
+                if last_id is not None:
+                    cursor = last_id
+                    continue
+                await self._settle(unacked)
+                unacked = []
             except (APIError, TimeoutError) as exc:
                 # Someone else published (a second relay), or the server hiccuped: the stream
                 # is the truth, read where it stands and go on from there.
                 log.warning("relay.resync", error=str(exc))
+                for future in unacked:
+                    future.cancel()
+                unacked = []
                 await asyncio.sleep(self._poll_interval)
                 tail = await self.tail()
                 cursor = tail.position
                 continue
-            if count == 0:
-                self.wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll_interval):
-                        await _first_of(self.wakeup, stop)
+            self.wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval):
+                    await _first_of(self.wakeup, stop)
+        await self._settle(unacked)
 
-    async def _publish_batch(self, tail: Tail, cursor: int) -> tuple[Tail, int, int]:
-        notifications: Sequence[Notification] = await asyncio.to_thread(
-            self._recorder.select_notifications,
-            cursor,
-            self._batch_size,
-            inclusive_of_start=False,
+    def _prepare(
+        self, cursor: int, tail: Tail
+    ) -> tuple[int | None, list[tuple[str, bytes, dict[str, str]]], Tail]:
+        """Read the next batch after `cursor` and build its messages (in a worker thread, so
+        the event loop keeps receiving acks meanwhile). The returned tail assumes they land."""
+        notifications = self._recorder.select_notifications(
+            cursor, self._batch_size, inclusive_of_start=False
         )
-        if not notifications:
-            return tail, cursor, 0
-        started = time.perf_counter()
-        acks = []
+        messages = []
         position, prev_hash = tail.position, tail.hash
         for notification in notifications:
             if notification.topic in INTERNAL_TOPICS:
                 continue
-            body = chained_body(notification, prev_hash)
+            payload, digest, type_ = chained_payload(notification, prev_hash)
             headers = {"Nats-Msg-Id": msg_id(notification.id)}
             if position:
                 headers["Nats-Expected-Last-Msg-Id"] = msg_id(position)
             else:
                 headers["Nats-Expected-Last-Sequence"] = "0"
-            acks.append(
-                await self._pipeline.publish(subject_of(body), canonical_json(body), headers)
-            )
-            position, prev_hash = notification.id, body["hash"]
+            messages.append((SUBJECT_PREFIX + type_, payload, headers))
+            position, prev_hash = notification.id, digest
+        last_id = notifications[-1].id if notifications else None
+        return last_id, messages, Tail(position, prev_hash)
+
+    async def _settle(self, acks: list[asyncio.Future[dict[str, Any]]]) -> None:
+        if not acks:
+            return
         async with asyncio.timeout(30):
             results = await asyncio.gather(*acks, return_exceptions=True)
         refused = [r for r in results if isinstance(r, BaseException)]
         if refused:
             raise refused[0]  # once one is refused, so is every later one: resync
         self.published += len(acks)
-        if acks:
-            log.debug(
-                "relay.published",
-                events=len(acks),
-                position=position,
-                ms=round((time.perf_counter() - started) * 1000, 2),
-            )
-        return Tail(position, prev_hash), notifications[-1].id, len(notifications)
+        log.debug("relay.published", events=len(acks))
 
 
 async def _first_of(*events: asyncio.Event) -> None:

@@ -1,0 +1,43 @@
+"""`python -m bench [--quick] [--json] [scenario …]`: every scenario as a ratio to its baseline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+import structlog
+
+from bench.harness import Result, machine, summary
+
+SCENARIOS: dict[str, str] = {
+    "command_throughput": "bench.command_throughput",
+    "relay_throughput": "bench.relay_throughput",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, under a minute")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=[])
+    args = parser.parse_args(argv)
+    # The product logs every command at info: measure it, not the terminal.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    results: list[Result] = []
+    if not args.json:
+        print(f"machine: {machine()}")
+    for name in args.scenarios or list(SCENARIOS):
+        module = __import__(SCENARIOS[name], fromlist=["run"])
+        run: Callable[[bool], Result] = module.run
+        result = run(args.quick)
+        results.append(result)
+        print(result.as_json() if args.json else result.as_text(), flush=True)
+    print(json.dumps(summary(results)) if args.json else f"summary: {summary(results)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Commands per second over the bus (many in flight, SQLite store) against eventsourcing's
+`save()` of equal aggregates in a plain loop on the same kind of store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import uuid
+from pathlib import Path
+
+import nats
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+
+from bench.harness import Result, stopwatch
+from domain.service import TenancyService
+from tenantry.command_endpoint import CommandEndpoint
+from tenantry.nats_server import NatsServer
+from tenantry.settings import Settings
+from tenantry.store import event_store_env
+
+
+class _RawTeam(Aggregate):
+    """The baseline's aggregate: the same fields as a Tenantry team, nothing else."""
+
+    @event("Created")
+    def __init__(self, name: str, members: list[str]) -> None:
+        self.name = name
+        self.members = members
+
+
+def baseline(count: int, folder: Path) -> float:
+    app: Application = Application(
+        {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(folder / "raw.db")}
+    )
+    teams = [_RawTeam(name=f"team-{i}", members=["ana@example.com"]) for i in range(count)]
+    with stopwatch() as elapsed:
+        for team in teams:
+            app.save(team)
+    app.close()
+    return count / elapsed[0]
+
+
+async def product(count: int, folder: Path, in_flight: int = 64) -> tuple[float, dict[str, float]]:
+    server = NatsServer(folder / "nats").start()
+    service = TenancyService(event_store_env(Settings(state_dir=folder / "state")))
+    service.seed_default_environments()
+    service_nc = await nats.connect(server.url)
+    endpoint = CommandEndpoint(service_nc, service, max_in_flight=in_flight)
+    await endpoint.start()
+    client = await nats.connect(server.url)
+    slots = asyncio.Semaphore(in_flight)
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        async with slots:
+            body = json.dumps({"name": f"team-{i}", "members": ["ana@example.com"]}).encode()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            reply = await client.request(
+                "tenantry.cmd.create_team",
+                body,
+                timeout=60,
+                headers={"Tenantry-Command-Id": str(uuid.uuid4())},
+            )
+            latencies.append(loop.time() - started)
+            assert json.loads(reply.data)["ok"], reply.data
+
+    try:
+        with stopwatch() as elapsed:
+            await asyncio.gather(*(one(i) for i in range(count)))
+    finally:
+        await client.close()
+        await endpoint.stop()
+        await service_nc.drain()
+        service.close()
+        server.stop()
+    latencies.sort()
+    return count / elapsed[0], {
+        "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
+        "in_flight": in_flight,
+    }
+
+
+def run(quick: bool) -> Result:
+    """Alternating rounds, medians of each side: the machine is shared and disk-bound."""
+    count = 1000 if quick else 5000
+    rounds = 3
+    raws, ours, notes = [], [], {}
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            raws.append(baseline(count, folder))
+            rate, notes = asyncio.run(product(count, folder))
+            ours.append(rate)
+    return Result(
+        "command_throughput",
+        statistics.median(ours),
+        statistics.median(raws),
+        "commands/s",
+        0.5,
+        1.0,
+        {"commands": count, "rounds": rounds, **notes},
+    )

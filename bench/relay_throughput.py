@@ -1,0 +1,94 @@
+"""Events per second from the store to JetStream, against nats-py publishing the same payloads
+to a stream, pipelined, in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import uuid
+from pathlib import Path
+
+import nats
+from nats.js.api import StorageType, StreamConfig
+
+from bench.harness import Result, stopwatch
+from domain.base import CommandContext
+from domain.commands import COMMANDS
+from domain.event_log import STREAM_NAME, ZERO_HASH, canonical_json, chained_body, subject_of
+from domain.service import INTERNAL_TOPICS, TenancyService
+from tenantry.nats_server import NatsServer
+from tenantry.relay import Relay
+from tenantry.settings import Settings
+from tenantry.store import event_store_env
+
+
+def _fill(service: TenancyService, commands: int) -> None:
+    service.seed_default_environments()
+    for i in range(commands):
+        command = COMMANDS["create_team"].model_validate({"name": f"t-{i}", "members": []})
+        service.handle(command, CommandContext("user:ana@example.com", str(uuid.uuid4()), "b"))
+
+
+async def _baseline(url: str, payloads: list[tuple[str, bytes]]) -> float:
+    nc = await nats.connect(url)
+    js = nc.jetstream(publish_async_max_pending=4000)
+    await js.add_stream(StreamConfig(name="RAW", subjects=["raw.>"], storage=StorageType.FILE))
+    with stopwatch() as elapsed:
+        acks = [await js.publish_async("raw." + subject, data) for subject, data in payloads]
+        await asyncio.gather(*acks)
+    await nc.close()
+    return len(payloads) / elapsed[0]
+
+
+async def _product(url: str, service: TenancyService, events: int) -> float:
+    nc = await nats.connect(url)
+    relay = Relay(service.recorder, nc, batch_size=1000, poll_interval=0.01)
+    stop = asyncio.Event()
+    await relay.ensure_stream()  # like the baseline's add_stream: set-up, not throughput
+    with stopwatch() as elapsed:
+        task = asyncio.create_task(relay.run(stop))
+        while relay.published < events:  # noqa: ASYNC110 (a counter, checked each ms)
+            await asyncio.sleep(0.001)
+        stop.set()
+        await task
+    info = await nc.jetstream().stream_info(STREAM_NAME)
+    assert info.state.messages == events, (info.state.messages, events)
+    await nc.close()
+    return events / elapsed[0]
+
+
+def run(quick: bool) -> Result:
+    commands = 3000 if quick else 20000
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        service = TenancyService(event_store_env(Settings(state_dir=folder / "state")))
+        _fill(service, commands)
+        payloads = []
+        prev = ZERO_HASH
+        for n in service.recorder.select_notifications(None, 10_000_000):
+            if n.topic in INTERNAL_TOPICS:
+                continue
+            body = chained_body(n, prev)
+            prev = body["hash"]
+            payloads.append((subject_of(body), canonical_json(body)))
+        raws, ours = [], []
+        try:
+            for round_ in range(3):  # alternating rounds, medians: the machine is shared
+                server = NatsServer(folder / f"nats-{round_}").start()
+                try:
+                    raws.append(asyncio.run(_baseline(server.url, payloads)))
+                    ours.append(asyncio.run(_product(server.url, service, len(payloads))))
+                finally:
+                    server.stop()
+        finally:
+            service.close()
+    return Result(
+        "relay_throughput",
+        statistics.median(ours),
+        statistics.median(raws),
+        "events/s",
+        0.5,
+        0.9,
+        {"events": len(payloads), "rounds": 3},
+    )
