@@ -62,3 +62,11 @@ def ensure_postgres_schema(env: dict[str, str]) -> None:
         conn.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"]))
         )
+
+
+def view_store_url(settings: Settings) -> str:
+    """The read models' database: the event store's PostgreSQL (tables `view_…`), else
+    `views.sqlite` beside the SQLite event store."""
+    if settings.database_url:
+        return settings.database_url
+    return f"sqlite:///{settings.state_dir / 'views.sqlite'}"

@@ -46,6 +46,15 @@ def is_valid_id(value: str) -> bool:
     return bool(_ID.match(value))
 
 
+def require_body_size(data: bytes) -> None:
+    """Refuse a body over MAX_BODY_BYTES before parsing it."""
+    if len(data) > MAX_BODY_BYTES:
+        raise WireError(
+            "validation_error",
+            f"the body is {len(data)} bytes; at most {MAX_BODY_BYTES} are accepted",
+        )
+
+
 def dumps(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 

@@ -1,0 +1,36 @@
+"""The grants view: the direct grants in force on each ML repo, with who granted them, when and
+why. Effective access (through teams, workspaces, applications) is derived from it at query time
+in `projections.effective_access`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, delete
+
+from projections import schema as t
+from projections.store import upsert
+
+
+def apply(conn: Connection, body: dict[str, Any]) -> None:
+    type_, repo, data = body["type"], body["fqn"], body["data"]
+    if type_ == "ml_repo.access_granted":
+        upsert(
+            conn,
+            t.grants,
+            {
+                "repo": repo,
+                "subject": data["subject"],
+                "role": data["role"],
+                "granted_by": body["actor"],
+                "granted_at": body["occurred_at"],
+                "reason": data["reason"],
+            },
+        )
+    elif type_ == "ml_repo.access_revoked":
+        conn.execute(
+            delete(t.grants).where(t.grants.c.repo == repo, t.grants.c.subject == data["subject"])
+        )
+    elif type_ == "ml_repo.recreated":
+        # A recreated repo starts without grants (its deletion ended them, as events, anyway).
+        conn.execute(delete(t.grants).where(t.grants.c.repo == repo))

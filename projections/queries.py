@@ -1,0 +1,427 @@
+"""The queries of DESIGN §5 over the views: strict parameter models and what each one answers.
+
+Every answer is read in one snapshot together with the position the views stood at, so the
+`position` of a reply is exactly the one its data reflects."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from sqlalchemy import ColumnElement, Connection, select
+
+from domain.errors import NotFound
+from domain.names import (
+    CLUSTER_NAME_RE,
+    DNS_LABEL_RE,
+    ClusterName,
+    DnsLabel,
+    MlRepoName,
+    Subject,
+    WorkspaceFqn,
+)
+from projections import schema as t
+from projections.audit import utc_text
+from projections.effective_access import GONE, allows, subject_access
+from projections.store import ViewStore, read_tracking
+
+MAX_WAIT_SECONDS = 30.0
+
+# --- parameters ---------------------------------------------------------------------------
+
+_WS = CLUSTER_NAME_RE[1:-1]
+_APP_SUBJECT = re.compile(rf"^app:{_WS}:{_WS}:{DNS_LABEL_RE[1:-1]}$")
+_GRANT_SUBJECT: TypeAdapter[str] = TypeAdapter(Subject)
+
+
+def _query_subject(value: str) -> str:
+    """A grant subject, or an application: `app:<cluster>:<workspace>:<name>`."""
+    if _APP_SUBJECT.match(value):
+        _, cluster, workspace, name = value.split(":")
+        if 3 <= len(cluster) <= 35 and 3 <= len(workspace) <= 32 and len(name) <= 63:
+            return value
+    else:
+        try:
+            return _GRANT_SUBJECT.validate_python(value)
+        except ValidationError:
+            pass
+    raise ValueError(
+        "a subject is 'user:<email>', 'team:<name>', 'workspace:<cluster>:<name>' or "
+        "'app:<cluster>:<workspace>:<name>'"
+    )
+
+
+QuerySubject = Annotated[str, StringConstraints(max_length=300), AfterValidator(_query_subject)]
+Position = Annotated[int, Field(ge=0, le=2**63 - 1)]
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+$", max_length=100)]
+
+
+class QueryParams(BaseModel):
+    """What every query accepts. `min_position` asks to wait (up to `min_position_timeout`
+    seconds, 5 by default) until the views have applied that position: read-your-writes."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    min_position: Position | None = None
+    min_position_timeout: Annotated[float, Field(gt=0, le=MAX_WAIT_SECONDS)] | None = None
+
+
+class ListEnvironments(QueryParams):
+    pass
+
+
+class ListClusters(QueryParams):
+    environment: DnsLabel | None = None
+
+
+class GetWorkspace(QueryParams):
+    fqn: WorkspaceFqn
+
+
+class ListWorkspaces(QueryParams):
+    cluster: ClusterName | None = None
+    environment: DnsLabel | None = None
+    production: bool | None = None
+
+
+class GetMlRepo(QueryParams):
+    name: MlRepoName
+
+
+class ListMlRepos(QueryParams):
+    subject: QuerySubject | None = None
+
+
+class RepoAccess(QueryParams):
+    repo: MlRepoName
+
+
+class SubjectAccess(QueryParams):
+    subject: QuerySubject
+
+
+class CheckAccess(QueryParams):
+    subject: QuerySubject
+    repo: MlRepoName
+    action: Literal["read", "write", "admin"]
+
+
+class EnvironmentTags(QueryParams):
+    environment: DnsLabel | None = None
+
+
+class AuditLog(QueryParams):
+    """`since` is inclusive and `until` exclusive; `after` is a position (exclusive), for paging
+    with the `next` of the previous page."""
+
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
+    fqn: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
+    type: (
+        Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+$", max_length=100)] | None
+    ) = None
+    after: Position | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+# --- directory ----------------------------------------------------------------------------
+
+
+def list_environments(conn: Connection, _: ListEnvironments) -> list[dict[str, Any]]:
+    rows = conn.execute(select(t.environments).order_by(t.environments.c.name))
+    return [
+        {
+            "name": r.name,
+            "is_production": r.is_production,
+            "optimize_for": r.optimize_for,
+            "color": r.color,
+        }
+        for r in rows
+    ]
+
+
+def list_clusters(conn: Connection, params: ListClusters) -> list[dict[str, Any]]:
+    offered: dict[str, list[str]] = defaultdict(list)
+    for cluster, environment in conn.execute(
+        select(t.cluster_environments.c.cluster, t.cluster_environments.c.environment).order_by(
+            t.cluster_environments.c.cluster, t.cluster_environments.c.ordinal
+        )
+    ):
+        offered[cluster].append(environment)
+    rows = conn.execute(select(t.clusters).order_by(t.clusters.c.name))
+    return [
+        {
+            "name": r.name,
+            "region": r.region,
+            "provider": r.provider,
+            "environments": offered[r.name],
+            "labels": r.labels,
+        }
+        for r in rows
+        if params.environment is None or params.environment in offered[r.name]
+    ]
+
+
+def get_workspace(conn: Connection, params: GetWorkspace) -> dict[str, Any]:
+    found = _workspaces(conn, t.workspaces.c.fqn == params.fqn)
+    if not found:
+        raise NotFound(
+            f"workspace {params.fqn!r} does not exist", kind="workspace", name=params.fqn
+        )
+    return found[0]
+
+
+def list_workspaces(conn: Connection, params: ListWorkspaces) -> list[dict[str, Any]]:
+    """Workspaces that are not deleted (a deleted one is still there for `get_workspace`)."""
+    where = [t.workspaces.c.status != "deleted"]
+    if params.cluster is not None:
+        where.append(t.workspaces.c.cluster == params.cluster)
+    if params.environment is not None:
+        where.append(t.workspaces.c.environment == params.environment)
+    if params.production is not None:
+        where.append(t.environments.c.is_production.is_(params.production))
+    return _workspaces(conn, *where)
+
+
+def _workspaces(conn: Connection, *where: ColumnElement[bool]) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(t.workspaces, t.environments.c.is_production)
+        .outerjoin(t.environments, t.environments.c.name == t.workspaces.c.environment)
+        .where(*where)
+        .order_by(t.workspaces.c.fqn)
+    ).all()
+    apps = _applications_of(conn, [r.fqn for r in rows])
+    return [
+        {
+            "fqn": r.fqn,
+            "cluster": r.cluster,
+            "name": r.name,
+            "environment": r.environment,
+            "is_production": bool(r.is_production),
+            "labels": r.labels,
+            "annotations": r.annotations,
+            "status": r.status,
+            "applications": apps[r.fqn],
+        }
+        for r in rows
+    ]
+
+
+def _applications_of(conn: Connection, workspaces: list[str]) -> dict[str, list[str]]:
+    apps: dict[str, list[str]] = defaultdict(list)
+    if workspaces:
+        for workspace, name in conn.execute(
+            select(t.applications.c.workspace, t.applications.c.name)
+            .where(t.applications.c.workspace.in_(workspaces))
+            .order_by(t.applications.c.name)
+        ):
+            apps[workspace].append(name)
+    return apps
+
+
+def get_ml_repo(conn: Connection, params: GetMlRepo) -> dict[str, Any]:
+    found = _ml_repos(conn, [params.name])
+    if not found:
+        raise _repo_not_found(params.name)
+    return found[0]
+
+
+def list_ml_repos(conn: Connection, params: ListMlRepos) -> list[dict[str, Any]]:
+    """Repos that are not deleted; with `subject`, those it may at least read."""
+    if params.subject is None:
+        names = conn.execute(
+            select(t.ml_repos.c.name).where(t.ml_repos.c.status != "deleted")
+        ).scalars()
+        return _ml_repos(conn, list(names))
+    return _ml_repos(conn, [a.repo for a in subject_access(conn, params.subject)])
+
+
+def _ml_repos(conn: Connection, names: list[str]) -> list[dict[str, Any]]:
+    if not names:
+        return []
+    grants = _grants_on(conn, names)
+    rows = conn.execute(
+        select(t.ml_repos).where(t.ml_repos.c.name.in_(names)).order_by(t.ml_repos.c.name)
+    )
+    return [
+        {
+            "name": r.name,
+            "storage_integration": r.storage_integration,
+            "location": r.location,
+            "description": r.description,
+            "status": r.status,
+            "grants": grants[r.name],
+        }
+        for r in rows
+    ]
+
+
+def _grants_on(conn: Connection, repos: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    grants: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in conn.execute(
+        select(t.grants)
+        .where(t.grants.c.repo.in_(list(repos)))
+        .order_by(t.grants.c.repo, t.grants.c.subject)
+    ):
+        grants[r.repo].append(
+            {
+                "subject": r.subject,
+                "role": r.role,
+                "granted_by": r.granted_by,
+                "granted_at": r.granted_at,
+                "reason": r.reason,
+            }
+        )
+    return grants
+
+
+def _require_repo(conn: Connection, name: str) -> None:
+    if conn.execute(select(t.ml_repos.c.name).where(t.ml_repos.c.name == name)).first() is None:
+        raise _repo_not_found(name)
+
+
+def _repo_not_found(name: str) -> NotFound:
+    return NotFound(f"ML repo {name!r} does not exist", kind="ml_repo", name=name)
+
+
+# --- access -------------------------------------------------------------------------------
+
+
+def repo_access(conn: Connection, params: RepoAccess) -> list[dict[str, Any]]:
+    """The direct grants in force on a repo."""
+    _require_repo(conn, params.repo)
+    return _grants_on(conn, [params.repo])[params.repo]
+
+
+def subject_access_query(conn: Connection, params: SubjectAccess) -> list[dict[str, Any]]:
+    return [
+        {"repo": a.repo, "role": a.role, "via": a.via} for a in subject_access(conn, params.subject)
+    ]
+
+
+def check_access(conn: Connection, params: CheckAccess) -> dict[str, Any]:
+    _require_repo(conn, params.repo)
+    found = subject_access(conn, params.subject, repo=params.repo)
+    role, via = (found[0].role, found[0].via) if found else (None, None)
+    return {"allowed": allows(role, params.action), "role": role, "via": via}
+
+
+# --- environment tagging ------------------------------------------------------------------
+
+
+def environment_tags(conn: Connection, params: EnvironmentTags) -> list[dict[str, Any]]:
+    """Per environment: the clusters offering it, the live workspaces tagged with it and their
+    applications (FQNs, sorted)."""
+    environments = select(t.environments).order_by(t.environments.c.name)
+    if params.environment is not None:
+        environments = environments.where(t.environments.c.name == params.environment)
+    clusters: dict[str, list[str]] = defaultdict(list)
+    for cluster, environment in conn.execute(
+        select(t.cluster_environments.c.cluster, t.cluster_environments.c.environment).order_by(
+            t.cluster_environments.c.cluster
+        )
+    ):
+        clusters[environment].append(cluster)
+    workspaces: dict[str, list[str]] = defaultdict(list)
+    tagged: dict[str, str] = {}
+    for fqn, environment in conn.execute(
+        select(t.workspaces.c.fqn, t.workspaces.c.environment)
+        .where(t.workspaces.c.status.not_in(GONE))
+        .order_by(t.workspaces.c.fqn)
+    ):
+        workspaces[environment].append(fqn)
+        tagged[fqn] = environment
+    applications: dict[str, list[str]] = defaultdict(list)
+    for fqn, workspace in conn.execute(
+        select(t.applications.c.fqn, t.applications.c.workspace).order_by(t.applications.c.fqn)
+    ):
+        if workspace in tagged:
+            applications[tagged[workspace]].append(fqn)
+    return [
+        {
+            "environment": e.name,
+            "is_production": e.is_production,
+            "optimize_for": e.optimize_for,
+            "clusters": clusters[e.name],
+            "workspaces": workspaces[e.name],
+            "applications": applications[e.name],
+        }
+        for e in conn.execute(environments)
+    ]
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+def audit_log(conn: Connection, params: AuditLog) -> dict[str, Any]:
+    """Published event bodies in position order; `next` is the `after` of the next page, or
+    null when this page is the last."""
+    audit = t.audit_events
+    statement = select(audit.c.position, audit.c.body).order_by(audit.c.position)
+    if params.after is not None:
+        statement = statement.where(audit.c.position > params.after)
+    if params.since is not None:
+        statement = statement.where(audit.c.occurred_at >= utc_text(params.since))
+    if params.until is not None:
+        statement = statement.where(audit.c.occurred_at < utc_text(params.until))
+    for column, value in (
+        (audit.c.actor, params.actor),
+        (audit.c.fqn, params.fqn),
+        (audit.c.type, params.type),
+    ):
+        if value is not None:
+            statement = statement.where(column == value)
+    rows = conn.execute(statement.limit(params.limit + 1)).all()
+    page = rows[: params.limit]
+    more = len(rows) > params.limit
+    return {
+        "events": [json.loads(r.body) for r in page],
+        "next": page[-1].position if more else None,
+    }
+
+
+# --- the registry -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    params: type[QueryParams]
+    run: Callable[[Connection, Any], Any]
+
+
+QUERIES: dict[str, Query] = {
+    "list_environments": Query(ListEnvironments, list_environments),
+    "list_clusters": Query(ListClusters, list_clusters),
+    "get_workspace": Query(GetWorkspace, get_workspace),
+    "list_workspaces": Query(ListWorkspaces, list_workspaces),
+    "get_ml_repo": Query(GetMlRepo, get_ml_repo),
+    "list_ml_repos": Query(ListMlRepos, list_ml_repos),
+    "repo_access": Query(RepoAccess, repo_access),
+    "subject_access": Query(SubjectAccess, subject_access_query),
+    "check_access": Query(CheckAccess, check_access),
+    "environment_tags": Query(EnvironmentTags, environment_tags),
+    "audit_log": Query(AuditLog, audit_log),
+}
+
+
+def answer(store: ViewStore, name: str, params: QueryParams) -> tuple[int, Any]:
+    """(the position the views stood at, the query's data), read in one snapshot."""
+    query = QUERIES[name]
+    with store.snapshot() as conn:
+        position = read_tracking(conn).position
+        return position, query.run(conn, params)

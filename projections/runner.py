@@ -1,0 +1,160 @@
+"""Feeds the event log into the views, exactly once.
+
+Each batch of notifications is applied in one view-store transaction together with the tracking
+row (position and chain hash): a crash loses a whole batch or nothing, and a batch is never
+applied twice. Internal notifications (idempotency records, the seed marker) are skipped but
+still move the position, so a command reply's `position` is reached once its command is
+applied."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+from eventsourcing.persistence import ApplicationRecorder
+from sqlalchemy import Connection
+
+from domain.event_log import chained_body
+from domain.service import INTERNAL_TOPICS
+from projections import access, audit, directory
+from projections.store import Tracking, ViewStore, read_tracking, write_tracking
+
+Projector = Callable[[Connection, dict[str, Any]], None]
+PROJECTORS: tuple[Projector, ...] = (directory.apply, access.apply, audit.apply)
+_MAX_BACKOFF = 30.0
+
+log = structlog.get_logger("tenantry.projections")
+
+
+class Progress:
+    """Lets coroutines wait until the runner has applied another batch."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    def next_batch(self) -> asyncio.Event:
+        """An event set when the next batch is applied. Take it *before* looking at the
+        position, so that a batch applied in between is not missed."""
+        return self._event
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        store: ViewStore,
+        *,
+        batch_size: int = 500,
+        projectors: Sequence[Projector] = PROJECTORS,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._recorder = recorder
+        self._store = store
+        self._batch_size = batch_size
+        self._projectors = tuple(projectors)
+        self.progress = Progress()
+
+    def position(self) -> int:
+        """The last position the views have applied."""
+        return self._store.position()
+
+    def catch_up(self, limit: int | None = None) -> int:
+        """Apply what the log holds beyond the tracking position, batch by batch, at most `limit`
+        notifications in all; return how many notifications were consumed."""
+        consumed = 0
+        while limit is None or consumed < limit:
+            size = self._batch_size if limit is None else min(self._batch_size, limit - consumed)
+            applied = self._apply_batch(size)
+            if applied == 0:
+                break
+            consumed += applied
+        return consumed
+
+    def _apply_batch(self, size: int) -> int:
+        started = time.perf_counter()
+        with self._store.write() as conn:
+            # Read under the lock: another runner on this store may just have moved it.
+            before = read_tracking(conn, lock=True)
+            notifications = self._recorder.select_notifications(
+                before.position, size, inclusive_of_start=False
+            )
+            if not notifications:
+                return 0
+            prev_hash = before.hash
+            for notification in notifications:
+                if notification.topic in INTERNAL_TOPICS:
+                    continue
+                body = chained_body(notification, prev_hash)
+                for project in self._projectors:
+                    project(conn, body)
+                prev_hash = body["hash"]
+            after = Tracking(notifications[-1].id, prev_hash)
+            write_tracking(conn, before, after)
+        log.debug(
+            "projection.applied",
+            notifications=len(notifications),
+            position=after.position,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return len(notifications)
+
+    async def run(
+        self, stop: asyncio.Event, wakeup: asyncio.Event, poll_interval: float = 0.25
+    ) -> None:
+        """Apply batches until `stop` is set; when idle, wait for `wakeup` or `poll_interval`.
+
+        A failing batch (a bad event, the database away) is logged and retried with a growing
+        delay: the views stop where they are rather than skip an event."""
+        failures = 0
+        while not stop.is_set():
+            # Cleared before looking, so a wakeup during the batch is not lost.
+            wakeup.clear()
+            try:
+                consumed = await asyncio.to_thread(self.catch_up, self._batch_size)
+            except Exception:
+                failures += 1
+                delay = min(poll_interval * 2**failures, _MAX_BACKOFF)
+                log.exception("projection.failed", failures=failures, retry_in=delay)
+                await _first_of((stop,), delay)
+                continue
+            if failures:
+                log.info("projection.recovered", failures=failures)
+                failures = 0
+            if consumed:
+                self.progress.notify()
+            else:
+                await _first_of((wakeup, stop), poll_interval)
+
+
+def rebuild(
+    recorder: ApplicationRecorder, new_store: ViewStore, *, batch_size: int = 500
+) -> ProjectionRunner:
+    """Build every view from position zero into `new_store`, which must be empty; return its
+    runner, caught up, to keep it going."""
+    new_store.create_tables()
+    tracking = new_store.tracking()
+    if tracking.position != 0:
+        raise ValueError(
+            f"rebuild needs an empty view store; this one is at position {tracking.position}"
+        )
+    runner = ProjectionRunner(recorder, new_store, batch_size=batch_size)
+    consumed = runner.catch_up()
+    log.info("projection.rebuilt", notifications=consumed, position=runner.position())
+    return runner
+
+
+async def _first_of(events: Sequence[asyncio.Event], within: float) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,151 @@
+"""The read models' tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+Every table is named `view_…` so that the views can share a database with the event store.
+Rows are keyed by natural names (FQNs), which is what every query asks by."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# Where the views stand in the event log: the last position applied (internal notifications
+# included) and the hash of the last published event, so the audit chain continues exactly.
+tracking = Table(
+    "view_tracking",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+environments = Table(
+    "view_environments",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("is_production", Boolean, nullable=False),
+    Column("optimize_for", String(32), nullable=False),
+    Column("color", String(7), nullable=True),
+)
+
+clusters = Table(
+    "view_clusters",
+    metadata,
+    Column("name", String(35), primary_key=True),
+    Column("region", String(64), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("labels", JSON, nullable=False),
+)
+
+# The environments a cluster offers, in the order they were given or added.
+cluster_environments = Table(
+    "view_cluster_environments",
+    metadata,
+    Column("cluster", String(35), primary_key=True),
+    Column("environment", String(63), primary_key=True),
+    Column("ordinal", Integer, nullable=False),
+    Index("ix_view_cluster_environments_environment", "environment"),
+)
+
+# Workspaces stay after deletion (status `deleting`, then `deleted`) so a client can watch the
+# namespace go; a recreation overwrites the row.
+workspaces = Table(
+    "view_workspaces",
+    metadata,
+    Column("fqn", String(80), primary_key=True),
+    Column("cluster", String(35), nullable=False),
+    Column("name", String(32), nullable=False),
+    Column("environment", String(63), nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("annotations", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Index("ix_view_workspaces_cluster", "cluster"),
+    Index("ix_view_workspaces_environment", "environment"),
+)
+
+# Live applications only.
+applications = Table(
+    "view_applications",
+    metadata,
+    Column("fqn", String(150), primary_key=True),
+    Column("workspace", String(80), nullable=False),
+    Column("name", String(63), nullable=False),
+    Index("ix_view_applications_workspace", "workspace"),
+)
+
+storage_integrations = Table(
+    "view_storage_integrations",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("storage_root", String(1024), nullable=False),
+    Column("region", String(64), nullable=True),
+)
+
+ml_repos = Table(
+    "view_ml_repos",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("storage_integration", String(63), nullable=False),
+    Column("location", String(2048), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+)
+
+teams = Table(
+    "view_teams",
+    metadata,
+    Column("name", String(63), primary_key=True),
+)
+
+team_members = Table(
+    "view_team_members",
+    metadata,
+    Column("team", String(63), primary_key=True),
+    Column("user", String(254), primary_key=True),
+    Index("ix_view_team_members_user", "user"),
+)
+
+# Direct grants in force: one role per (repo, subject).
+grants = Table(
+    "view_grants",
+    metadata,
+    Column("repo", String(100), primary_key=True),
+    Column("subject", String(300), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("granted_by", String(300), nullable=False),
+    Column("granted_at", String(40), nullable=False),
+    Column("reason", Text, nullable=True),
+    Index("ix_view_grants_subject", "subject"),
+)
+
+# Every published event body (DESIGN §4) with its place in the hash chain.
+audit_events = Table(
+    "view_audit_events",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    # UTC, fixed width (`2026-11-29T11:27:36.027293Z`): compares as text in both dialects.
+    Column("occurred_at", String(32), nullable=False),
+    Column("actor", String(300), nullable=False),
+    Column("fqn", String(300), nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    # The body exactly as published: canonical JSON.
+    Column("body", Text, nullable=False),
+    Index("ix_view_audit_events_occurred_at", "occurred_at"),
+    Index("ix_view_audit_events_actor", "actor", "position"),
+    Index("ix_view_audit_events_fqn", "fqn", "position"),
+    Index("ix_view_audit_events_type", "type", "position"),
+)

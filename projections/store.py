@@ -1,0 +1,192 @@
+"""The view store: the read models' database (a SQLite file, or PostgreSQL) and its tracking row.
+
+Writes happen in one transaction per batch of events that also moves the tracking row, with the
+row locked for the whole transaction (`SELECT … FOR UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on
+SQLite), so two runners on one store can't both apply the same events. Reads see one snapshot,
+tracking row included, so an answer's `position` is the one its data was read at."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.schema import CreateSchema
+
+from domain.event_log import ZERO_HASH
+from projections import schema
+
+_TRACKING_NAME = "views"
+_WRITE = "tenantry_write"
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where the views stand: the last position applied and the chain hash after it."""
+
+    position: int = 0
+    hash: str = ZERO_HASH
+
+
+class ViewStore:
+    def __init__(self, engine: Engine, schema_name: str | None = None) -> None:
+        self._schema = schema_name
+        self._base_engine = engine
+        self.engine = (
+            engine.execution_options(schema_translate_map={None: schema_name})
+            if schema_name
+            else engine
+        )
+
+    @classmethod
+    def from_url(cls, url: str) -> ViewStore:
+        """`sqlite:///path/views.sqlite`, or `postgresql://user:pw@host:port/db?schema=name`
+        (the form of TENANTRY_DATABASE_URL; `connect_timeout`, `pool_size` and `max_overflow`
+        are honoured too). Nothing is opened until the store is used."""
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            return cls(_sqlite_engine(parsed.database))
+        if backend in ("postgres", "postgresql"):
+            query = dict(parsed.query)
+            schema_name = _single(query.pop("schema", None))
+            pool_size = int(_single(query.pop("pool_size", None)) or 5)
+            max_overflow = int(_single(query.pop("max_overflow", None)) or 10)
+            query.setdefault("connect_timeout", "5")
+            engine = create_engine(
+                parsed.set(drivername="postgresql+psycopg", query=query),
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_pre_ping=True,
+            )
+            return cls(engine, schema_name)
+        raise ValueError(f"a view store URL is sqlite:///… or postgresql://…, not {backend}://")
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def create_tables(self) -> None:
+        """Create the schema (if one is named), the tables and the tracking row, if missing."""
+        with self._base_engine.begin() as conn:
+            if self._schema:
+                conn.execute(CreateSchema(self._schema, if_not_exists=True))
+        schema.metadata.create_all(self.engine)
+        with self.write() as conn:
+            insert = _insert_for(conn)(schema.tracking).values(
+                name=_TRACKING_NAME, position=0, hash=ZERO_HASH
+            )
+            conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction, committed if the block ends normally, else rolled back."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """One read-only transaction that sees a single consistent state of every view."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                yield conn
+
+    def tracking(self) -> Tracking:
+        with self.snapshot() as conn:
+            return read_tracking(conn)
+
+    def position(self) -> int:
+        """The last position the views have applied (0 before the first event)."""
+        return self.tracking().position
+
+    def close(self) -> None:
+        self._base_engine.dispose()
+
+
+def read_tracking(conn: Connection, *, lock: bool = False) -> Tracking:
+    """The tracking row; `lock` holds it until the transaction ends (PostgreSQL)."""
+    statement = select(schema.tracking.c.position, schema.tracking.c.hash).where(
+        schema.tracking.c.name == _TRACKING_NAME
+    )
+    if lock:
+        statement = statement.with_for_update()
+    row = conn.execute(statement).one_or_none()
+    if row is None:
+        raise RuntimeError("the view store has no tracking row: call create_tables() first")
+    return Tracking(int(row.position), str(row.hash))
+
+
+def write_tracking(conn: Connection, before: Tracking, after: Tracking) -> None:
+    """Move the tracking row from `before` to `after`; refuse if someone else moved it."""
+    result = conn.execute(
+        update(schema.tracking)
+        .where(
+            schema.tracking.c.name == _TRACKING_NAME,
+            schema.tracking.c.position == before.position,
+        )
+        .values(position=after.position, hash=after.hash)
+    )
+    if result.rowcount != 1:
+        raise RuntimeError(
+            f"the views' tracking position moved from {before.position} under this transaction"
+        )
+
+
+def upsert(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
+    """Insert a row, or overwrite the row with the same primary key."""
+    keys = [column.name for column in table.primary_key.columns]
+    insert = _insert_for(conn)(table).values(**values)
+    rest = {name: insert.excluded[name] for name in values if name not in keys}
+    if rest:
+        conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=rest))
+    else:
+        conn.execute(insert.on_conflict_do_nothing(index_elements=keys))
+
+
+def _insert_for(conn: Connection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def _single(value: str | tuple[str, ...] | None) -> str | None:
+    if isinstance(value, tuple):
+        return value[-1] if value else None
+    return value
+
+
+def _sqlite_engine(database: str | None) -> Engine:
+    if not database or database == ":memory:":
+        raise ValueError("the SQLite view store needs a file: sqlite:///path/views.sqlite")
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        f"sqlite+pysqlite:///{database}",
+        connect_args={"check_same_thread": False, "timeout": 30},
+    )
+
+    # pysqlite's own transaction handling begins late and never for reads; take it over so
+    # that a write transaction holds the write lock from its first statement (BEGIN IMMEDIATE)
+    # and a read sees one snapshot.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL: readers never wait for the writer, nor the writer for readers.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine

@@ -1,0 +1,493 @@
+"""The views over a real event store, one test case run against SQLite and PostgreSQL alike:
+what they show after realistic commands, exactly-once application, the audit hash chain, and
+rebuild from zero giving the very same rows."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+from sqlalchemy import select
+
+from domain.base import CommandContext
+from domain.commands import COMMANDS
+from domain.event_log import ZERO_HASH, chained_body
+from domain.service import INTERNAL_TOPICS, CommandResult, TenancyService
+from projections import schema
+from projections.queries import QUERIES, answer
+from projections.runner import ProjectionRunner, rebuild
+from projections.store import Tracking, ViewStore
+from tenantry.settings import Settings
+from tenantry.store import event_store_env, postgres_env, view_store_url
+from tests.integration.world import ADMIN, CHANGES, WORLD, Step
+
+Rows = dict[str, list[tuple[Any, ...]]]
+
+
+def dump(store: ViewStore) -> Rows:
+    """Every view table's rows, ordered by primary key."""
+    rows: Rows = {}
+    with store.snapshot() as conn:
+        for table in schema.metadata.sorted_tables:
+            statement = select(table).order_by(*table.primary_key.columns)
+            rows[table.name] = [tuple(row) for row in conn.execute(statement)]
+    return rows
+
+
+def query(store: ViewStore, query_name: str, **params: Any) -> Any:
+    model = QUERIES[query_name].params.model_validate_json(json.dumps(params))
+    return answer(store, query_name, model)[1]
+
+
+class ProjectionContract:
+    """What the views must do on every backend. Subclasses provide `store_env`, `view_url`
+    and `other_view_url` (an empty second store, for rebuilds)."""
+
+    @pytest.fixture
+    def service(self, store_env: dict[str, str]) -> Iterator[TenancyService]:
+        service = TenancyService(store_env)
+        service.seed_default_environments()
+        yield service
+        service.close()
+
+    @pytest.fixture
+    def open_store(self) -> Iterator[Callable[[str], ViewStore]]:
+        opened: list[ViewStore] = []
+
+        def _open(url: str) -> ViewStore:
+            store = ViewStore.from_url(url)
+            store.create_tables()
+            opened.append(store)
+            return store
+
+        yield _open
+        for store in opened:
+            store.close()
+
+    @pytest.fixture
+    def store(self, open_store: Callable[[str], ViewStore], view_url: str) -> ViewStore:
+        return open_store(view_url)
+
+    @pytest.fixture
+    def runner(self, service: TenancyService, store: ViewStore) -> ProjectionRunner:
+        return ProjectionRunner(service.recorder, store)
+
+    @staticmethod
+    def send(service: TenancyService, steps: list[Step]) -> CommandResult:
+        result = None
+        for name, body, actor in steps:
+            context = CommandContext(actor, str(uuid.uuid4()), "corr-1")
+            result = service.handle(COMMANDS[name].model_validate(body), context)
+        assert result is not None
+        return result
+
+    # --- what the views show --------------------------------------------------------------
+
+    def test_directory_after_the_world_is_built(
+        self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
+    ) -> None:
+        last = self.send(service, WORLD)
+        runner.catch_up()
+        assert runner.position() == last.position
+        assert query(store, "list_environments") == [
+            {"name": "dev", "is_production": False, "optimize_for": "cost", "color": None},
+            {"name": "prod", "is_production": True, "optimize_for": "availability", "color": None},
+            {"name": "staging", "is_production": False, "optimize_for": "cost", "color": None},
+        ]
+        prod_eu = {
+            "name": "prod-eu",
+            "region": "eu-west-1",
+            "provider": "aws-eks",
+            "environments": ["prod", "dev"],
+            "labels": {"tier": "gold"},
+        }
+        assert [c["name"] for c in query(store, "list_clusters")] == ["dev-us", "prod-eu"]
+        assert query(store, "list_clusters", environment="prod") == [prod_eu]
+        fraud = {
+            "fqn": "prod-eu:fraud",
+            "cluster": "prod-eu",
+            "name": "fraud",
+            "environment": "prod",
+            "is_production": True,
+            "labels": {"team": "risk"},
+            "annotations": {"owner": "risk"},
+            "status": "ready",
+            "applications": ["scorer"],
+        }
+        assert query(store, "get_workspace", fqn="prod-eu:fraud") == fraud
+        sandbox = query(store, "get_workspace", fqn="dev-us:sandbox")
+        assert (sandbox["status"], sandbox["is_production"]) == ("pending", False)
+        assert query(store, "list_workspaces", production=True) == [fraud]
+        assert query(store, "list_workspaces", cluster="dev-us") == [sandbox]
+        assert query(store, "list_workspaces", environment="dev") == [sandbox]
+        repo = query(store, "get_ml_repo", name="fraud-models")
+        assert {k: v for k, v in repo.items() if k != "grants"} == {
+            "name": "fraud-models",
+            "storage_integration": "s3-main",
+            "location": "s3://ml-bucket/repos/fraud-models/",
+            "description": "fraud",
+            "status": "ready",
+        }
+        assert [
+            (g["subject"], g["role"], g["granted_by"], g["reason"]) for g in repo["grants"]
+        ] == [
+            ("team:risk", "editor", ADMIN, "on call"),
+            ("user:bo@example.com", "viewer", ADMIN, None),
+            ("user:root@example.com", "admin", ADMIN, "creator of the repo"),
+            ("workspace:prod-eu:fraud", "editor", ADMIN, "granted on workspace creation"),
+        ]
+        assert all(g["granted_at"].endswith("Z") for g in repo["grants"])
+        assert query(store, "repo_access", repo="fraud-models") == repo["grants"]
+        rows = dump(store)
+        assert rows["view_storage_integrations"] == [
+            ("s3-main", "s3", "s3://ml-bucket/repos", "eu-west-1")
+        ]
+        assert rows["view_team_members"] == [
+            ("risk", "bo@example.com"),
+            ("risk", "cy@example.com"),
+        ]
+
+    def test_effective_access_through_teams_workspaces_and_applications(
+        self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
+    ) -> None:
+        self.send(service, WORLD)
+        runner.catch_up()
+        # bo's own grant is viewer, his team's editor: the higher one, and where it comes from.
+        assert query(store, "subject_access", subject="user:bo@example.com") == [
+            {"repo": "fraud-models", "role": "editor", "via": "team:risk"}
+        ]
+        assert query(store, "subject_access", subject="team:risk") == [
+            {"repo": "fraud-models", "role": "editor", "via": "direct"}
+        ]
+        assert query(store, "subject_access", subject="app:prod-eu:fraud:scorer") == [
+            {"repo": "fraud-models", "role": "editor", "via": "workspace:prod-eu:fraud"}
+        ]
+        assert query(store, "subject_access", subject="user:nobody@example.com") == []
+        assert query(store, "subject_access", subject="app:prod-eu:fraud:ghost") == []
+        check = {"subject": "app:prod-eu:fraud:scorer", "repo": "fraud-models"}
+        assert query(store, "check_access", **check, action="write") == {
+            "allowed": True,
+            "role": "editor",
+            "via": "workspace:prod-eu:fraud",
+        }
+        assert query(store, "check_access", **check, action="admin")["allowed"] is False
+        sandbox = {"subject": "workspace:dev-us:sandbox", "repo": "churn-models"}
+        assert query(store, "check_access", **sandbox, action="read")["allowed"] is True
+        assert query(store, "check_access", **sandbox, action="write") == {
+            "allowed": False,
+            "role": "viewer",
+            "via": "direct",
+        }
+        assert [
+            r["name"] for r in query(store, "list_ml_repos", subject="user:cy@example.com")
+        ] == ["fraud-models"]
+
+    def test_views_follow_changes_deletions_and_recreations(
+        self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
+    ) -> None:
+        self.send(service, WORLD)
+        runner.catch_up()
+        self.send(service, CHANGES)
+        runner.catch_up()
+        assert [e["name"] for e in query(store, "list_environments")] == ["dev", "prod", "staging"]
+        assert query(store, "list_environments")[0]["color"] == "#00ff00"
+        assert query(store, "list_clusters", environment="dev")[0] == {
+            "name": "dev-us",
+            "region": "us-east-2",
+            "provider": "generic",
+            "environments": ["dev"],
+            "labels": {},
+        }
+        fraud = query(store, "get_workspace", fqn="prod-eu:fraud")
+        assert (fraud["labels"], fraud["applications"]) == ({"team": "fraud"}, ["scorer"])
+        sandbox = query(store, "get_workspace", fqn="dev-us:sandbox")
+        assert (sandbox["status"], sandbox["environment"], sandbox["applications"]) == (
+            "pending",
+            "dev",
+            [],
+        )
+        churn = query(store, "get_ml_repo", name="churn-models")
+        assert churn["status"] == "pending"
+        assert [g["subject"] for g in churn["grants"]] == ["user:root@example.com"]
+        # The team grant was revoked and bo was made admin; the recreated sandbox holds nothing.
+        assert query(store, "subject_access", subject="user:di@example.com") == []
+        assert query(
+            store,
+            "check_access",
+            subject="user:bo@example.com",
+            repo="fraud-models",
+            action="admin",
+        ) == {"allowed": True, "role": "admin", "via": "direct"}
+        assert query(store, "subject_access", subject="workspace:dev-us:sandbox") == []
+        assert dump(store)["view_storage_integrations"] == [
+            ("s3-main", "s3", "s3://ml-bucket/repos", "eu-west-1")
+        ]
+
+    def test_deleted_workspaces_and_repos_hold_nothing(
+        self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
+    ) -> None:
+        self.send(service, WORLD)
+        self.send(
+            service, [("delete_workspace", {"workspace": "prod-eu:fraud", "force": True}, ADMIN)]
+        )
+        self.send(service, [("delete_ml_repo", {"name": "churn-models"}, ADMIN)])
+        runner.catch_up()
+        fraud = query(store, "get_workspace", fqn="prod-eu:fraud")
+        assert (fraud["status"], fraud["applications"]) == ("deleting", [])
+        assert query(store, "subject_access", subject="app:prod-eu:fraud:scorer") == []
+        assert query(store, "subject_access", subject="workspace:prod-eu:fraud") == []
+        assert query(store, "repo_access", repo="churn-models") == []
+        assert query(store, "get_ml_repo", name="churn-models")["status"] == "deleting"
+        assert query(
+            store,
+            "check_access",
+            subject="user:root@example.com",
+            repo="churn-models",
+            action="read",
+        ) == {"allowed": False, "role": None, "via": None}
+        tags = {t["environment"]: t for t in query(store, "environment_tags")}
+        assert tags["prod"]["workspaces"] == [] and tags["prod"]["applications"] == []
+        # Until the namespace is gone a deleting workspace is still listed; then it is not.
+        assert "prod-eu:fraud" in [w["fqn"] for w in query(store, "list_workspaces")]
+        self.send(
+            service,
+            [
+                (
+                    "record_namespace_deleted",
+                    {"workspace": "prod-eu:fraud", "namespace": "fraud"},
+                    "service:namespaces",
+                )
+            ],
+        )
+        runner.catch_up()
+        assert "prod-eu:fraud" not in [w["fqn"] for w in query(store, "list_workspaces")]
+        assert query(store, "get_workspace", fqn="prod-eu:fraud")["status"] == "deleted"
+
+    def test_link_events_reach_only_the_audit_log(
+        self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
+    ) -> None:
+        self.send(service, WORLD[:1])
+        runner.catch_up()
+        before = dump(store)
+        self.send(
+            service,
+            [("add_cluster_environment", {"cluster": "prod-eu", "environment": "staging"}, ADMIN)],
+        )
+        runner.catch_up()
+        after = dump(store)
+        changed = {name for name in after if after[name] != before[name]}
+        assert changed == {"view_cluster_environments", "view_audit_events", "view_tracking"}
+        linked = query(store, "audit_log", type="environment.cluster_linked")["events"]
+        assert [(e["fqn"], e["data"]) for e in linked] == [
+            ("prod", {"cluster": "prod-eu"}),
+            ("dev", {"cluster": "prod-eu"}),
+            ("staging", {"cluster": "prod-eu"}),
+        ]
+
+    # --- exactly once -----------------------------------------------------------------------
+
+    def test_catching_up_again_changes_nothing(
+        self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
+    ) -> None:
+        self.send(service, WORLD)
+        consumed = runner.catch_up()
+        assert consumed == service.recorder.max_notification_id()
+        rows = dump(store)
+        assert runner.catch_up() == 0
+        assert ProjectionRunner(service.recorder, store).catch_up() == 0
+        assert dump(store) == rows
+
+    def test_a_batch_that_fails_midway_leaves_no_trace(
+        self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
+    ) -> None:
+        self.send(service, WORLD[:3])
+        runner.catch_up()
+        before, tracking = dump(store), store.tracking()
+        self.send(service, WORLD[3:5])
+        good = (service.recorder.max_notification_id() or 0) - tracking.position
+        # A grant whose subject is missing: the access view can't apply it.
+        poison = json.dumps(
+            {
+                "timestamp": datetime.now(UTC).isoformat(),
+                "actor": ADMIN,
+                "fqn": "fraud-models",
+                "role": "viewer",
+            }
+        ).encode()
+        service.recorder.insert_events(
+            [StoredEvent(uuid.uuid4(), 1, "domain.ml_repo:MlRepo.AccessGranted", poison)]
+        )
+        with pytest.raises(KeyError, match="subject"):
+            runner.catch_up()
+        assert dump(store) == before
+        assert store.tracking() == tracking
+        # Up to the bad event everything applies; the views then stop there, not past it.
+        assert runner.catch_up(limit=good) == good
+        assert query(store, "get_ml_repo", name="churn-models")["status"] == "pending"
+        with pytest.raises(KeyError):
+            runner.catch_up()
+        assert store.position() == tracking.position + good
+
+    def test_four_runners_on_one_store_apply_each_event_once(
+        self,
+        service: TenancyService,
+        store: ViewStore,
+        open_store: Callable[[str], ViewStore],
+        view_url: str,
+        other_view_url: str,
+    ) -> None:
+        self.send(service, WORLD + CHANGES)
+        runners = [
+            ProjectionRunner(service.recorder, open_store(view_url), batch_size=size)
+            for size in (3, 5, 7, 11)
+        ]
+        barrier = threading.Barrier(len(runners))
+        consumed: list[int] = []
+        errors: list[Exception] = []
+
+        def catch_up(runner: ProjectionRunner) -> None:
+            barrier.wait()
+            try:
+                consumed.append(runner.catch_up())
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=catch_up, args=(r,)) for r in runners]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert sum(consumed) == service.recorder.max_notification_id()
+        alone = open_store(other_view_url)
+        ProjectionRunner(service.recorder, alone).catch_up()
+        assert dump(store) == dump(alone)
+
+    # --- the audit chain --------------------------------------------------------------------
+
+    def test_the_audit_chain_is_the_one_recomputed_from_the_store(
+        self, service: TenancyService, store: ViewStore
+    ) -> None:
+        runner = ProjectionRunner(service.recorder, store, batch_size=4)
+        for step in WORLD:
+            self.send(service, [step])
+            runner.catch_up(limit=3)
+        runner.catch_up()
+        expected, prev_hash = [], ZERO_HASH
+        for notification in service.recorder.select_notifications(None, 10_000):
+            if notification.topic not in INTERNAL_TOPICS:
+                expected.append(chained_body(notification, prev_hash))
+                prev_hash = expected[-1]["hash"]
+        seen: list[dict[str, Any]] = []
+        after = None
+        while True:
+            page = query(store, "audit_log", after=after, limit=7)
+            seen += page["events"]
+            if page["next"] is None:
+                break
+            after = page["next"]
+        assert seen == expected
+        assert store.tracking() == Tracking(service.recorder.max_notification_id() or 0, prev_hash)
+
+    def test_audit_log_filters(
+        self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
+    ) -> None:
+        self.send(service, WORLD)
+        runner.catch_up()
+        every = query(store, "audit_log", limit=1000)["events"]
+        assert query(store, "audit_log", actor="service:storage")["events"] == [
+            e for e in every if e["actor"] == "service:storage"
+        ]
+        assert {e["type"] for e in query(store, "audit_log", fqn="prod-eu:fraud")["events"]} == {
+            "workspace.created",
+            "workspace.repo_linked",
+            "workspace.application_attached",
+            "workspace.namespace_provisioned",
+        }
+        middle = every[len(every) // 2]
+        since = datetime.fromisoformat(middle["occurred_at"])
+        assert query(store, "audit_log", since=middle["occurred_at"], limit=1000)["events"] == [
+            e for e in every if datetime.fromisoformat(e["occurred_at"]) >= since
+        ]
+        # Any offset names the same moment; `until` is exclusive.
+        local = since.astimezone(timezone(timedelta(hours=2))).isoformat()
+        assert query(store, "audit_log", until=local, limit=1000)["events"] == [
+            e for e in every if datetime.fromisoformat(e["occurred_at"]) < since
+        ]
+        page = query(store, "audit_log", type="ml_repo.access_granted", limit=2)
+        assert [e["type"] for e in page["events"]] == ["ml_repo.access_granted"] * 2
+        assert page["next"] == page["events"][-1]["position"]
+
+    # --- rebuild ------------------------------------------------------------------------------
+
+    def test_rebuild_from_zero_gives_exactly_the_live_rows(
+        self,
+        service: TenancyService,
+        store: ViewStore,
+        open_store: Callable[[str], ViewStore],
+        other_view_url: str,
+    ) -> None:
+        live = ProjectionRunner(service.recorder, store, batch_size=2)
+        for i, step in enumerate(WORLD + CHANGES):
+            self.send(service, [step])
+            live.catch_up(limit=1 + i % 4)
+        live.catch_up()
+        rebuilt = ViewStore.from_url(other_view_url)
+        runner = rebuild(service.recorder, rebuilt)
+        rebuilt.close()
+        assert runner.position() == live.position() == service.recorder.max_notification_id()
+        live_rows, rebuilt_rows = dump(store), dump(rebuilt)
+        assert all(live_rows.values()), "every table has rows to compare"
+        assert rebuilt_rows == live_rows
+
+    def test_rebuild_refuses_a_store_that_is_not_empty(
+        self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
+    ) -> None:
+        self.send(service, WORLD[:1])
+        runner.catch_up()
+        with pytest.raises(ValueError, match="empty"):
+            rebuild(service.recorder, store)
+
+
+class TestSQLiteProjections(ProjectionContract):
+    @pytest.fixture
+    def store_env(self, sqlite_settings: Settings) -> dict[str, str]:
+        return event_store_env(sqlite_settings)
+
+    @pytest.fixture
+    def view_url(self, sqlite_settings: Settings) -> str:
+        return view_store_url(sqlite_settings)
+
+    @pytest.fixture
+    def other_view_url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path / 'rebuilt' / 'views.sqlite'}"
+
+
+@pytest.mark.postgres
+class TestPostgresProjections(ProjectionContract):
+    @pytest.fixture
+    def store_env(self, postgres_url: str) -> dict[str, str]:
+        return postgres_env(postgres_url)
+
+    @pytest.fixture
+    def view_url(self, postgres_url: str) -> str:
+        # The views share the event store's database and schema (their tables are `view_…`).
+        return postgres_url
+
+    @pytest.fixture
+    def other_view_url(self, postgres_url: str) -> Iterator[str]:
+        import psycopg
+        from psycopg import sql
+
+        base, _, schema_name = postgres_url.partition("?schema=")
+        other = f"{schema_name}_rebuilt"
+        yield f"{base}?schema={other}"
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(other)))
