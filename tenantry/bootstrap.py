@@ -13,11 +13,13 @@ from nats.aio.client import Client
 
 from domain.authorization import Authorization
 from domain.service import TenancyService
+from projections.store import ViewStore
 from tenantry.command_endpoint import CommandEndpoint
 from tenantry.nats_server import NatsServer
+from tenantry.query_endpoint import serve_views
 from tenantry.relay import Relay
 from tenantry.settings import Settings
-from tenantry.store import event_store_env
+from tenantry.store import event_store_env, view_store_url
 from tenantry.wakeups import listen_postgres, wake_on_save
 
 log = structlog.get_logger("tenantry")
@@ -88,8 +90,31 @@ async def relay_role(
         await relay.run(stop)
 
 
+async def projections_role(
+    service: TenancyService, nc: Client, settings: Settings, stop: asyncio.Event
+) -> None:
+    """The read models, fed from the event store, and the queries on tenantry.query.*."""
+    wakeup = asyncio.Event()  # its own: the relay clears its event, which would swallow ours
+    service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
+    store = await asyncio.to_thread(ViewStore.from_url, view_store_url(settings))
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(
+                listen_postgres(service.recorder, event_store_env(settings), [wakeup], stop)
+            )
+            await serve_views(
+                service.recorder, store, nc, stop, wakeup, poll_interval=settings.poll_interval
+            )
+    finally:
+        store.close()
+
+
 Role = Callable[[TenancyService, Client, Settings, asyncio.Event], Coroutine[Any, Any, None]]
-ROLES: dict[str, Role] = {"command": command_role, "relay": relay_role}
+ROLES: dict[str, Role] = {
+    "command": command_role,
+    "relay": relay_role,
+    "projections": projections_role,
+}
 
 
 async def serve(settings: Settings, stop: asyncio.Event, nats_url: str, roles: list[str]) -> None:

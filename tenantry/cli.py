@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     roles = serve.add_subparsers(dest="role", required=True)
     roles.add_parser("command", help="the command service on tenantry.cmd.* (a queue group)")
     roles.add_parser("relay", help="publish stored events to the JetStream stream (one at a time)")
+    roles.add_parser("projections", help="the read models and the queries on tenantry.query.*")
     return parser
 
 

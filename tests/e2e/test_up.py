@@ -89,3 +89,49 @@ async def test_sigterm_drains_in_flight_commands(tenantry_up: Tenantry) -> None:
         again = await tenantry_up.command("create_team", {"name": answer["fqn"]})
         assert again["error"]["code"] == "already_exists"
     assert tenantry_up.stop() == 0
+
+
+async def test_up_runs_the_relay_and_the_views_too(tenantry_up: Tenantry) -> None:
+    import json
+
+    import nats
+
+    from domain.event_log import STREAM_NAME
+
+    tenantry_up.start()
+    await tenantry_up.wait_ready()
+    created = await tenantry_up.command(
+        "register_cluster",
+        {"name": "prod-eu", "region": "eu-west-1", "provider": "aws-eks", "environments": ["dev"]},
+    )
+    assert created["ok"], created
+    nc = await nats.connect(tenantry_up.url)
+    try:
+        reply = await nc.request(
+            "tenantry.query.list_clusters",
+            json.dumps({"min_position": created["position"]}).encode(),
+            timeout=10,
+        )
+        answer = json.loads(reply.data)
+        assert answer["ok"], answer
+        assert answer["position"] >= created["position"]
+        assert [c["name"] for c in answer["data"]] == ["prod-eu"]
+        # The relay publishes on its own schedule: wait for it (bounded), don't race it.
+        import asyncio
+        import time
+
+        from nats.js.errors import NotFoundError
+
+        js = nc.jetstream()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                last = await js.get_last_msg(STREAM_NAME, "tenantry.evt.cluster.registered")
+                break
+            except NotFoundError:
+                assert time.monotonic() < deadline, "the relay never published the event"
+                await asyncio.sleep(0.05)
+        assert json.loads(last.data)["fqn"] == "prod-eu"
+    finally:
+        await nc.close()
+    assert tenantry_up.stop() == 0, tenantry_up.log()
