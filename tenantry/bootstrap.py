@@ -15,6 +15,8 @@ from domain.authorization import Authorization
 from domain.service import TenancyService
 from projections.store import ViewStore
 from tenantry.command_endpoint import CommandEndpoint
+from tenantry.discovery import Discovery
+from tenantry.metrics import Metrics, sample_lag
 from tenantry.nats_server import NatsServer
 from tenantry.query_endpoint import serve_views
 from tenantry.relay import Relay
@@ -58,22 +60,27 @@ async def connect(url: str, name: str) -> Client:
 
 
 async def command_role(
-    service: TenancyService, nc: Client, settings: Settings, stop: asyncio.Event
+    service: TenancyService, nc: Client, settings: Settings, stop: asyncio.Event, metrics: Metrics
 ) -> None:
     if settings.admins is None:
         log.warning(
             "authorization.off", reason="TENANTRY_ADMINS is unset: every actor may do anything"
         )
-    endpoint = CommandEndpoint(nc, service, settings.queue_group, settings.max_in_flight)
+    endpoint = CommandEndpoint(
+        nc, service, settings.queue_group, settings.max_in_flight, metrics=metrics
+    )
+    discovery = Discovery(nc, "tenantry-command", "Tenantry commands", [endpoint.counters])
     await endpoint.start()
+    await discovery.start()
     try:
         await stop.wait()
     finally:
+        await discovery.stop()
         await endpoint.stop()
 
 
 async def relay_role(
-    service: TenancyService, nc: Client, settings: Settings, stop: asyncio.Event
+    service: TenancyService, nc: Client, settings: Settings, stop: asyncio.Event, metrics: Metrics
 ) -> None:
     wakeup = asyncio.Event()
     service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
@@ -83,15 +90,24 @@ async def relay_role(
         replicas=settings.stream_replicas,
         poll_interval=settings.poll_interval,
         wakeup=wakeup,
+        metrics=metrics,
     )
     store_env = event_store_env(settings)
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(listen_postgres(service.recorder, store_env, [wakeup], stop))
+        tasks.create_task(
+            sample_lag(
+                metrics.relay_lag,
+                service.recorder.max_notification_id,
+                lambda: relay.position,
+                stop,
+            )
+        )
         await relay.run(stop)
 
 
 async def projections_role(
-    service: TenancyService, nc: Client, settings: Settings, stop: asyncio.Event
+    service: TenancyService, nc: Client, settings: Settings, stop: asyncio.Event, metrics: Metrics
 ) -> None:
     """The read models, fed from the event store, and the queries on tenantry.query.*."""
     wakeup = asyncio.Event()  # its own: the relay clears its event, which would swallow ours
@@ -103,13 +119,21 @@ async def projections_role(
                 listen_postgres(service.recorder, event_store_env(settings), [wakeup], stop)
             )
             await serve_views(
-                service.recorder, store, nc, stop, wakeup, poll_interval=settings.poll_interval
+                service.recorder,
+                store,
+                nc,
+                stop,
+                wakeup,
+                poll_interval=settings.poll_interval,
+                metrics=metrics,
             )
     finally:
         store.close()
 
 
-Role = Callable[[TenancyService, Client, Settings, asyncio.Event], Coroutine[Any, Any, None]]
+Role = Callable[
+    [TenancyService, Client, Settings, asyncio.Event, Metrics], Coroutine[Any, Any, None]
+]
 ROLES: dict[str, Role] = {
     "command": command_role,
     "relay": relay_role,
@@ -120,11 +144,13 @@ ROLES: dict[str, Role] = {
 async def serve(settings: Settings, stop: asyncio.Event, nats_url: str, roles: list[str]) -> None:
     """Run `roles` over one store and one bus connection until `stop`, then drain and close."""
     service = await asyncio.to_thread(build_service, settings, seed="command" in roles)
+    metrics = Metrics()
+    metrics.serve(settings.metrics_port)
     nc = await connect(nats_url, "tenantry-" + "+".join(roles))
     try:
         async with asyncio.TaskGroup() as tasks:
             for role in roles:
-                tasks.create_task(ROLES[role](service, nc, settings, stop))
+                tasks.create_task(ROLES[role](service, nc, settings, stop, metrics))
     finally:
         await nc.drain()
         service.close()

@@ -20,6 +20,8 @@ from domain.commands import COMMANDS, Command
 from domain.names import is_valid_actor
 from domain.service import CommandResult, TenancyService
 from tenantry import wire
+from tenantry.discovery import EndpointCounters
+from tenantry.metrics import Metrics
 
 COMMAND_SUBJECT_PREFIX = "tenantry.cmd."
 DENIED_SUBJECT_PREFIX = "tenantry.audit.denied."
@@ -45,6 +47,7 @@ class CommandEndpoint:
         queue_group: str = "tenantry-command",
         max_in_flight: int = 64,
         max_batch: int = 64,
+        metrics: Metrics | None = None,
     ) -> None:
         self._nc = nc
         self._service = service
@@ -57,6 +60,8 @@ class CommandEndpoint:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._max_batch = max_batch
+        self._metrics = metrics
+        self.counters = EndpointCounters("commands", COMMAND_SUBJECT_PREFIX + "*", queue_group)
 
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_batches())
@@ -110,7 +115,9 @@ class CommandEndpoint:
 
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
+        started_ns = time.perf_counter_ns()
         name = msg.subject.removeprefix(COMMAND_SUBJECT_PREFIX)
+        code = "ok"
         headers = msg.headers or {}
         command_id = headers.get(wire.COMMAND_ID_HEADER) or str(uuid.uuid4())
         correlation_id = headers.get(wire.CORRELATION_ID_HEADER) or command_id
@@ -132,6 +139,7 @@ class CommandEndpoint:
                 log.info("command.refused", code=code, reason=message)
             if code == "forbidden":
                 await self._publish_denied(name, actor, command_id, correlation_id, message)
+            self.counters.record(started_ns, error=f"{code}: {message}"[:200])
         else:
             body, reply_headers = wire.ok_reply(
                 {
@@ -144,6 +152,7 @@ class CommandEndpoint:
                     "replayed": result.replayed,
                 }
             )
+            self.counters.record(started_ns)
             log.info(
                 "command.handled",
                 position=result.position,
@@ -152,6 +161,10 @@ class CommandEndpoint:
             )
         finally:
             structlog.contextvars.clear_contextvars()
+        if self._metrics is not None:
+            label = name if name in COMMANDS else "unknown"  # never a label per random subject
+            self._metrics.commands.labels(label, code).inc()
+            self._metrics.command_seconds.labels(label).observe(time.perf_counter() - started)
         if msg.reply:
             await self._nc.publish(msg.reply, body, headers=reply_headers or None)
 

@@ -18,6 +18,8 @@ from projections.queries import QUERIES, QueryParams, answer
 from projections.runner import Progress, ProjectionRunner
 from projections.store import ViewStore
 from tenantry import wire
+from tenantry.discovery import Discovery, EndpointCounters
+from tenantry.metrics import Metrics, sample_lag
 
 QUERY_SUBJECT_PREFIX = "tenantry.query."
 DEFAULT_WAIT_SECONDS = 5.0
@@ -46,9 +48,12 @@ class QueryEndpoint:
         progress: Progress | None = None,
         wakeup: asyncio.Event | None = None,
         max_in_flight: int = 64,
+        metrics: Metrics | None = None,
     ) -> None:
         self._nc = nc
         self._store = store
+        self._metrics = metrics
+        self.counters = EndpointCounters("queries", QUERY_SUBJECT_PREFIX + "*", queue_group)
         self._position = runner_position_fn
         self._queue_group = queue_group
         self._progress = progress
@@ -88,7 +93,9 @@ class QueryEndpoint:
 
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
+        started_ns = time.perf_counter_ns()
         name = msg.subject.removeprefix(QUERY_SUBJECT_PREFIX)
+        code = "ok"
         try:
             position, data = await self._execute(name, msg.data)
         except Exception as exc:
@@ -98,14 +105,19 @@ class QueryEndpoint:
                 log.exception("query.failed", query=name[:64])
             else:
                 log.info("query.refused", query=name[:64], code=code, reason=message)
+            self.counters.record(started_ns, error=f"{code}: {message}"[:200])
         else:
             body, headers = wire.ok_reply({"position": position, "data": data})
+            self.counters.record(started_ns)
             log.debug(
                 "query.answered",
                 query=name,
                 position=position,
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
+        if self._metrics is not None:
+            label = name if name in QUERIES else "unknown"  # never a label per random subject
+            self._metrics.queries.labels(label, code).inc()
         if msg.reply:
             await self._nc.publish(msg.reply, body, headers=headers or None)
 
@@ -169,6 +181,7 @@ async def serve_views(
     *,
     queue_group: str = "tenantry-query",
     poll_interval: float = 0.25,
+    metrics: Metrics | None = None,
 ) -> None:
     """Feed the views from `recorder` and answer queries on `nc` until `stop` is set; then stop
     taking queries, answer those taken, and let the runner finish its batch.
@@ -178,19 +191,37 @@ async def serve_views(
     await asyncio.to_thread(store.create_tables)
     runner = ProjectionRunner(recorder, store)
     endpoint = QueryEndpoint(
-        nc, store, runner.position, queue_group, progress=runner.progress, wakeup=wakeup
+        nc,
+        store,
+        runner.position,
+        queue_group,
+        progress=runner.progress,
+        wakeup=wakeup,
+        metrics=metrics,
     )
+    discovery = Discovery(nc, "tenantry-query", "Tenantry queries", [endpoint.counters])
     # The runner has its own stop, so that it outlives the endpoint's drain (queries being
     # answered may wait for it) and so that nothing here sets the caller's `stop`.
     halt = asyncio.Event()
     running = asyncio.create_task(runner.run(halt, wakeup, poll_interval))
     stopping = asyncio.ensure_future(stop.wait())
+    sampling = (
+        asyncio.create_task(
+            sample_lag(metrics.projection_lag, recorder.max_notification_id, runner.position, halt)
+        )
+        if metrics is not None
+        else None
+    )
     try:
         await endpoint.start()
+        await discovery.start()
         # The runner ends only when halted, or by an unexpected error: then stop answering too.
         await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
+        await discovery.stop()
         await endpoint.stop()
         halt.set()
         await running
+        if sampling is not None:
+            await sampling

@@ -27,6 +27,7 @@ from domain.event_log import (
     chained_payload,
 )
 from domain.service import INTERNAL_TOPICS
+from tenantry.metrics import Metrics
 
 log = structlog.get_logger("tenantry.relay")
 
@@ -53,6 +54,7 @@ class Relay:
         batch_size: int = 500,
         poll_interval: float = 0.25,
         wakeup: asyncio.Event | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._recorder = recorder
         self._js = nc.jetstream()
@@ -62,6 +64,9 @@ class Relay:
         self._poll_interval = poll_interval
         self.wakeup = wakeup or asyncio.Event()
         self.published = 0
+        # The last store position read and sent (acked or in flight), internal records included.
+        self.position = 0
+        self._metrics = metrics
 
     async def ensure_stream(self) -> None:
         config = StreamConfig(
@@ -97,6 +102,7 @@ class Relay:
         refusal anywhere refuses everything after it too, and the relay re-reads the tail."""
         await self.ensure_stream()
         tail = await self.tail()
+        self.position = tail.position
         log.info("relay.resumed", position=tail.position)
         cursor = tail.position
         unacked: list[asyncio.Future[dict[str, Any]]] = []
@@ -108,7 +114,7 @@ class Relay:
                 await self._settle(unacked)
                 unacked = sent
                 if last_id is not None:
-                    cursor = last_id
+                    cursor = self.position = last_id
                     continue
                 await self._settle(unacked)
                 unacked = []
@@ -162,6 +168,8 @@ class Relay:
         if refused:
             raise refused[0]  # once one is refused, so is every later one: resync
         self.published += len(acks)
+        if self._metrics is not None:
+            self._metrics.relay_published.inc(len(acks))
         log.debug("relay.published", events=len(acks))
 
 

@@ -21,6 +21,7 @@ class Settings:
     max_in_flight: int = 64
     stream_replicas: int = 1
     poll_interval: float = 0.25
+    metrics_port: int = 9464
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -44,6 +45,7 @@ class Settings:
             max_in_flight=int(env.get("TENANTRY_MAX_IN_FLIGHT", "64")),
             stream_replicas=int(env.get("TENANTRY_STREAM_REPLICAS", "1")),
             poll_interval=float(env.get("TENANTRY_POLL_INTERVAL", "0.25")),
+            metrics_port=int(env.get("TENANTRY_METRICS_PORT", "9464")),
         )
 
     @property

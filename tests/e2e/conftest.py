@@ -26,6 +26,7 @@ class Tenantry:
 
     state_dir: Path
     port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -38,6 +39,7 @@ class Tenantry:
             "TENANTRY_STATE_DIR": str(self.state_dir),
             "TENANTRY_NATS_PORT": str(self.port),
             "TENANTRY_LOG_FORMAT": "json",
+            "TENANTRY_METRICS_PORT": str(self.metrics_port),
         }
         env.pop("TENANTRY_NATS_URL", None)
         log = (self.state_dir.parent / "tenantry-up.log").open("ab")
