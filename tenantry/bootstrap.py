@@ -23,6 +23,7 @@ from tenantry.relay import Relay
 from tenantry.settings import Settings
 from tenantry.store import event_store_env, view_store_url
 from tenantry.wakeups import listen_postgres, wake_on_save
+from workers import WORKER_KINDS, BackendConfig, run_worker
 
 log = structlog.get_logger("tenantry")
 
@@ -60,8 +61,13 @@ async def connect(url: str, name: str) -> Client:
 
 
 async def command_role(
-    service: TenancyService, nc: Client, settings: Settings, stop: asyncio.Event, metrics: Metrics
+    service: TenancyService | None,
+    nc: Client,
+    settings: Settings,
+    stop: asyncio.Event,
+    metrics: Metrics,
 ) -> None:
+    assert service is not None
     if settings.admins is None:
         log.warning(
             "authorization.off", reason="TENANTRY_ADMINS is unset: every actor may do anything"
@@ -80,8 +86,13 @@ async def command_role(
 
 
 async def relay_role(
-    service: TenancyService, nc: Client, settings: Settings, stop: asyncio.Event, metrics: Metrics
+    service: TenancyService | None,
+    nc: Client,
+    settings: Settings,
+    stop: asyncio.Event,
+    metrics: Metrics,
 ) -> None:
+    assert service is not None
     wakeup = asyncio.Event()
     service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
     relay = Relay(
@@ -107,8 +118,13 @@ async def relay_role(
 
 
 async def projections_role(
-    service: TenancyService, nc: Client, settings: Settings, stop: asyncio.Event, metrics: Metrics
+    service: TenancyService | None,
+    nc: Client,
+    settings: Settings,
+    stop: asyncio.Event,
+    metrics: Metrics,
 ) -> None:
+    assert service is not None
     """The read models, fed from the event store, and the queries on tenantry.query.*."""
     wakeup = asyncio.Event()  # its own: the relay clears its event, which would swallow ours
     service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
@@ -132,18 +148,64 @@ async def projections_role(
 
 
 Role = Callable[
-    [TenancyService, Client, Settings, asyncio.Event, Metrics], Coroutine[Any, Any, None]
+    [TenancyService | None, Client, Settings, asyncio.Event, Metrics], Coroutine[Any, Any, None]
 ]
+
+
+def backend_config(settings: Settings) -> BackendConfig:
+    """The workers' backends: under the state directory unless settings say otherwise."""
+    base = BackendConfig.under(settings.state_dir)
+    return base.replace(
+        namespace_backend=settings.namespace_backend,
+        gitops_root=settings.gitops_root or base.gitops_root,
+        gitops_init=settings.gitops_root is None,
+        kubeconfig=settings.kubeconfig,
+        storage_backend=settings.storage_backend,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        s3_access_key_id=settings.s3_access_key_id,
+        s3_secret_access_key=settings.s3_secret_access_key,
+        s3_principal_account=settings.s3_principal_account,
+    )
+
+
+def _worker_role(kind: str) -> Role:
+    async def role(
+        service: TenancyService | None,
+        nc: Client,
+        settings: Settings,
+        stop: asyncio.Event,
+        metrics: Metrics,
+    ) -> None:
+        outcomes = metrics.worker_outcomes
+        await run_worker(
+            kind,
+            nc,
+            stop,
+            backend_config=backend_config(settings),
+            on_outcome=lambda outcome: outcomes.labels(kind, outcome).inc(),
+        )
+
+    return role
+
+
 ROLES: dict[str, Role] = {
     "command": command_role,
     "relay": relay_role,
     "projections": projections_role,
+    **{f"worker {kind}": _worker_role(kind) for kind in WORKER_KINDS},
 }
+# The roles that work on the event store (workers only talk to the bus).
+_STORE_ROLES = {"command", "relay", "projections"}
 
 
 async def serve(settings: Settings, stop: asyncio.Event, nats_url: str, roles: list[str]) -> None:
     """Run `roles` over one store and one bus connection until `stop`, then drain and close."""
-    service = await asyncio.to_thread(build_service, settings, seed="command" in roles)
+    service = (
+        await asyncio.to_thread(build_service, settings, seed="command" in roles)
+        if _STORE_ROLES & set(roles)
+        else None
+    )
     metrics = Metrics()
     metrics.serve(settings.metrics_port)
     nc = await connect(nats_url, "tenantry-" + "+".join(roles))
@@ -153,7 +215,8 @@ async def serve(settings: Settings, stop: asyncio.Event, nats_url: str, roles: l
                 tasks.create_task(ROLES[role](service, nc, settings, stop, metrics))
     finally:
         await nc.drain()
-        service.close()
+        if service is not None:
+            service.close()
 
 
 def start_embedded_nats(settings: Settings) -> NatsServer:

@@ -22,6 +22,17 @@ class Settings:
     stream_replicas: int = 1
     poll_interval: float = 0.25
     metrics_port: int = 9464
+    actor: str | None = None
+    # Provisioning workers (DESIGN §7).
+    namespace_backend: str = "gitops"
+    gitops_root: Path | None = None  # default: <state_dir>/gitops, made a git repository
+    kubeconfig: Path | None = None
+    storage_backend: str = "local"
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_principal_account: str = "000000000000"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -46,9 +57,32 @@ class Settings:
             stream_replicas=int(env.get("TENANTRY_STREAM_REPLICAS", "1")),
             poll_interval=float(env.get("TENANTRY_POLL_INTERVAL", "0.25")),
             metrics_port=int(env.get("TENANTRY_METRICS_PORT", "9464")),
+            namespace_backend=env.get("TENANTRY_NAMESPACE_BACKEND", "gitops"),
+            gitops_root=_path(env.get("TENANTRY_GITOPS_ROOT")),
+            kubeconfig=_path(env.get("TENANTRY_KUBECONFIG")),
+            storage_backend=env.get("TENANTRY_STORAGE_BACKEND", "local"),
+            s3_endpoint_url=env.get("TENANTRY_S3_ENDPOINT_URL") or None,
+            s3_region=env.get("TENANTRY_S3_REGION") or None,
+            s3_access_key_id=env.get("TENANTRY_S3_ACCESS_KEY_ID") or None,
+            s3_secret_access_key=env.get("TENANTRY_S3_SECRET_ACCESS_KEY") or None,
+            s3_principal_account=env.get("TENANTRY_S3_PRINCIPAL_ACCOUNT", "000000000000"),
+            actor=env.get("TENANTRY_ACTOR") or None,
         )
 
     @property
     def nats_url_file(self) -> Path:
         """Where `tenantry up` writes the URL of the nats-server it started, for the CLI."""
         return self.state_dir / "nats.url"
+
+    def client_nats_url(self) -> str:
+        """Where a client finds the bus: TENANTRY_NATS_URL, else the server a local
+        `tenantry up` started (its `nats.url`), else the NATS default."""
+        if self.nats_url:
+            return self.nats_url
+        if self.nats_url_file.exists():
+            return self.nats_url_file.read_text().strip()
+        return "nats://127.0.0.1:4222"
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None

@@ -11,6 +11,7 @@ from typing import Any
 from tenantry.bootstrap import ROLES, run_until_signalled, serve, up
 from tenantry.cli.common import nats_url_for_client
 from tenantry.settings import Settings
+from workers import WORKER_KINDS
 
 _ROLE_HELP = {
     "command": "the command service on tenantry.cmd.* (a queue group: run several)",
@@ -24,13 +25,27 @@ def register(verbs: Any) -> None:
         "up",
         help="run everything in one process (starts nats-server unless TENANTRY_NATS_URL is set)",
     ).set_defaults(handler=_up)
-    verbs.add_parser(
+    health = verbs.add_parser(
         "health", help="exit 0 if a command service answers on the bus (container health checks)"
-    ).set_defaults(handler=_health)
+    )
+    health.add_argument(
+        "--process",
+        action="store_true",
+        help="check this container's own process instead: its metrics port answers",
+    )
+    health.set_defaults(handler=_health)
     serve_parser = verbs.add_parser("serve", help="run one role, for the production layout")
     roles = serve_parser.add_subparsers(dest="role", required=True)
     for role in ROLES:
-        roles.add_parser(role, help=_ROLE_HELP.get(role, role)).set_defaults(handler=_serve)
+        if not role.startswith("worker "):
+            roles.add_parser(role, help=_ROLE_HELP[role]).set_defaults(handler=_serve)
+    worker = roles.add_parser("worker", help="a provisioning worker (shares a durable consumer)")
+    worker.add_argument(
+        "kind",
+        choices=sorted(WORKER_KINDS),
+        help="namespaces: Kubernetes namespaces (gitops or kubernetes); storage: ML repo storage",
+    )
+    worker.set_defaults(handler=_serve)
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
@@ -43,12 +58,29 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"tenantry serve {args.role}: set TENANTRY_NATS_URL", file=sys.stderr)
         return 2
     nats_url = settings.nats_url
-    run_until_signalled(lambda stop: serve(settings, stop, nats_url, [args.role]))
+    role = f"worker {args.kind}" if args.role == "worker" else args.role
+    run_until_signalled(lambda stop: serve(settings, stop, nats_url, [role]))
     return 0
 
 
 def _health(args: argparse.Namespace, settings: Settings) -> int:
+    if args.process:
+        return _probe_process(settings.metrics_port)
     return asyncio.run(_probe(nats_url_for_client(settings)))
+
+
+def _probe_process(port: int) -> int:
+    """A role process serves /metrics for as long as its event loop runs."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as response:
+            healthy = response.status == 200 and b"tenantry_" in response.read()
+    except OSError as exc:
+        print(f"unhealthy: metrics port {port}: {exc}", file=sys.stderr)
+        return 1
+    print("healthy" if healthy else "unhealthy: no tenantry metrics")
+    return 0 if healthy else 1
 
 
 async def _probe(url: str) -> int:

@@ -135,3 +135,66 @@ async def test_up_runs_the_relay_and_the_views_too(tenantry_up: Tenantry) -> Non
     finally:
         await nc.close()
     assert tenantry_up.stop() == 0, tenantry_up.log()
+
+
+async def test_up_runs_the_workers_on_local_backends(tenantry_up: Tenantry, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import json
+    import time
+
+    import nats
+
+    tenantry_up.start()
+    await tenantry_up.wait_ready()
+    storage_root = tmp_path / "storage"
+    steps = [
+        (
+            "register_cluster",
+            {
+                "name": "prod-eu",
+                "region": "eu-west-1",
+                "provider": "aws-eks",
+                "environments": ["prod"],
+            },
+        ),
+        (
+            "register_storage_integration",
+            {"name": "local", "provider": "local", "storage_root": f"file://{storage_root}"},
+        ),
+        ("create_ml_repo", {"name": "fraud-models", "storage_integration": "local"}),
+        (
+            "create_workspace",
+            {
+                "cluster": "prod-eu",
+                "name": "fraud",
+                "environment": "prod",
+                "ml_repo_access": [{"repo": "fraud-models", "role": "editor"}],
+            },
+        ),
+    ]
+    for name, body in steps:
+        answer = await tenantry_up.command(name, body)
+        assert answer["ok"], answer
+    written = answer["position"]
+
+    async def status(query: str, params: dict[str, object]) -> str:
+        nc = await nats.connect(tenantry_up.url)
+        try:
+            body = json.dumps({**params, "min_position": written}).encode()
+            reply = await nc.request(f"tenantry.query.{query}", body, timeout=10)
+            return str(json.loads(reply.data)["data"]["status"])
+        finally:
+            await nc.close()
+
+    deadline = time.monotonic() + 60
+    while (
+        await status("get_workspace", {"fqn": "prod-eu:fraud"}),
+        await status("get_ml_repo", {"name": "fraud-models"}),
+    ) != ("ready", "ready"):
+        assert time.monotonic() < deadline, tenantry_up.log()
+        await asyncio.sleep(0.1)
+    manifest = tenantry_up.state_dir / "gitops" / "prod-eu" / "fraud" / "namespace.yaml"
+    assert "tenantry.io/environment: prod" in manifest.read_text()
+    policy = json.loads((storage_root / "fraud-models" / ".tenantry-access.json").read_text())
+    assert "workspace:prod-eu:fraud" in json.dumps(policy)
+    assert tenantry_up.stop() == 0, tenantry_up.log()

@@ -1,0 +1,105 @@
+"""From grants to access: what each role may do, and the policy documents that say so.
+
+Roles: `viewer` reads; `editor` and `admin` read and write (managing grants is Tenantry's
+business, not the storage's).
+
+S3 principals. A bucket policy names IAM principals, so each subject maps to one ARN in the
+configured account (`s3_principal_account`):
+- `workspace:<cluster>:<name>` -> `arn:aws:iam::<account>:role/tenantry/workspaces/<cluster>/<name>`
+  (the role the workspace's ServiceAccount assumes, e.g. through IRSA);
+- `team:<name>` -> `arn:aws:iam::<account>:role/tenantry/teams/<name>`;
+- `user:<email>` -> `arn:aws:iam::<account>:user/tenantry/<email>`.
+AWS refuses a policy naming a principal that does not exist: those roles and users are made by
+whoever runs IAM, not by this worker."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+ACCESS: dict[str, tuple[str, ...]] = {
+    "viewer": ("read",),
+    "editor": ("read", "write"),
+    "admin": ("read", "write"),
+}
+READ_ACTIONS = ["s3:GetObject"]
+WRITE_ACTIONS = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
+# Statements this worker owns start with it; any other statement of a bucket is left alone.
+SID_PREFIX = "tenantry-"
+
+
+def access_of(role: str) -> tuple[str, ...]:
+    return ACCESS[role]
+
+
+def local_policy(repo: str, location: str, grants: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "repo": repo,
+        "location": location,
+        "managed_by": "tenantry",
+        "grants": [
+            {"subject": subject, "role": role, "access": list(access_of(role))}
+            for subject, role in sorted(grants.items())
+        ],
+    }
+
+
+def principal_arn(subject: str, account: str) -> str:
+    kind, _, rest = subject.partition(":")
+    if kind == "workspace":
+        cluster, _, name = rest.partition(":")
+        return f"arn:aws:iam::{account}:role/tenantry/workspaces/{cluster}/{name}"
+    if kind == "team":
+        return f"arn:aws:iam::{account}:role/tenantry/teams/{rest}"
+    if kind == "user":
+        return f"arn:aws:iam::{account}:user/tenantry/{rest}"
+    raise ValueError(f"no principal for subject {subject!r}")
+
+
+def repo_statements(
+    bucket: str, prefix: str, repo: str, grants: Mapping[str, str], account: str
+) -> list[dict[str, Any]]:
+    """One statement per granted subject on the repo's objects, and one that lets them all
+    list the repo's prefix (listing is a bucket-level action, so it can't share a statement
+    scoped to objects without opening the whole bucket's key list)."""
+    objects = f"arn:aws:s3:::{bucket}/{prefix}*"
+    statements = []
+    for subject, role in sorted(grants.items()):
+        digest = hashlib.sha256(subject.encode()).hexdigest()[:12]
+        statements.append(
+            {
+                "Sid": f"{SID_PREFIX}{repo}-{digest}",
+                "Effect": "Allow",
+                "Principal": {"AWS": principal_arn(subject, account)},
+                "Action": WRITE_ACTIONS if "write" in access_of(role) else READ_ACTIONS,
+                "Resource": objects,
+            }
+        )
+    if grants:
+        statements.append(
+            {
+                "Sid": f"{SID_PREFIX}{repo}-list",
+                "Effect": "Allow",
+                "Principal": {"AWS": sorted({principal_arn(s, account) for s in grants})},
+                "Action": "s3:ListBucket",
+                "Resource": f"arn:aws:s3:::{bucket}",
+                "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+            }
+        )
+    return statements
+
+
+def bucket_policy(
+    current: Mapping[str, Any] | None, ours: Iterable[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The bucket's policy with our statements replaced by `ours`; None when it has none."""
+    foreign = [
+        s
+        for s in (current or {}).get("Statement", [])
+        if not str(s.get("Sid", "")).startswith(SID_PREFIX)
+    ]
+    statements = foreign + sorted(ours, key=lambda s: str(s["Sid"]))
+    if not statements:
+        return None
+    return {"Version": (current or {}).get("Version", "2012-10-17"), "Statement": statements}
