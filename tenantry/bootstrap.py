@@ -16,6 +16,7 @@ from domain.service import TenancyService
 from projections.store import ViewStore
 from tenantry.command_endpoint import CommandEndpoint
 from tenantry.discovery import Discovery
+from tenantry.identity import ActorPolicy
 from tenantry.metrics import Metrics, sample_lag
 from tenantry.nats_server import NatsServer
 from tenantry.query_endpoint import serve_views
@@ -39,7 +40,9 @@ def build_service(settings: Settings, *, seed: bool = True) -> TenancyService:
     return service
 
 
-async def connect(url: str, name: str) -> Client:
+async def connect(
+    url: str, name: str, user: str | None = None, password: str | None = None
+) -> Client:
     async def _disconnected() -> None:
         log.warning("nats.disconnected", url=url)
 
@@ -57,6 +60,8 @@ async def connect(url: str, name: str) -> Client:
         disconnected_cb=_disconnected,
         reconnected_cb=_reconnected,
         error_cb=_error,
+        user=user,
+        password=password,
     )
 
 
@@ -72,8 +77,18 @@ async def command_role(
         log.warning(
             "authorization.off", reason="TENANTRY_ADMINS is unset: every actor may do anything"
         )
+    if settings.auth == "header":
+        log.warning(
+            "authentication.off",
+            reason="TENANTRY_AUTH=header: the Tenantry-Actor header is believed as sent",
+        )
     endpoint = CommandEndpoint(
-        nc, service, settings.queue_group, settings.max_in_flight, metrics=metrics
+        nc,
+        service,
+        settings.queue_group,
+        settings.max_in_flight,
+        metrics=metrics,
+        actors=ActorPolicy(settings.auth, settings.client_account),
     )
     discovery = Discovery(nc, "tenantry-command", "Tenantry commands", [endpoint.counters])
     await endpoint.start()
@@ -208,7 +223,9 @@ async def serve(settings: Settings, stop: asyncio.Event, nats_url: str, roles: l
     )
     metrics = Metrics()
     metrics.serve(settings.metrics_port)
-    nc = await connect(nats_url, "tenantry-" + "+".join(roles))
+    nc = await connect(
+        nats_url, "tenantry-" + "+".join(roles), settings.nats_user, settings.nats_password
+    )
     try:
         async with asyncio.TaskGroup() as tasks:
             for role in roles:

@@ -17,15 +17,14 @@ from nats.aio.subscription import Subscription
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS, Command
-from domain.names import is_valid_actor
 from domain.service import CommandResult, TenancyService
 from tenantry import wire
 from tenantry.discovery import EndpointCounters
+from tenantry.identity import DEFAULT_ACTOR, ActorPolicy
 from tenantry.metrics import Metrics
 
 COMMAND_SUBJECT_PREFIX = "tenantry.cmd."
 DENIED_SUBJECT_PREFIX = "tenantry.audit.denied."
-DEFAULT_ACTOR = "user:anonymous@localhost"
 
 log = structlog.get_logger("tenantry.command")
 
@@ -48,8 +47,10 @@ class CommandEndpoint:
         max_in_flight: int = 64,
         max_batch: int = 64,
         metrics: Metrics | None = None,
+        actors: ActorPolicy | None = None,
     ) -> None:
         self._nc = nc
+        self._actors = actors or ActorPolicy()
         self._service = service
         self._queue_group = queue_group
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -121,7 +122,11 @@ class CommandEndpoint:
         headers = msg.headers or {}
         command_id = headers.get(wire.COMMAND_ID_HEADER) or str(uuid.uuid4())
         correlation_id = headers.get(wire.CORRELATION_ID_HEADER) or command_id
-        actor = headers.get(wire.ACTOR_HEADER) or DEFAULT_ACTOR
+        actor_refusal: Exception | None = None
+        try:
+            actor = self._actors.actor_of(headers)
+        except Exception as exc:  # refused below, with the claim kept for the audit
+            actor, actor_refusal = (headers.get(wire.ACTOR_HEADER) or DEFAULT_ACTOR)[:300], exc
         structlog.contextvars.bind_contextvars(
             command=name[:64],
             command_id=command_id[:128],
@@ -129,6 +134,8 @@ class CommandEndpoint:
             actor=actor[:300],
         )
         try:
+            if actor_refusal is not None:
+                raise actor_refusal
             result = await self._execute(name, msg.data, command_id, correlation_id, actor)
         except Exception as exc:
             code, message, details = wire.error_of(exc)
@@ -187,12 +194,6 @@ class CommandEndpoint:
                     f"{header} must be 1-128 letters, digits or ._:@/+=-",
                     header=header,
                 )
-        if not is_valid_actor(actor):
-            raise wire.WireError(
-                "validation_error",
-                f"{wire.ACTOR_HEADER} must be 'user:<email>' or 'service:<name>'",
-                header=wire.ACTOR_HEADER,
-            )
         command = model.model_validate_json(data or b"{}")
         context = CommandContext(actor=actor, command_id=command_id, correlation_id=correlation_id)
         outcome: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()

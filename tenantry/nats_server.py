@@ -47,7 +47,16 @@ def free_port() -> int:
 class NatsServer:
     """A JetStream-enabled nats-server on loopback with its data in `store_dir`."""
 
-    def __init__(self, store_dir: Path, port: int = 0, log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int = 0,
+        log_file: Path | None = None,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.env = env
         self.store_dir = store_dir
         self.port = port or free_port()
         self.log_file = log_file or store_dir / "nats-server.log"
@@ -70,11 +79,16 @@ class NatsServer:
             str(self.store_dir),
             "-l",
             str(self.log_file),
+            *(["-c", str(self.config)] if self.config else []),
         ]
         # Its own session: a Ctrl-C or SIGTERM to our process group must not stop the server
         # before we have drained; we stop it ourselves, last.
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent
+            args,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            env={**os.environ, **self.env} if self.env else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

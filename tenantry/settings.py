@@ -23,6 +23,12 @@ class Settings:
     poll_interval: float = 0.25
     metrics_port: int = 9464
     actor: str | None = None
+    # Who is asking: `header` believes Tenantry-Actor (laptop); `nats` takes the authenticated
+    # NATS user (production, see deploy/nats-accounts.conf).
+    auth: str = "header"
+    client_account: str = "CLIENTS"
+    nats_user: str | None = None
+    nats_password: str | None = field(default=None, repr=False)
     # Provisioning workers (DESIGN §7).
     namespace_backend: str = "gitops"
     gitops_root: Path | None = None  # default: <state_dir>/gitops, made a git repository
@@ -67,6 +73,10 @@ class Settings:
             s3_secret_access_key=env.get("TENANTRY_S3_SECRET_ACCESS_KEY") or None,
             s3_principal_account=env.get("TENANTRY_S3_PRINCIPAL_ACCOUNT", "000000000000"),
             actor=env.get("TENANTRY_ACTOR") or None,
+            auth=env.get("TENANTRY_AUTH", "header"),
+            client_account=env.get("TENANTRY_CLIENT_ACCOUNT", "CLIENTS"),
+            nats_user=env.get("TENANTRY_NATS_USER") or None,
+            nats_password=env.get("TENANTRY_NATS_PASSWORD") or None,
         )
 
     @property

@@ -78,13 +78,28 @@ def test_every_variable_set_is_one_tenantry_reads(compose: dict[str, Any]) -> No
 def test_nats_is_a_three_node_jetstream_cluster_and_the_stream_has_three_replicas(
     compose: dict[str, Any],
 ) -> None:
-    nodes = [s for n, s in compose["services"].items() if n.startswith("nats-")]
-    assert len(nodes) == 3
-    for node in nodes:
-        assert "-js" in node["command"]
-        assert "--routes" in node["command"]
+    nodes = {n: s for n, s in compose["services"].items() if n.startswith("nats-")}
+    assert sorted(nodes) == ["nats-1", "nats-2", "nats-3"]
+    assert {s["environment"]["NATS_SERVER_NAME"] for s in nodes.values()} == set(nodes)
+    for node in nodes.values():
+        assert node["command"] == ["-c", "/etc/nats/nats.conf"]
+    for config in compose["configs"].values():
+        assert (ROOT / config["file"]).is_file()
+    node_config = (ROOT / "deploy" / "nats.conf").read_text()
+    assert "jetstream" in node_config
+    assert all(f"nats://{name}:6222" in node_config for name in nodes)
+    assert 'include "nats-accounts.conf"' in node_config
     for service in _tenantry_services(compose).values():
         assert service["environment"]["TENANTRY_STREAM_REPLICAS"] == "3"
+
+
+def test_every_process_authenticates_as_its_own_nats_user(compose: dict[str, Any]) -> None:
+    accounts = (ROOT / "deploy" / "nats-accounts.conf").read_text()
+    for name, service in _tenantry_services(compose).items():
+        env = service["environment"]
+        assert env["TENANTRY_AUTH"] == "nats", name
+        assert f"{{user: {env['TENANTRY_NATS_USER']}," in accounts, name
+        assert env["TENANTRY_NATS_PASSWORD"].startswith("${"), "no password in the file"
 
 
 def test_two_command_services_share_the_queue_group(compose: dict[str, Any]) -> None:

@@ -1,0 +1,190 @@
+"""`tenantry apply -f FILE|DIR|-` and `tenantry schema`: manifests in, the plan as a diff out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from domain.commands import Command
+from tenantry.cli.output import console, error, run_with_client
+from tenantry.client import Client
+from tenantry.identity import DEFAULT_ACTOR
+from tenantry.manifests import (
+    ABSENT,
+    Action,
+    ApplyFailed,
+    ManifestError,
+    Plan,
+    apply,
+    json_schema,
+    load,
+    plan,
+    read_state,
+)
+from tenantry.results import CommandReply
+from tenantry.settings import Settings
+
+_MARK = {"create": ("+", "green"), "update": ("~", "yellow"), "unchanged": ("=", "dim")}
+
+
+def register(verbs: Any) -> None:
+    applying = verbs.add_parser(
+        "apply",
+        help="make the tenancy match YAML manifests (creates what is missing, updates what "
+        "differs, changes nothing when all matches)",
+    )
+    applying.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE|DIR|-",
+        help="a manifest file, a folder of *.yaml / *.yml, or - for standard input (repeatable)",
+    )
+    applying.add_argument(
+        "--dry-run", action="store_true", help="print the plan as a diff and write nothing"
+    )
+    applying.add_argument(
+        "-o", "--output", choices=["text", "json"], help="default: text (coloured on a tty)"
+    )
+    applying.add_argument(
+        "--actor", help="who applies: user:<email> (default: TENANTRY_ACTOR, else anonymous)"
+    )
+    applying.set_defaults(handler=_apply)
+    verbs.add_parser(
+        "schema", help="print the JSON Schema of manifests (for editors' YAML support)"
+    ).set_defaults(handler=_schema)
+
+
+def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+    return 0
+
+
+def _apply(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        documents = load(args.filename, sys.stdin.read)
+    except ManifestError as exc:
+        for problem in exc.problems:
+            error(str(problem))
+        error(f"{len(exc.problems)} problem(s) in the manifests: nothing was applied")
+        return 1
+    as_json = args.output == "json"
+    actor = args.actor if args.actor is not None else settings.actor
+
+    async def work(client: Client) -> int:
+        state = await read_state(client)
+        the_plan = plan(documents, state, creator=actor or DEFAULT_ACTOR)
+        if the_plan.problems:
+            for problem in the_plan.problems:
+                error(str(problem))
+            error(f"{len(the_plan.problems)} problem(s) in the plan: nothing was applied")
+            return 1
+        out = console()
+        if not as_json:
+            _print_plan(out, the_plan)
+        if args.dry_run or the_plan.changes_nothing:
+            if as_json:
+                _print_json(the_plan, [], dry_run=args.dry_run)
+            elif args.dry_run:
+                out.print(Text("Dry run: nothing was written.", style="bold"))
+            return 0
+        try:
+            applied = await apply(client, the_plan.commands)
+        except ApplyFailed as exc:
+            if as_json:
+                _print_json(the_plan, exc.applied, dry_run=False)
+            error(
+                f"{exc.command.wire_name} {_target(exc.command)} was refused: {exc.error}\n"
+                f"{len(exc.applied)} of {len(the_plan.commands)} command(s) were applied "
+                "before it; none after it"
+            )
+            return 1
+        if as_json:
+            _print_json(the_plan, applied, dry_run=False)
+        else:
+            out.print(
+                Text(
+                    f"Applied {len(applied)} command(s); the views are at position "
+                    f"{max(r.position for r in applied)}.",
+                    style="bold",
+                )
+            )
+        return 0
+
+    return run_with_client(settings, work, actor=actor, failure=1)
+
+
+def _print_plan(out: Console, the_plan: Plan) -> None:
+    for action in the_plan.actions:
+        out.print(_action_lines(action))
+    summary = (
+        f"Plan: {the_plan.count('create')} to create, {the_plan.count('update')} to update, "
+        f"{the_plan.count('unchanged')} unchanged; {len(the_plan.commands)} command(s)."
+    )
+    if the_plan.changes_nothing:
+        summary += " Nothing to change."
+    out.print(Text(summary, style="bold"))
+
+
+def _action_lines(action: Action) -> Text:
+    mark, style = _MARK[action.kind]
+    text = Text(f"{mark} {action.type} {action.name}", style=style)
+    if action.kind != "unchanged":
+        text.append(f" ({action.kind})", style="dim")
+    for change in action.changes:
+        text.append(f"\n    {change.field}: ")
+        if action.kind == "create" and change.before is ABSENT:
+            text.append(_value(change.after), style="green")
+        else:
+            text.append(_value(change.before), style="red")
+            text.append(" → ")
+            text.append(_value(change.after), style="green")
+    return text
+
+
+def _value(value: Any) -> str:
+    if value is ABSENT:
+        return "(none)"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _target(command: Command) -> str:
+    body = command.model_dump()
+    for key in ("workspace", "repo", "cluster", "team", "name"):
+        if key in body:
+            return str(body[key])
+    return ""
+
+
+def _print_json(the_plan: Plan, applied: list[CommandReply], *, dry_run: bool) -> None:
+    def plain(value: Any) -> Any:
+        return None if value is ABSENT else value
+
+    document = {
+        "dry_run": dry_run,
+        "actions": [
+            {
+                "action": a.kind,
+                "type": a.type,
+                "name": a.name,
+                "source": {"file": a.source.file, "index": a.source.index, "line": a.source.line},
+                "changes": [
+                    {"field": c.field, "before": plain(c.before), "after": plain(c.after)}
+                    for c in a.changes
+                ],
+            }
+            for a in the_plan.actions
+        ],
+        "commands": [
+            {"command": c.wire_name, "body": c.model_dump(mode="json", exclude_none=True)}
+            for c in the_plan.commands
+        ],
+        "applied": [r.model_dump(mode="json") for r in applied],
+    }
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")

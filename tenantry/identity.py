@@ -1,0 +1,65 @@
+"""Who is asking: the actor of a request on the bus.
+
+Two modes. `header` (the laptop default): the `Tenantry-Actor` header is believed. `nats`
+(production): the actor is the identity NATS authenticated. Clients live in their own account
+(default `CLIENTS`) and reach `tenantry.cmd.*` through a service import with `share: true`, so
+the server stamps every request with `Nats-Request-Info` naming the user (and overwrites any such
+header the client sent); a `Tenantry-Actor` header is then ignored. Requests without that
+stamp come from inside Tenantry's own account, where NATS permissions let only the workers
+publish commands, and only `record_*` ones: they must name a `service:` actor."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from domain.errors import Forbidden
+from domain.names import is_valid_actor
+from tenantry import wire
+
+REQUEST_INFO_HEADER = "Nats-Request-Info"
+DEFAULT_ACTOR = "user:anonymous@localhost"
+
+
+@dataclass(frozen=True)
+class ActorPolicy:
+    mode: str = "header"
+    client_account: str = "CLIENTS"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("header", "nats"):
+            raise ValueError("TENANTRY_AUTH must be 'header' or 'nats'")
+
+    def actor_of(self, headers: Mapping[str, str]) -> str:
+        claimed = headers.get(wire.ACTOR_HEADER)
+        if self.mode == "header":
+            actor = claimed or DEFAULT_ACTOR
+            if not is_valid_actor(actor):
+                raise wire.WireError(
+                    "validation_error",
+                    f"{wire.ACTOR_HEADER} must be 'user:<email>' or 'service:<name>'",
+                    header=wire.ACTOR_HEADER,
+                )
+            return actor
+        stamp = headers.get(REQUEST_INFO_HEADER)
+        if stamp is None:
+            # Inside Tenantry's account: the workers (NATS lets them send record_* only).
+            if claimed is None or not claimed.startswith("service:") or not is_valid_actor(claimed):
+                raise Forbidden(
+                    "requests from inside Tenantry's account must name a service: actor"
+                )
+            return claimed
+        try:
+            info = json.loads(stamp)
+            account, user = str(info["acc"]), str(info["user"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Forbidden("the request carries no usable NATS identity") from exc
+        if account != self.client_account:
+            raise Forbidden(f"requests from NATS account {account!r} are not accepted")
+        actor = f"user:{user}"
+        if not is_valid_actor(actor):
+            raise Forbidden(
+                f"NATS user {user!r} is not an e-mail address, so it can't be a Tenantry user"
+            )
+        return actor

@@ -1,0 +1,217 @@
+"""Authentication and authorization on the bus, with real credentials against a real
+nats-server running the production accounts file (deploy/nats-accounts.conf)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from domain.authorization import Authorization
+from domain.event_log import STREAM_NAME
+from domain.service import TenancyService
+from tenantry.command_endpoint import CommandEndpoint
+from tenantry.identity import ActorPolicy
+from tenantry.nats_server import NatsServer
+from tenantry.relay import Relay
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORDS = {
+    "command": "pw-command-7f3a",
+    "projections": "pw-projections-19c2",
+    "relay": "pw-relay-5d0e",
+    "namespaces": "pw-namespaces-aa41",
+    "storage": "pw-storage-0b9d",
+    "auditor": "pw-auditor-77e1",
+    "admin@example.com": "pw-admin-c3d8",
+}
+ENV = {
+    f"TENANTRY_{user.split('@')[0].upper()}_PASSWORD": password
+    for user, password in PASSWORDS.items()
+}
+ADMIN = "user:admin@example.com"
+
+
+@dataclass
+class SecuredBus:
+    server: NatsServer
+    service: TenancyService
+    denied: list[dict[str, object]]
+
+    async def connect(self, user: str) -> Client:
+        errors: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(exc)
+
+        nc = await nats.connect(
+            self.server.url,
+            user=user,
+            password=PASSWORDS[user],
+            error_cb=on_error,
+            allow_reconnect=False,
+        )
+        nc.permission_errors = errors  # type: ignore[attr-defined]
+        return nc
+
+
+@pytest.fixture
+async def secured(tmp_path: Path, sqlite_env: dict[str, str]) -> AsyncIterator[SecuredBus]:
+    # nats-server resolves `include` relative to the including file: put them side by side,
+    # as docker-compose.yml does in /etc/nats.
+    (tmp_path / "nats-accounts.conf").write_text(
+        (ROOT / "deploy" / "nats-accounts.conf").read_text()
+    )
+    config = tmp_path / "nats.conf"
+    config.write_text('include "nats-accounts.conf"\n')  # JetStream: -js -sd from NatsServer
+    server = NatsServer(tmp_path / "nats", config=config, env=ENV).start()
+    service = TenancyService(sqlite_env, authorization=Authorization(admins=frozenset({ADMIN})))
+    service.seed_default_environments()
+    bus = SecuredBus(server, service, [])
+    command_nc = await bus.connect("command")
+    endpoint = CommandEndpoint(command_nc, service, actors=ActorPolicy("nats", "CLIENTS"))
+    await endpoint.start()
+    auditor = await bus.connect("auditor")
+
+    async def on_denied(msg: nats.aio.msg.Msg) -> None:
+        bus.denied.append(json.loads(msg.data))
+
+    await auditor.subscribe("tenantry.audit.denied.>", cb=on_denied)
+    await auditor.flush()
+    yield bus
+    await auditor.close()
+    await endpoint.stop()
+    await command_nc.close()
+    service.close()
+    server.stop()
+
+
+async def _request(
+    nc: Client, subject: str, body: dict[str, object], headers: dict[str, str] | None = None
+) -> dict[str, object]:
+    reply = await nc.request(subject, json.dumps(body).encode(), timeout=5, headers=headers)
+    answer: dict[str, object] = json.loads(reply.data)
+    return answer
+
+
+def _last_event_actor(service: TenancyService) -> str:
+    notifications = service.recorder.select_notifications(None, 10_000)
+    state = json.loads(notifications[-2].state)  # the last is the command record
+    return str(state["actor"])
+
+
+async def test_the_actor_is_the_authenticated_user_whatever_the_header_says(
+    secured: SecuredBus,
+) -> None:
+    admin = await secured.connect("admin@example.com")
+    answer = await _request(
+        admin,
+        "tenantry.cmd.create_team",
+        {"name": "risk"},
+        headers={"Tenantry-Actor": "user:mallory@example.com"},
+    )
+    await admin.close()
+    assert answer["ok"], answer
+    assert _last_event_actor(secured.service) == ADMIN
+
+
+async def test_a_worker_may_only_send_its_record_commands(secured: SecuredBus) -> None:
+    worker = await secured.connect("namespaces")
+    before = secured.service.recorder.max_notification_id()
+    # NATS itself refuses the publish: the command service never hears of it.
+    with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+        await worker.request("tenantry.cmd.create_team", b'{"name": "evil"}', timeout=1)
+    assert any("permissions violation" in str(e).lower() for e in worker.permission_errors)  # type: ignore[attr-defined]
+    # Its own record_* commands get through, as a service: actor.
+    answer = await _request(
+        worker,
+        "tenantry.cmd.record_namespace_provisioned",
+        {"workspace": "c-one:ws-one", "namespace": "ws-one"},
+        headers={"Tenantry-Actor": "service:namespaces"},
+    )
+    assert answer["error"]["code"] == "not_found"  # type: ignore[index]
+    # Claiming to be a person from inside Tenantry's account is refused.
+    answer = await _request(
+        worker,
+        "tenantry.cmd.record_namespace_provisioned",
+        {"workspace": "c-one:ws-one", "namespace": "ws-one"},
+        headers={"Tenantry-Actor": ADMIN},
+    )
+    assert answer["error"]["code"] == "forbidden"  # type: ignore[index]
+    await worker.close()
+    assert secured.service.recorder.max_notification_id() == before
+
+
+async def test_only_the_relay_may_publish_events(secured: SecuredBus) -> None:
+    relay_nc = await secured.connect("relay")
+    stop = asyncio.Event()
+    relay = Relay(secured.service.recorder, relay_nc, poll_interval=0.05)
+    task = asyncio.create_task(relay.run(stop))
+    js = relay_nc.jetstream()
+    while relay.published < 3:  # noqa: ASYNC110 (the seeded environments, a counter)
+        await asyncio.sleep(0.02)
+    for user in ("command", "namespaces", "auditor", "admin@example.com"):
+        nc = await secured.connect(user)
+        await nc.publish("tenantry.evt.workspace.created", b'{"forged": true}')
+        await nc.flush()
+        await nc.close()
+    await asyncio.sleep(0.2)  # let the server process (and refuse) what was sent
+    info = await js.stream_info(STREAM_NAME)
+    stop.set()
+    await task
+    await relay_nc.close()
+    assert info.state.messages == 3
+
+
+async def test_a_refused_command_changes_nothing_and_is_on_the_denied_subject(
+    secured: SecuredBus,
+) -> None:
+    # A client user that is not a tenant admin: admins are configured without this one.
+    secured.service.authorization = Authorization(admins=frozenset({"user:root@example.com"}))
+    admin = await secured.connect("admin@example.com")
+    before = secured.service.recorder.max_notification_id()
+    answer = await _request(
+        admin,
+        "tenantry.cmd.create_environment",
+        {"name": "qa"},
+        headers={"Tenantry-Command-Id": "denied-1"},
+    )
+    await admin.close()
+    assert answer["error"]["code"] == "forbidden"  # type: ignore[index]
+    assert secured.service.recorder.max_notification_id() == before
+    deadline = asyncio.get_running_loop().time() + 5
+    while not secured.denied:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+    assert secured.denied[0]["actor"] == ADMIN
+    assert secured.denied[0]["command"] == "create_environment"
+    assert secured.denied[0]["command_id"] == "denied-1"
+
+
+async def test_clients_may_only_request_commands_and_queries(secured: SecuredBus) -> None:
+    admin = await secured.connect("admin@example.com")
+    await admin.publish("$JS.API.STREAM.DELETE.TENANTRY_EVENTS", b"")
+    await admin.publish("tenantry.audit.denied.x", b"{}")
+    await admin.flush()
+    await asyncio.sleep(0.2)
+    errors = [str(e) for e in admin.permission_errors]  # type: ignore[attr-defined]
+    await admin.close()
+    assert sum("permissions violation" in e.lower() for e in errors) == 2, errors
+
+
+async def test_wrong_credentials_are_refused(secured: SecuredBus) -> None:
+    """Spoken in the raw protocol: nats-py retries a refused connect instead of failing."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", secured.server.port)
+    assert (await reader.readline()).startswith(b"INFO")
+    connect = {"user": "command", "pass": "guess", "verbose": False, "pedantic": False}
+    writer.write(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.readline(), timeout=5)
+    writer.close()
+    assert answer.startswith(b"-ERR 'Authorization Violation'"), answer
