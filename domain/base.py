@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -31,16 +31,35 @@ class CommandContext:
 
 
 _current: ContextVar[CommandContext | None] = ContextVar("tenantry_command", default=None)
+# The events triggered inside the current `acting_as`, in the order they were triggered.
+_triggered: ContextVar[list[Any] | None] = ContextVar("tenantry_triggered", default=None)
 
 
 @contextmanager
 def acting_as(context: CommandContext) -> Iterator[CommandContext]:
     """Every event triggered inside records this context's actor and ids."""
     token = _current.set(context)
+    triggered = _triggered.set([])
     try:
         yield context
     finally:
+        _triggered.reset(triggered)
         _current.reset(token)
+
+
+def _note_triggered(event: Any) -> None:
+    triggered = _triggered.get()
+    if triggered is not None:
+        triggered.append(event)
+
+
+def in_trigger_order(events: Iterable[Any]) -> list[Any]:
+    """Events triggered inside the current `acting_as`, in the order they were triggered.
+
+    Not by timestamp: a wall clock that steps back during a command (or two events in the same
+    microsecond) would reorder them, even an aggregate's own versions."""
+    order = {id(event): index for index, event in enumerate(_triggered.get() or [])}
+    return sorted(events, key=lambda event: order[id(event)])
 
 
 def _context() -> CommandContext:
@@ -93,10 +112,13 @@ class Aggregate(BaseAggregate[UUID]):
     def _create(cls, event_class: Any, *, id: UUID | None = None, **kwargs: Any) -> Any:
         key = inspect.signature(cls.create_id).parameters
         kwargs["fqn"] = ":".join(str(kwargs[name]) for name in key)
-        return super()._create(event_class, id=id, **kwargs)
+        aggregate = super()._create(event_class, id=id, **kwargs)
+        _note_triggered(aggregate.pending_events[-1])
+        return aggregate
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
         super().trigger_event(event_class, fqn=self._fqn, **kwargs)
+        _note_triggered(self.pending_events[-1])
 
     @classmethod
     def kind(cls) -> str:

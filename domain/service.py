@@ -16,7 +16,7 @@ from eventsourcing.persistence import RecordConflictError
 from eventsourcing.utils import Environment, get_topic
 
 from domain.authorization import Authorization
-from domain.base import CommandContext, acting_as, event_type
+from domain.base import CommandContext, acting_as, event_type, in_trigger_order
 from domain.command_record import CommandRecord
 from domain.commands import Command
 from domain.environment import Environment as EnvironmentAggregate
@@ -194,10 +194,7 @@ class TenancyService(EventSourcedApplication[UUID]):
                 if replay is not None:
                     return replay
                 raise
-            events = sorted(
-                (e for a in session.changed() for e in a.collect_events()),
-                key=lambda e: e.timestamp,
-            )
+            events = in_trigger_order(e for a in session.changed() for e in a.collect_events())
             names = [event_type(e) for e in events]
             record = CommandRecord(
                 context.command_id,
