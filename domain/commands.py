@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,6 +26,7 @@ from domain.names import (
     WorkspaceFqn,
     WorkspaceName,
     check_storage_root,
+    has_nul,
 )
 
 Version = Annotated[int, Field(ge=1, le=2**53)]
@@ -37,6 +38,13 @@ StorageRoot = Annotated[str, Field(min_length=6, max_length=1024)]
 class Command(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
     wire_name: ClassVar[str]
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Self:
+        # Free text (descriptions, reasons, annotations, locations) takes anything else.
+        if has_nul(self.__dict__):
+            raise ValueError("strings must not contain NUL (U+0000)")
+        return self
 
 
 class ChangeCommand(Command):

@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Literal
 from uuid import UUID, uuid5
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, BaseModel, StringConstraints
 
 # Fixed forever: every stored aggregate id is derived from it.
 TENANTRY_NAMESPACE = UUID("6f1c8a52-3b0e-5d4a-9e57-7c2b1f0a9d13")
@@ -75,6 +75,20 @@ def _actor(value: str) -> str:
 WorkspaceFqn = Annotated[str, StringConstraints(max_length=80), AfterValidator(_workspace_fqn)]
 Subject = Annotated[str, StringConstraints(max_length=300), AfterValidator(_subject)]
 Actor = Annotated[str, StringConstraints(max_length=300), AfterValidator(_actor)]
+
+
+def has_nul(value: object) -> bool:
+    """Whether `value`, or a string anywhere inside it (lists, dict keys and values, models),
+    holds U+0000. PostgreSQL text can't store it: accepted, it would stop the read models."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(has_nul(v) for v in value)
+    if isinstance(value, BaseModel):
+        return has_nul(value.__dict__)
+    return False
 
 
 def is_valid_actor(value: str) -> bool:

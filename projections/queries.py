@@ -10,7 +10,8 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -21,8 +22,9 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
-from sqlalchemy import ColumnElement, Connection, select
+from sqlalchemy import ColumnElement, Connection, or_, select
 
 from domain.errors import NotFound
 from domain.names import (
@@ -33,6 +35,7 @@ from domain.names import (
     MlRepoName,
     Subject,
     WorkspaceFqn,
+    has_nul,
 )
 from projections import schema as t
 from projections.audit import utc_text
@@ -70,6 +73,18 @@ Position = Annotated[int, Field(ge=0, le=2**63 - 1)]
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+$", max_length=100)]
 
 
+def _in_utc_range(value: datetime) -> datetime:
+    """A moment that exists in UTC (`9999-12-31T23:59:59-14:00` does not): views compare UTC."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the moment is out of range once in UTC") from None
+    return value
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
+
+
 class QueryParams(BaseModel):
     """What every query accepts. `min_position` asks to wait (up to `min_position_timeout`
     seconds, 5 by default) until the views have applied that position: read-your-writes."""
@@ -78,6 +93,13 @@ class QueryParams(BaseModel):
 
     min_position: Position | None = None
     min_position_timeout: Annotated[float, Field(gt=0, le=MAX_WAIT_SECONDS)] | None = None
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Self:
+        # PostgreSQL text can't hold U+0000: the query would fail as an internal error.
+        if has_nul(self.__dict__):
+            raise ValueError("strings must not contain NUL (U+0000)")
+        return self
 
 
 class ListEnvironments(QueryParams):
@@ -128,8 +150,8 @@ class AuditLog(QueryParams):
     """`since` is inclusive and `until` exclusive; `after` is a position (exclusive), for paging
     with the `next` of the previous page."""
 
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
     actor: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
     fqn: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
     type: (
@@ -137,6 +159,30 @@ class AuditLog(QueryParams):
     ) = None
     after: Position | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class AccessReport(QueryParams):
+    """What was in force at `as_of` (any RFC 3339 offset), events at that very moment included."""
+
+    as_of: Moment
+    repo: MlRepoName | None = None
+    subject: QuerySubject | None = None
+
+
+class AccessChanges(QueryParams):
+    """Changes after `from` up to and including `to`: exactly what turns `access_report` at
+    `from` into `access_report` at `to`."""
+
+    from_: Moment = Field(alias="from")
+    to: Moment
+    repo: MlRepoName | None = None
+    subject: QuerySubject | None = None
+
+    @model_validator(mode="after")
+    def _in_order(self) -> AccessChanges:
+        if self.to < self.from_:
+            raise ValueError("`to` is before `from`")
+        return self
 
 
 # --- directory ----------------------------------------------------------------------------
@@ -395,6 +441,169 @@ def audit_log(conn: Connection, params: AuditLog) -> dict[str, Any]:
     }
 
 
+# --- teams and storage integrations (for `tenantry get` and manifests) --------------------
+
+
+class ListTeams(QueryParams):
+    pass
+
+
+class GetTeam(QueryParams):
+    name: DnsLabel
+
+
+class ListStorageIntegrations(QueryParams):
+    pass
+
+
+class GetStorageIntegration(QueryParams):
+    name: DnsLabel
+
+
+def list_teams(conn: Connection, _: ListTeams) -> list[dict[str, Any]]:
+    """Every team with its members (e-mail addresses, sorted)."""
+    return _teams(conn, None)
+
+
+def get_team(conn: Connection, params: GetTeam) -> dict[str, Any]:
+    found = _teams(conn, params.name)
+    if not found:
+        raise NotFound(f"team {params.name!r} does not exist", kind="team", name=params.name)
+    return found[0]
+
+
+def _teams(conn: Connection, name: str | None) -> list[dict[str, Any]]:
+    teams = select(t.teams.c.name).order_by(t.teams.c.name)
+    members = select(t.team_members.c.team, t.team_members.c.user).order_by(
+        t.team_members.c.team, t.team_members.c.user
+    )
+    if name is not None:
+        teams = teams.where(t.teams.c.name == name)
+        members = members.where(t.team_members.c.team == name)
+    of: dict[str, list[str]] = defaultdict(list)
+    for team, user in conn.execute(members):
+        of[team].append(user)
+    return [{"name": team, "members": of[team]} for team in conn.execute(teams).scalars()]
+
+
+def list_storage_integrations(conn: Connection, _: ListStorageIntegrations) -> list[dict[str, Any]]:
+    return _storage_integrations(conn, None)
+
+
+def get_storage_integration(conn: Connection, params: GetStorageIntegration) -> dict[str, Any]:
+    found = _storage_integrations(conn, params.name)
+    if not found:
+        raise NotFound(
+            f"storage integration {params.name!r} does not exist",
+            kind="storage_integration",
+            name=params.name,
+        )
+    return found[0]
+
+
+def _storage_integrations(conn: Connection, name: str | None) -> list[dict[str, Any]]:
+    integrations = t.storage_integrations
+    statement = select(integrations).order_by(integrations.c.name)
+    if name is not None:
+        statement = statement.where(integrations.c.name == name)
+    return [
+        {
+            "name": r.name,
+            "provider": r.provider,
+            "storage_root": r.storage_root,
+            "region": r.region,
+        }
+        for r in conn.execute(statement)
+    ]
+
+
+# --- access over time (the temporal access view) ------------------------------------------
+
+
+def access_report(conn: Connection, params: AccessReport) -> list[dict[str, Any]]:
+    """Every way a subject held a role on a repo at `as_of`: direct grants, team members
+    (`via` `team:<name>`) and applications (`via` `workspace:<cluster>:<name>`). `granted_*`
+    and `reason` are those of the grant on the repo (to the team or workspace when not direct).
+    A subject's effective role is the highest of its rows."""
+    rows = t.access_intervals.c
+    moment = utc_text(params.as_of)
+    statement = (
+        select(
+            rows.repo,
+            rows.subject,
+            rows.role,
+            rows.granted_at,
+            rows.granted_by,
+            rows.reason,
+            rows.via,
+        )
+        .where(rows.from_at <= moment, or_(rows.to_at.is_(None), rows.to_at > moment))
+        .where(*_interval_filters(conn, params.repo, params.subject))
+        .order_by(rows.repo, rows.subject, rows.via)
+    )
+    return [dict(row._mapping) for row in conn.execute(statement)]
+
+
+def access_changes(conn: Connection, params: AccessChanges) -> list[dict[str, Any]]:
+    """Each grant, role change and end of access (direct, through a team, through a
+    workspace) after `from` up to `to`, in log order: who did it, why, and the event's
+    position (to find it in the audit log or an export)."""
+    rows = t.access_intervals.c
+    after, until = utc_text(params.from_), utc_text(params.to)
+    filters = _interval_filters(conn, params.repo, params.subject)
+    began = select(t.access_intervals).where(rows.from_at > after, rows.from_at <= until)
+    # A row ended as `changed` is followed by its successor at the same position: one change.
+    ended = select(t.access_intervals).where(
+        rows.to_at > after, rows.to_at <= until, rows.end_change == "revoked"
+    )
+    changes = [
+        {
+            "at": r.from_at,
+            "change": r.start_change,
+            "repo": r.repo,
+            "subject": r.subject,
+            "role": r.role,
+            "previous_role": r.previous_role,
+            "actor": r.start_actor,
+            "reason": r.start_reason,
+            "via": r.via,
+            "event": r.start_event,
+            "position": r.from_position,
+        }
+        for r in conn.execute(began.where(*filters))
+    ] + [
+        {
+            "at": r.to_at,
+            "change": "revoked",
+            "repo": r.repo,
+            "subject": r.subject,
+            "role": None,
+            "previous_role": r.role,
+            "actor": r.end_actor,
+            "reason": r.end_reason,
+            "via": r.via,
+            "event": r.end_event,
+            "position": r.to_position,
+        }
+        for r in conn.execute(ended.where(*filters))
+    ]
+    changes.sort(key=lambda c: (c["position"], c["repo"], c["subject"], c["via"]))
+    return changes
+
+
+def _interval_filters(
+    conn: Connection, repo: str | None, subject: str | None
+) -> list[ColumnElement[bool]]:
+    rows = t.access_intervals.c
+    where = []
+    if repo is not None:
+        _require_repo(conn, repo)
+        where.append(rows.repo == repo)
+    if subject is not None:
+        where.append(rows.subject == subject)
+    return where
+
+
 # --- the registry -------------------------------------------------------------------------
 
 
@@ -416,6 +625,12 @@ QUERIES: dict[str, Query] = {
     "check_access": Query(CheckAccess, check_access),
     "environment_tags": Query(EnvironmentTags, environment_tags),
     "audit_log": Query(AuditLog, audit_log),
+    "access_report": Query(AccessReport, access_report),
+    "access_changes": Query(AccessChanges, access_changes),
+    "list_teams": Query(ListTeams, list_teams),
+    "get_team": Query(GetTeam, get_team),
+    "list_storage_integrations": Query(ListStorageIntegrations, list_storage_integrations),
+    "get_storage_integration": Query(GetStorageIntegration, get_storage_integration),
 }
 
 

@@ -19,11 +19,17 @@ from sqlalchemy import Connection
 
 from domain.event_log import chained_body
 from domain.service import INTERNAL_TOPICS
-from projections import access, audit, directory
+from projections import access, audit, directory, temporal_access
 from projections.store import Tracking, ViewStore, read_tracking, write_tracking
 
 Projector = Callable[[Connection, dict[str, Any]], None]
-PROJECTORS: tuple[Projector, ...] = (directory.apply, access.apply, audit.apply)
+# The temporal access view reads the log clock from the audit view: it comes after it.
+PROJECTORS: tuple[Projector, ...] = (
+    directory.apply,
+    access.apply,
+    audit.apply,
+    temporal_access.apply,
+)
 _MAX_BACKOFF = 30.0
 
 log = structlog.get_logger("tenantry.projections")

@@ -149,3 +149,60 @@ audit_events = Table(
     Index("ix_view_audit_events_fqn", "fqn", "position"),
     Index("ix_view_audit_events_type", "type", "position"),
 )
+
+# --- the temporal access view (projections.temporal_access) --------------------------------
+# Times are the log clock of the event that began or ended a row (fixed-width UTC text, like
+# `occurred_at` above); an interval is in force at T when from_at <= T < to_at (to_at NULL:
+# still in force).
+
+# Every way a subject held a role on a repo, as an interval: `via` is `direct`, `team:<name>`
+# (a member of a team with a grant) or `workspace:<cluster>:<name>` (a live application of a
+# workspace with a grant). A role change ends one row and begins the next at the same position.
+access_intervals = Table(
+    "view_access_intervals",
+    metadata,
+    Column("repo", String(100), primary_key=True),
+    Column("subject", String(300), primary_key=True),
+    Column("via", String(300), primary_key=True),
+    Column("from_position", BigInteger, primary_key=True, autoincrement=False),
+    Column("role", String(16), nullable=False),
+    Column("from_at", String(32), nullable=False),
+    Column("to_at", String(32), nullable=True),
+    Column("to_position", BigInteger, nullable=True),
+    # The grant on the repo this access comes from (to the team or workspace, when not direct).
+    Column("granted_at", String(32), nullable=False),
+    Column("granted_by", String(300), nullable=False),
+    Column("reason", Text, nullable=True),
+    # What began the row: `granted` or `changed` (a new role replacing `previous_role`).
+    Column("start_change", String(16), nullable=False),
+    Column("start_event", String(100), nullable=False),
+    Column("start_actor", String(300), nullable=False),
+    Column("start_reason", Text, nullable=True),
+    Column("previous_role", String(16), nullable=True),
+    # What ended it: `revoked`, or `changed` (the next row, at the same position, says how).
+    Column("end_change", String(16), nullable=True),
+    Column("end_event", String(100), nullable=True),
+    Column("end_actor", String(300), nullable=True),
+    Column("end_reason", Text, nullable=True),
+    Index("ix_view_access_intervals_repo_from", "repo", "from_at"),
+    Index("ix_view_access_intervals_subject_from", "subject", "from_at"),
+    Index("ix_view_access_intervals_from", "from_at"),
+    Index("ix_view_access_intervals_to", "to_at"),
+    Index("ix_view_access_intervals_via", "via", "repo"),
+)
+
+# Who held a team's or a workspace's grants, when: team members (`user:<email>`) and
+# applications (`app:<cluster>:<workspace>:<name>`) as intervals.
+access_holders = Table(
+    "view_access_holders",
+    metadata,
+    Column("holder", String(300), primary_key=True),
+    Column("member", String(300), primary_key=True),
+    Column("from_position", BigInteger, primary_key=True, autoincrement=False),
+    Column("from_at", String(32), nullable=False),
+    Column("added_by", String(300), nullable=False),
+    Column("to_at", String(32), nullable=True),
+    Column("to_position", BigInteger, nullable=True),
+    Column("removed_by", String(300), nullable=True),
+    Index("ix_view_access_holders_member", "member"),
+)

@@ -7,6 +7,9 @@ tracking row included, so an answer's `position` is the one its data was read at
 
 from __future__ import annotations
 
+import functools
+import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, create_engine, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlalchemy.schema import CreateSchema
 
 from domain.event_log import ZERO_HASH
@@ -37,6 +40,7 @@ class Tracking:
 class ViewStore:
     def __init__(self, engine: Engine, schema_name: str | None = None) -> None:
         self._schema = schema_name
+        self._tables_created = False
         self._base_engine = engine
         self.engine = (
             engine.execution_options(schema_translate_map={None: schema_name})
@@ -68,12 +72,28 @@ class ViewStore:
             return cls(engine, schema_name)
         raise ValueError(f"a view store URL is sqlite:///… or postgresql://…, not {backend}://")
 
+    @classmethod
+    def in_memory(cls) -> ViewStore:
+        """A private SQLite database in memory, every view's table in it and empty, gone when
+        closed: a scratch store for replays and tests (one thread at a time). It is copied
+        from an empty one made once per process, much quicker than creating the tables."""
+        database = sqlite3.connect(":memory:", check_same_thread=False)
+        with _TEMPLATE_LOCK:
+            _empty_views().backup(database)
+        engine = create_engine("sqlite+pysqlite://", creator=lambda: database, poolclass=StaticPool)
+        _take_over_transactions(engine)
+        store = cls(engine)
+        store._tables_created = True
+        return store
+
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
     def create_tables(self) -> None:
         """Create the schema (if one is named), the tables and the tracking row, if missing."""
+        if self._tables_created:
+            return
         with self._base_engine.begin() as conn:
             if self._schema:
                 conn.execute(CreateSchema(self._schema, if_not_exists=True))
@@ -83,6 +103,7 @@ class ViewStore:
                 name=_TRACKING_NAME, position=0, hash=ZERO_HASH
             )
             conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
+        self._tables_created = True
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -144,17 +165,36 @@ def write_tracking(conn: Connection, before: Tracking, after: Tracking) -> None:
 
 def upsert(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
     """Insert a row, or overwrite the row with the same primary key."""
+    conn.execute(_upsert_statement(conn.dialect.name, table, tuple(values)), dict(values))
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_statement(dialect: str, table: Table, columns: tuple[str, ...]) -> Any:
+    # Built once per table and columns, values bound at execution: building a statement
+    # with its values each time costs several times more than running it.
     keys = [column.name for column in table.primary_key.columns]
-    insert = _insert_for(conn)(table).values(**values)
-    rest = {name: insert.excluded[name] for name in values if name not in keys}
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    rest = {name: insert.excluded[name] for name in columns if name not in keys}
     if rest:
-        conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=rest))
-    else:
-        conn.execute(insert.on_conflict_do_nothing(index_elements=keys))
+        return insert.on_conflict_do_update(index_elements=keys, set_=rest)
+    return insert.on_conflict_do_nothing(index_elements=keys)
 
 
 def _insert_for(conn: Connection) -> Any:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+_TEMPLATE_LOCK = threading.Lock()
+
+
+@functools.cache
+def _empty_views() -> sqlite3.Connection:
+    """An in-memory database with every view's table, empty: what `in_memory` copies."""
+    database = sqlite3.connect(":memory:", check_same_thread=False)
+    engine = create_engine("sqlite+pysqlite://", creator=lambda: database, poolclass=StaticPool)
+    _take_over_transactions(engine)
+    ViewStore(engine).create_tables()
+    return database
 
 
 def _single(value: str | tuple[str, ...] | None) -> str | None:
@@ -171,7 +211,11 @@ def _sqlite_engine(database: str | None) -> Engine:
         f"sqlite+pysqlite:///{database}",
         connect_args={"check_same_thread": False, "timeout": 30},
     )
+    _take_over_transactions(engine)
+    return engine
 
+
+def _take_over_transactions(engine: Engine) -> None:
     # pysqlite's own transaction handling begins late and never for reads; take it over so
     # that a write transaction holds the write lock from its first statement (BEGIN IMMEDIATE)
     # and a read sees one snapshot.
@@ -188,5 +232,3 @@ def _sqlite_engine(database: str | None) -> Engine:
     def _begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine

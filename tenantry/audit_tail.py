@@ -40,7 +40,7 @@ def human_line(body: dict[str, Any]) -> str:
     )
 
 
-async def _first_seq_at_position(nc: Client, position: int) -> int | None:
+async def first_seq_at_position(nc: Client, position: int) -> int | None:
     """Stream sequence of the first event at or after `position` (both only ever increase, so
     a binary search over sequences finds it in log2(n) reads)."""
     js = nc.jetstream()
@@ -74,7 +74,7 @@ async def tail(
     js = nc.jetstream()
     config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     if isinstance(since, int):
-        seq = await _first_seq_at_position(nc, since)
+        seq = await first_seq_at_position(nc, since)
         if seq is None and not follow:
             return 0
         if seq is not None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tenantry.cli import audit, processes
+from tenantry.cli import apply, audit, compliance, get, processes
 from tenantry.logs import configure_logging
 from tenantry.settings import Settings
 
 # Each module has `register(verbs)`, which adds its parsers with `handler=fn(args, settings)`.
-_GROUPS = [processes, audit]
+_GROUPS = [processes, audit, compliance, apply, get]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -14,18 +14,8 @@ from domain.commands import Command
 from tenantry.cli.output import console, error, run_with_client
 from tenantry.client import Client
 from tenantry.identity import DEFAULT_ACTOR
-from tenantry.manifests import (
-    ABSENT,
-    Action,
-    ApplyFailed,
-    ManifestError,
-    Plan,
-    apply,
-    json_schema,
-    load,
-    plan,
-    read_state,
-)
+from tenantry.manifests import ManifestError, json_schema, load
+from tenantry.plan import ABSENT, Action, ApplyFailed, Plan, apply, plan, read_state
 from tenantry.results import CommandReply
 from tenantry.settings import Settings
 

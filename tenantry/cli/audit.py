@@ -1,13 +1,17 @@
-"""`tenantry audit …`: reading the audit stream."""
+"""`tenantry audit …`: reading the audit stream, exporting it verifiably, verifying exports."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from tenantry.cli.bus import connect_or_explain
 from tenantry.cli.common import nats_url_for_client
 from tenantry.settings import Settings
 
@@ -24,6 +28,41 @@ def register(verbs: Any) -> None:
     tail.add_argument("--fqn", help="only events of this FQN")
     tail.add_argument("-o", "--output", choices=["text", "json"], help="default: text on a tty")
     tail.set_defaults(handler=_tail)
+
+    export = audit_verbs.add_parser(
+        "export",
+        help="write events as JSON lines exactly as on the stream (verifiable with `verify`)",
+    )
+    export.add_argument("--since", help="a position (1234) or an RFC 3339 time; inclusive")
+    export.add_argument("--until", help="a position or an RFC 3339 time; exclusive")
+    export.add_argument("-o", "--output", type=Path, help="a file (default: stdout)")
+    export.add_argument(
+        "--sign-key",
+        type=Path,
+        help="an Ed25519 private key (PEM): end with a signed checkpoint line",
+    )
+    export.set_defaults(handler=_export)
+
+    verify = audit_verbs.add_parser(
+        "verify",
+        help="check the hash chain of an export, or of the live store against the stream; "
+        "exits 1 naming the first bad position",
+    )
+    verify.add_argument("file", nargs="?", help="an export ('-': stdin); none: the live store")
+    verify.add_argument(
+        "--public-key", type=Path, help="an Ed25519 public key (PEM): require a signed checkpoint"
+    )
+    verify.set_defaults(handler=_verify)
+
+    keygen = audit_verbs.add_parser("keygen", help="create an Ed25519 key pair to sign exports")
+    keygen.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("tenantry-audit.key"),
+        help="the private key's file; the public key goes beside it with .pub appended",
+    )
+    keygen.set_defaults(handler=_keygen)
 
 
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -53,4 +92,111 @@ async def _audit_tail(url: str, args: argparse.Namespace) -> int:
         )
     finally:
         await nc.close()
+    return 0
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from tenantry.audit_checkpoint import load_private_key
+    from tenantry.audit_tail import parse_since
+
+    try:
+        since, until = parse_since(args.since), parse_since(args.until)
+        key = load_private_key(args.sign_key) if args.sign_key else None
+    except ValueError as exc:
+        print(f"tenantry audit export: {exc}", file=sys.stderr)
+        return 2
+    if args.output is None:
+        return asyncio.run(_write_export(settings, sys.stdout.buffer, since, until, key))
+    # Written beside the target and renamed when complete: a failed export leaves no file
+    # that looks whole.
+    partial = args.output.with_name(args.output.name + ".partial")
+    with partial.open("wb") as out:
+        code = asyncio.run(_write_export(settings, out, since, until, key))
+    if code == 0:
+        os.replace(partial, args.output)
+    else:
+        partial.unlink(missing_ok=True)
+    return code
+
+
+async def _write_export(settings: Settings, out: Any, since: Any, until: Any, key: Any) -> int:
+    from tenantry.audit_checkpoint import checkpoint_line
+    from tenantry.audit_export import export
+
+    nc = await connect_or_explain(settings, "audit export")
+    if nc is None:
+        return 1
+    try:
+        span = await export(nc, out.write, since=since, until=until)
+    except TimeoutError as exc:
+        print(f"tenantry audit export: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await nc.close()
+    if key is not None:
+        out.write(checkpoint_line(span, key, datetime.now(UTC)))
+    out.flush()
+    positions = f", positions {span.first_position}-{span.last_position}" if span.count else ""
+    signed = ", signed checkpoint" if key is not None else ""
+    print(f"exported {span.count} events{positions}{signed}", file=sys.stderr)
+    return 0
+
+
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from tenantry.audit_checkpoint import load_public_key
+    from tenantry.audit_verify import verify_export
+
+    if args.file is None:
+        if args.public_key:
+            print("tenantry audit verify: --public-key needs an export file", file=sys.stderr)
+            return 2
+        return asyncio.run(_verify_live(settings))
+    try:
+        key = load_public_key(args.public_key) if args.public_key else None
+        if args.file == "-":
+            verdict = verify_export(sys.stdin.buffer, key)
+        else:
+            with Path(args.file).open("rb") as lines:
+                verdict = verify_export(lines, key)
+    except (OSError, ValueError) as exc:
+        print(f"tenantry audit verify: {exc}", file=sys.stderr)
+        return 2
+    print(verdict.report())
+    return 0 if verdict.ok else 1
+
+
+async def _verify_live(settings: Settings) -> int:
+    from tenantry.audit_verify import verify_live
+    from tenantry.cli.event_store import NoEventStore, open_event_store
+
+    try:
+        service = await asyncio.to_thread(open_event_store, settings)
+    except NoEventStore as exc:
+        print(f"tenantry audit verify: {exc}", file=sys.stderr)
+        return 2
+    try:
+        nc = await connect_or_explain(settings, "audit verify")
+        if nc is None:
+            return 1
+        try:
+            verdict = await verify_live(service.recorder, nc)
+        finally:
+            await nc.close()
+    finally:
+        service.close()
+    print("the store's hash chain, recomputed, against the stream:")
+    print(verdict.report())
+    return 0 if verdict.ok else 1
+
+
+def _keygen(args: argparse.Namespace, settings: Settings) -> int:
+    from tenantry.audit_checkpoint import generate_key_pair
+
+    try:
+        public = generate_key_pair(args.output)
+    except FileExistsError as exc:
+        print(f"tenantry audit keygen: {exc}", file=sys.stderr)
+        return 1
+    print(f"private key: {args.output} (keep it secret; sign with --sign-key)")
+    print(f"public key:  {public} (give it to verifiers: --public-key)")
     return 0

@@ -83,13 +83,19 @@ def _probe_process(port: int) -> int:
     return 0 if healthy else 1
 
 
+async def _quiet(exc: Exception) -> None:
+    """The probe reports failures itself, in one line."""
+
+
 async def _probe(url: str) -> int:
     import nats
 
     try:
-        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+        # allow_reconnect=False: nats-py's max_reconnect_attempts=0 means "retry forever".
+        async with asyncio.timeout(5):
+            nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False, error_cb=_quiet)
     except Exception as exc:
-        print(f"unhealthy: cannot reach {url}: {exc}", file=sys.stderr)
+        print(f"unhealthy: cannot reach {url}: {type(exc).__name__} {exc}", file=sys.stderr)
         return 1
     try:
         # A deliberately invalid command: any live command service refuses it, writing nothing.

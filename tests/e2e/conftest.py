@@ -53,7 +53,7 @@ class Tenantry:
         while time.monotonic() < deadline:
             assert self.process is not None and self.process.poll() is None, self.log()
             try:
-                nc = await nats.connect(self.url, connect_timeout=1, max_reconnect_attempts=0)
+                nc = await nats.connect(self.url, connect_timeout=1, allow_reconnect=False)
             except Exception:
                 await asyncio.sleep(0.05)
                 continue

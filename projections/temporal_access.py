@@ -1,0 +1,287 @@
+"""The temporal access view: every way a subject held a role on an ML repo, as an interval in
+time with who began and ended it and why. `access_report` (as of a moment) and `access_changes`
+(between two moments) are answered from it, by indexed range queries, never by replaying the log.
+
+Ways to hold a role (the `via` of a row), the rules of `projections.effective_access` over time:
+- `direct`: the subject's own grant (a user, a team or a workspace);
+- `team:<name>`: a member of a team holding a grant, while both the membership and the team's
+  grant last;
+- `workspace:<cluster>:<name>`: a live application of a workspace holding a grant, while both
+  last. A workspace's grants end when its deletion is asked for (the domain then revokes them
+  too), a repo's when it is deleted.
+
+Time: a row begins and ends at the *log clock* of the event that caused it, the latest
+`occurred_at` of the published events up to and including it. That is the event's own time unless
+an event stored before it bears a later one (two command services' clocks disagree), and it makes
+"as of T" mean exactly "the log replayed up to its first event after T". The clock is read from
+the audit view, which the runner applies before this one in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Update, and_, bindparam, func, insert, or_, select, update
+
+from projections import schema as t
+from projections.audit import utc_text
+from projections.effective_access import DIRECT
+
+Body = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Change:
+    """The event that begins or ends rows, as the rows record it."""
+
+    position: int
+    at: str  # the log clock
+    occurred_at: str  # the event's own time, as published
+    event: str
+    actor: str
+    reason: str | None
+
+    def ending(self, how: str) -> dict[str, Any]:
+        return {
+            "to_at": self.at,
+            "to_position": self.position,
+            "end_change": how,
+            "end_event": self.event,
+            "end_actor": self.actor,
+            "end_reason": self.reason,
+        }
+
+
+_Handler = Callable[[Connection, Body, _Change], None]
+_HANDLERS: dict[str, _Handler] = {}
+
+
+def _on(*types: str) -> Callable[[_Handler], _Handler]:
+    def register(handler: _Handler) -> _Handler:
+        for type_ in types:
+            _HANDLERS[type_] = handler
+        return handler
+
+    return register
+
+
+def apply(conn: Connection, body: Body) -> None:
+    handler = _HANDLERS.get(body["type"])
+    if handler is None:
+        return
+    reason = body["data"].get("reason")
+    change = _Change(
+        position=body["position"],
+        at=_clock(conn, body),
+        occurred_at=body["occurred_at"],
+        event=body["type"],
+        actor=body["actor"],
+        reason=reason if isinstance(reason, str) else None,
+    )
+    handler(conn, body, change)
+
+
+# --- statements ---------------------------------------------------------------------------
+# Built once, values bound at execution: several times cheaper than building one per event.
+# Parameters of WHERE clauses are named `w_…`; the other keys of an UPDATE's parameters are
+# the columns it sets.
+
+_rows = t.access_intervals.c
+_holders = t.access_holders.c
+_open = _rows.to_position.is_(None)
+# The rows that exist because of a subject's grants: its own and its holders'.
+_held = or_(
+    and_(_rows.subject == bindparam("w_subject"), _rows.via == DIRECT),
+    _rows.via == bindparam("w_subject"),
+)
+
+_LATEST = select(func.max(t.audit_events.c.occurred_at))
+_OPEN_ROW = select(_rows.from_position, _rows.role).where(
+    _rows.repo == bindparam("w_repo"),
+    _rows.subject == bindparam("w_subject"),
+    _rows.via == bindparam("w_via"),
+    _open,
+)
+_INSERT_ROW = insert(t.access_intervals)
+_END_ROW = update(t.access_intervals).where(
+    _rows.repo == bindparam("w_repo"),
+    _rows.subject == bindparam("w_subject"),
+    _rows.via == bindparam("w_via"),
+    _rows.from_position == bindparam("w_from_position"),
+)
+_END_HELD_ON_REPO = update(t.access_intervals).where(
+    _open, _rows.repo == bindparam("w_repo"), _held
+)
+_END_HELD = update(t.access_intervals).where(_open, _held)
+_END_ON_REPO = update(t.access_intervals).where(_open, _rows.repo == bindparam("w_repo"))
+_END_HOLDING = update(t.access_intervals).where(
+    _open, _rows.subject == bindparam("w_subject"), _rows.via == bindparam("w_via")
+)
+_GRANTS_OF = select(_rows.repo, _rows.role, _rows.granted_at, _rows.granted_by, _rows.reason).where(
+    _rows.subject == bindparam("w_subject"), _rows.via == DIRECT, _open
+)
+
+_MEMBERSHIP = select(_holders.member).where(
+    _holders.holder == bindparam("w_holder"),
+    _holders.member == bindparam("w_member"),
+    _holders.to_position.is_(None),
+)
+_MEMBERS = (
+    select(_holders.member)
+    .where(_holders.holder == bindparam("w_holder"), _holders.to_position.is_(None))
+    .order_by(_holders.member)
+)
+_INSERT_HOLDER = insert(t.access_holders)
+_END_HOLDER = update(t.access_holders).where(
+    _holders.holder == bindparam("w_holder"),
+    _holders.member == bindparam("w_member"),
+    _holders.to_position.is_(None),
+)
+
+
+def _clock(conn: Connection, body: Body) -> str:
+    own = utc_text(datetime.fromisoformat(body["occurred_at"]))
+    latest = conn.execute(_LATEST).scalar()
+    return max(own, latest) if latest else own
+
+
+# --- grants -------------------------------------------------------------------------------
+
+
+@_on("ml_repo.access_granted")
+def _granted(conn: Connection, body: Body, change: _Change) -> None:
+    repo, subject, role = body["fqn"], body["data"]["subject"], body["data"]["role"]
+    # As `repo_access` shows it: the time the grant event bears.
+    grant = {"granted_at": change.occurred_at, "granted_by": change.actor, "reason": change.reason}
+    _begin(conn, change, grant, repo, subject, DIRECT, role)
+    # Those who hold this subject's grants (a team's members, a workspace's applications).
+    for member in _members(conn, subject):
+        _begin(conn, change, grant, repo, member, subject, role)
+
+
+@_on("ml_repo.access_revoked")
+def _revoked(conn: Connection, body: Body, change: _Change) -> None:
+    where = {"w_repo": body["fqn"], "w_subject": body["data"]["subject"]}
+    _end(conn, _END_HELD_ON_REPO, where, change)
+
+
+@_on("ml_repo.deletion_requested", "ml_repo.recreated")
+def _repo_gone(conn: Connection, body: Body, change: _Change) -> None:
+    # The domain revokes every grant before asking for deletion: this only makes sure.
+    _end(conn, _END_ON_REPO, {"w_repo": body["fqn"]}, change)
+
+
+@_on("workspace.deletion_requested")
+def _workspace_gone(conn: Connection, body: Body, change: _Change) -> None:
+    # A workspace being deleted grants nothing from this moment; the domain's revokes follow.
+    reason = f"workspace {body['fqn']} deleted"
+    _end(conn, _END_HELD, {"w_subject": f"workspace:{body['fqn']}"}, replace(change, reason=reason))
+
+
+# --- holders of grants: team members, applications ----------------------------------------
+
+
+@_on("team.created")
+def _team_created(conn: Connection, body: Body, change: _Change) -> None:
+    for user in dict.fromkeys(body["data"]["members"]):
+        _join(conn, change, f"team:{body['fqn']}", f"user:{user}")
+
+
+@_on("team.member_added")
+def _member_added(conn: Connection, body: Body, change: _Change) -> None:
+    _join(conn, change, f"team:{body['fqn']}", f"user:{body['data']['user']}")
+
+
+@_on("team.member_removed")
+def _member_removed(conn: Connection, body: Body, change: _Change) -> None:
+    _leave(conn, change, f"team:{body['fqn']}", f"user:{body['data']['user']}")
+
+
+@_on("application.registered", "application.reregistered")
+def _application_registered(conn: Connection, body: Body, change: _Change) -> None:
+    workspace = body["fqn"].rpartition(":")[0]
+    _join(conn, change, f"workspace:{workspace}", f"app:{body['fqn']}")
+
+
+@_on("application.removed")
+def _application_removed(conn: Connection, body: Body, change: _Change) -> None:
+    workspace = body["fqn"].rpartition(":")[0]
+    _leave(conn, change, f"workspace:{workspace}", f"app:{body['fqn']}")
+
+
+def _join(conn: Connection, change: _Change, holder: str, member: str) -> None:
+    """`member` holds `holder`'s grants from now: one row per grant `holder` has."""
+    if conn.execute(_MEMBERSHIP, {"w_holder": holder, "w_member": member}).first():
+        return
+    conn.execute(
+        _INSERT_HOLDER,
+        {
+            "holder": holder,
+            "member": member,
+            "from_position": change.position,
+            "from_at": change.at,
+            "added_by": change.actor,
+        },
+    )
+    for grant in conn.execute(_GRANTS_OF, {"w_subject": holder}).all():
+        given = {
+            "granted_at": grant.granted_at,
+            "granted_by": grant.granted_by,
+            "reason": grant.reason,
+        }
+        _begin(conn, change, given, grant.repo, member, holder, grant.role)
+
+
+def _leave(conn: Connection, change: _Change, holder: str, member: str) -> None:
+    ended = {"to_at": change.at, "to_position": change.position, "removed_by": change.actor}
+    conn.execute(_END_HOLDER, {"w_holder": holder, "w_member": member, **ended})
+    _end(conn, _END_HOLDING, {"w_subject": member, "w_via": holder}, change)
+
+
+def _members(conn: Connection, holder: str) -> list[str]:
+    if not holder.startswith(("team:", "workspace:")):
+        return []
+    return list(conn.execute(_MEMBERS, {"w_holder": holder}).scalars())
+
+
+# --- rows ---------------------------------------------------------------------------------
+
+
+def _begin(
+    conn: Connection,
+    change: _Change,
+    grant: dict[str, Any],
+    repo: str,
+    subject: str,
+    via: str,
+    role: str,
+) -> None:
+    """A row for (repo, subject, via) from now; an open one is ended as `changed`."""
+    key = {"w_repo": repo, "w_subject": subject, "w_via": via}
+    current = conn.execute(_OPEN_ROW, key).first()
+    if current is not None:
+        where = {**key, "w_from_position": current.from_position}
+        conn.execute(_END_ROW, {**where, **change.ending("changed")})
+    conn.execute(
+        _INSERT_ROW,
+        {
+            "repo": repo,
+            "subject": subject,
+            "via": via,
+            "from_position": change.position,
+            "role": role,
+            "from_at": change.at,
+            **grant,
+            "start_change": "granted" if current is None else "changed",
+            "start_event": change.event,
+            "start_actor": change.actor,
+            "start_reason": change.reason,
+            "previous_role": None if current is None else current.role,
+        },
+    )
+
+
+def _end(conn: Connection, statement: Update, where: dict[str, Any], change: _Change) -> None:
+    conn.execute(statement, {**where, **change.ending("revoked")})

@@ -1,0 +1,246 @@
+"""`tenantry audit verify`: recompute the hash chain of an export (and check its signed
+checkpoint), or recompute the store's chain and compare it with the stream, and name the first
+position where they break."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from eventsourcing.persistence import ApplicationRecorder
+from nats.aio.client import Client
+
+from domain.event_log import ZERO_HASH, chain_hash, chained_body
+from domain.service import INTERNAL_TOPICS
+from tenantry.audit_checkpoint import ChainSpan, check_checkpoint, is_checkpoint
+from tenantry.audit_export import stream_bodies
+
+_POSITION = re.compile(rb'"position":(\d+)')
+
+
+@dataclass
+class Verdict:
+    """What was verified (`span`), and the first problem, if any, with where it is."""
+
+    span: ChainSpan = field(default_factory=ChainSpan)
+    problem: str | None = None
+    position: int | None = None
+    line: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def fail(self, problem: str, position: int | None, line: int | None = None) -> Verdict:
+        self.problem, self.position, self.line = problem, position, line
+        return self
+
+    def report(self) -> str:
+        span = self.span
+        verified = (
+            f"{span.count} events, positions {span.first_position}-{span.last_position}"
+            if span.count
+            else "no events"
+        )
+        lines = []
+        if self.ok:
+            lines.append(f"OK: {verified}, hash chain intact")
+            if span.last_hash:
+                lines.append(f"last hash: {span.last_hash}")
+        else:
+            where = f"position {self.position}" if self.position is not None else "start"
+            if self.line is not None:
+                where += f" (line {self.line})"
+            lines.append(f"FAILED at {where}: {self.problem}")
+            lines.append(f"verified before it: {verified}")
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def verify_export(lines: Iterable[bytes], public_key: Ed25519PublicKey | None = None) -> Verdict:
+    """Check an export line by line: each event's hash over its contents, each `prev_hash`
+    against the hash of the line before, positions increasing, then the checkpoint (required
+    when `public_key` is given)."""
+    verdict = Verdict()
+    numbered = enumerate(lines, start=1)
+    seen: dict[str, tuple[int, int]] = {}  # hash -> (line, position)
+    checkpoint: dict[str, Any] | None = None
+    prev_hash: str | None = None
+    for number, raw in numbered:
+        span = verdict.span
+        after = f"after position {span.last_position}" if span.count else "at the start"
+        if checkpoint is not None:
+            return verdict.fail("a line follows the checkpoint", span.last_position, number)
+        body = _parse(raw)
+        if body is None:
+            cut = not raw.endswith(b"\n")
+            named = _POSITION.search(raw)
+            position = int(named[1]) if named else None
+            what = "is cut off: the file is truncated" if cut else "is not valid JSON: corrupted"
+            event = f"the event {after}" + (f" (position {position})" if position else "")
+            return verdict.fail(f"{event} {what}", position or span.last_position, number)
+        if is_checkpoint(body):
+            checkpoint = body
+            continue
+        position = body.get("position")
+        if not isinstance(position, int) or not all(
+            isinstance(body.get(k), str) for k in ("prev_hash", "hash")
+        ):
+            return verdict.fail(f"not an event (line {after})", span.last_position, number)
+        if prev_hash is None:
+            prev_hash = body["prev_hash"]
+            if prev_hash == ZERO_HASH:
+                verdict.notes.append("the chain starts at its beginning (prev_hash zero)")
+            else:
+                verdict.notes.append(
+                    f"the export starts at position {position}: its prev_hash {prev_hash} is "
+                    "taken as given (the events before it are not in this file)"
+                )
+        if body["prev_hash"] != prev_hash:
+            why = _broken_link(body["prev_hash"], seen, numbered, span.last_position)
+            return verdict.fail(why, position, number)
+        unchained = {k: v for k, v in body.items() if k not in ("prev_hash", "hash")}
+        if chain_hash(prev_hash, unchained) != body["hash"]:
+            return verdict.fail(
+                "its contents do not match its hash: the event was altered", position, number
+            )
+        if span.last_position is not None and position <= span.last_position:
+            return verdict.fail(
+                f"comes after position {span.last_position}: out of order", position, number
+            )
+        seen[body["hash"]] = (number, position)
+        prev_hash = body["hash"]
+        verdict.span = span.then(body)
+    return _checked_end(verdict, checkpoint, public_key)
+
+
+def _checked_end(
+    verdict: Verdict, checkpoint: dict[str, Any] | None, public_key: Ed25519PublicKey | None
+) -> Verdict:
+    last = verdict.span.last_position
+    if checkpoint is None:
+        if public_key is not None:
+            return verdict.fail(
+                f"no signed checkpoint after position {last}: the file was cut at a line "
+                "boundary, or it was not signed",
+                last,
+            )
+        verdict.notes.append(
+            "unsigned: events cut off the end at a line boundary can't be detected "
+            "(export with --sign-key, verify with --public-key)"
+        )
+        return verdict
+    problem = check_checkpoint(checkpoint, verdict.span, public_key)
+    if problem is not None:
+        return verdict.fail(problem, last)
+    said = checkpoint["checkpoint"]
+    if public_key is None:
+        verdict.notes.append(
+            "the checkpoint matches the file but its signature was not checked (--public-key)"
+        )
+    else:
+        verdict.notes.append(
+            f"signed checkpoint verified: {said['count']} events, signed at "
+            f"{said.get('created_at')} (key id {checkpoint.get('key_id')})"
+        )
+    return verdict
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _broken_link(
+    wanted: str,
+    seen: dict[str, tuple[int, int]],
+    rest: Iterator[tuple[int, bytes]],
+    last_position: int | None,
+) -> str:
+    """Why a line's prev_hash is not the hash of the line before it."""
+    before = f"position {last_position}" if last_position is not None else "the start"
+    found = seen.get(wanted)
+    if found is None:
+        for number, raw in rest:
+            body = _parse(raw)
+            if body is not None and body.get("hash") == wanted:
+                found = (number, int(body.get("position", -1)))
+                break
+    if found is not None:
+        line, position = found
+        return (
+            f"does not follow {before}: the event it follows, position {position}, is at line "
+            f"{line}: events reordered"
+        )
+    return (
+        f"does not follow {before}: the event it follows is not in the file (dropped), or "
+        f"{before} was altered together with its hash"
+    )
+
+
+# --- the live store against the stream ----------------------------------------------------
+
+
+async def verify_live(recorder: ApplicationRecorder, nc: Client) -> Verdict:
+    """Recompute every stored event's published body and chain from zero, and compare them,
+    field by field, with what the stream holds."""
+    verdict = Verdict()
+    stored = _stored_bodies(recorder)
+    expected = next(stored, None)
+    first = True
+    async for _, got in stream_bodies(nc):
+        position = got.get("position")
+        if not isinstance(position, int):
+            return verdict.fail("a message on the stream is not an event", None)
+        if first and expected is not None and expected["position"] < position:
+            verdict.notes.append(f"the stream starts at position {position}")
+            while expected is not None and expected["position"] < position:
+                expected = next(stored, None)
+        first = False
+        if expected is not None and expected["position"] < position:
+            return verdict.fail(
+                "is in the store but not on the stream: dropped from the stream",
+                expected["position"],
+            )
+        if expected is None or expected["position"] > position:
+            return verdict.fail("is on the stream but not in the store", position)
+        if got != expected:
+            differ = sorted(k for k in {*got, *expected} if got.get(k) != expected.get(k))
+            return verdict.fail(
+                f"the stream and the store differ in {', '.join(differ)}: one was altered",
+                position,
+            )
+        verdict.span = verdict.span.then(got)
+        expected = next(stored, None)
+    unpublished = 0
+    while expected is not None:
+        unpublished += 1
+        expected = next(stored, None)
+    if unpublished:
+        verdict.notes.append(
+            f"{unpublished} stored events are not on the stream yet (is the relay running?)"
+        )
+    return verdict
+
+
+def _stored_bodies(recorder: ApplicationRecorder, batch: int = 1000) -> Iterator[dict[str, Any]]:
+    prev_hash, after = ZERO_HASH, 0
+    while True:
+        notifications = recorder.select_notifications(after, batch, inclusive_of_start=False)
+        if not notifications:
+            return
+        for notification in notifications:
+            if notification.topic in INTERNAL_TOPICS:
+                continue
+            body = chained_body(notification, prev_hash)
+            prev_hash = body["hash"]
+            yield body
+        after = notifications[-1].id

@@ -1,0 +1,225 @@
+"""`tenantry access-report` (who held what at a moment, asked of the query service on the bus)
+and `tenantry replay` (the same answer rebuilt from the event store itself)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import sys
+import time
+from datetime import UTC, date, datetime
+from typing import Any, TextIO
+
+from tenantry.cli.bus import connect_or_explain
+from tenantry.cli.common import nats_url_for_client
+from tenantry.settings import Settings
+
+COLUMNS = ("repo", "subject", "role", "via", "granted_at", "granted_by", "reason")
+
+
+def register(verbs: Any) -> None:
+    report = verbs.add_parser(
+        "access-report",
+        help="who held which role on which ML repo at a moment, and who granted it, why",
+    )
+    _report_arguments(report, "--as-of")
+    report.set_defaults(handler=_access_report)
+    replay = verbs.add_parser(
+        "replay",
+        help="rebuild the read models as they stood at a moment from the event store, into a "
+        "scratch store, and print the access then in force",
+    )
+    _report_arguments(replay, "--until")
+    replay.add_argument(
+        "--store", help="keep the rebuilt views in this SQLite file (default: in memory)"
+    )
+    replay.set_defaults(handler=_replay)
+
+
+def _report_arguments(parser: argparse.ArgumentParser, moment: str) -> None:
+    parser.add_argument(
+        moment,
+        dest="moment",
+        required=True,
+        type=parse_moment,
+        help="RFC 3339 (no offset: UTC), a date (midnight UTC), or 'now'",
+    )
+    parser.add_argument("--repo", help="only this ML repo")
+    parser.add_argument("--subject", help="only this subject (user:…, team:…, workspace:…, app:…)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json", "csv"],
+        help="default: a table on a terminal, JSON piped",
+    )
+
+
+def parse_moment(text: str) -> datetime:
+    if text == "now":
+        return datetime.now(UTC)
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time or a date: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# --- access-report ------------------------------------------------------------------------
+
+
+def _access_report(args: argparse.Namespace, settings: Settings) -> int:
+    params = {"as_of": args.moment.isoformat(), "repo": args.repo, "subject": args.subject}
+    answer = asyncio.run(_ask(settings, "access_report", params))
+    if answer is None:
+        return 1
+    if not answer.get("ok"):
+        error = answer.get("error", {})
+        message = f"{error.get('code')}: {error.get('message')}"
+        print(f"tenantry access-report: {message}", file=sys.stderr)
+        return 1
+    render(answer["data"], args.output, f"access in force at {_utc(args.moment)}")
+    return 0
+
+
+async def _ask(settings: Settings, query: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeoutError
+
+    body = json.dumps({k: v for k, v in params.items() if v is not None}).encode()
+    nc = await connect_or_explain(settings, "access-report")
+    if nc is None:
+        return None
+    url = nats_url_for_client(settings)
+    try:
+        reply = await nc.request(f"tenantry.query.{query}", body, timeout=30)
+    except (NoRespondersError, NatsTimeoutError):
+        return {
+            "ok": False,
+            "error": {
+                "code": "unavailable",
+                "message": f"no query service answered on {url} (is `tenantry up` running?)",
+            },
+        }
+    finally:
+        await nc.close()
+    answer: dict[str, Any] = json.loads(reply.data)
+    return answer
+
+
+# --- replay -------------------------------------------------------------------------------
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from projections.replay import Replay, access_in_force
+    from projections.store import ViewStore
+    from tenantry.cli.event_store import NoEventStore, open_event_store
+
+    try:
+        service = open_event_store(settings)
+    except NoEventStore as exc:
+        print(f"tenantry replay: {exc}", file=sys.stderr)
+        return 2
+    store = ViewStore.from_url(f"sqlite:///{args.store}") if args.store else ViewStore.in_memory()
+    try:
+        try:
+            replay = Replay(service.recorder, store)
+        except ValueError:
+            print(f"tenantry replay: {args.store} already holds views", file=sys.stderr)
+            return 2
+        started = time.perf_counter()
+        with _progress(service.recorder.max_notification_id() or 0) as advance:
+            replay.until(args.moment, advance)
+        elapsed = time.perf_counter() - started
+        with store.snapshot() as conn:
+            rows = access_in_force(conn, args.repo, args.subject)
+    finally:
+        store.close()
+        service.close()
+    last = f", the last at {replay.last_occurred_at}" if replay.last_occurred_at else ""
+    print(
+        f"replayed {replay.events} events up to position {replay.position}{last} "
+        f"in {elapsed:.2f} s",
+        file=sys.stderr,
+    )
+    render(rows, args.output, f"access in force at {_utc(args.moment)} (replayed)")
+    return 0
+
+
+class _progress:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self._total = total
+        self._bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not sys.stderr.isatty():
+            return lambda _position: None
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("replaying"),
+            BarColumn(),
+            TextColumn("position {task.completed:,.0f} of {task.total:,.0f}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+        task = self._bar.add_task("replay", total=self._total)
+        return lambda position: self._bar.update(task, completed=position)
+
+    def __exit__(self, *_: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def render(rows: list[dict[str, Any]], output: str | None, title: str) -> None:
+    """A table on a terminal, JSON (the query's `data`) when piped, or CSV for spreadsheets."""
+    chosen = output or ("table" if sys.stdout.isatty() else "json")
+    if chosen == "json":
+        print(json.dumps(rows, ensure_ascii=False))
+    elif chosen == "csv":
+        _csv(rows, sys.stdout)
+    else:
+        _table(rows, title)
+
+
+def _csv(rows: list[dict[str, Any]], out: TextIO) -> None:
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+
+
+def _table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in COLUMNS:
+        folds = column in ("granted_by", "reason")
+        table.add_column(column.replace("_", " "), no_wrap=not folds, overflow="fold")
+    for row in rows:
+        cells = {k: "" if row.get(k) is None else str(row[k]) for k in COLUMNS}
+        # To the second on screen; JSON and CSV keep the exact time.
+        cells["granted_at"] = cells["granted_at"][:19] + "Z" if cells["granted_at"] else ""
+        table.add_row(*(cells[k] for k in COLUMNS))
+    # Piped with `-o table`, rich would fold the columns into 80 characters.
+    console = Console(width=None if sys.stdout.isatty() else 240)
+    console.print(table)
+    if not rows:
+        console.print("no access in force")
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

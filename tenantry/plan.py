@@ -1,0 +1,685 @@
+"""The plan of `tenantry apply`: what to send so that the tenancy matches the manifests.
+
+The plan compares every document with what the views hold and lists the commands that close
+the gap, in dependency order: environments, storage integrations, teams, clusters, ML repos,
+workspaces, then grants, then what is taken away (revocations, team members, cluster
+environments — after the workspaces have moved). When all matches the plan is empty, so
+applying the same manifests again sends nothing and writes nothing.
+
+Only what a document says is managed: a field left out of a document is left as it is (the
+create command's default applies when the thing is created). `members`, a cluster's
+`environments`, `collaborators` and `ml_repo_access`, when given, are complete: what they do
+not name is taken away — except a repo's admins, which are kept unless the document names
+admins of its own, so applying never leaves a repo without an admin. What the service would
+refuse halfway (a reference to nothing, a change no command can make) is refused here, before
+anything is written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from domain.commands import (
+    AddClusterEnvironment,
+    AddTeamMember,
+    Command,
+    CreateEnvironment,
+    CreateMlRepo,
+    CreateTeam,
+    CreateWorkspace,
+    GrantRepoAccess,
+    RegisterCluster,
+    RegisterStorageIntegration,
+    RemoveClusterEnvironment,
+    RemoveTeamMember,
+    RevokeRepoAccess,
+    SetWorkspaceEnvironment,
+    UpdateEnvironment,
+    UpdateMlRepo,
+    UpdateWorkspace,
+)
+from tenantry.client import Client
+from tenantry.errors import TenantryError
+from tenantry.manifests import (
+    MANIFEST_TYPES,
+    AnyManifest,
+    ClusterManifest,
+    Document,
+    EnvironmentManifest,
+    MlRepoManifest,
+    Problem,
+    Source,
+    StorageIntegrationManifest,
+    TeamManifest,
+    WorkspaceManifest,
+    check_unique,
+    name_of,
+)
+from tenantry.results import (
+    Cluster,
+    CommandReply,
+    Environment,
+    MlRepo,
+    StorageIntegration,
+    Team,
+    Workspace,
+)
+
+# --- what is there ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class State:
+    """What the views hold, by name (workspaces by FQN), at `position`."""
+
+    environments: Mapping[str, Environment] = field(default_factory=dict)
+    storage_integrations: Mapping[str, StorageIntegration] = field(default_factory=dict)
+    teams: Mapping[str, Team] = field(default_factory=dict)
+    clusters: Mapping[str, Cluster] = field(default_factory=dict)
+    ml_repos: Mapping[str, MlRepo] = field(default_factory=dict)
+    workspaces: Mapping[str, Workspace] = field(default_factory=dict)
+    position: int = 0
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        environments: Sequence[Environment] = (),
+        storage_integrations: Sequence[StorageIntegration] = (),
+        teams: Sequence[Team] = (),
+        clusters: Sequence[Cluster] = (),
+        ml_repos: Sequence[MlRepo] = (),
+        workspaces: Sequence[Workspace] = (),
+        position: int = 0,
+    ) -> State:
+        """From the lists the queries answer."""
+        return cls(
+            environments={e.name: e for e in environments},
+            storage_integrations={s.name: s for s in storage_integrations},
+            teams={t.name: t for t in teams},
+            clusters={c.name: c for c in clusters},
+            ml_repos={r.name: r for r in ml_repos},
+            workspaces={w.fqn: w for w in workspaces},
+            position=position,
+        )
+
+
+# --- the plan -----------------------------------------------------------------------------
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "(none)"
+
+
+ABSENT: Any = _Absent()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One field's value before and after (`ABSENT` where there is none)."""
+
+    field: str
+    before: Any
+    after: Any
+
+
+@dataclass
+class Action:
+    """What the plan does to one document's thing."""
+
+    kind: Literal["create", "update", "unchanged"]
+    type: str
+    name: str
+    source: Source
+    changes: list[Change] = field(default_factory=list)
+
+
+# The phases commands run in; within a phase, in the order planned.
+_ENVIRONMENTS, _STORAGE, _TEAMS, _CLUSTERS, _REPOS, _WORKSPACES, _GRANTS, _TAKE_AWAY = range(8)
+
+
+@dataclass
+class Plan:
+    actions: list[Action]
+    commands: list[Command]
+    problems: list[Problem]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for a in self.actions if a.kind == kind)
+
+    @property
+    def changes_nothing(self) -> bool:
+        return not self.commands
+
+
+def plan(documents: Sequence[Document], state: State, creator: str) -> Plan:
+    """The commands that make `state` match `documents`. `creator` is the actor who will send
+    them: a repo it creates starts with it as admin."""
+    return _Planner(documents, state, creator).run()
+
+
+_GONE = ("deleting", "deleted")
+_ROLE_RANK = {"viewer": 1, "editor": 2, "admin": 3}
+
+
+class _Planner:
+    def __init__(self, documents: Sequence[Document], state: State, creator: str) -> None:
+        order = list(MANIFEST_TYPES)
+        self.documents = sorted(documents, key=lambda d: order.index(d.manifest.kind))
+        self.state = state
+        self.creator = creator
+        self.steps: list[tuple[int, Command]] = []
+        self.actions: dict[tuple[str, str], Action] = {}
+        self.problems: list[Problem] = []
+        self.described: dict[str, dict[str, AnyManifest]] = {kind: {} for kind in order}
+        for d in self.documents:
+            self.described[d.manifest.kind][name_of(d.manifest)] = d.manifest
+
+    def run(self) -> Plan:
+        self.problems.extend(check_unique(self.documents))
+        for document in self.documents:
+            m = document.manifest
+            action = Action("unchanged", m.kind, name_of(m), document.source)
+            self.actions[document.key] = action
+            if isinstance(m, EnvironmentManifest):
+                self._environment(m, action)
+            elif isinstance(m, StorageIntegrationManifest):
+                self._storage_integration(document, m, action)
+            elif isinstance(m, TeamManifest):
+                self._team(m, action)
+            elif isinstance(m, ClusterManifest):
+                self._cluster(document, m, action)
+            elif isinstance(m, MlRepoManifest):
+                self._ml_repo(document, m, action)
+            else:
+                self._workspace(document, m, action)
+        self._grants()
+        ordered = [command for _, command in sorted(self.steps, key=lambda s: s[0])]
+        return Plan(list(self.actions.values()), ordered, self.problems)
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _step(self, phase: int, command: Command, action: Action) -> None:
+        self.steps.append((phase, command))
+        if action.kind == "unchanged":
+            action.kind = "update"
+
+    def _refuse(self, document: Document, path: str, message: str) -> None:
+        self.problems.append(
+            Problem(
+                document.source.file,
+                message,
+                index=document.source.index,
+                line=document.source.line,
+                path=path,
+            )
+        )
+
+    def _created(self, action: Action, manifest: AnyManifest) -> None:
+        """A creation shows the fields its document gives (grants are shown as grants)."""
+        action.kind = "create"
+        shown = manifest.model_fields_set - {"type", "name", "collaborators", "ml_repo_access"}
+        if isinstance(manifest, WorkspaceManifest):
+            shown.discard("cluster")
+        for name, value in manifest.model_dump(mode="json", include=shown).items():
+            action.changes.append(Change(name, ABSENT, value))
+
+    def _given(self, manifest: AnyManifest, name: str) -> bool:
+        return name in manifest.model_fields_set
+
+    def _unchangeable(
+        self, document: Document, fields: Mapping[str, tuple[Any, Any]], what: str
+    ) -> None:
+        for name, (before, after) in fields.items():
+            if self._given(document.manifest, name) and before != after:
+                self._refuse(
+                    document,
+                    name,
+                    f"is {json.dumps(before)} and cannot be changed to {json.dumps(after)}: "
+                    f"no command changes {what}",
+                )
+
+    def _live_environments(self) -> set[str]:
+        return set(self.state.environments) | set(self.described["environment"])
+
+    # --- by type --------------------------------------------------------------------------
+
+    def _environment(self, m: EnvironmentManifest, action: Action) -> None:
+        current = self.state.environments.get(m.name)
+        if current is None:
+            self._created(action, m)
+            self._step(_ENVIRONMENTS, CreateEnvironment.model_validate(_fields(m)), action)
+            return
+        changed: dict[str, Any] = {}
+        for name in ("is_production", "optimize_for", "color"):
+            after = getattr(m, name)
+            before = getattr(current, name)
+            # `color: null` cannot clear a colour: update_environment reads None as "as is".
+            if self._given(m, name) and after is not None and after != before:
+                changed[name] = after
+                action.changes.append(Change(name, before, after))
+        if changed:
+            self._step(_ENVIRONMENTS, UpdateEnvironment(name=m.name, **changed), action)
+
+    def _storage_integration(
+        self, document: Document, m: StorageIntegrationManifest, action: Action
+    ) -> None:
+        current = self.state.storage_integrations.get(m.name)
+        if current is None:
+            self._created(action, m)
+            command = RegisterStorageIntegration.model_validate(_fields(m))
+            self._step(_STORAGE, command, action)
+            return
+        self._unchangeable(
+            document,
+            {
+                "provider": (current.provider, m.provider),
+                "storage_root": (current.storage_root, m.storage_root),
+                "region": (current.region, m.region),
+            },
+            "a storage integration (remove it and register it again)",
+        )
+
+    def _team(self, m: TeamManifest, action: Action) -> None:
+        current = self.state.teams.get(m.name)
+        if current is None:
+            self._created(action, m)
+            self._step(_TEAMS, CreateTeam.model_validate(_fields(m)), action)
+            return
+        if not self._given(m, "members"):
+            return
+        before, after = set(current.members), set(m.members)
+        for user in sorted(after - before):
+            action.changes.append(Change(f"members[{user}]", ABSENT, "member"))
+            self._step(_TEAMS, AddTeamMember(team=m.name, user=user), action)
+        for user in sorted(before - after):
+            action.changes.append(Change(f"members[{user}]", "member", ABSENT))
+            self._step(_TAKE_AWAY, RemoveTeamMember(team=m.name, user=user), action)
+
+    def _cluster(self, document: Document, m: ClusterManifest, action: Action) -> None:
+        known = self._live_environments()
+        for i, environment in enumerate(m.environments):
+            if environment not in known:
+                self._refuse(
+                    document,
+                    f"environments[{i}]",
+                    f"environment {environment!r} does not exist and no document describes it",
+                )
+        current = self.state.clusters.get(m.name)
+        if current is None:
+            self._created(action, m)
+            self._step(_CLUSTERS, RegisterCluster.model_validate(_fields(m)), action)
+            return
+        self._unchangeable(
+            document,
+            {
+                "region": (current.region, m.region),
+                "provider": (current.provider, m.provider),
+                "labels": (current.labels, m.labels),
+            },
+            "a cluster's region, provider or labels (deregister it and register it again)",
+        )
+        before, after = current.environments, list(dict.fromkeys(m.environments))
+        if set(before) == set(after):
+            return
+        action.changes.append(Change("environments", before, after))
+        for environment in after:
+            if environment not in before:
+                self._step(
+                    _CLUSTERS,
+                    AddClusterEnvironment(cluster=m.name, environment=environment),
+                    action,
+                )
+        for environment in before:
+            if environment not in after:
+                self._check_no_workspace_on(document, m.name, environment)
+                self._step(
+                    _TAKE_AWAY,
+                    RemoveClusterEnvironment(cluster=m.name, environment=environment),
+                    action,
+                )
+
+    def _check_no_workspace_on(self, document: Document, cluster: str, environment: str) -> None:
+        """Refuse, before writing, to take from a cluster an environment that one of its live
+        workspaces will still be tagged with."""
+        for fqn, workspace in self.state.workspaces.items():
+            if workspace.cluster != cluster or workspace.status in _GONE:
+                continue
+            described = self.described["workspace"].get(fqn)
+            tagged = described.environment if isinstance(described, WorkspaceManifest) else None
+            if (tagged or workspace.environment) == environment:
+                self._refuse(
+                    document,
+                    "environments",
+                    f"cannot take {environment!r} from cluster {cluster!r}: workspace {fqn} "
+                    "is tagged with it",
+                )
+
+    def _ml_repo(self, document: Document, m: MlRepoManifest, action: Action) -> None:
+        if (
+            m.storage_integration not in self.state.storage_integrations
+            and m.storage_integration not in self.described["storage-integration"]
+        ):
+            self._refuse(
+                document,
+                "storage_integration",
+                f"storage integration {m.storage_integration!r} does not exist and no document "
+                "describes it",
+            )
+        current = self.state.ml_repos.get(m.name)
+        if current is None:
+            self._created(action, m)
+            command = CreateMlRepo.model_validate(_fields(m, exclude={"collaborators"}))
+            self._step(_REPOS, command, action)
+            return
+        if current.status in _GONE:
+            self._refuse(document, "", f"ML repo {m.name!r} is being deleted; apply again later")
+            return
+        self._unchangeable(
+            document,
+            {"storage_integration": (current.storage_integration, m.storage_integration)},
+            "an ML repo's storage integration (it is immutable)",
+        )
+        if self._given(m, "description") and m.description != current.description:
+            action.changes.append(Change("description", current.description, m.description))
+            self._step(_REPOS, UpdateMlRepo(name=m.name, description=m.description), action)
+
+    def _workspace(self, document: Document, m: WorkspaceManifest, action: Action) -> None:
+        cluster = self.state.clusters.get(m.cluster)
+        described = self.described["cluster"].get(m.cluster)
+        if isinstance(described, ClusterManifest):
+            offered = list(described.environments)
+        elif cluster is not None:
+            offered = cluster.environments
+        else:
+            offered = []
+            self._refuse(
+                document,
+                "cluster",
+                f"cluster {m.cluster!r} does not exist and no document describes it",
+            )
+        if offered and m.environment not in offered:
+            self._refuse(
+                document,
+                "environment",
+                f"cluster {m.cluster!r} offers {', '.join(offered)}, not {m.environment!r}",
+            )
+        current = self.state.workspaces.get(m.fqn)
+        if current is None or current.status == "deleted":
+            self._created(action, m)
+            # Its grants go with the creation (same transaction), once they are known.
+            return
+        if current.status == "deleting":
+            self._refuse(document, "", f"workspace {m.fqn} is being deleted; apply again later")
+            return
+        if m.environment != current.environment:
+            action.changes.append(Change("environment", current.environment, m.environment))
+            self._step(
+                _WORKSPACES,
+                SetWorkspaceEnvironment(workspace=m.fqn, environment=m.environment),
+                action,
+            )
+        changed: dict[str, dict[str, str]] = {}
+        for name in ("labels", "annotations"):
+            before: dict[str, str] = getattr(current, name)
+            after: dict[str, str] = getattr(m, name)
+            if self._given(m, name) and after != before:
+                changed[name] = after
+                action.changes.extend(_map_changes(name, before, after))
+        if changed:
+            update = UpdateWorkspace.model_validate({"workspace": m.fqn, **changed})
+            self._step(_WORKSPACES, update, action)
+
+    # --- grants ---------------------------------------------------------------------------
+
+    def _grants(self) -> None:
+        wanted: dict[tuple[str, str], tuple[str, Document, str]] = {}
+        managed_repos: dict[str, Document] = {}
+        managed_subjects: dict[str, Document] = {}
+        for d in self.documents:
+            m = d.manifest
+            if isinstance(m, MlRepoManifest) and self._given(m, "collaborators"):
+                managed_repos[m.name] = d
+                for i, c in enumerate(m.collaborators):
+                    self._want(wanted, (m.name, c.subject), c.role, d, f"collaborators[{i}]")
+            elif isinstance(m, WorkspaceManifest) and self._given(m, "ml_repo_access"):
+                managed_subjects[f"workspace:{m.fqn}"] = d
+                for i, a in enumerate(m.ml_repo_access):
+                    key = (a.repo, f"workspace:{m.fqn}")
+                    self._want(wanted, key, a.role, d, f"ml_repo_access[{i}]")
+        self._check_subjects(wanted)
+
+        held: dict[tuple[str, str], str] = {}
+        for name, current in self.state.ml_repos.items():
+            if current.status not in _GONE:
+                held.update({(name, g.subject): g.role for g in current.grants})
+        for name in self.described["ml-repo"]:
+            if name not in self.state.ml_repos:
+                held[(name, self.creator)] = "admin"
+
+        # A workspace created by this plan gets its grants in its creation.
+        new_workspaces: dict[str, tuple[Document, WorkspaceManifest]] = {}
+        for d in self.documents:
+            if isinstance(d.manifest, WorkspaceManifest) and self.actions[d.key].kind == "create":
+                new_workspaces[f"workspace:{d.manifest.fqn}"] = (d, d.manifest)
+        creations: dict[str, list[dict[str, str]]] = {s: [] for s in new_workspaces}
+
+        grants: list[tuple[str, str, str, Document]] = []
+        for (repo, subject), (role, document, _) in wanted.items():
+            before = held.get((repo, subject))
+            if before == role:
+                continue
+            if subject in creations and before is None:
+                creations[subject].append({"repo": repo, "role": role})
+                continue
+            grants.append((repo, subject, role, document))
+            self._grant_change(document, repo, subject, before, role)
+
+        revokes: list[tuple[str, str, Document]] = []
+        for (repo, subject), role in sorted(held.items()):
+            if (repo, subject) in wanted:
+                continue
+            owner = managed_repos.get(repo) or managed_subjects.get(subject)
+            if owner is None:
+                continue
+            repo_document = managed_repos.get(repo)
+            if role == "admin" and repo_document is not None and not _names_admins(wanted, repo):
+                continue  # kept: the document names no admins of its own
+            revokes.append((repo, subject, owner))
+            self._grant_change(owner, repo, subject, role, None)
+
+        self._check_admins(held, wanted, managed_repos, revokes)
+
+        for subject, (document, m) in new_workspaces.items():
+            if creations[subject]:
+                self.actions[document.key].changes.append(
+                    Change("ml_repo_access", ABSENT, creations[subject])
+                )
+            command = CreateWorkspace.model_validate(
+                {**_fields(m), "ml_repo_access": creations[subject]}
+            )
+            self.steps.append((_WORKSPACES, command))
+        # Admins first, so that a repo never lacks one between two commands.
+        for repo, subject, role, document in sorted(grants, key=lambda g: g[2] != "admin"):
+            grant = GrantRepoAccess.model_validate(
+                {"repo": repo, "subject": subject, "role": role, "reason": _reason(document)}
+            )
+            self._step(_GRANTS, grant, self.actions[document.key])
+        for repo, subject, document in revokes:
+            self._step(
+                _TAKE_AWAY,
+                RevokeRepoAccess(repo=repo, subject=subject, reason=_reason(document)),
+                self.actions[document.key],
+            )
+
+    def _want(
+        self,
+        wanted: dict[tuple[str, str], tuple[str, Document, str]],
+        key: tuple[str, str],
+        role: str,
+        document: Document,
+        path: str,
+    ) -> None:
+        earlier = wanted.get(key)
+        if earlier is not None and earlier[0] != role:
+            self._refuse(
+                document,
+                path,
+                f"gives {key[1]} the role {role} on {key[0]}, but {earlier[1].source} "
+                f"({earlier[2]}) gives it {earlier[0]}",
+            )
+            return
+        wanted.setdefault(key, (role, document, path))
+
+    def _check_subjects(self, wanted: Mapping[tuple[str, str], tuple[str, Document, str]]) -> None:
+        """Every team and workspace granted to must exist, or be described."""
+        live_repos = {n for n, r in self.state.ml_repos.items() if r.status not in _GONE}
+        for (repo, subject), (_, document, path) in wanted.items():
+            if repo not in live_repos and repo not in self.described["ml-repo"]:
+                self._refuse(
+                    document,
+                    f"{path}.repo",
+                    f"ML repo {repo!r} does not exist and no document describes it",
+                )
+            kind, _, name = subject.partition(":")
+            if kind == "team":
+                known = name in self.state.teams or name in self.described["team"]
+            elif kind == "workspace":
+                current = self.state.workspaces.get(name)
+                known = (current is not None and current.status not in _GONE) or (
+                    name in self.described["workspace"]
+                )
+            else:
+                continue
+            if not known:
+                self._refuse(
+                    document,
+                    f"{path}.subject",
+                    f"{kind} {name!r} does not exist and no document describes it",
+                )
+
+    def _check_admins(
+        self,
+        held: Mapping[tuple[str, str], str],
+        wanted: Mapping[tuple[str, str], tuple[str, Document, str]],
+        managed_repos: Mapping[str, Document],
+        revokes: Sequence[tuple[str, str, Document]],
+    ) -> None:
+        """Refuse a plan that would leave a repo without an admin (the service would refuse
+        its last step, halfway through)."""
+        revoked = {(r, s) for r, s, _ in revokes}
+        for repo, document in managed_repos.items():
+            admins = {
+                s
+                for (r, s), role in held.items()
+                if r == repo and role == "admin" and (r, s) not in revoked
+            }
+            for (r, s), (role, _, _) in wanted.items():
+                if r == repo and role == "admin":
+                    admins.add(s)
+                elif r == repo:
+                    admins.discard(s)
+            if not admins:
+                self._refuse(
+                    document,
+                    "collaborators",
+                    f"would leave ML repo {repo!r} without an admin: name one (role admin)",
+                )
+
+    def _grant_change(
+        self, document: Document, repo: str, subject: str, before: str | None, after: str | None
+    ) -> None:
+        if isinstance(document.manifest, WorkspaceManifest):
+            field_name = f"ml_repo_access[{repo}]"
+        else:
+            field_name = f"collaborators[{subject}]"
+        self.actions[document.key].changes.append(
+            Change(field_name, _or_absent(before), _or_absent(after))
+        )
+
+
+def _or_absent(value: Any) -> Any:
+    return ABSENT if value is None else value
+
+
+def _names_admins(wanted: Mapping[tuple[str, str], tuple[str, Document, str]], repo: str) -> bool:
+    return any(r == repo and role == "admin" for (r, _), (role, _, _) in wanted.items())
+
+
+def _fields(manifest: AnyManifest, exclude: set[str] | None = None) -> dict[str, Any]:
+    """A document's fields as its create command takes them."""
+    return manifest.model_dump(exclude={"type", *(exclude or set())})
+
+
+def _map_changes(
+    name: str, before: Mapping[str, str], after: Mapping[str, str]
+) -> Iterator[Change]:
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) != after.get(key):
+            yield Change(f"{name}.{key}", before.get(key, ABSENT), after.get(key, ABSENT))
+
+
+def _reason(document: Document) -> str:
+    return f"tenantry apply: {document.source.file}"[:1000]
+
+
+# --- reading the views, and applying -----------------------------------------------------
+
+
+async def read_state(client: Client) -> State:
+    """What the views hold now, for planning."""
+    first = await client.query("list_environments")
+    environments, storage, teams, clusters, repos, workspaces = await asyncio.gather(
+        client.list_environments(min_position=first.position),
+        client.list_storage_integrations(min_position=first.position),
+        client.list_teams(min_position=first.position),
+        client.list_clusters(min_position=first.position),
+        client.list_ml_repos(min_position=first.position),
+        client.list_workspaces(min_position=first.position),
+    )
+    return State.of(
+        environments=environments,
+        storage_integrations=storage,
+        teams=teams,
+        clusters=clusters,
+        ml_repos=repos,
+        workspaces=workspaces,
+        position=first.position,
+    )
+
+
+class ApplyFailed(Exception):
+    """A command of the plan was refused: those before it were applied, none after it."""
+
+    def __init__(
+        self, command: Command, error: TenantryError, applied: Sequence[CommandReply]
+    ) -> None:
+        super().__init__(f"{command.wire_name} was refused: {error}")
+        self.command = command
+        self.error = error
+        self.applied = list(applied)
+
+
+async def apply(
+    client: Client,
+    commands: Sequence[Command],
+    on_applied: Callable[[Command, CommandReply], None] | None = None,
+) -> list[CommandReply]:
+    """Send the plan's commands in order, stopping at the first refusal (`ApplyFailed`); then
+    wait until the views show everything written, so that what runs next reads it."""
+    applied: list[CommandReply] = []
+    for command in commands:
+        try:
+            reply = await client.send(command)
+        except TenantryError as exc:
+            raise ApplyFailed(command, exc, applied) from exc
+        applied.append(reply)
+        if on_applied is not None:
+            on_applied(command, reply)
+    if applied:
+        await client.wait_for(max(r.position for r in applied))
+    return applied

@@ -1,0 +1,524 @@
+"""Manifests and the plan: documents read with their locations, and plans that, sent to the real
+command service (in memory) and read back through the real views, converge — a second plan
+is empty — while refusing up front what the service would refuse halfway."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+from typing import Any
+
+import pytest
+
+from domain.base import CommandContext
+from domain.commands import Command
+from projections.queries import QUERIES, answer
+from projections.runner import ProjectionRunner
+from projections.store import ViewStore
+from tenantry.manifests import Document, ManifestError, json_schema, load, parse
+from tenantry.plan import ABSENT, Change, Plan, State, plan
+from tenantry.results import Cluster, Environment, MlRepo, StorageIntegration, Team, Workspace
+
+from .support import ADMIN, make_tenancy
+
+BASE = """
+type: storage-integration
+name: s3-main
+provider: s3
+storage_root: s3://ml-bucket/repos
+---
+type: cluster
+name: prod-eu
+region: eu-west-1
+provider: aws-eks
+environments: [prod, dev]
+---
+type: team
+name: risk
+members: [bo@example.com, cy@example.com]
+---
+type: ml-repo
+name: fraud-models
+storage_integration: s3-main
+description: Fraud models
+collaborators:
+  - {subject: team:risk, role: editor}
+  - {subject: user:bo@example.com, role: viewer}
+---
+type: workspace
+cluster: prod-eu
+name: fraud
+environment: prod
+labels: {team: risk}
+ml_repo_access:
+  - {repo: fraud-models, role: editor}
+"""
+
+
+def documents(text: str, file: str = "tenancy.yaml") -> list[Document]:
+    found, problems = parse(textwrap.dedent(text), file)
+    assert not problems, [str(p) for p in problems]
+    return found
+
+
+class World:
+    """The command service and the views, in memory: what `tenantry apply` talks to."""
+
+    def __init__(self) -> None:
+        self.tenancy = make_tenancy()
+        self.views = ViewStore.in_memory()
+        self.views.create_tables()
+        self.runner = ProjectionRunner(self.tenancy.svc.recorder, self.views)
+
+    def _query(self, name: str) -> Any:
+        self.runner.catch_up()
+        return answer(self.views, name, QUERIES[name].params())[1]
+
+    def state(self) -> State:
+        return State.of(
+            environments=[Environment(**e) for e in self._query("list_environments")],
+            storage_integrations=[
+                StorageIntegration(**s) for s in self._query("list_storage_integrations")
+            ],
+            teams=[Team(**t) for t in self._query("list_teams")],
+            clusters=[Cluster(**c) for c in self._query("list_clusters")],
+            ml_repos=[MlRepo(**r) for r in self._query("list_ml_repos")],
+            workspaces=[Workspace(**w) for w in self._query("list_workspaces")],
+        )
+
+    def plan(self, text: str, actor: str = ADMIN) -> Plan:
+        return plan(documents(text), self.state(), actor)
+
+    def send(self, commands: list[Command], actor: str = ADMIN) -> None:
+        for command in commands:
+            context = CommandContext(actor, str(uuid.uuid4()), str(uuid.uuid4()))
+            self.tenancy.svc.handle(command, context)
+
+    def apply(self, text: str, actor: str = ADMIN) -> Plan:
+        """Plan and send; then assert that planning again finds nothing to do."""
+        first = self.plan(text, actor)
+        assert not first.problems, [str(p) for p in first.problems]
+        self.send(first.commands, actor)
+        again = self.plan(text, actor)
+        assert again.commands == [], [c.wire_name for c in again.commands]
+        assert {a.kind for a in again.actions} == {"unchanged"}
+        return first
+
+    def grants(self, repo: str) -> dict[str, str]:
+        return {g.subject: g.role for g in self.state().ml_repos[repo].grants}
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def names(the_plan: Plan) -> list[str]:
+    return [c.wire_name for c in the_plan.commands]
+
+
+def changes(the_plan: Plan, name: str) -> list[Change]:
+    return next(a.changes for a in the_plan.actions if a.name == name)
+
+
+def problems(the_plan: Plan) -> list[str]:
+    return [str(p) for p in the_plan.problems]
+
+
+# --- reading documents --------------------------------------------------------------------
+
+
+def test_each_invalid_document_is_reported_with_file_index_line_and_field() -> None:
+    text = textwrap.dedent(
+        """\
+        type: environment
+        name: ml-dev
+        ---
+        type: workspace
+        cluster: prod-eu
+        name: fraud
+        environment: prod
+        labels:
+          team: 1
+        ml_repo_access:
+          - {repo: fraud-models, role: owner}
+        ---
+        type: cluster
+        name: prod-eu
+        region: eu-west-1
+        provider: aws-eks
+        environments: [prod]
+        colour: blue
+        ---
+        type: gadget
+        """
+    )
+    found, wrong = parse(text, "bad.yaml")
+    assert [d.key for d in found] == [("environment", "ml-dev")]
+    assert [(p.file, p.index, p.line, p.path) for p in wrong] == [
+        ("bad.yaml", 2, 9, "labels.team"),
+        ("bad.yaml", 2, 11, "ml_repo_access[0].role"),
+        ("bad.yaml", 3, 18, "colour"),
+        ("bad.yaml", 4, 20, "type"),
+    ]
+    assert str(wrong[0]) == (
+        "bad.yaml: document 2 (line 9): labels.team: Input should be a valid string"
+    )
+    assert "Extra inputs are not permitted" in str(wrong[2])
+    assert "must be one of environment, storage-integration, team" in str(wrong[3])
+
+
+def test_missing_fields_point_at_the_document_and_rules_of_the_commands_apply() -> None:
+    _, wrong = parse(
+        "type: storage-integration\nname: s3-main\nprovider: gcs\nstorage_root: s3://b/x\n"
+        "---\ntype: workspace\ncluster: prod-eu\nname: fraud\nenvironment: prod\n"
+        "ml_repo_access: [{repo: fraud-models, role: admin}]\n"
+        "---\ntype: ml-repo\nname: r1x\nstorage_integration: s3-main\n"
+        "collaborators: [{subject: 'workspace:prod-eu:fraud', role: admin}]\n"
+        "---\n- a list\n---\ntype: team\n",
+        "f.yaml",
+    )
+    messages = [str(p) for p in wrong]
+    assert any("document 1" in m and "a gcs storage_root looks like gs://" in m for m in messages)
+    assert any(
+        "document 2" in m and "ml_repo_access: a workspace can hold viewer or editor only" in m
+        for m in messages
+    )
+    assert any(
+        "document 3" in m and "collaborators[0].role: a workspace can hold viewer" in m
+        for m in messages
+    )
+    assert any("document 4" in m and "a manifest is a mapping" in m for m in messages)
+    assert "f.yaml: document 5 (line 19): name: Field required" in messages
+
+
+def test_yaml_errors_empty_documents_and_duplicates(tmp_path: Any) -> None:
+    assert parse("---\n---\n", "empty.yaml") == ([], [])
+    _, wrong = parse("type: team\nname: [risk\n", "broken.yaml")
+    assert len(wrong) == 1 and wrong[0].line == 3 and "not valid YAML" in wrong[0].message
+    (tmp_path / "a.yaml").write_text("type: team\nname: risk\n")
+    (tmp_path / "b.yml").write_text("type: team\nname: risk\n")
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    with pytest.raises(ManifestError) as info:
+        load([str(tmp_path)], lambda: "")
+    [duplicate] = info.value.problems
+    assert duplicate.file.endswith("b.yml")
+    assert "team risk is already described in" in duplicate.message
+    assert "a.yaml: document 1 (line 1)" in duplicate.message
+    with pytest.raises(ManifestError, match="no manifests found"):
+        load(["-"], lambda: "# nothing\n")
+    assert [d.key for d in load(["-"], lambda: "type: team\nname: ml\n")] == [("team", "ml")]
+
+
+def test_the_json_schema_covers_every_type_and_refuses_unknown_fields() -> None:
+    schema = json_schema()
+    assert schema["discriminator"]["propertyName"] == "type"
+    assert set(schema["discriminator"]["mapping"]) == {
+        "environment",
+        "storage-integration",
+        "team",
+        "cluster",
+        "ml-repo",
+        "workspace",
+    }
+    for definition in ("WorkspaceManifest", "MlRepoManifest", "ClusterManifest"):
+        assert schema["$defs"][definition]["additionalProperties"] is False
+    assert "collaborators" in schema["$defs"]["MlRepoManifest"]["properties"]
+
+
+# --- plans that converge ------------------------------------------------------------------
+
+
+def test_documents_are_applied_in_dependency_order_whatever_their_order(world: World) -> None:
+    reversed_text = "\n---\n".join(reversed(BASE.strip().split("\n---\n")))
+    first = world.apply(reversed_text)
+    assert names(first) == [
+        "register_storage_integration",
+        "create_team",
+        "register_cluster",
+        "create_ml_repo",
+        "create_workspace",
+        "grant_repo_access",
+        "grant_repo_access",
+    ]
+    assert [a.kind for a in first.actions] == ["create"] * 5
+    # The workspace's grant goes with its creation; the creator stays admin (no admin named).
+    assert world.grants("fraud-models") == {
+        ADMIN: "admin",
+        "team:risk": "editor",
+        "user:bo@example.com": "viewer",
+        "workspace:prod-eu:fraud": "editor",
+    }
+    assert changes(first, "prod-eu:fraud") == [
+        Change("environment", ABSENT, "prod"),
+        Change("labels", ABSENT, {"team": "risk"}),
+        Change("ml_repo_access", ABSENT, [{"repo": "fraud-models", "role": "editor"}]),
+    ]
+
+
+def test_applying_the_same_documents_again_writes_nothing(world: World) -> None:
+    world.apply(BASE)
+    before = world.tenancy.position()
+    again = world.plan(BASE)
+    assert again.changes_nothing
+    assert [a.kind for a in again.actions] == ["unchanged"] * 5
+    world.send(again.commands)
+    assert world.tenancy.position() == before
+
+
+def test_what_differs_is_updated_field_by_field(world: World) -> None:
+    world.apply(BASE + "---\ntype: environment\nname: ml-dev\n")
+    changed = (
+        BASE.replace("labels: {team: risk}", "labels: {team: fraud, tier: gold}")
+        .replace("environment: prod\n", "environment: dev\n")
+        .replace("description: Fraud models", "description: Fraud detection")
+        .replace("role: viewer}", "role: editor}")
+        .replace("members: [bo@example.com, cy@example.com]", "members: [bo@example.com]")
+        .replace("environments: [prod, dev]", "environments: [dev, ml-dev]")
+        + "---\ntype: environment\nname: ml-dev\nis_production: true\ncolor: '#00ff00'\n"
+    )
+    updated = world.apply(changed)
+    assert names(updated) == [
+        "update_environment",
+        "add_cluster_environment",
+        "update_ml_repo",
+        "set_workspace_environment",
+        "update_workspace",
+        "grant_repo_access",
+        "remove_team_member",
+        # after the workspace moved off prod
+        "remove_cluster_environment",
+    ]
+    assert changes(updated, "prod-eu:fraud") == [
+        Change("environment", "prod", "dev"),
+        Change("labels.team", "risk", "fraud"),
+        Change("labels.tier", ABSENT, "gold"),
+    ]
+    assert changes(updated, "ml-dev") == [
+        Change("is_production", False, True),
+        Change("color", None, "#00ff00"),
+    ]
+    assert changes(updated, "fraud-models") == [
+        Change("description", "Fraud models", "Fraud detection"),
+        Change("collaborators[user:bo@example.com]", "viewer", "editor"),
+    ]
+    assert changes(updated, "risk") == [Change("members[cy@example.com]", "member", ABSENT)]
+    assert changes(updated, "prod-eu") == [
+        Change("environments", ["prod", "dev"], ["dev", "ml-dev"])
+    ]
+    state = world.state()
+    assert state.clusters["prod-eu"].environments == ["dev", "ml-dev"]
+    assert state.workspaces["prod-eu:fraud"].labels == {"team": "fraud", "tier": "gold"}
+
+
+def test_grants_not_named_are_revoked_but_admins_are_kept(world: World) -> None:
+    world.apply(BASE)
+    world.apply(
+        "type: workspace\ncluster: prod-eu\nname: sandbox\nenvironment: dev\n"
+        "ml_repo_access: [{repo: fraud-models, role: viewer}]\n"
+    )
+    # The repo's collaborators now name only the team: bo's grant and the sandbox's go (the
+    # sandbox's document is not part of this apply), the creator's admin grant stays.
+    only_team = BASE.replace("  - {subject: user:bo@example.com, role: viewer}\n", "")
+    revoked = world.apply(only_team)
+    assert names(revoked) == ["revoke_repo_access", "revoke_repo_access"]
+    assert world.grants("fraud-models") == {
+        ADMIN: "admin",
+        "team:risk": "editor",
+        "workspace:prod-eu:fraud": "editor",
+    }
+    # Naming admins hands the repo over: the new admin first, then the creator goes.
+    handed = world.apply(
+        only_team.replace(
+            "  - {subject: team:risk, role: editor}\n",
+            "  - {subject: team:risk, role: editor}\n"
+            "  - {subject: user:dee@example.com, role: admin}\n",
+        )
+    )
+    assert [(c.wire_name, c.subject) for c in handed.commands] == [  # type: ignore[attr-defined]
+        ("grant_repo_access", "user:dee@example.com"),
+        ("revoke_repo_access", ADMIN),
+    ]
+    assert world.grants("fraud-models")["user:dee@example.com"] == "admin"
+    assert ADMIN not in world.grants("fraud-models")
+
+
+def test_a_workspace_document_manages_its_own_grants_on_every_repo(world: World) -> None:
+    world.apply(BASE + "---\ntype: ml-repo\nname: churn-models\nstorage_integration: s3-main\n")
+    moved = world.apply(
+        """
+        type: workspace
+        cluster: prod-eu
+        name: fraud
+        environment: prod
+        ml_repo_access:
+          - {repo: churn-models, role: viewer}
+        """
+    )
+    assert names(moved) == ["grant_repo_access", "revoke_repo_access"]
+    assert changes(moved, "prod-eu:fraud") == [
+        Change("ml_repo_access[churn-models]", ABSENT, "viewer"),
+        Change("ml_repo_access[fraud-models]", "editor", ABSENT),
+    ]
+    assert "workspace:prod-eu:fraud" not in world.grants("fraud-models")
+    assert world.grants("churn-models")["workspace:prod-eu:fraud"] == "viewer"
+
+
+def test_fields_left_out_are_left_as_they_are(world: World) -> None:
+    world.apply(BASE)
+    world.tenancy.run(
+        "update_workspace", {"workspace": "prod-eu:fraud", "annotations": {"owner": "risk"}}
+    )
+    world.tenancy.run("add_team_member", {"team": "risk", "user": "dee@example.com"})
+    world.tenancy.run("update_environment", {"name": "dev", "color": "#ff0000"})
+    minimal = """
+        type: workspace
+        cluster: prod-eu
+        name: fraud
+        environment: prod
+        ---
+        type: team
+        name: risk
+        ---
+        type: environment
+        name: dev
+        ---
+        type: ml-repo
+        name: fraud-models
+        storage_integration: s3-main
+        """
+    assert world.plan(minimal).changes_nothing
+    assert world.state().workspaces["prod-eu:fraud"].annotations == {"owner": "risk"}
+
+
+def test_a_recreated_workspace_gets_its_grants_again(world: World) -> None:
+    world.apply(BASE)
+    world.tenancy.run("delete_workspace", {"workspace": "prod-eu:fraud"})
+    world.tenancy.run(
+        "record_namespace_deleted",
+        {"workspace": "prod-eu:fraud", "namespace": "fraud"},
+        actor="service:namespaces",
+    )
+    again = world.apply(BASE)
+    assert names(again) == ["create_workspace"]
+    assert world.grants("fraud-models")["workspace:prod-eu:fraud"] == "editor"
+
+
+# --- what is refused before anything is written --------------------------------------------
+
+
+def test_what_no_command_can_change_is_refused(world: World) -> None:
+    world.apply(BASE)
+    the_plan = world.plan(
+        BASE.replace("region: eu-west-1", "region: eu-west-2")
+        .replace("storage_root: s3://ml-bucket/repos", "storage_root: s3://other/repos")
+        .replace("storage_integration: s3-main", "storage_integration: s3-other")
+        + "---\ntype: storage-integration\nname: s3-other\nprovider: s3\n"
+        "storage_root: s3://other\n"
+    )
+    assert len(the_plan.problems) == 3
+    found = problems(the_plan)
+    assert any(
+        'document 2 (line 7): region: is "eu-west-1" and cannot be changed to "eu-west-2"' in p
+        for p in found
+    )
+    assert any("storage_root" in p and "remove it and register it again" in p for p in found)
+    assert any("storage_integration" in p and "immutable" in p for p in found)
+
+
+def test_references_to_what_does_not_exist_are_refused(world: World) -> None:
+    the_plan = world.plan(
+        """
+        type: cluster
+        name: prod-eu
+        region: eu-west-1
+        provider: aws-eks
+        environments: [prod, gpu]
+        ---
+        type: workspace
+        cluster: prod-eu
+        name: fraud
+        environment: staging
+        ml_repo_access: [{repo: ghost-models, role: viewer}]
+        ---
+        type: workspace
+        cluster: dev-us
+        name: sandbox
+        environment: dev
+        ---
+        type: ml-repo
+        name: fraud-models
+        storage_integration: s3-main
+        collaborators: [{subject: team:nobody, role: viewer}]
+        """
+    )
+    found = problems(the_plan)
+    assert len(found) == 6, found
+    for expected in (
+        "environments[1]: environment 'gpu' does not exist",
+        "environment: cluster 'prod-eu' offers prod, gpu, not 'staging'",
+        "ml_repo_access[0].repo: ML repo 'ghost-models' does not exist",
+        "cluster: cluster 'dev-us' does not exist",
+        "storage_integration: storage integration 's3-main' does not exist",
+        "collaborators[0].subject: team 'nobody' does not exist",
+    ):
+        assert any(expected in p for p in found), (expected, found)
+
+
+def test_conflicting_roles_and_a_repo_without_admin_are_refused(world: World) -> None:
+    world.apply(BASE)
+    conflicting = world.plan(
+        BASE.replace(
+            "  - {subject: team:risk, role: editor}\n",
+            "  - {subject: team:risk, role: editor}\n"
+            "  - {subject: 'workspace:prod-eu:fraud', role: viewer}\n",
+        )
+    )
+    [conflict] = problems(conflicting)
+    assert "ml_repo_access[0]: gives workspace:prod-eu:fraud the role editor" in conflict
+    assert "gives it viewer" in conflict
+    # The creator (the only admin) made a viewer while no admin is named: refused.
+    headless = world.plan(
+        BASE.replace(
+            "  - {subject: team:risk, role: editor}\n",
+            f"  - {{subject: '{ADMIN}', role: viewer}}\n",
+        )
+    )
+    [problem] = problems(headless)
+    assert "would leave ML repo 'fraud-models' without an admin" in problem
+
+
+def test_an_environment_still_in_use_is_not_taken_from_its_cluster(world: World) -> None:
+    world.apply(BASE)
+    world.tenancy.run(
+        "create_workspace", {"cluster": "prod-eu", "name": "sandbox", "environment": "dev"}
+    )
+    the_plan = world.plan(BASE.replace("environments: [prod, dev]", "environments: [prod]"))
+    [problem] = problems(the_plan)
+    assert "cannot take 'dev' from cluster 'prod-eu': workspace prod-eu:sandbox" in problem
+
+
+# --- the verbs, where no bus is needed ------------------------------------------------------
+
+
+def test_tenantry_schema_prints_the_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    from tenantry.cli import main
+
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == json_schema()
+
+
+def test_an_invalid_manifest_is_refused_before_connecting(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tenantry.cli import main
+
+    # Nothing listens there: reaching the bus would fail differently (and slowly).
+    monkeypatch.setenv("TENANTRY_NATS_URL", "nats://127.0.0.1:1")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("type: team\nname: risk\n---\ntype: team\nname: Risk Team\n")
+    assert main(["apply", "-f", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: document 2 (line 5): name: String should match pattern" in err
+    assert "nothing was applied" in err
