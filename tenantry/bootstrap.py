@@ -43,11 +43,13 @@ def build_service(settings: Settings, *, seed: bool = True) -> TenancyService:
 async def connect(
     url: str, name: str, user: str | None = None, password: str | None = None
 ) -> Client:
+    shown = _without_credentials(url)
+
     async def _disconnected() -> None:
-        log.warning("nats.disconnected", url=url)
+        log.warning("nats.disconnected", url=shown)
 
     async def _reconnected() -> None:
-        log.info("nats.reconnected", url=url)
+        log.info("nats.reconnected", url=shown)
 
     async def _error(exc: Exception) -> None:
         log.warning("nats.error", error=str(exc))
@@ -63,6 +65,17 @@ async def connect(
         user=user,
         password=password,
     )
+
+
+def _without_credentials(url: str) -> str:
+    """The bus URL(s) fit for a log line: `nats://user:password@host` loses its user and
+    password (nats-py takes them from the URL, so operators do put them there)."""
+    shown = []
+    for part in url.split(","):
+        scheme, separator, rest = part.strip().rpartition("://")
+        authority, slash, path = rest.partition("/")
+        shown.append(f"{scheme}{separator}{authority.rpartition('@')[2]}{slash}{path}")
+    return ",".join(shown)
 
 
 async def command_role(

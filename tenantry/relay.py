@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.persistence import ApplicationRecorder, PersistenceError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
@@ -55,8 +56,11 @@ class Relay:
         poll_interval: float = 0.25,
         wakeup: asyncio.Event | None = None,
         metrics: Metrics | None = None,
+        ack_timeout: float = 30.0,
     ) -> None:
         self._recorder = recorder
+        self._ack_timeout = ack_timeout
+        self._nc = nc
         self._js = nc.jetstream()
         self._pipeline = _Pipeline(nc)
         self._replicas = replicas
@@ -106,34 +110,70 @@ class Relay:
         log.info("relay.resumed", position=tail.position)
         cursor = tail.position
         unacked: list[asyncio.Future[dict[str, Any]]] = []
+        sent: list[asyncio.Future[dict[str, Any]]] = []
+        unacked_on = 0  # the connection (its reconnect count) the unacked batch went out on
         while not stop.is_set():
             try:
                 last_id, messages, next_tail = await asyncio.to_thread(self._prepare, cursor, tail)
+                sent_on = self._connection()
                 sent = [await self._pipeline.publish(*message) for message in messages]
                 tail = next_tail
-                await self._settle(unacked)
-                unacked = sent
+                await self._settle(unacked, unacked_on)
+                unacked, unacked_on, sent = sent, sent_on, []
                 if last_id is not None:
                     cursor = self.position = last_id
                     continue
-                await self._settle(unacked)
+                await self._settle(unacked, unacked_on)
                 unacked = []
-            except (APIError, TimeoutError) as exc:
-                # Someone else published (a second relay), or the server hiccuped: the stream
-                # is the truth, read where it stands and go on from there.
-                log.warning("relay.resync", error=str(exc))
-                for future in unacked:
+            except PersistenceError as exc:
+                # The store can't be read (its database is restarting): nothing of this batch
+                # was sent; read again after a pause.
+                log.warning("relay.store_failed", error=f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(self._poll_interval, 1.0)):
+                        await stop.wait()
+                continue
+            except (APIError, TimeoutError, ConnectionError, NatsError) as exc:
+                # Someone else published (a second relay), the server hiccuped, or the
+                # connection dropped (nats-server restarted): the stream is the truth, read
+                # where it stands (as soon as the server answers) and go on from there.
+                log.warning("relay.resync", error=f"{type(exc).__name__}: {exc}")
+                for future in unacked + sent:
                     future.cancel()
-                unacked = []
-                await asyncio.sleep(self._poll_interval)
-                tail = await self.tail()
+                unacked, sent = [], []
+                resynced = await self._resync(stop)
+                if resynced is None:
+                    break
+                tail = resynced
                 cursor = tail.position
                 continue
             self.wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
                     await _first_of(self.wakeup, stop)
-        await self._settle(unacked)
+        try:
+            await self._settle(unacked, unacked_on)
+        except (APIError, TimeoutError, ConnectionError, NatsError) as exc:
+            # Stopping anyway: the next relay resumes from the stream's tail, whatever landed.
+            log.warning("relay.unsettled", error=f"{type(exc).__name__}: {exc}")
+
+    def _connection(self) -> int:
+        """Which connection this is: nats-py counts the reconnects."""
+        return int(self._nc.stats["reconnects"])
+
+    async def _resync(self, stop: asyncio.Event) -> Tail | None:
+        """The stream's tail, read again for as long as it takes (the server may be away for a
+        while); None if `stop` is set first."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_interval):
+                    await stop.wait()
+            if stop.is_set():
+                return None
+            try:
+                return await self.tail()
+            except (APIError, TimeoutError, NatsError) as exc:
+                log.warning("relay.resync_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _prepare(
         self, cursor: int, tail: Tail
@@ -159,11 +199,19 @@ class Relay:
         last_id = notifications[-1].id if notifications else None
         return last_id, messages, Tail(position, prev_hash)
 
-    async def _settle(self, acks: list[asyncio.Future[dict[str, Any]]]) -> None:
+    async def _settle(self, acks: list[asyncio.Future[dict[str, Any]]], sent_on: int) -> None:
+        """Wait for the acks of publishes sent on connection `sent_on`. Once the connection
+        has dropped and come back, the acks still missing will never come (nor maybe their
+        messages): that is a ConnectionError, not a wait for the whole ack timeout."""
         if not acks:
             return
-        async with asyncio.timeout(30):
-            results = await asyncio.gather(*acks, return_exceptions=True)
+        pending: set[asyncio.Future[dict[str, Any]]] = set(acks)
+        async with asyncio.timeout(self._ack_timeout):
+            while pending:
+                _, pending = await asyncio.wait(pending, timeout=0.25)
+                if pending and self._connection() != sent_on:
+                    raise ConnectionError("the connection dropped before every ack came")
+        results = [f.exception() or f.result() for f in acks]
         refused = [r for r in results if isinstance(r, BaseException)]
         if refused:
             raise refused[0]  # once one is refused, so is every later one: resync

@@ -26,7 +26,8 @@ def postgres_env(url: str) -> dict[str, str]:
         raise ValueError(f"TENANTRY_DATABASE_URL must be postgresql://…, not {parts.scheme}://")
     query = parse_qs(parts.query)
     env = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        # eventsourcing's PostgreSQL store, failing fast while the database is down.
+        "PERSISTENCE_MODULE": "tenantry.postgres",
         "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
         "POSTGRES_HOST": parts.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(parts.port or 5432),
@@ -35,7 +36,10 @@ def postgres_env(url: str) -> dict[str, str]:
         "POSTGRES_CONNECT_TIMEOUT": query.get("connect_timeout", ["5"])[0],
         "POSTGRES_POOL_SIZE": query.get("pool_size", ["5"])[0],
         "POSTGRES_MAX_OVERFLOW": query.get("max_overflow", ["10"])[0],
-        "POSTGRES_PRE_PING": "y",
+        # No check of each pooled connection before use (a round trip each time, and after a
+        # crash the pool backs off between failed checks past its timeout): a lost connection
+        # fails its statement, and tenantry.postgres then replaces the pool's connections.
+        "POSTGRES_PRE_PING": "n",
         # Off on purpose: with database functions on, tracking records were silently not written.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
     }
