@@ -15,6 +15,12 @@ from bench.harness import Result, machine, summary
 SCENARIOS: dict[str, str] = {
     "command_throughput": "bench.command_throughput",
     "relay_throughput": "bench.relay_throughput",
+    "command_throughput_postgres": "bench.command_throughput_postgres",
+    "relay_throughput_postgres": "bench.relay_throughput_postgres",
+    "projection_rebuild": "bench.projection_rebuild",
+    "latency": "bench.latency",
+    "memory": "bench.memory",
+    "as_of_query": "bench.as_of_query",
 }
 
 
@@ -25,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenarios", nargs="*", choices=[*SCENARIOS, []], default=[])
     args = parser.parse_args(argv)
     # The product logs every command at info: measure it, not the terminal.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    # and on stderr, so that --json's stdout is nothing but the results.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
     results: list[Result] = []
     if not args.json:
         print(f"machine: {machine()}")

@@ -1,5 +1,6 @@
-"""Commands per second over the bus (many in flight, SQLite store) against eventsourcing's
-`save()` of equal aggregates in a plain loop on the same kind of store."""
+"""Commands per second over the bus (many in flight) against eventsourcing's `save()` of equal
+aggregates in a plain loop on the same kind of store: SQLite here, PostgreSQL in
+`command_throughput_postgres`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
 from bench.harness import Result, stopwatch
+from bench.stores import Store, sqlite
 from domain.service import TenancyService
 from tenantry.command_endpoint import CommandEndpoint
 from tenantry.nats_server import NatsServer
@@ -31,10 +33,8 @@ class _RawTeam(Aggregate):
         self.members = members
 
 
-def baseline(count: int, folder: Path) -> float:
-    app: Application = Application(
-        {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(folder / "raw.db")}
-    )
+def baseline(count: int, settings: Settings) -> float:
+    app: Application = Application(event_store_env(settings))
     teams = [_RawTeam(name=f"team-{i}", members=["ana@example.com"]) for i in range(count)]
     with stopwatch() as elapsed:
         for team in teams:
@@ -43,9 +43,11 @@ def baseline(count: int, folder: Path) -> float:
     return count / elapsed[0]
 
 
-async def product(count: int, folder: Path, in_flight: int = 64) -> tuple[float, dict[str, float]]:
+async def product(
+    count: int, folder: Path, settings: Settings, in_flight: int = 64
+) -> tuple[float, dict[str, float]]:
     server = NatsServer(folder / "nats").start()
-    service = TenancyService(event_store_env(Settings(state_dir=folder / "state")))
+    service = TenancyService(event_store_env(settings))
     service.seed_default_environments()
     service_nc = await nats.connect(server.url)
     endpoint = CommandEndpoint(service_nc, service, max_in_flight=in_flight)
@@ -86,22 +88,29 @@ async def product(count: int, folder: Path, in_flight: int = 64) -> tuple[float,
 
 
 def run(quick: bool) -> Result:
+    return measure("command_throughput", 1000 if quick else 5000, sqlite, floor=0.5)
+
+
+def measure(scenario: str, count: int, store: Store, *, floor: float) -> Result:
     """Alternating rounds, medians of each side: the machine is shared and disk-bound."""
-    count = 1000 if quick else 5000
     rounds = 3
-    raws, ours, notes = [], [], {}
+    raws: list[float] = []
+    ours: list[float] = []
+    notes: dict[str, float] = {}
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            raws.append(baseline(count, folder))
-            rate, notes = asyncio.run(product(count, folder))
+            with store(folder / "raw") as settings:
+                raws.append(baseline(count, settings))
+            with store(folder / "state") as settings:
+                rate, notes = asyncio.run(product(count, folder, settings))
             ours.append(rate)
     return Result(
-        "command_throughput",
+        scenario,
         statistics.median(ours),
         statistics.median(raws),
         "commands/s",
-        0.5,
+        floor,
         1.0,
         {"commands": count, "rounds": rounds, **notes},
     )

@@ -1,0 +1,21 @@
+"""`command_throughput` on PostgreSQL: the product and the raw `save()` loop each in a fresh
+schema, dropped afterwards. Reported, not gated (floor 0); the goal is the issue's, 1.0."""
+
+from __future__ import annotations
+
+from bench import command_throughput
+from bench.harness import Result
+from bench.stores import POSTGRES_URL, postgres, postgres_problem
+
+
+def run(quick: bool) -> Result:
+    problem = postgres_problem()
+    if problem is not None:
+        return Result(
+            "command_throughput_postgres", 0, 0, "commands/s", 0, 1.0, {"skipped": problem}
+        )
+    result = command_throughput.measure(
+        "command_throughput_postgres", 200 if quick else 5000, postgres, floor=0
+    )
+    result.notes.update(store=POSTGRES_URL, gated=False)
+    return result
