@@ -19,13 +19,6 @@ def apply(conn: Connection, body: dict[str, Any]) -> None:
     conn.execute(_INSERT, row_of(body))
 
 
-def apply_many(conn: Connection, bodies: list[dict[str, Any]]) -> None:
-    """A batch's audit rows in one executemany: the audit log is append-only, so nothing in a
-    batch reads what another event of it wrote here."""
-    if bodies:
-        conn.execute(_INSERT, [row_of(body) for body in bodies])
-
-
 def row_of(body: dict[str, Any]) -> dict[str, Any]:
     return {
         "position": body["position"],

@@ -24,10 +24,11 @@ from projections.store import Tracking, ViewStore, read_tracking, write_tracking
 
 Projector = Callable[[Connection, dict[str, Any]], None]
 # The temporal access view reads the log clock from the audit view: it comes after it.
-# The audit log is written once per batch (audit.apply_many), not per event.
 PROJECTORS: tuple[Projector, ...] = (
     directory.apply,
     access.apply,
+    # Before the temporal view, which reads the audit log (the latest time) as it applies.
+    audit.apply,
     temporal_access.apply,
 )
 _MAX_BACKOFF = 30.0
@@ -95,16 +96,13 @@ class ProjectionRunner:
             if not notifications:
                 return 0
             prev_hash = before.hash
-            bodies = []
             for notification in notifications:
                 if notification.topic in INTERNAL_TOPICS:
                     continue
                 body = chained_body(notification, prev_hash)
                 for project in self._projectors:
                     project(conn, body)
-                bodies.append(body)
                 prev_hash = body["hash"]
-            audit.apply_many(conn, bodies)
             after = Tracking(notifications[-1].id, prev_hash)
             write_tracking(conn, before, after)
         log.debug(
