@@ -1,13 +1,13 @@
 """`access_report` at a past moment from the temporal access view, against the slow way to the
 same answer: replaying the event log to that moment into a scratch store, in the same run.
 
-The history (100k published events; 20k with --quick) is a tenancy at work: repos, teams,
-workspaces with applications, grants given, changed and revoked, members coming and going,
-workspaces and repos deleted and created again. It is made in memory, copied into a SQLite event
-store and projected into SQLite views. The moment asked about is the last event's, so the replay
-is a full one. Product: `access_report` for one repo per call, the auditor's question, in
-queries per second. Baseline: replays per second (1 / the replay's duration, the same question
-answered from the replayed views included)."""
+The history (100k published events; 20k with --quick) is a tenancy at work: 200 repos, 40
+teams, 80 workspaces with applications, grants given, changed and revoked, members coming and
+going (as many join as leave), workspaces and repos deleted and created again. It is made in
+memory, copied into a SQLite event store and projected into SQLite views. The moment asked about
+is the last event's, so the replay is a full one. Product: `access_report` for one repo per
+call, the auditor's question, in queries per second. Baseline: replays per second (1 / the
+replay's duration, the same question answered from the replayed views included)."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ class _Tenancy:
                     "revoke_repo_access",
                     {"repo": repo, "subject": pick(grants), "reason": "review"},
                 )
-        elif kind < 0.80:
+        elif kind < 0.77:  # as many members join as leave: teams keep their size
             self.send("add_team_member", {"team": pick(self.teams), "user": pick(self.users)})
         elif kind < 0.92:
             team = pick(self.teams)
@@ -154,7 +154,10 @@ def _team_id(name: str) -> Any:
 
 def _history(events: int) -> TenancyService:
     """An in-memory service whose log holds at least `events` published events."""
-    service = TenancyService({"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    # Cached aggregates: the history is made four times faster (repos gather many events).
+    service = TenancyService(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo", "AGGREGATE_CACHE_MAXSIZE": "5000"}
+    )
     tenancy = _Tenancy(service)
     tenancy.set_up()
     published, seen = 0, 0

@@ -23,11 +23,10 @@ from projections import access, audit, directory, temporal_access
 from projections.store import Tracking, ViewStore, read_tracking, write_tracking
 
 Projector = Callable[[Connection, dict[str, Any]], None]
-# The temporal access view reads the log clock from the audit view: it comes after it.
+# Each view reads only its own tables: their order does not matter.
 PROJECTORS: tuple[Projector, ...] = (
     directory.apply,
     access.apply,
-    # Before the temporal view, which reads the audit log (the latest time) as it applies.
     audit.apply,
     temporal_access.apply,
 )

@@ -206,3 +206,12 @@ access_holders = Table(
     Column("removed_by", String(300), nullable=True),
     Index("ix_view_access_holders_member", "member"),
 )
+
+# The temporal view's log clock: the latest `occurred_at` of the events applied so far (one
+# row). Its own, so that the view depends on no other view's tables.
+access_clock = Table(
+    "view_access_clock",
+    metadata,
+    Column("name", String(16), primary_key=True),
+    Column("at", String(32), nullable=False),
+)

@@ -11,10 +11,10 @@ Ways to hold a role (the `via` of a row), the rules of `projections.effective_ac
   too), a repo's when it is deleted.
 
 Time: a row begins and ends at the *log clock* of the event that caused it, the latest
-`occurred_at` of the published events up to and including it. That is the event's own time unless
-an event stored before it bears a later one (two command services' clocks disagree), and it makes
-"as of T" mean exactly "the log replayed up to its first event after T". The clock is read from
-the audit view, which the runner applies before this one in the same transaction."""
+`occurred_at` of the published events up to and including it (kept in `view_access_clock`). That
+is the event's own time unless an event stored before it bears a later one (two command
+services' clocks disagree), and it makes "as of T" mean exactly "the log replayed up to its
+first event after T"."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Update, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Update, bindparam, insert, select, update
 
 from projections import schema as t
 from projections.audit import utc_text
@@ -68,13 +68,14 @@ def _on(*types: str) -> Callable[[_Handler], _Handler]:
 
 
 def apply(conn: Connection, body: Body) -> None:
+    at = _tick(conn, body)  # every event moves the clock, whether it concerns access or not
     handler = _HANDLERS.get(body["type"])
     if handler is None:
         return
     reason = body["data"].get("reason")
     change = _Change(
         position=body["position"],
-        at=_clock(conn, body),
+        at=at,
         occurred_at=body["occurred_at"],
         event=body["type"],
         actor=body["actor"],
@@ -91,13 +92,11 @@ def apply(conn: Connection, body: Body) -> None:
 _rows = t.access_intervals.c
 _holders = t.access_holders.c
 _open = _rows.to_position.is_(None)
-# The rows that exist because of a subject's grants: its own and its holders'.
-_held = or_(
-    and_(_rows.subject == bindparam("w_subject"), _rows.via == DIRECT),
-    _rows.via == bindparam("w_subject"),
-)
 
-_LATEST = select(func.max(t.audit_events.c.occurred_at))
+_clock = t.access_clock.c
+_READ_CLOCK = select(_clock.at).where(_clock.name == "log")
+_START_CLOCK = insert(t.access_clock)
+_MOVE_CLOCK = update(t.access_clock).where(_clock.name == "log")
 _OPEN_ROW = select(_rows.from_position, _rows.role).where(
     _rows.repo == bindparam("w_repo"),
     _rows.subject == bindparam("w_subject"),
@@ -111,10 +110,21 @@ _END_ROW = update(t.access_intervals).where(
     _rows.via == bindparam("w_via"),
     _rows.from_position == bindparam("w_from_position"),
 )
-_END_HELD_ON_REPO = update(t.access_intervals).where(
-    _open, _rows.repo == bindparam("w_repo"), _held
+# The rows that exist because of a subject's grants, its own and its holders', on a repo or on
+# all: two statements each rather than an OR, so that each uses an index.
+_END_OWN_ON_REPO = update(t.access_intervals).where(
+    _open,
+    _rows.repo == bindparam("w_repo"),
+    _rows.subject == bindparam("w_subject"),
+    _rows.via == DIRECT,
 )
-_END_HELD = update(t.access_intervals).where(_open, _held)
+_END_HOLDERS_ON_REPO = update(t.access_intervals).where(
+    _open, _rows.via == bindparam("w_subject"), _rows.repo == bindparam("w_repo")
+)
+_END_OWN = update(t.access_intervals).where(
+    _open, _rows.subject == bindparam("w_subject"), _rows.via == DIRECT
+)
+_END_HOLDERS = update(t.access_intervals).where(_open, _rows.via == bindparam("w_subject"))
 _END_ON_REPO = update(t.access_intervals).where(_open, _rows.repo == bindparam("w_repo"))
 _END_HOLDING = update(t.access_intervals).where(
     _open, _rows.subject == bindparam("w_subject"), _rows.via == bindparam("w_via")
@@ -141,10 +151,17 @@ _END_HOLDER = update(t.access_holders).where(
 )
 
 
-def _clock(conn: Connection, body: Body) -> str:
+def _tick(conn: Connection, body: Body) -> str:
+    """The log clock after `body`: the latest time of the events applied so far."""
     own = utc_text(datetime.fromisoformat(body["occurred_at"]))
-    latest = conn.execute(_LATEST).scalar()
-    return max(own, latest) if latest else own
+    latest = conn.execute(_READ_CLOCK).scalar()
+    if latest is None:
+        conn.execute(_START_CLOCK, {"name": "log", "at": own})
+    elif own > latest:
+        conn.execute(_MOVE_CLOCK, {"at": own})
+    else:
+        return str(latest)
+    return own
 
 
 # --- grants -------------------------------------------------------------------------------
@@ -164,7 +181,8 @@ def _granted(conn: Connection, body: Body, change: _Change) -> None:
 @_on("ml_repo.access_revoked")
 def _revoked(conn: Connection, body: Body, change: _Change) -> None:
     where = {"w_repo": body["fqn"], "w_subject": body["data"]["subject"]}
-    _end(conn, _END_HELD_ON_REPO, where, change)
+    _end(conn, _END_OWN_ON_REPO, where, change)
+    _end(conn, _END_HOLDERS_ON_REPO, where, change)
 
 
 @_on("ml_repo.deletion_requested", "ml_repo.recreated")
@@ -176,8 +194,10 @@ def _repo_gone(conn: Connection, body: Body, change: _Change) -> None:
 @_on("workspace.deletion_requested")
 def _workspace_gone(conn: Connection, body: Body, change: _Change) -> None:
     # A workspace being deleted grants nothing from this moment; the domain's revokes follow.
-    reason = f"workspace {body['fqn']} deleted"
-    _end(conn, _END_HELD, {"w_subject": f"workspace:{body['fqn']}"}, replace(change, reason=reason))
+    ended = replace(change, reason=f"workspace {body['fqn']} deleted")
+    where = {"w_subject": f"workspace:{body['fqn']}"}
+    _end(conn, _END_OWN, where, ended)
+    _end(conn, _END_HOLDERS, where, ended)
 
 
 # --- holders of grants: team members, applications ----------------------------------------

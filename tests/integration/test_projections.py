@@ -283,7 +283,12 @@ class ProjectionContract:
         runner.catch_up()
         after = dump(store)
         changed = {name for name in after if after[name] != before[name]}
-        assert changed == {"view_cluster_environments", "view_audit_events", "view_tracking"}
+        assert changed == {
+            "view_cluster_environments",
+            "view_audit_events",
+            "view_access_clock",  # every event moves the temporal view's clock
+            "view_tracking",
+        }
         linked = query(store, "audit_log", type="environment.cluster_linked")["events"]
         assert [(e["fqn"], e["data"]) for e in linked] == [
             ("prod", {"cluster": "prod-eu"}),
