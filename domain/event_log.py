@@ -10,7 +10,7 @@ import json
 import re
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID, uuid5
 
 from eventsourcing.persistence import Notification
@@ -87,16 +87,34 @@ def chained_body(notification: Notification, prev_hash: str) -> dict[str, Any]:
     return {**body, "prev_hash": prev_hash, "hash": chain_hash(prev_hash, body)}
 
 
+class Published(NamedTuple):
+    """One event as published: its body (with `prev_hash` and `hash`) and the JSON sent."""
+
+    body: dict[str, Any]
+    payload: bytes
+
+
+def published(notification: Notification, prev_hash: str) -> Published:
+    """`chained_body` and `chained_payload` at once, the JSON encoded once."""
+    body = unchained_body(notification)
+    payload, digest = _link(canonical_json(body), prev_hash)
+    return Published({**body, "prev_hash": prev_hash, "hash": digest}, payload)
+
+
 def chained_payload(notification: Notification, prev_hash: str) -> tuple[bytes, str, str]:
     """(the JSON to publish, its hash, its type): the body of `chained_body`, serialised once.
 
     The chain is defined on the canonical JSON of the other fields; the published JSON is that
     same text with `prev_hash` and `hash` appended (key order carries no meaning in JSON)."""
     body = unchained_body(notification)
-    canonical = canonical_json(body)
-    digest = hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
-    payload = canonical[:-1] + f',"prev_hash":"{prev_hash}","hash":"{digest}"}}'.encode()
+    payload, digest = _link(canonical_json(body), prev_hash)
     return payload, digest, str(body["type"])
+
+
+def _link(canonical: bytes, prev_hash: str) -> tuple[bytes, str]:
+    """(the published JSON, the hash) of an unchained body's canonical JSON after `prev_hash`."""
+    digest = hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
+    return canonical[:-1] + f',"prev_hash":"{prev_hash}","hash":"{digest}"}}'.encode(), digest
 
 
 def verify_link(body: dict[str, Any], prev_hash: str) -> bool:

@@ -4,15 +4,22 @@ in `projections.effective_access`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, delete
 
+from domain.event_log import Published
 from projections import schema as t
 from projections.store import upsert
 
 
-def apply(conn: Connection, body: dict[str, Any]) -> None:
+def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
+    for body, _ in events:
+        _apply(conn, body)
+
+
+def _apply(conn: Connection, body: dict[str, Any]) -> None:
     type_, repo, data = body["type"], body["fqn"], body["data"]
     if type_ == "ml_repo.access_granted":
         upsert(

@@ -3,35 +3,51 @@ position, time, actor, FQN and type."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
-from domain.event_log import canonical_json
+from domain.event_log import Published
 from projections import schema as t
+from projections.store import Raw
 
-# Built once, values bound at execution (much cheaper than a statement per event).
-_INSERT = t.audit_events.insert()
-
-
-def apply(conn: Connection, body: dict[str, Any]) -> None:
-    conn.execute(_INSERT, row_of(body))
+_COLUMNS = ("position", "occurred_at", "actor", "fqn", "type", "prev_hash", "hash", "body")
+_INSERT = Raw(t.audit_events.insert(), _COLUMNS)
 
 
-def row_of(body: dict[str, Any]) -> dict[str, Any]:
+def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
+    """One driver call for the whole batch (an executemany), not one per event."""
+    _INSERT.run_many(conn, [row_of(event) for event in events])
+
+
+def row_of(event: Published) -> dict[str, Any]:
+    body = event.body
     return {
         "position": body["position"],
-        "occurred_at": utc_text(datetime.fromisoformat(body["occurred_at"])),
+        "occurred_at": utc_text_of(body["occurred_at"]),
         "actor": body["actor"],
         "fqn": body["fqn"],
         "type": body["type"],
         "prev_hash": body["prev_hash"],
         "hash": body["hash"],
-        "body": canonical_json(body).decode(),
+        # The JSON exactly as the relay publishes it.
+        "body": event.payload.decode(),
     }
 
 
 def utc_text(value: datetime) -> str:
     """A moment as fixed-width UTC text, so that text order is time order."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_UTC_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+def utc_text_of(timestamp: str) -> str:
+    """`utc_text` of an RFC 3339 timestamp; the usual published form already is one."""
+    if _UTC_TEXT.match(timestamp):
+        return timestamp
+    return utc_text(datetime.fromisoformat(timestamp.replace("Z", "+00:00")))

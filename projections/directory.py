@@ -6,11 +6,12 @@ events already say, for the domain's concurrency rules: they change nothing here
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
 
+from domain.event_log import Published
 from projections import schema as t
 from projections.store import upsert
 
@@ -28,10 +29,11 @@ def _on(*types: str) -> Callable[[_Handler], _Handler]:
     return register
 
 
-def apply(conn: Connection, body: Body) -> None:
-    handler = _HANDLERS.get(body["type"])
-    if handler is not None:
-        handler(conn, body)
+def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
+    for body, _ in events:
+        handler = _HANDLERS.get(body["type"])
+        if handler is not None:
+            handler(conn, body)
 
 
 # --- environments -------------------------------------------------------------------------

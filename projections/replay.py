@@ -16,7 +16,7 @@ from typing import Any
 from eventsourcing.persistence import ApplicationRecorder
 from sqlalchemy import Connection, select
 
-from domain.event_log import chained_body
+from domain.event_log import published
 from domain.service import INTERNAL_TOPICS
 from projections import access, audit, directory
 from projections import schema as t
@@ -26,7 +26,11 @@ from projections.runner import Projector
 from projections.store import Tracking, ViewStore, read_tracking, write_tracking
 
 # The views a replay rebuilds: all but the temporal one, which is what it checks.
-REPLAY_PROJECTORS: tuple[Projector, ...] = (directory.apply, access.apply, audit.apply)
+REPLAY_PROJECTORS: tuple[Projector, ...] = (
+    directory.apply_batch,
+    access.apply_batch,
+    audit.apply_batch,
+)
 
 
 class Replay:
@@ -74,22 +78,24 @@ class Replay:
             notifications = self._recorder.select_notifications(
                 before.position, self._batch_size, inclusive_of_start=False
             )
-            after, stopped, applied = before, False, 0
+            after, stopped, applied, events = before, False, 0, []
             for notification in notifications:
                 if notification.topic in INTERNAL_TOPICS:
                     after = Tracking(notification.id, after.hash)
                     applied += 1
                     continue
-                body = chained_body(notification, after.hash)
+                event = published(notification, after.hash)
+                body = event.body
                 if body["occurred_at"] > limit:
                     stopped = True
                     break
-                for project in self._projectors:
-                    project(conn, body)
+                events.append(event)
                 after = Tracking(notification.id, body["hash"])
                 applied += 1
                 self.events += 1
                 self.last_occurred_at = body["occurred_at"]
+            for project in self._projectors:
+                project(conn, events)
             if after != before:
                 write_tracking(conn, before, after)
         self.position = after.position

@@ -11,24 +11,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import structlog
 from eventsourcing.persistence import ApplicationRecorder
 from sqlalchemy import Connection
 
-from domain.event_log import chained_body
+from domain.event_log import Published, published
 from domain.service import INTERNAL_TOPICS
 from projections import access, audit, directory, temporal_access
 from projections.store import Tracking, ViewStore, read_tracking, write_tracking
 
-Projector = Callable[[Connection, dict[str, Any]], None]
-# Each view reads only its own tables: their order does not matter.
+# A view's part of a batch: applies the published event bodies, in log order, on `conn`.
+Projector = Callable[[Connection, Sequence[Published]], None]
+# Each view reads only its own tables: their order does not matter, and each takes the whole
+# batch at once (one audit insert per batch, the temporal view's clock read once).
 PROJECTORS: tuple[Projector, ...] = (
-    directory.apply,
-    access.apply,
-    audit.apply,
-    temporal_access.apply,
+    directory.apply_batch,
+    access.apply_batch,
+    audit.apply_batch,
+    temporal_access.apply_batch,
 )
 _MAX_BACKOFF = 30.0
 
@@ -95,13 +96,15 @@ class ProjectionRunner:
             if not notifications:
                 return 0
             prev_hash = before.hash
+            events = []
             for notification in notifications:
                 if notification.topic in INTERNAL_TOPICS:
                     continue
-                body = chained_body(notification, prev_hash)
-                for project in self._projectors:
-                    project(conn, body)
-                prev_hash = body["hash"]
+                event = published(notification, prev_hash)
+                events.append(event)
+                prev_hash = event.body["hash"]
+            for project in self._projectors:
+                project(conn, events)
             after = Tracking(notifications[-1].id, prev_hash)
             write_tracking(conn, before, after)
         log.debug(

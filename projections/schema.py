@@ -18,6 +18,10 @@ from sqlalchemy import (
     Text,
 )
 
+# A log position. SQLite's INTEGER is 64 bits already; only `INTEGER PRIMARY KEY` (not
+# BIGINT) makes a column the table's rowid.
+_POSITION = BigInteger().with_variant(Integer, "sqlite")
+
 metadata = MetaData()
 
 # Where the views stand in the event log: the last position applied (internal notifications
@@ -134,7 +138,8 @@ grants = Table(
 audit_events = Table(
     "view_audit_events",
     metadata,
-    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    # On SQLite an INTEGER primary key is the rowid itself: no second index to write.
+    Column("position", _POSITION, primary_key=True, autoincrement=False),
     # UTC, fixed width (`2026-11-29T11:27:36.027293Z`): compares as text in both dialects.
     Column("occurred_at", String(32), nullable=False),
     Column("actor", String(300), nullable=False),
@@ -142,7 +147,8 @@ audit_events = Table(
     Column("type", String(100), nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    # The body exactly as published: canonical JSON.
+    # The body exactly as the relay publishes it: the canonical JSON of the other fields,
+    # then `prev_hash` and `hash`.
     Column("body", Text, nullable=False),
     Index("ix_view_audit_events_occurred_at", "occurred_at"),
     Index("ix_view_audit_events_actor", "actor", "position"),

@@ -18,16 +18,17 @@ first event after T"."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Update, bindparam, insert, select, update
 
+from domain.event_log import Published
 from projections import schema as t
-from projections.audit import utc_text
+from projections.audit import utc_text_of
 from projections.effective_access import DIRECT
+from projections.store import Raw
 
 Body = dict[str, Any]
 
@@ -67,101 +68,147 @@ def _on(*types: str) -> Callable[[_Handler], _Handler]:
     return register
 
 
-def apply(conn: Connection, body: Body) -> None:
-    at = _tick(conn, body)  # every event moves the clock, whether it concerns access or not
-    handler = _HANDLERS.get(body["type"])
-    if handler is None:
+def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
+    """Apply `events` in log order. The clock is read once and written once per batch."""
+    if not events:
         return
-    reason = body["data"].get("reason")
-    change = _Change(
-        position=body["position"],
-        at=at,
-        occurred_at=body["occurred_at"],
-        event=body["type"],
-        actor=body["actor"],
-        reason=reason if isinstance(reason, str) else None,
-    )
-    handler(conn, body, change)
+    clock = _READ_CLOCK.run(conn, {})
+    started = latest = clock[0][0] if clock else None
+    for body, _ in events:
+        # Every event moves the clock, whether it concerns access or not.
+        own = utc_text_of(body["occurred_at"])
+        if latest is None or own > latest:
+            latest = own
+        handler = _HANDLERS.get(body["type"])
+        if handler is None:
+            continue
+        reason = body["data"].get("reason")
+        change = _Change(
+            position=body["position"],
+            at=latest,
+            occurred_at=body["occurred_at"],
+            event=body["type"],
+            actor=body["actor"],
+            reason=reason if isinstance(reason, str) else None,
+        )
+        handler(conn, body, change)
+    if started is None:
+        _START_CLOCK.run(conn, {"name": "log", "at": latest})
+    elif latest != started:
+        _MOVE_CLOCK.run(conn, {"at": latest})
 
 
 # --- statements ---------------------------------------------------------------------------
-# Built once, values bound at execution: several times cheaper than building one per event.
+# Built once, run on the driver's cursor (`Raw`): the view runs several for each event.
 # Parameters of WHERE clauses are named `w_…`; the other keys of an UPDATE's parameters are
 # the columns it sets.
 
 _rows = t.access_intervals.c
 _holders = t.access_holders.c
 _open = _rows.to_position.is_(None)
+_ENDING = ("to_at", "to_position", "end_change", "end_event", "end_actor", "end_reason")
+
+
+def _ending(statement: Update) -> Raw:
+    """An UPDATE that ends rows, setting what `_Change.ending` gives."""
+    return Raw(statement, _ENDING)
+
 
 _clock = t.access_clock.c
-_READ_CLOCK = select(_clock.at).where(_clock.name == "log")
-_START_CLOCK = insert(t.access_clock)
-_MOVE_CLOCK = update(t.access_clock).where(_clock.name == "log")
-_OPEN_ROW = select(_rows.from_position, _rows.role).where(
-    _rows.repo == bindparam("w_repo"),
-    _rows.subject == bindparam("w_subject"),
-    _rows.via == bindparam("w_via"),
-    _open,
+_READ_CLOCK = Raw(select(_clock.at).where(_clock.name == "log"))
+_START_CLOCK = Raw(insert(t.access_clock), ("name", "at"))
+_MOVE_CLOCK = Raw(update(t.access_clock).where(_clock.name == "log"), ("at",))
+_OPEN_ROW = Raw(
+    select(_rows.from_position, _rows.role).where(
+        _rows.repo == bindparam("w_repo"),
+        _rows.subject == bindparam("w_subject"),
+        _rows.via == bindparam("w_via"),
+        _open,
+    )
 )
-_INSERT_ROW = insert(t.access_intervals)
-_END_ROW = update(t.access_intervals).where(
-    _rows.repo == bindparam("w_repo"),
-    _rows.subject == bindparam("w_subject"),
-    _rows.via == bindparam("w_via"),
-    _rows.from_position == bindparam("w_from_position"),
+_INSERT_ROW = Raw(
+    insert(t.access_intervals),
+    (
+        "repo",
+        "subject",
+        "via",
+        "from_position",
+        "role",
+        "from_at",
+        "granted_at",
+        "granted_by",
+        "reason",
+        "start_change",
+        "start_event",
+        "start_actor",
+        "start_reason",
+        "previous_role",
+    ),
+)
+_END_ROW = _ending(
+    update(t.access_intervals).where(
+        _rows.repo == bindparam("w_repo"),
+        _rows.subject == bindparam("w_subject"),
+        _rows.via == bindparam("w_via"),
+        _rows.from_position == bindparam("w_from_position"),
+    )
 )
 # The rows that exist because of a subject's grants, its own and its holders', on a repo or on
 # all: two statements each rather than an OR, so that each uses an index.
-_END_OWN_ON_REPO = update(t.access_intervals).where(
-    _open,
-    _rows.repo == bindparam("w_repo"),
-    _rows.subject == bindparam("w_subject"),
-    _rows.via == DIRECT,
+_END_OWN_ON_REPO = _ending(
+    update(t.access_intervals).where(
+        _open,
+        _rows.repo == bindparam("w_repo"),
+        _rows.subject == bindparam("w_subject"),
+        _rows.via == DIRECT,
+    )
 )
-_END_HOLDERS_ON_REPO = update(t.access_intervals).where(
-    _open, _rows.via == bindparam("w_subject"), _rows.repo == bindparam("w_repo")
+_END_HOLDERS_ON_REPO = _ending(
+    update(t.access_intervals).where(
+        _open, _rows.via == bindparam("w_subject"), _rows.repo == bindparam("w_repo")
+    )
 )
-_END_OWN = update(t.access_intervals).where(
-    _open, _rows.subject == bindparam("w_subject"), _rows.via == DIRECT
+_END_OWN = _ending(
+    update(t.access_intervals).where(
+        _open, _rows.subject == bindparam("w_subject"), _rows.via == DIRECT
+    )
 )
-_END_HOLDERS = update(t.access_intervals).where(_open, _rows.via == bindparam("w_subject"))
-_END_ON_REPO = update(t.access_intervals).where(_open, _rows.repo == bindparam("w_repo"))
-_END_HOLDING = update(t.access_intervals).where(
-    _open, _rows.subject == bindparam("w_subject"), _rows.via == bindparam("w_via")
+_END_HOLDERS = _ending(update(t.access_intervals).where(_open, _rows.via == bindparam("w_subject")))
+_END_ON_REPO = _ending(update(t.access_intervals).where(_open, _rows.repo == bindparam("w_repo")))
+_END_HOLDING = _ending(
+    update(t.access_intervals).where(
+        _open, _rows.subject == bindparam("w_subject"), _rows.via == bindparam("w_via")
+    )
 )
-_GRANTS_OF = select(_rows.repo, _rows.role, _rows.granted_at, _rows.granted_by, _rows.reason).where(
-    _rows.subject == bindparam("w_subject"), _rows.via == DIRECT, _open
+_GRANTS_OF = Raw(
+    select(_rows.repo, _rows.role, _rows.granted_at, _rows.granted_by, _rows.reason).where(
+        _rows.subject == bindparam("w_subject"), _rows.via == DIRECT, _open
+    )
 )
 
-_MEMBERSHIP = select(_holders.member).where(
-    _holders.holder == bindparam("w_holder"),
-    _holders.member == bindparam("w_member"),
-    _holders.to_position.is_(None),
+_MEMBERSHIP = Raw(
+    select(_holders.member).where(
+        _holders.holder == bindparam("w_holder"),
+        _holders.member == bindparam("w_member"),
+        _holders.to_position.is_(None),
+    )
 )
-_MEMBERS = (
+_MEMBERS = Raw(
     select(_holders.member)
     .where(_holders.holder == bindparam("w_holder"), _holders.to_position.is_(None))
     .order_by(_holders.member)
 )
-_INSERT_HOLDER = insert(t.access_holders)
-_END_HOLDER = update(t.access_holders).where(
-    _holders.holder == bindparam("w_holder"),
-    _holders.member == bindparam("w_member"),
-    _holders.to_position.is_(None),
+_INSERT_HOLDER = Raw(
+    insert(t.access_holders), ("holder", "member", "from_position", "from_at", "added_by")
 )
-
-
-def _tick(conn: Connection, body: Body) -> str:
-    """The log clock after `body`: the latest time of the events applied so far."""
-    own = utc_text(datetime.fromisoformat(body["occurred_at"]))
-    latest = conn.execute(_READ_CLOCK).scalar()
-    if latest is None:
-        conn.execute(_START_CLOCK, {"name": "log", "at": own})
-    elif own > latest:
-        conn.execute(_MOVE_CLOCK, {"at": own})
-    else:
-        return str(latest)
-    return own
+_END_HOLDER = Raw(
+    update(t.access_holders).where(
+        _holders.holder == bindparam("w_holder"),
+        _holders.member == bindparam("w_member"),
+        _holders.to_position.is_(None),
+    ),
+    ("to_at", "to_position", "removed_by"),
+)
 
 
 # --- grants -------------------------------------------------------------------------------
@@ -233,10 +280,10 @@ def _application_removed(conn: Connection, body: Body, change: _Change) -> None:
 
 def _join(conn: Connection, change: _Change, holder: str, member: str) -> None:
     """`member` holds `holder`'s grants from now: one row per grant `holder` has."""
-    if conn.execute(_MEMBERSHIP, {"w_holder": holder, "w_member": member}).first():
+    if _MEMBERSHIP.run(conn, {"w_holder": holder, "w_member": member}):
         return
-    conn.execute(
-        _INSERT_HOLDER,
+    _INSERT_HOLDER.run(
+        conn,
         {
             "holder": holder,
             "member": member,
@@ -245,25 +292,21 @@ def _join(conn: Connection, change: _Change, holder: str, member: str) -> None:
             "added_by": change.actor,
         },
     )
-    for grant in conn.execute(_GRANTS_OF, {"w_subject": holder}).all():
-        given = {
-            "granted_at": grant.granted_at,
-            "granted_by": grant.granted_by,
-            "reason": grant.reason,
-        }
-        _begin(conn, change, given, grant.repo, member, holder, grant.role)
+    for repo, role, granted_at, granted_by, reason in _GRANTS_OF.run(conn, {"w_subject": holder}):
+        given = {"granted_at": granted_at, "granted_by": granted_by, "reason": reason}
+        _begin(conn, change, given, repo, member, holder, role)
 
 
 def _leave(conn: Connection, change: _Change, holder: str, member: str) -> None:
     ended = {"to_at": change.at, "to_position": change.position, "removed_by": change.actor}
-    conn.execute(_END_HOLDER, {"w_holder": holder, "w_member": member, **ended})
+    _END_HOLDER.run(conn, {"w_holder": holder, "w_member": member, **ended})
     _end(conn, _END_HOLDING, {"w_subject": member, "w_via": holder}, change)
 
 
 def _members(conn: Connection, holder: str) -> list[str]:
     if not holder.startswith(("team:", "workspace:")):
         return []
-    return list(conn.execute(_MEMBERS, {"w_holder": holder}).scalars())
+    return [member for (member,) in _MEMBERS.run(conn, {"w_holder": holder})]
 
 
 # --- rows ---------------------------------------------------------------------------------
@@ -280,12 +323,13 @@ def _begin(
 ) -> None:
     """A row for (repo, subject, via) from now; an open one is ended as `changed`."""
     key = {"w_repo": repo, "w_subject": subject, "w_via": via}
-    current = conn.execute(_OPEN_ROW, key).first()
+    found = _OPEN_ROW.run(conn, key)
+    current = found[0] if found else None
     if current is not None:
-        where = {**key, "w_from_position": current.from_position}
-        conn.execute(_END_ROW, {**where, **change.ending("changed")})
-    conn.execute(
-        _INSERT_ROW,
+        where = {**key, "w_from_position": current[0]}
+        _END_ROW.run(conn, {**where, **change.ending("changed")})
+    _INSERT_ROW.run(
+        conn,
         {
             "repo": repo,
             "subject": subject,
@@ -298,10 +342,10 @@ def _begin(
             "start_event": change.event,
             "start_actor": change.actor,
             "start_reason": change.reason,
-            "previous_role": None if current is None else current.role,
+            "previous_role": None if current is None else current[1],
         },
     )
 
 
-def _end(conn: Connection, statement: Update, where: dict[str, Any], change: _Change) -> None:
-    conn.execute(statement, {**where, **change.ending("revoked")})
+def _end(conn: Connection, statement: Raw, where: dict[str, Any], change: _Change) -> None:
+    statement.run(conn, {**where, **change.ending("revoked")})
