@@ -11,6 +11,7 @@ from collections.abc import Callable
 import structlog
 
 from bench.harness import Result, machine, summary
+from tenantry.bootstrap import tune_process
 
 SCENARIOS: dict[str, str] = {
     "command_throughput": "bench.command_throughput",
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
+    tune_process()  # product and baselines run under the settings of `tenantry serve`
     results: list[Result] = []
     if not args.json:
         print(f"machine: {machine()}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +19,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    Integer,
-    String,
     Table,
     create_engine,
     event,
@@ -176,18 +174,13 @@ def write_tracking(conn: Connection, before: Tracking, after: Tracking) -> None:
 
 def upsert(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:
     """Insert a row, or overwrite the row with the same primary key."""
-    statement = _upsert_statement(conn.dialect.name, table, tuple(values))
-    if isinstance(statement, Raw):
-        statement.run(conn, values)
-    else:
-        conn.execute(statement, dict(values))
+    _upsert_statement(conn.dialect.name, table, tuple(values)).run(conn, values)
 
 
 @functools.lru_cache(maxsize=256)
-def _upsert_statement(dialect: str, table: Table, columns: tuple[str, ...]) -> Any:
+def _upsert_statement(dialect: str, table: Table, columns: tuple[str, ...]) -> Raw:
     # Built once per table and columns, values bound at execution: building a statement
-    # with its values each time costs several times more than running it. Run raw where the
-    # table holds only text and integers.
+    # with its values each time costs several times more than running it; run raw, at that.
     keys = [column.name for column in table.primary_key.columns]
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     rest = {name: insert.excluded[name] for name in columns if name not in keys}
@@ -195,25 +188,24 @@ def _upsert_statement(dialect: str, table: Table, columns: tuple[str, ...]) -> A
         statement = insert.on_conflict_do_update(index_elements=keys, set_=rest)
     else:
         statement = insert.on_conflict_do_nothing(index_elements=keys)
-    if all(isinstance(column.type, (String, Integer)) for column in table.columns):
-        return Raw(statement, columns)
-    return statement
+    return Raw(statement, columns)
 
 
 class Raw:
     """A statement run on the driver's own cursor, compiled once per dialect and schema.
 
     `Connection.execute` costs about 60 µs a statement in SQLAlchemy's own code, the driver
-    5 µs for the small statements the views run for each event: the hot ones go this way. The
-    driver gets the values as they are, so a raw statement may bind text and integers only
-    (checked when it is compiled); `keys` are the columns an INSERT or UPDATE sets."""
+    5 µs for the small statements the views run for each event: the hot ones go this way.
+    Values go through their column type's bind processor, as SQLAlchemy would pass them (JSON
+    encoded, booleans as the dialect wants); `keys` are the columns an INSERT or UPDATE sets.
+    Rows come back as the driver gives them: select text and integers only."""
 
     def __init__(self, statement: Executable, keys: Sequence[str] = ()) -> None:
         self._statement = statement
         self._keys = list(keys)
-        self._compiled: dict[tuple[str, Any], tuple[str, dict[str, Any]]] = {}
+        self._compiled: dict[tuple[str, Any], _Compiled] = {}
 
-    def _sql(self, conn: Connection) -> tuple[str, dict[str, Any]]:
+    def _sql(self, conn: Connection) -> _Compiled:
         translate = conn.get_execution_options().get("schema_translate_map")
         key = (conn.dialect.name, frozenset(translate.items()) if translate else None)
         found = self._compiled.get(key)
@@ -226,21 +218,23 @@ class Raw:
                 schema_translate_map=translate,
                 render_schema_translate=bool(translate),
             )
-            defaults = {}
+            defaults: dict[str, Any] = {}
+            processors: dict[str, Callable[[Any], Any]] = {}
             for bind, name in compiled.bind_names.items():
-                if not isinstance(bind.type, (String, Integer)):
-                    raise TypeError(f"{name}: a raw statement binds text and integers only")
+                process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                if process is not None:
+                    processors[name] = process
                 if not bind.required:  # a literal of the statement, as `via == DIRECT`
-                    defaults[name] = bind.value
-            found = self._compiled[key] = (compiled.string, defaults)
+                    defaults[name] = process(bind.value) if process else bind.value
+            found = self._compiled[key] = _Compiled(compiled.string, defaults, processors)
         return found
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Execute with `params`; the rows, if the statement returns any."""
-        sql, defaults = self._sql(conn)
+        compiled = self._sql(conn)
         cursor = conn.connection.cursor()
         try:
-            cursor.execute(sql, {**defaults, **params} if defaults else params)
+            cursor.execute(compiled.sql, compiled.values(params))
             return list(cursor.fetchall()) if cursor.description else []
         finally:
             cursor.close()
@@ -249,12 +243,27 @@ class Raw:
         """Execute once per row of `rows`, in one driver call."""
         if not rows:
             return
-        sql, defaults = self._sql(conn)
+        compiled = self._sql(conn)
         cursor = conn.connection.cursor()
         try:
-            cursor.executemany(sql, [{**defaults, **row} for row in rows] if defaults else rows)
+            cursor.executemany(compiled.sql, [compiled.values(row) for row in rows])
         finally:
             cursor.close()
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    defaults: dict[str, Any]  # the statement's own literals
+    processors: dict[str, Callable[[Any], Any]]  # by parameter, where its type has one
+
+    def values(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self.processors:
+            params = {
+                name: self.processors[name](value) if name in self.processors else value
+                for name, value in params.items()
+            }
+        return {**self.defaults, **params} if self.defaults else params
 
 
 def _insert_for(conn: Connection) -> Any:
@@ -306,6 +315,9 @@ def _take_over_transactions(engine: Engine) -> None:
         # A rebuild writes big transactions over several indexes: a 32 MiB page cache (the
         # default is 2 MiB) keeps their pages from being spilled and read back.
         cursor.execute("PRAGMA cache_size=-32768")
+        # and checkpoints every 10,000 pages (40 MiB of WAL), not 1,000: a checkpoint writes
+        # each changed page once, however often it changed since the last one.
+        cursor.execute("PRAGMA wal_autocheckpoint=10000")
         cursor.close()
 
     @event.listens_for(engine, "begin")

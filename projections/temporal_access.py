@@ -118,13 +118,17 @@ _clock = t.access_clock.c
 _READ_CLOCK = Raw(select(_clock.at).where(_clock.name == "log"))
 _START_CLOCK = Raw(insert(t.access_clock), ("name", "at"))
 _MOVE_CLOCK = Raw(update(t.access_clock).where(_clock.name == "log"), ("at",))
-_OPEN_ROW = Raw(
-    select(_rows.from_position, _rows.role).where(
+# Ends the open row of (repo, subject, via), if there is one, and tells its role.
+_END_OPEN_ROW = Raw(
+    update(t.access_intervals)
+    .where(
         _rows.repo == bindparam("w_repo"),
         _rows.subject == bindparam("w_subject"),
         _rows.via == bindparam("w_via"),
         _open,
     )
+    .returning(_rows.role),
+    _ENDING,
 )
 _INSERT_ROW = Raw(
     insert(t.access_intervals),
@@ -144,14 +148,6 @@ _INSERT_ROW = Raw(
         "start_reason",
         "previous_role",
     ),
-)
-_END_ROW = _ending(
-    update(t.access_intervals).where(
-        _rows.repo == bindparam("w_repo"),
-        _rows.subject == bindparam("w_subject"),
-        _rows.via == bindparam("w_via"),
-        _rows.from_position == bindparam("w_from_position"),
-    )
 )
 # The rows that exist because of a subject's grants, its own and its holders', on a repo or on
 # all: two statements each rather than an OR, so that each uses an index.
@@ -323,11 +319,8 @@ def _begin(
 ) -> None:
     """A row for (repo, subject, via) from now; an open one is ended as `changed`."""
     key = {"w_repo": repo, "w_subject": subject, "w_via": via}
-    found = _OPEN_ROW.run(conn, key)
-    current = found[0] if found else None
-    if current is not None:
-        where = {**key, "w_from_position": current[0]}
-        _END_ROW.run(conn, {**where, **change.ending("changed")})
+    ended = _END_OPEN_ROW.run(conn, {**key, **change.ending("changed")})
+    previous_role = ended[0][0] if ended else None
     _INSERT_ROW.run(
         conn,
         {
@@ -338,11 +331,11 @@ def _begin(
             "role": role,
             "from_at": change.at,
             **grant,
-            "start_change": "granted" if current is None else "changed",
+            "start_change": "granted" if previous_role is None else "changed",
             "start_event": change.event,
             "start_actor": change.actor,
             "start_reason": change.reason,
-            "previous_role": None if current is None else current[1],
+            "previous_role": previous_role,
         },
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -274,8 +275,20 @@ async def up(settings: Settings, stop: asyncio.Event) -> None:
             settings.nats_url_file.unlink(missing_ok=True)
 
 
+# Young objects collected every 50,000 allocations instead of 700: the relay and the views make
+# several containers per event that live for a whole batch, and at CPython's default they are
+# traversed over and over (15-20 % of a rebuild's time, measured in bench/projection_rebuild).
+GC_THRESHOLDS = (50_000, 10, 10)
+
+
+def tune_process() -> None:
+    """Process settings of a long-running Tenantry process (also applied by `bench`)."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run `main(stop)` with SIGTERM and SIGINT setting `stop` for a clean drain."""
+    tune_process()
 
     async def runner() -> None:
         stop = asyncio.Event()

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from eventsourcing.persistence import ApplicationRecorder, PersistenceError
@@ -109,8 +108,8 @@ class Relay:
         self.position = tail.position
         log.info("relay.resumed", position=tail.position)
         cursor = tail.position
-        unacked: list[asyncio.Future[dict[str, Any]]] = []
-        sent: list[asyncio.Future[dict[str, Any]]] = []
+        unacked: list[asyncio.Future[None]] = []
+        sent: list[asyncio.Future[None]] = []
         unacked_on = 0  # the connection (its reconnect count) the unacked batch went out on
         while not stop.is_set():
             try:
@@ -138,8 +137,7 @@ class Relay:
                 # connection dropped (nats-server restarted): the stream is the truth, read
                 # where it stands (as soon as the server answers) and go on from there.
                 log.warning("relay.resync", error=f"{type(exc).__name__}: {exc}")
-                for future in unacked + sent:
-                    future.cancel()
+                self._pipeline.forget()
                 unacked, sent = [], []
                 resynced = await self._resync(stop)
                 if resynced is None:
@@ -199,13 +197,13 @@ class Relay:
         last_id = notifications[-1].id if notifications else None
         return last_id, messages, Tail(position, prev_hash)
 
-    async def _settle(self, acks: list[asyncio.Future[dict[str, Any]]], sent_on: int) -> None:
+    async def _settle(self, acks: list[asyncio.Future[None]], sent_on: int) -> None:
         """Wait for the acks of publishes sent on connection `sent_on`. Once the connection
         has dropped and come back, the acks still missing will never come (nor maybe their
         messages): that is a ConnectionError, not a wait for the whole ack timeout."""
         if not acks:
             return
-        pending: set[asyncio.Future[dict[str, Any]]] = set(acks)
+        pending: set[asyncio.Future[None]] = set(acks)
         async with asyncio.timeout(self._ack_timeout):
             while pending:
                 _, pending = await asyncio.wait(pending, timeout=0.25)
@@ -240,29 +238,37 @@ class _Pipeline:
     def __init__(self, nc: Client) -> None:
         self._nc = nc
         self._prefix = ""
-        self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._futures: dict[str, asyncio.Future[None]] = {}
         self._counter = 0
 
     async def publish(
         self, subject: str, payload: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[dict[str, Any]]:
+    ) -> asyncio.Future[None]:
         if not self._prefix:
             self._prefix = self._nc.new_inbox() + "."
             await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
         self._counter += 1
         token = str(self._counter)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._futures[token] = future
-        future.add_done_callback(lambda _: self._futures.pop(token, None))
         await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
         return future
 
+    def forget(self) -> None:
+        """Cancel the publishes whose acks are no longer awaited (the relay resyncs)."""
+        for future in self._futures.values():
+            future.cancel()
+        self._futures.clear()
+
     async def _on_ack(self, msg: Msg) -> None:
-        future = self._futures.get(msg.subject.rsplit(".", 1)[-1])
+        future = self._futures.pop(msg.subject.rsplit(".", 1)[-1], None)
         if future is None or future.done():
             return
         if msg.headers and msg.headers.get("Status") == "503":
             future.set_exception(NoStreamResponseError())
+            return
+        if b'"error"' not in msg.data:  # the usual answer, {"stream": …, "seq": …}: stored
+            future.set_result(None)
             return
         answer = json.loads(msg.data)
         if "error" in answer:
@@ -275,4 +281,4 @@ class _Pipeline:
                 )
             )
         else:
-            future.set_result(answer)
+            future.set_result(None)
