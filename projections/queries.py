@@ -5,6 +5,7 @@ Every answer is read in one snapshot together with the position the views stood 
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections import defaultdict
@@ -26,7 +27,7 @@ from pydantic import (
 )
 from sqlalchemy import ColumnElement, Connection, or_, select
 
-from domain.errors import NotFound
+from domain.errors import NotFound, ValidationFailed
 from domain.names import (
     CLUSTER_NAME_RE,
     DNS_LABEL_RE,
@@ -102,11 +103,26 @@ class QueryParams(BaseModel):
         return self
 
 
-class ListEnvironments(QueryParams):
+MAX_PAGE = 10_000
+
+
+class Paged(QueryParams):
+    """A query answering a list. Without `limit`, the whole list; with it, at most `limit` rows
+    and the reply's `next`: pass it as `after` for the rows that follow (null: no more).
+
+    Each page is read in its own snapshot, at its own `position`; rows are in a fixed order
+    and `after` is the place of the last row seen, so a page never repeats a row of an earlier
+    one. A reply larger than the bus carries is refused (`validation_error`): ask with `limit`."""
+
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] | None = None
+    after: Annotated[str, StringConstraints(min_length=2, max_length=4000)] | None = None
+
+
+class ListEnvironments(Paged):
     pass
 
 
-class ListClusters(QueryParams):
+class ListClusters(Paged):
     environment: DnsLabel | None = None
 
 
@@ -114,7 +130,7 @@ class GetWorkspace(QueryParams):
     fqn: WorkspaceFqn
 
 
-class ListWorkspaces(QueryParams):
+class ListWorkspaces(Paged):
     cluster: ClusterName | None = None
     environment: DnsLabel | None = None
     production: bool | None = None
@@ -124,15 +140,15 @@ class GetMlRepo(QueryParams):
     name: MlRepoName
 
 
-class ListMlRepos(QueryParams):
+class ListMlRepos(Paged):
     subject: QuerySubject | None = None
 
 
-class RepoAccess(QueryParams):
+class RepoAccess(Paged):
     repo: MlRepoName
 
 
-class SubjectAccess(QueryParams):
+class SubjectAccess(Paged):
     subject: QuerySubject
 
 
@@ -142,7 +158,7 @@ class CheckAccess(QueryParams):
     action: Literal["read", "write", "admin"]
 
 
-class EnvironmentTags(QueryParams):
+class EnvironmentTags(Paged):
     environment: DnsLabel | None = None
 
 
@@ -161,7 +177,7 @@ class AuditLog(QueryParams):
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
-class AccessReport(QueryParams):
+class AccessReport(Paged):
     """What was in force at `as_of` (any RFC 3339 offset), events at that very moment included."""
 
     as_of: Moment
@@ -169,7 +185,7 @@ class AccessReport(QueryParams):
     subject: QuerySubject | None = None
 
 
-class AccessChanges(QueryParams):
+class AccessChanges(Paged):
     """Changes after `from` up to and including `to`: exactly what turns `access_report` at
     `from` into `access_report` at `to`."""
 
@@ -444,7 +460,7 @@ def audit_log(conn: Connection, params: AuditLog) -> dict[str, Any]:
 # --- teams and storage integrations (for `tenantry get` and manifests) --------------------
 
 
-class ListTeams(QueryParams):
+class ListTeams(Paged):
     pass
 
 
@@ -452,7 +468,7 @@ class GetTeam(QueryParams):
     name: DnsLabel
 
 
-class ListStorageIntegrations(QueryParams):
+class ListStorageIntegrations(Paged):
     pass
 
 
@@ -607,36 +623,101 @@ def _interval_filters(
 # --- the registry -------------------------------------------------------------------------
 
 
+Row = dict[str, Any]
+Key = Callable[[Row], tuple[Any, ...]]
+
+
 @dataclass(frozen=True)
 class Query:
     params: type[QueryParams]
     run: Callable[[Connection, Any], Any]
+    # A list's order, unique per row: what an `after` cursor names (`Paged` queries).
+    key: Key | None = None
+
+
+def _by(*fields: str) -> Key:
+    return lambda row: tuple(row[field] for field in fields)
 
 
 QUERIES: dict[str, Query] = {
-    "list_environments": Query(ListEnvironments, list_environments),
-    "list_clusters": Query(ListClusters, list_clusters),
+    "list_environments": Query(ListEnvironments, list_environments, _by("name")),
+    "list_clusters": Query(ListClusters, list_clusters, _by("name")),
     "get_workspace": Query(GetWorkspace, get_workspace),
-    "list_workspaces": Query(ListWorkspaces, list_workspaces),
+    "list_workspaces": Query(ListWorkspaces, list_workspaces, _by("fqn")),
     "get_ml_repo": Query(GetMlRepo, get_ml_repo),
-    "list_ml_repos": Query(ListMlRepos, list_ml_repos),
-    "repo_access": Query(RepoAccess, repo_access),
-    "subject_access": Query(SubjectAccess, subject_access_query),
+    "list_ml_repos": Query(ListMlRepos, list_ml_repos, _by("name")),
+    "repo_access": Query(RepoAccess, repo_access, _by("subject")),
+    "subject_access": Query(SubjectAccess, subject_access_query, _by("repo")),
     "check_access": Query(CheckAccess, check_access),
-    "environment_tags": Query(EnvironmentTags, environment_tags),
+    "environment_tags": Query(EnvironmentTags, environment_tags, _by("environment")),
     "audit_log": Query(AuditLog, audit_log),
-    "access_report": Query(AccessReport, access_report),
-    "access_changes": Query(AccessChanges, access_changes),
-    "list_teams": Query(ListTeams, list_teams),
+    "access_report": Query(AccessReport, access_report, _by("repo", "subject", "via")),
+    "access_changes": Query(
+        AccessChanges, access_changes, _by("position", "repo", "subject", "via", "change")
+    ),
+    "list_teams": Query(ListTeams, list_teams, _by("name")),
     "get_team": Query(GetTeam, get_team),
-    "list_storage_integrations": Query(ListStorageIntegrations, list_storage_integrations),
+    "list_storage_integrations": Query(
+        ListStorageIntegrations, list_storage_integrations, _by("name")
+    ),
     "get_storage_integration": Query(GetStorageIntegration, get_storage_integration),
 }
 
 
+@dataclass(frozen=True)
+class Answer:
+    position: int  # the last position the views had applied
+    data: Any
+    paged: bool = False  # asked with `limit`: the reply carries `next`
+    next: str | None = None
+
+    def reply(self) -> dict[str, Any]:
+        """The fields of the reply envelope (DESIGN §5), `next` for a paged request."""
+        fields = {"position": self.position, "data": self.data}
+        return {**fields, "next": self.next} if self.paged else fields
+
+
 def answer(store: ViewStore, name: str, params: QueryParams) -> tuple[int, Any]:
     """(the position the views stood at, the query's data), read in one snapshot."""
+    found = answer_query(store, name, params)
+    return found.position, found.data
+
+
+def answer_query(store: ViewStore, name: str, params: QueryParams) -> Answer:
+    """The query's answer, read in one snapshot; one page of it for a `Paged` request."""
     query = QUERIES[name]
     with store.snapshot() as conn:
         position = read_tracking(conn).position
-        return position, query.run(conn, params)
+        data = query.run(conn, params)
+    if query.key is None or not isinstance(params, Paged):
+        return Answer(position, data)
+    rows, next_ = _page(data, query.key, params)
+    return Answer(position, rows, params.limit is not None, next_)
+
+
+def _page(rows: list[Row], key: Key, params: Paged) -> tuple[list[Row], str | None]:
+    rows = sorted(rows, key=key)  # already in this order: a linear check, and a guarantee
+    if params.after is not None:
+        rows = rows[_start_after(rows, key, params.after) :]
+    if params.limit is None or len(rows) <= params.limit:
+        return rows, None
+    page = rows[: params.limit]
+    return page, json.dumps(list(key(page[-1])), separators=(",", ":"))
+
+
+def _start_after(rows: list[Row], key: Key, cursor: str) -> int:
+    refused = ValidationFailed(
+        "`after` is not a `next` this query gave", field="after", expected="a reply's `next`"
+    )
+    try:
+        place = json.loads(cursor)
+    except ValueError:
+        raise refused from None
+    if not isinstance(place, list) or not all(
+        isinstance(part, str | int) and not isinstance(part, bool) for part in place
+    ):
+        raise refused
+    try:
+        return bisect.bisect_right(rows, tuple(place), key=key)
+    except TypeError:  # a cursor of another query: its parts compare with nothing here
+        raise refused from None

@@ -59,6 +59,8 @@ DEFAULT_BACKOFF = 0.2
 _MAX_BACKOFF = 2.0
 # The longest `min_position_timeout` a query service accepts.
 _MAX_SERVER_WAIT = 30.0
+# Rows per page of a list query: well under the bus's 1 MiB for any row the views hold.
+PAGE_SIZE = 1000
 
 T = TypeVar("T")
 
@@ -295,8 +297,23 @@ class Client:
         return answer
 
     async def _data(self, adapter: TypeAdapter[T], query: str, /, **params: Any) -> T:
-        answer = await self.query(query, **params)
-        return adapter.validate_python(answer.data)
+        if QUERIES[query].key is None:
+            answer = await self.query(query, **params)
+            return adapter.validate_python(answer.data)
+        # A list: asked page by page, so that a list of any size comes through the bus.
+        rows: list[Any] = []
+        after = None
+        limit = PAGE_SIZE
+        while True:
+            try:
+                answer = await self.query(query, **params, limit=limit, after=after)
+            except InvalidRequest as refused:
+                limit = _smaller_page(refused, limit)
+                continue
+            rows += answer.data
+            if answer.next is None:
+                return adapter.validate_python(rows)
+            after = answer.next
 
     # --- commands: environments -----------------------------------------------------------
 
@@ -977,3 +994,12 @@ _STORAGE_INTEGRATIONS = TypeAdapter(list[StorageIntegration])
 _STORAGE_INTEGRATION = TypeAdapter(StorageIntegration)
 
 __all__ = ["Client", "CommandOptions", "ReadOptions", "TenantryError"]
+
+
+def _smaller_page(refused: InvalidRequest, limit: int) -> int:
+    """The page size to ask next after a page was refused as larger than the bus carries
+    (rows of that size fit in 80 % of its `max_payload`); re-raise any other refusal."""
+    size, most = refused.details.get("bytes"), refused.details.get("max_payload")
+    if not isinstance(size, int) or not isinstance(most, int) or limit == 1:
+        raise refused
+    return max(1, min(limit - 1, limit * most * 4 // (size * 5)))

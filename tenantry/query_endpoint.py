@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 from eventsourcing.persistence import ApplicationRecorder
@@ -14,7 +13,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from projections.queries import QUERIES, QueryParams, answer
+from projections.queries import QUERIES, Answer, QueryParams, answer_query
 from projections.runner import Progress, ProjectionRunner
 from projections.store import ViewStore
 from tenantry import wire
@@ -97,7 +96,9 @@ class QueryEndpoint:
         name = msg.subject.removeprefix(QUERY_SUBJECT_PREFIX)
         code = "ok"
         try:
-            position, data = await self._execute(name, msg.data)
+            found = await self._execute(name, msg.data)
+            body, headers = wire.ok_reply(found.reply())
+            _fits(body, self._nc.max_payload, found)
         except Exception as exc:
             code, message, details = wire.error_of(exc)
             body, headers = wire.error_reply(code, message, details)
@@ -107,12 +108,11 @@ class QueryEndpoint:
                 log.info("query.refused", query=name[:64], code=code, reason=message)
             self.counters.record(started_ns, error=f"{code}: {message}"[:200])
         else:
-            body, headers = wire.ok_reply({"position": position, "data": data})
             self.counters.record(started_ns)
             log.debug(
                 "query.answered",
                 query=name,
-                position=position,
+                position=found.position,
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
         if self._metrics is not None:
@@ -121,7 +121,7 @@ class QueryEndpoint:
         if msg.reply:
             await self._nc.publish(msg.reply, body, headers=headers or None)
 
-    async def _execute(self, name: str, data: bytes) -> tuple[int, Any]:
+    async def _execute(self, name: str, data: bytes) -> Answer:
         query = QUERIES.get(name)
         if query is None:
             raise wire.WireError(
@@ -131,7 +131,7 @@ class QueryEndpoint:
         params: QueryParams = query.params.model_validate_json(data or b"{}")
         if params.min_position is not None:
             await self._wait_for(params.min_position, params.min_position_timeout)
-        return await asyncio.to_thread(answer, self._store, name, params)
+        return await asyncio.to_thread(answer_query, self._store, name, params)
 
     async def _wait_for(self, position: int, within: float | None) -> None:
         """Until the views have applied `position`, or `within` seconds (5 by default) passed."""
@@ -225,3 +225,18 @@ async def serve_views(
         await running
         if sampling is not None:
             await sampling
+
+
+def _fits(body: bytes, max_payload: int, found: Answer) -> None:
+    """Refuse, rather than fail to send, an answer larger than the server carries."""
+    if len(body) <= max_payload:
+        return
+    rows = len(found.data) if isinstance(found.data, list) else None
+    raise wire.WireError(
+        "validation_error",
+        f"the answer is {len(body):,} bytes, more than the bus carries in one message "
+        f"({max_payload:,}): ask for pages with `limit` and `after`",
+        bytes=len(body),
+        max_payload=max_payload,
+        rows=rows,
+    )

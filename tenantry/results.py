@@ -36,6 +36,7 @@ class QueryAnswer(_Result):
 
     position: int
     data: Any
+    next: str | None = None  # a paged list's cursor for the rows that follow (null: no more)
 
 
 class Environment(_Result):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -13,8 +15,13 @@ from nats.aio.client import Client
 
 from domain.authorization import Authorization
 from domain.service import TenancyService
+from projections.runner import ProjectionRunner
+from projections.store import ViewStore
 from tenantry.command_endpoint import CommandEndpoint
 from tenantry.nats_server import NatsServer
+from tenantry.query_endpoint import QueryEndpoint
+from tenantry.wakeups import wake_on_save
+from tests.integration.views import Views
 
 
 @dataclass
@@ -87,3 +94,25 @@ async def bus(
     await endpoint.stop()
     await service_nc.drain()
     service.close()
+
+
+@pytest.fixture
+async def views(  # the query service over `bus`'s store, its runner feeding the views
+    bus: Bus, nats_server: NatsServer, tmp_path: Path
+) -> AsyncIterator[Views]:
+    store = ViewStore.from_url(f"sqlite:///{tmp_path / 'views' / 'views.sqlite'}")
+    store.create_tables()
+    runner = ProjectionRunner(bus.service.recorder, store)
+    views = Views(bus, store, runner)
+    bus.service.listeners.append(wake_on_save(asyncio.get_running_loop(), views.wakeup))
+    nc = await nats.connect(nats_server.url)
+    endpoint = QueryEndpoint(
+        nc, store, runner.position, progress=runner.progress, wakeup=views.wakeup
+    )
+    await endpoint.start()
+    views.resume()
+    yield views
+    await views.pause()
+    await endpoint.stop()
+    await nc.drain()
+    store.close()
