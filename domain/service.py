@@ -111,8 +111,10 @@ class TenancyService(EventSourcedApplication[UUID]):
         """Apply `command` all-or-nothing. A command id seen before returns its first answer.
 
         Raises a DomainError (with its wire code) when the command is refused."""
-        for _attempt in range(self.max_attempts):
-            decision = self._decide(command, context)
+        for attempt in range(self.max_attempts):
+            # The first attempt takes the command id for new (see `_decide`): a clash of its
+            # record with one already stored sends it round again, looking this time.
+            decision = self._decide(command, context, seen_before=attempt > 0)
             if isinstance(decision, CommandResult):
                 return decision
             try:
@@ -141,7 +143,7 @@ class TenancyService(EventSourcedApplication[UUID]):
         touched: set[UUID] = set()
         for index, (command, context) in enumerate(items):
             try:
-                decision = self._decide(command, context)
+                decision = self._decide(command, context, seen_before=False)
             except DomainError as refusal:
                 results[index] = refusal
                 continue
@@ -173,15 +175,24 @@ class TenancyService(EventSourcedApplication[UUID]):
                 results[index] = refusal
         return [r for r in results if r is not None]
 
-    def _decide(self, command: Command, context: CommandContext) -> CommandResult | _Decision:
+    def _decide(
+        self, command: Command, context: CommandContext, *, seen_before: bool
+    ) -> CommandResult | _Decision:
         """What `command` would write, decided on the current state (nothing is saved), or the
-        first answer if its command id was handled before."""
+        first answer if its command id was handled before.
+
+        With `seen_before` false the command id is not looked up first: nearly every id is new,
+        and a used one can't slip through, because the command's record is version 1 of an
+        aggregate named by the id, and saving it again clashes (RecordConflictError) like any
+        concurrent write; the caller then decides again with `seen_before`. A refusal is
+        checked against a stored record either way (a retry of a command that committed)."""
         self.authorization.check_command(context.actor, command.wire_name)
         handler = HANDLERS[command.wire_name]
         print_ = fingerprint(command, context.actor)
-        replay = self._replay(command, context.command_id, print_)
-        if replay is not None:
-            return replay
+        if seen_before:
+            replay = self._replay(command, context.command_id, print_)
+            if replay is not None:
+                return replay
         session = Session(self.repository)
         with acting_as(context):
             try:
