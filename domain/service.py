@@ -82,6 +82,14 @@ class TenancyService(EventSourcedApplication[UUID]):
     env: ClassVar[dict[str, str]] = {
         "MAPPER_TOPIC": get_topic(PydanticMapper),
         "TRANSCODER_TOPIC": get_topic(JsonTranscoder),
+        # Aggregates that gather many events (a storage integration's repos, a cluster's
+        # workspaces, a repo's grants) are read by most commands: rebuilding one from all its
+        # events each time made writes slower as the tenancy grew (O(n) per command). Cached,
+        # an aggregate is brought up to date with only the events stored since (fast-forward,
+        # so several command services stay right) and handed out as a copy, so a refused
+        # command's changes never reach the cache.
+        "AGGREGATE_CACHE_MAXSIZE": "2000",
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
     }
 
     def __init__(
