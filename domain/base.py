@@ -128,6 +128,24 @@ class Aggregate(BaseAggregate[UUID]):
     def fqn(self) -> str:
         return self._fqn
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """The copy a command gets of a cached aggregate (eventsourcing's repository hands out
+        deep copies, so that a refused command's changes never reach the cache).
+
+        An aggregate's state is immutable values (text, numbers, times, frozen dataclasses,
+        the frozen last event) and flat containers of them: copying the containers is a deep
+        copy, without walking every value (`copy.deepcopy` spent most of its time in pydantic's
+        events). `tests/unit/test_aggregate_copies.py` holds every aggregate to that shape."""
+        clone = object.__new__(type(self))
+        state = clone.__dict__
+        for name, value in self.__dict__.items():
+            state[name] = value.copy() if type(value) in _CONTAINERS else value
+        memo[id(self)] = clone
+        return clone
+
+
+_CONTAINERS = (dict, set, list)
+
 
 def event_type(event: Any) -> str:
     """`workspace.created`, `ml_repo.access_granted`: the wire name of a domain event."""
