@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from collections.abc import Iterable, Iterator
@@ -110,8 +111,7 @@ class Aggregate(BaseAggregate[UUID]):
 
     @classmethod
     def _create(cls, event_class: Any, *, id: UUID | None = None, **kwargs: Any) -> Any:
-        key = inspect.signature(cls.create_id).parameters
-        kwargs["fqn"] = ":".join(str(kwargs[name]) for name in key)
+        kwargs["fqn"] = ":".join(str(kwargs[name]) for name in _natural_key(cls))
         aggregate = super()._create(event_class, id=id, **kwargs)
         _note_triggered(aggregate.pending_events[-1])
         return aggregate
@@ -145,6 +145,12 @@ class Aggregate(BaseAggregate[UUID]):
 
 
 _CONTAINERS = (dict, set, list)
+
+
+@functools.cache
+def _natural_key(cls: type) -> tuple[str, ...]:
+    """The parameters of `cls.create_id`, which name an aggregate (read once per class)."""
+    return tuple(inspect.signature(cls.create_id).parameters)  # type: ignore[attr-defined]
 
 
 def event_type(event: Any) -> str:
