@@ -122,7 +122,7 @@ def _clients(pipe: Connection, url: str, count: int, in_flight: int) -> None:
 
 
 def run(quick: bool) -> Result:
-    return measure("command_throughput", 1000 if quick else 5000, sqlite, floor=0.5)
+    return measure("command_throughput", 500 if quick else 5000, sqlite, floor=0.5)
 
 
 def measure(scenario: str, count: int, store: Store, *, floor: float) -> Result:

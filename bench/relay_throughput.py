@@ -67,7 +67,7 @@ async def _product(url: str, service: TenancyService, events: int) -> float:
 
 
 def run(quick: bool) -> Result:
-    return measure("relay_throughput", 3000 if quick else 20000, sqlite, floor=0.5)
+    return measure("relay_throughput", 2000 if quick else 20000, sqlite, floor=0.5)
 
 
 def measure(scenario: str, commands: int, store: Store, *, floor: float) -> Result:

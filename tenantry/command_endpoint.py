@@ -20,6 +20,7 @@ from domain.commands import COMMANDS, Command
 from domain.service import CommandResult, TenancyService
 from tenantry import wire
 from tenantry.discovery import EndpointCounters
+from tenantry.dispatch import BoundedDispatch
 from tenantry.identity import DEFAULT_ACTOR, ActorPolicy
 from tenantry.metrics import Metrics
 
@@ -53,8 +54,7 @@ class CommandEndpoint:
         self._actors = actors or ActorPolicy()
         self._service = service
         self._queue_group = queue_group
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._dispatch = BoundedDispatch(self._handle, max_in_flight)
         self._subscription: Subscription | None = None
         # Decided commands wait here for the writer, which saves the independent ones of
         # everything waiting in one transaction (group commit) on one thread.
@@ -67,7 +67,7 @@ class CommandEndpoint:
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_batches())
         self._subscription = await self._nc.subscribe(
-            COMMAND_SUBJECT_PREFIX + "*", queue=self._queue_group, cb=self._on_message
+            COMMAND_SUBJECT_PREFIX + "*", queue=self._queue_group, cb=self._dispatch.take
         )
         log.info("command_service.started", queue_group=self._queue_group)
 
@@ -77,8 +77,7 @@ class CommandEndpoint:
             # drain, not unsubscribe: requests already delivered to us are still answered.
             await self._subscription.drain()  # type: ignore[no-untyped-call]
             self._subscription = None
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await self._dispatch.drain()
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -102,17 +101,6 @@ class CommandEndpoint:
                     pending.outcome.set_exception(result)
                 else:
                     pending.outcome.set_result(result)
-
-    async def _on_message(self, msg: Msg) -> None:
-        # Wait for a free slot here so that a flood queues in the client, not in memory as tasks.
-        await self._slots.acquire()
-        task = asyncio.create_task(self._handle(msg))
-        self._in_flight.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._slots.release()
 
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()

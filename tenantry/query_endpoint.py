@@ -18,6 +18,7 @@ from projections.runner import Progress, ProjectionRunner
 from projections.store import ViewStore
 from tenantry import wire
 from tenantry.discovery import Discovery, EndpointCounters
+from tenantry.dispatch import BoundedDispatch
 from tenantry.metrics import Metrics, sample_lag
 
 QUERY_SUBJECT_PREFIX = "tenantry.query."
@@ -57,15 +58,14 @@ class QueryEndpoint:
         self._queue_group = queue_group
         self._progress = progress
         self._wakeup = wakeup
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._dispatch = BoundedDispatch(self._handle, max_in_flight)
         self._subscription: Subscription | None = None
         self._closing = asyncio.Event()
 
     async def start(self) -> None:
         self._closing.clear()
         self._subscription = await self._nc.subscribe(
-            QUERY_SUBJECT_PREFIX + "*", queue=self._queue_group, cb=self._on_message
+            QUERY_SUBJECT_PREFIX + "*", queue=self._queue_group, cb=self._dispatch.take
         )
         log.info("query_service.started", queue_group=self._queue_group)
 
@@ -76,19 +76,8 @@ class QueryEndpoint:
         if self._subscription is not None:
             await self._subscription.drain()  # type: ignore[no-untyped-call]
             self._subscription = None
-        if self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        await self._dispatch.drain()
         log.info("query_service.stopped")
-
-    async def _on_message(self, msg: Msg) -> None:
-        await self._slots.acquire()
-        task = asyncio.create_task(self._handle(msg))
-        self._in_flight.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
-        self._slots.release()
 
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()

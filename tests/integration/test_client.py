@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,6 @@ import pytest
 import tenantry
 from domain.authorization import Authorization
 from domain.service import TenancyService
-from projections.runner import ProjectionRunner
-from projections.store import ViewStore
 from tenantry.client import Client
 from tenantry.command_endpoint import CommandEndpoint
 from tenantry.errors import (
@@ -34,7 +31,6 @@ from tenantry.errors import (
     Unavailable,
 )
 from tenantry.nats_server import NatsServer
-from tenantry.query_endpoint import QueryEndpoint
 from tenantry.results import (
     AccessCheck,
     AccessInForce,
@@ -45,51 +41,11 @@ from tenantry.results import (
     Team,
     Workspace,
 )
-from tenantry.wakeups import wake_on_save
 from tests.integration.conftest import Bus
 from tests.integration.test_bus_commands import EVERY_COMMAND, EXPECTED_REFUSALS
+from tests.integration.views import Views
 
 ADMIN = "user:root@example.com"
-
-
-@dataclass
-class Views:
-    """The query service and the runner feeding it; the runner can be paused."""
-
-    runner: ProjectionRunner
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-
-    def resume(self) -> None:
-        self.stop = asyncio.Event()
-        self.task = asyncio.create_task(self.runner.run(self.stop, self.wakeup, 0.05))
-
-    async def pause(self) -> None:
-        self.stop.set()
-        if self.task is not None:
-            await self.task
-            self.task = None
-
-
-@pytest.fixture
-async def views(bus: Bus, nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[Views]:
-    store = ViewStore.from_url(f"sqlite:///{tmp_path / 'views.sqlite'}")
-    store.create_tables()
-    runner = ProjectionRunner(bus.service.recorder, store)
-    views = Views(runner)
-    bus.service.listeners.append(wake_on_save(asyncio.get_running_loop(), views.wakeup))
-    nc = await nats.connect(nats_server.url)
-    endpoint = QueryEndpoint(
-        nc, store, runner.position, progress=runner.progress, wakeup=views.wakeup
-    )
-    await endpoint.start()
-    views.resume()
-    yield views
-    await views.pause()
-    await endpoint.stop()
-    await nc.drain()
-    store.close()
 
 
 @pytest.fixture
