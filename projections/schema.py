@@ -191,7 +191,10 @@ access_intervals = Table(
     Column("end_actor", String(300), nullable=True),
     Column("end_reason", Text, nullable=True),
     Index("ix_view_access_intervals_repo_from", "repo", "from_at"),
-    Index("ix_view_access_intervals_subject_from", "subject", "from_at"),
+    # (subject, via): "a subject's own grants" (`via = 'direct'`) must not be looked up through
+    # the `via` index, which `direct` matches nearly whole (SQLite has no statistics to know):
+    # at 25k events that lookup took 2.3 ms instead of 10 us.
+    Index("ix_view_access_intervals_subject_via_from", "subject", "via", "from_at"),
     Index("ix_view_access_intervals_from", "from_at"),
     Index("ix_view_access_intervals_to", "to_at"),
     Index("ix_view_access_intervals_via", "via", "repo"),
