@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import statistics
+import sys
 import tempfile
-import time
-import uuid
-from multiprocessing.connection import Connection
 from pathlib import Path
 
 import nats
@@ -29,6 +26,8 @@ from tenantry.command_endpoint import CommandEndpoint
 from tenantry.nats_server import NatsServer
 from tenantry.settings import Settings
 from tenantry.store import event_store_env
+
+_REPO = Path(__file__).resolve().parents[1]  # where `python -m bench.clients` is found
 
 
 class _RawTeam(Aggregate):
@@ -53,72 +52,41 @@ def baseline(count: int, settings: Settings) -> float:
 async def product(
     count: int, folder: Path, settings: Settings, in_flight: int = 64
 ) -> tuple[float, dict[str, float]]:
-    """The command service in this process; its clients in another (`_clients`), as they are
-    in production, so that making the load does not take the service's CPU."""
+    """The command service in this process; its clients in another (`python -m bench.clients`),
+    as they are in production, so that making the load does not take the service's CPU."""
     server = NatsServer(folder / "nats").start()
     service = TenancyService(event_store_env(settings))
     service.seed_default_environments()
     service_nc = await nats.connect(server.url)
     endpoint = CommandEndpoint(service_nc, service, max_in_flight=in_flight)
     await endpoint.start()
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    clients = context.Process(target=_clients, args=(theirs, server.url, count, in_flight))
     try:
-        clients.start()
-        answer = await asyncio.to_thread(ours.recv)
-        await asyncio.to_thread(clients.join)
+        clients = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.clients",
+            server.url,
+            str(count),
+            str(in_flight),
+            stdout=asyncio.subprocess.PIPE,
+            cwd=_REPO,
+        )
+        out, _ = await clients.communicate()
     finally:
-        if clients.is_alive():
-            clients.kill()
         await endpoint.stop()
         await service_nc.drain()
         service.close()
         server.stop()
-    if isinstance(answer, str):
-        raise RuntimeError(f"the clients failed: {answer}")
-    elapsed, latencies = answer
+    if clients.returncode != 0:
+        raise RuntimeError(f"the clients failed with exit code {clients.returncode}")
+    answer = json.loads(out)
+    elapsed, latencies = answer["elapsed"], answer["latencies"]
     latencies.sort()
     return count / elapsed, {
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
         "in_flight": in_flight,
     }
-
-
-def _clients(pipe: Connection, url: str, count: int, in_flight: int) -> None:
-    """`count` create_team commands, `in_flight` at a time; sends (elapsed s, latencies)."""
-
-    async def main() -> tuple[float, list[float]]:
-        client = await nats.connect(url)
-        slots = asyncio.Semaphore(in_flight)
-        latencies: list[float] = []
-
-        async def one(i: int) -> None:
-            async with slots:
-                body = json.dumps({"name": f"team-{i}", "members": ["ana@example.com"]}).encode()
-                started = time.perf_counter()
-                reply = await client.request(
-                    "tenantry.cmd.create_team",
-                    body,
-                    timeout=60,
-                    headers={"Tenantry-Command-Id": str(uuid.uuid4())},
-                )
-                latencies.append(time.perf_counter() - started)
-                assert json.loads(reply.data)["ok"], reply.data
-
-        try:
-            with stopwatch() as elapsed:
-                await asyncio.gather(*(one(i) for i in range(count)))
-        finally:
-            await client.close()
-        return elapsed[0], latencies
-
-    try:
-        pipe.send(asyncio.run(main()))
-    except BaseException as exc:
-        pipe.send(f"{type(exc).__name__}: {exc}")
-        raise
 
 
 def run(quick: bool) -> Result:

@@ -214,7 +214,7 @@ def _logs_on_stderr() -> Iterator[None]:
 
 
 def run(quick: bool) -> Result:
-    count = 100 if quick else 300
+    count = 60 if quick else 300
     with tempfile.TemporaryDirectory() as tmp, _logs_on_stderr():
         samples = asyncio.run(_measure(count, Path(tmp)))
     ours = _percentile(samples.sent_to_stream, 0.5)

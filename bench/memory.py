@@ -2,7 +2,7 @@
 
 `tenantry up` runs as a subprocess (SQLite under a temporary state directory, its own
 nats-server, every role). Concurrent `create_team` commands over the bus push 100k events through
-it (2k with --quick): each is stored, relayed to JetStream and projected. At 25%, 50%, 75% and
+it (1k with --quick): each is stored, relayed to JetStream and projected. At 25%, 50%, 75% and
 100% of the history, once the stream and the views have caught up, its /proc/<pid>/status is read:
 VmHWM (the peak resident set so far) and VmRSS (now). The nats-server it started is a process of
 its own; its resident set is noted beside.
@@ -182,7 +182,7 @@ async def _measure(up: _Up, events: int) -> tuple[list[dict[str, Any]], float]:
 
 
 def run(quick: bool) -> Result:
-    events = 2_000 if quick else 100_000
+    events = 1_000 if quick else 100_000
     with tempfile.TemporaryDirectory() as tmp:
         up = _Up(Path(tmp))
         try:
