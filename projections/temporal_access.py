@@ -118,17 +118,24 @@ _clock = t.access_clock.c
 _READ_CLOCK = Raw(select(_clock.at).where(_clock.name == "log"))
 _START_CLOCK = Raw(insert(t.access_clock), ("name", "at"))
 _MOVE_CLOCK = Raw(update(t.access_clock).where(_clock.name == "log"), ("at",))
-# Ends the open row of (repo, subject, via), if there is one, and tells its role.
-_END_OPEN_ROW = Raw(
-    update(t.access_intervals)
-    .where(
+# The open row of (repo, subject, via), if any, and ending it. A SELECT first: most grants are
+# new, and a SELECT that finds nothing costs a quarter of an UPDATE … RETURNING that finds
+# nothing (measured on SQLite: 2.6 vs 10.2 us).
+_OPEN_ROW = Raw(
+    select(_rows.from_position, _rows.role).where(
         _rows.repo == bindparam("w_repo"),
         _rows.subject == bindparam("w_subject"),
         _rows.via == bindparam("w_via"),
         _open,
     )
-    .returning(_rows.role),
-    _ENDING,
+)
+_END_ROW = _ending(
+    update(t.access_intervals).where(
+        _rows.repo == bindparam("w_repo"),
+        _rows.subject == bindparam("w_subject"),
+        _rows.via == bindparam("w_via"),
+        _rows.from_position == bindparam("w_from_position"),
+    )
 )
 _INSERT_ROW = Raw(
     insert(t.access_intervals),
@@ -319,8 +326,11 @@ def _begin(
 ) -> None:
     """A row for (repo, subject, via) from now; an open one is ended as `changed`."""
     key = {"w_repo": repo, "w_subject": subject, "w_via": via}
-    ended = _END_OPEN_ROW.run(conn, {**key, **change.ending("changed")})
-    previous_role = ended[0][0] if ended else None
+    found = _OPEN_ROW.run(conn, key)
+    previous_role = None
+    if found:
+        (from_position, previous_role), *_ = found
+        _END_ROW.run(conn, {**key, "w_from_position": from_position, **change.ending("changed")})
     _INSERT_ROW.run(
         conn,
         {
