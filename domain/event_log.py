@@ -34,12 +34,13 @@ def event_type_of_topic(topic: str) -> tuple[str, str]:
     return aggregate, f"{aggregate}.{snake_case(name)}"
 
 
-_RFC3339_MICROS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+# UTC with microseconds: what pydantic stores for UTC times, and text whose order is time order.
+UTC_MICROS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
 def rfc3339(value: str) -> str:
     """Timestamps as `2026-11-29T11:27:36.027293Z` whatever the stored offset notation."""
-    if _RFC3339_MICROS.match(value):
+    if UTC_MICROS.match(value):
         return value  # what pydantic stores for UTC times with microseconds: the usual case
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed.isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -104,11 +105,6 @@ def chain_hash(prev_hash: str, unchained: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + canonical_json(unchained)).hexdigest()
 
 
-def chained_body(notification: Notification, prev_hash: str) -> dict[str, Any]:
-    body = unchained_body(notification)
-    return {**body, "prev_hash": prev_hash, "hash": chain_hash(prev_hash, body)}
-
-
 class Published(NamedTuple):
     """One event as published: its body (with `prev_hash` and `hash`) and the JSON sent."""
 
@@ -117,26 +113,25 @@ class Published(NamedTuple):
 
 
 def published(notification: Notification, prev_hash: str) -> Published:
-    """`chained_body` and `chained_payload` at once, the JSON encoded once."""
-    body = unchained_body(notification)
-    payload, digest = _link(canonical_json(body), prev_hash)
-    return Published({**body, "prev_hash": prev_hash, "hash": digest}, payload)
-
-
-def chained_payload(notification: Notification, prev_hash: str) -> tuple[bytes, str, str]:
-    """(the JSON to publish, its hash, its type): the body of `chained_body`, serialised once.
+    """The event after `prev_hash` in the chain: its body and its JSON, encoded once.
 
     The chain is defined on the canonical JSON of the other fields; the published JSON is that
     same text with `prev_hash` and `hash` appended (key order carries no meaning in JSON)."""
     body = unchained_body(notification)
-    payload, digest = _link(canonical_json(body), prev_hash)
-    return payload, digest, str(body["type"])
-
-
-def _link(canonical: bytes, prev_hash: str) -> tuple[bytes, str]:
-    """(the published JSON, the hash) of an unchained body's canonical JSON after `prev_hash`."""
+    canonical = canonical_json(body)
     digest = hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
-    return canonical[:-1] + f',"prev_hash":"{prev_hash}","hash":"{digest}"}}'.encode(), digest
+    payload = canonical[:-1] + f',"prev_hash":"{prev_hash}","hash":"{digest}"}}'.encode()
+    return Published({**body, "prev_hash": prev_hash, "hash": digest}, payload)
+
+
+def chained_body(notification: Notification, prev_hash: str) -> dict[str, Any]:
+    return published(notification, prev_hash).body
+
+
+def chained_payload(notification: Notification, prev_hash: str) -> tuple[bytes, str, str]:
+    """(the JSON to publish, its hash, its type)."""
+    body, payload = published(notification, prev_hash)
+    return payload, str(body["hash"]), str(body["type"])
 
 
 def verify_link(body: dict[str, Any], prev_hash: str) -> bool:

@@ -3,14 +3,13 @@ position, time, actor, FQN and type."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
-from domain.event_log import Published
+from domain.event_log import UTC_MICROS, Published
 from projections import schema as t
 from projections.store import Raw
 
@@ -43,11 +42,8 @@ def utc_text(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_UTC_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-
-
 def utc_text_of(timestamp: str) -> str:
     """`utc_text` of an RFC 3339 timestamp; the usual published form already is one."""
-    if _UTC_TEXT.match(timestamp):
+    if UTC_MICROS.match(timestamp):
         return timestamp
     return utc_text(datetime.fromisoformat(timestamp.replace("Z", "+00:00")))

@@ -36,7 +36,7 @@ async def stream_bodies(
         return
     start = info.state.first_seq
     if since_position is not None:
-        found = await first_seq_at_position(nc, since_position)
+        found = await first_seq_at_position(js, info, since_position)
         if found is None:
             return
         start = found

@@ -11,7 +11,8 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy, StreamInfo
+from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from domain.event_log import STREAM_NAME, SUBJECT_PREFIX
@@ -40,11 +41,11 @@ def human_line(body: dict[str, Any]) -> str:
     )
 
 
-async def first_seq_at_position(nc: Client, position: int) -> int | None:
-    """Stream sequence of the first event at or after `position` (both only ever increase, so
-    a binary search over sequences finds it in log2(n) reads)."""
-    js = nc.jetstream()
-    info = await js.stream_info(STREAM_NAME)
+async def first_seq_at_position(
+    js: JetStreamContext, info: StreamInfo, position: int
+) -> int | None:
+    """Stream sequence of the first event at or after `position` in the stream as `info`
+    found it (both only ever increase, so a binary search finds it in log2(n) reads)."""
     low, high = info.state.first_seq, info.state.last_seq
     if not high:
         return None
@@ -72,9 +73,13 @@ async def tail(
 ) -> int:
     """Emit matching events in stream order; without `follow`, stop once caught up."""
     js = nc.jetstream()
+    try:
+        info = await js.stream_info(STREAM_NAME)
+    except NotFoundError:
+        return 0  # nothing was ever published
     config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     if isinstance(since, int):
-        seq = await first_seq_at_position(nc, since)
+        seq = await first_seq_at_position(js, info, since)
         if seq is None and not follow:
             return 0
         if seq is not None:
@@ -87,10 +92,6 @@ async def tail(
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since.astimezone(UTC)
         )
-    try:
-        info = await js.stream_info(STREAM_NAME)
-    except NotFoundError:
-        return 0
     if not info.state.last_seq and not follow:
         return 0
     sub = await js.subscribe(

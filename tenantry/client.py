@@ -249,6 +249,7 @@ class Client:
             try:
                 answer = await self.query(
                     "list_environments",
+                    limit=1,  # the answer's position is what is wanted, not the list
                     min_position=position,
                     min_position_timeout=min(max(remaining, 0.05), _MAX_SERVER_WAIT),
                 )

@@ -73,7 +73,7 @@ from tenantry.results import (
 
 @dataclass(frozen=True)
 class State:
-    """What the views hold, by name (workspaces by FQN), at `position`."""
+    """What the views hold, by name (workspaces by FQN)."""
 
     environments: Mapping[str, Environment] = field(default_factory=dict)
     storage_integrations: Mapping[str, StorageIntegration] = field(default_factory=dict)
@@ -81,7 +81,6 @@ class State:
     clusters: Mapping[str, Cluster] = field(default_factory=dict)
     ml_repos: Mapping[str, MlRepo] = field(default_factory=dict)
     workspaces: Mapping[str, Workspace] = field(default_factory=dict)
-    position: int = 0
 
     @classmethod
     def of(
@@ -93,7 +92,6 @@ class State:
         clusters: Sequence[Cluster] = (),
         ml_repos: Sequence[MlRepo] = (),
         workspaces: Sequence[Workspace] = (),
-        position: int = 0,
     ) -> State:
         """From the lists the queries answer."""
         return cls(
@@ -103,7 +101,6 @@ class State:
             clusters={c.name: c for c in clusters},
             ml_repos={r.name: r for r in ml_repos},
             workspaces={w.fqn: w for w in workspaces},
-            position=position,
         )
 
 
@@ -163,7 +160,6 @@ def plan(documents: Sequence[Document], state: State, creator: str) -> Plan:
 
 
 _GONE = ("deleting", "deleted")
-_ROLE_RANK = {"viewer": 1, "editor": 2, "admin": 3}
 
 
 class _Planner:
@@ -632,7 +628,8 @@ def _reason(document: Document) -> str:
 
 async def read_state(client: Client) -> State:
     """What the views hold now, for planning."""
-    first = await client.query("list_environments")
+    # Where the views stand now (one row is enough to learn it); every list is read from there.
+    first = await client.query("list_environments", limit=1)
     environments, storage, teams, clusters, repos, workspaces = await asyncio.gather(
         client.list_environments(min_position=first.position),
         client.list_storage_integrations(min_position=first.position),
@@ -648,7 +645,6 @@ async def read_state(client: Client) -> State:
         clusters=clusters,
         ml_repos=repos,
         workspaces=workspaces,
-        position=first.position,
     )
 
 

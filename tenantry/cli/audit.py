@@ -73,8 +73,9 @@ async def _audit_tail(url: str, args: argparse.Namespace) -> int:
     import nats
 
     from tenantry.audit_tail import human_line, parse_since, tail
+    from tenantry.cli.output import chosen_format
 
-    as_json = args.output == "json" or (args.output is None and not sys.stdout.isatty())
+    as_json = chosen_format(args.output) == "json"
 
     def emit(body: dict[str, object]) -> None:
         line = json.dumps(body, ensure_ascii=False) if as_json else human_line(body)

@@ -170,7 +170,7 @@ def _print_table(kind: _Kind, items: Sequence[BaseModel]) -> None:
 
 
 def _check_access(args: argparse.Namespace, settings: Settings) -> int:
-    as_json = args.output == "json" or (args.output is None and not sys.stdout.isatty())
+    as_json = chosen_format(args.output) == "json"
 
     async def work(client: Client) -> int:
         answer = await client.check_access(subject=args.subject, repo=args.repo, action=args.action)

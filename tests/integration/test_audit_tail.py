@@ -144,3 +144,12 @@ async def test_follow_prints_new_events_as_they_are_published(
     finally:
         follower.terminate()
         await follower.wait()
+
+
+def test_a_bus_with_nothing_published_yet_tails_nothing(nats_server: NatsServer) -> None:
+    # No stream exists before the relay's first publish: every form of `tail` says nothing,
+    # `--since POSITION` included (it used to look for the stream before checking it exists).
+    for args in ((), ("--since", "5"), ("--since", "2026-01-01T00:00:00Z")):
+        done = _tail(nats_server.url, "-o", "json", *args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert done.stdout == "", args
