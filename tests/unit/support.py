@@ -47,6 +47,17 @@ class Tenancy:
         )
         return self.svc.handle(command, context)
 
+    def allow(self, name: str, body: dict[str, Any], actor: str = ADMIN) -> CommandResult:
+        """Send a command that must be accepted: it writes events, each recorded with `actor`,
+        and its answer names exactly the domain events it wrote."""
+        before = self.position()
+        result = self.run(name, body, actor=actor)
+        written = [e for e in self.events(before) if e["type"] != "command_record.handled"]
+        assert written, f"{name} by {actor} wrote no event"
+        assert {e["actor"] for e in written} == {actor}
+        assert [e["type"] for e in written] == result.events
+        return result
+
     def refuse(
         self,
         name: str,

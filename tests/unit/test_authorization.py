@@ -58,10 +58,10 @@ def test_with_authorization_off_any_user_may_do_anything(tenancy: Tenancy) -> No
     tenancy.integration()
     tenancy.repo("fraud-models", actor=ALICE)
 
-    tenancy.run("register_cluster", VALID_BODIES["register_cluster"] | {"name": "c-2"}, actor=BOB)
-    tenancy.run("grant_repo_access", VALID_BODIES["grant_repo_access"], actor=BOB)
-    tenancy.run("delete_ml_repo", {"name": "fraud-models"}, actor=BOB)
-    tenancy.run("record_storage_deleted", VALID_BODIES["record_storage_deleted"], actor=BOB)
+    tenancy.allow("register_cluster", VALID_BODIES["register_cluster"] | {"name": "c-2"}, actor=BOB)
+    tenancy.allow("grant_repo_access", VALID_BODIES["grant_repo_access"], actor=BOB)
+    tenancy.allow("delete_ml_repo", {"name": "fraud-models"}, actor=BOB)
+    tenancy.allow("record_storage_deleted", VALID_BODIES["record_storage_deleted"], actor=BOB)
 
 
 @pytest.mark.parametrize("name", USER_COMMANDS)
@@ -102,7 +102,7 @@ def test_a_service_actor_may_send_record_commands(
 def test_a_tenant_admin_may_send_every_user_command(secured: Secured, name: str) -> None:
     t = build_world(secured(frozenset({ADMIN, "user:root@example.com"})))
 
-    t.run(name, VALID_BODIES[name], actor="user:root@example.com")
+    t.allow(name, VALID_BODIES[name], actor="user:root@example.com")
 
 
 @pytest.mark.parametrize("name", TENANT_ADMIN_COMMANDS)
@@ -125,15 +125,15 @@ def test_a_user_who_is_not_a_tenant_admin_may_not_send_record_commands(
 def test_a_tenant_admin_may_send_record_commands(secured: Secured) -> None:
     t = build_world(secured())
 
-    t.run("record_namespace_failed", VALID_BODIES["record_namespace_failed"], actor=ADMIN)
+    t.allow("record_namespace_failed", VALID_BODIES["record_namespace_failed"], actor=ADMIN)
 
 
 def test_a_repo_admin_may_grant_and_revoke_on_their_repo(secured: Secured) -> None:
     t = build_world(secured())
     t.run("grant_repo_access", {"repo": "fraud-models", "subject": ALICE, "role": "admin"})
 
-    t.run("grant_repo_access", {"repo": "fraud-models", "subject": BOB, "role": "editor"}, ALICE)
-    t.run("revoke_repo_access", {"repo": "fraud-models", "subject": BOB}, actor=ALICE)
+    t.allow("grant_repo_access", {"repo": "fraud-models", "subject": BOB, "role": "editor"}, ALICE)
+    t.allow("revoke_repo_access", {"repo": "fraud-models", "subject": BOB}, actor=ALICE)
 
     assert BOB not in t.aggregate(MlRepo, "fraud-models").grants
 
@@ -143,7 +143,7 @@ def test_a_repo_admin_may_send_the_commands_on_their_repo(secured: Secured, name
     t = build_world(secured())
     t.run("grant_repo_access", {"repo": "fraud-models", "subject": ALICE, "role": "admin"})
 
-    t.run(name, VALID_BODIES[name], actor=ALICE)
+    t.allow(name, VALID_BODIES[name], actor=ALICE)
 
 
 @pytest.mark.parametrize("name", REPO_ADMIN_COMMANDS)
@@ -183,7 +183,7 @@ def test_a_member_of_a_team_holding_admin_is_a_repo_admin(secured: Secured) -> N
     t = build_world(secured())  # BOB is in team risk
     t.run("grant_repo_access", {"repo": "fraud-models", "subject": "team:risk", "role": "admin"})
 
-    t.run("grant_repo_access", {"repo": "fraud-models", "subject": ALICE, "role": "viewer"}, BOB)
+    t.allow("grant_repo_access", {"repo": "fraud-models", "subject": ALICE, "role": "viewer"}, BOB)
 
     assert t.aggregate(MlRepo, "fraud-models").grants[ALICE].granted_by == BOB
     t.run("remove_team_member", {"team": "risk", "user": "bob@example.com"})
@@ -216,7 +216,7 @@ def test_any_user_may_create_a_repo_and_becomes_its_admin(secured: Secured) -> N
 
     grants = t.aggregate(MlRepo, "alices-models").grants
     assert {s: g.role for s, g in grants.items()} == {ALICE: "admin"}
-    t.run("grant_repo_access", {"repo": "alices-models", "subject": BOB, "role": "viewer"}, ALICE)
+    t.allow("grant_repo_access", {"repo": "alices-models", "subject": BOB, "role": "viewer"}, ALICE)
 
 
 def test_a_refusal_is_forbidden_and_changes_nothing_even_in_a_multi_aggregate_command(
