@@ -17,9 +17,10 @@ from eventsourcing.domain import (
     BaseAggregate,
     CanInitAggregate,
     CanMutateAggregate,
-    datetime_now_with_tzinfo,
 )
 from pydantic import BaseModel, ConfigDict, Field
+
+from domain.clock import Clock, system_clock
 
 
 @dataclass(frozen=True)
@@ -32,20 +33,28 @@ class CommandContext:
 
 
 _current: ContextVar[CommandContext | None] = ContextVar("tenantry_command", default=None)
+_clock: ContextVar[Clock] = ContextVar("tenantry_clock", default=system_clock)
 # The events triggered inside the current `acting_as`, in the order they were triggered.
 _triggered: ContextVar[list[Any] | None] = ContextVar("tenantry_triggered", default=None)
 
 
 @contextmanager
-def acting_as(context: CommandContext) -> Iterator[CommandContext]:
-    """Every event triggered inside records this context's actor and ids."""
+def acting_as(context: CommandContext, clock: Clock = system_clock) -> Iterator[CommandContext]:
+    """Every event triggered inside records this context's actor and ids, and the time `clock`
+    answers when the event is triggered."""
     token = _current.set(context)
+    clock_token = _clock.set(clock)
     triggered = _triggered.set([])
     try:
         yield context
     finally:
         _triggered.reset(triggered)
+        _clock.reset(clock_token)
         _current.reset(token)
+
+
+def _now() -> datetime:
+    return _clock.get()()
 
 
 def _note_triggered(event: Any) -> None:
@@ -75,7 +84,7 @@ class DomainEvent(BaseModel):
 
     originator_id: UUID
     originator_version: int
-    timestamp: datetime = Field(default_factory=datetime_now_with_tzinfo)
+    timestamp: datetime = Field(default_factory=_now)
     actor: str = Field(default_factory=lambda: _context().actor)
     command_id: str = Field(default_factory=lambda: _context().command_id)
     correlation_id: str = Field(default_factory=lambda: _context().correlation_id)
@@ -94,6 +103,11 @@ class Aggregate(BaseAggregate[UUID]):
     every event carries it."""
 
     class Event(DomainEvent, CanMutateAggregate[UUID]):
+        @staticmethod
+        def create_timestamp() -> datetime:
+            # eventsourcing stamps events through this hook: the command's clock, not its own.
+            return _now()
+
         def mutate(self, aggregate: Any) -> Any:
             # Lets an @event method see who made the change and when (a grant records both).
             if aggregate is not None:

@@ -17,6 +17,7 @@ from eventsourcing.utils import Environment, get_topic
 
 from domain.authorization import Authorization
 from domain.base import CommandContext, acting_as, event_type, in_trigger_order
+from domain.clock import Clock, system_clock
 from domain.command_record import CommandRecord
 from domain.commands import Command
 from domain.environment import Environment as EnvironmentAggregate
@@ -97,9 +98,12 @@ class TenancyService(EventSourcedApplication[UUID]):
         env: Mapping[str, str],
         authorization: Authorization | None = None,
         max_attempts: int = 10,
+        clock: Clock = system_clock,
     ) -> None:
         self.authorization = authorization or Authorization()
         self.max_attempts = max_attempts
+        # Every event's time comes from this clock (tests pass a controlled one).
+        self.clock = clock
         # Called (from the saving thread) after every commit: wakes followers of the log
         # (relay, projections) in this process without waiting for their next poll.
         self.listeners: list[Callable[[], None]] = []
@@ -202,7 +206,7 @@ class TenancyService(EventSourcedApplication[UUID]):
             if replay is not None:
                 return replay
         session = Session(self.repository)
-        with acting_as(context):
+        with acting_as(context, self.clock):
             try:
                 subject = handler(session, command, context.actor, self.authorization)
             except DomainError:
@@ -266,7 +270,7 @@ class TenancyService(EventSourcedApplication[UUID]):
             return False
         context = CommandContext(SEED_ACTOR, "seed:default-environments", str(uuid.uuid4()))
         session = Session(self.repository)
-        with acting_as(context):
+        with acting_as(context, self.clock):
             for name, is_production, optimize_for in DEFAULT_ENVIRONMENTS:
                 if session.find(EnvironmentAggregate, name) is None:
                     session.add(EnvironmentAggregate(name, is_production, optimize_for, None))

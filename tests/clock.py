@@ -1,17 +1,13 @@
 """A controlled clock for the events' timestamps, so that tests can say when things happened.
 
-Events take their time from `eventsourcing.domain.datetime_now_with_tzinfo`, which asks that
-module's `datetime.now`; inside `ControlledClock` it answers the clock's time, then moves it on
-by one microsecond (so events of one command keep their order). `set` moves it anywhere, also
-backwards (clocks of two command services that disagree)."""
+A `ControlledClock` is a `domain.clock.Clock`: give it to `TenancyService(clock=...)`. Each
+reading answers the clock's time, then moves it on by one microsecond (so events of one command
+keep their order). `set` moves it anywhere, also backwards (clocks of two command services that
+disagree)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta, tzinfo
-
-import eventsourcing.domain
+from datetime import datetime, timedelta
 
 _TICK = timedelta(microseconds=1)
 
@@ -27,22 +23,6 @@ class ControlledClock:
         self.time += delta
         return self.time
 
-    def _tick(self) -> datetime:
+    def __call__(self) -> datetime:
         now, self.time = self.time, self.time + _TICK
         return now
-
-    @contextmanager
-    def installed(self) -> Iterator[ControlledClock]:
-        clock = self
-
-        class _Controlled(datetime):
-            @classmethod
-            def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
-                return clock._tick().astimezone(tz or UTC)
-
-        original = eventsourcing.domain.datetime
-        eventsourcing.domain.datetime = _Controlled  # type: ignore[misc]
-        try:
-            yield self
-        finally:
-            eventsourcing.domain.datetime = original  # type: ignore[misc]

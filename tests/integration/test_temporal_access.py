@@ -39,15 +39,14 @@ class TemporalAccessContract:
     """Subclasses provide `store_env` and `view_url`."""
 
     @pytest.fixture
-    def clock(self) -> Iterator[ControlledClock]:
-        with ControlledClock(T0).installed() as clock:
-            yield clock
+    def clock(self) -> ControlledClock:
+        return ControlledClock(T0)
 
     @pytest.fixture
     def service(
         self, store_env: dict[str, str], clock: ControlledClock
     ) -> Iterator[TenancyService]:
-        service = TenancyService(store_env)
+        service = TenancyService(store_env, clock=clock)
         service.seed_default_environments()
         yield service
         service.close()

@@ -23,11 +23,10 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from uuid import UUID
 
-import eventsourcing.domain
 import pytest
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import StoredEvent
@@ -46,6 +45,7 @@ import domain.service
 from domain.application import Application
 from domain.authorization import Authorization
 from domain.base import Aggregate, CommandContext
+from domain.clock import Clock, system_clock
 from domain.cluster import Cluster
 from domain.commands import COMMANDS
 from domain.environment import Environment
@@ -221,7 +221,9 @@ class TenancyMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.svc = TenancyService(
-            self.store_env(), authorization=Authorization(admins=frozenset({ADMIN}))
+            self.store_env(),
+            authorization=Authorization(admins=frozenset({ADMIN})),
+            clock=self.clock(),
         )
         assert self.svc.seed_default_environments()
         self.envs: dict[str, EnvModel] = {
@@ -236,6 +238,9 @@ class TenancyMachine(RuleBasedStateMachine):
         self.access: dict[tuple[str, str], str] = {}  # (repo, subject) -> role
         self.teams: dict[str, list[str]] = {}
         self.last: tuple[Any, CommandContext, Any] | None = None
+
+    def clock(self) -> Clock:
+        return system_clock
 
     def store_env(self) -> dict[str, str]:
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
@@ -1299,11 +1304,13 @@ class ReplayMachine(TenancyMachine):
 
     def __init__(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix="tenantry-property-")
-        SteppingBackClock.reset()
         RecordingSession.log.clear()
         super().__init__()
         self.live: dict[UUID, dict[str, Any]] = {}
         self.after_success()  # the seeded environments
+
+    def clock(self) -> Clock:
+        return SteppingBackClock()
 
     def store_env(self) -> dict[str, str]:
         return {
@@ -1360,27 +1367,21 @@ class ReplayMachine(TenancyMachine):
         self.check_store()
 
 
-class SteppingBackClock(datetime):
-    """The wall clock as events read it (`eventsourcing.domain.datetime`): one microsecond on per
-    reading, but every fifth reading one millisecond back (an NTP step, a resumed VM, a second
-    command service whose clock is behind). Events must still be stored in the order they were
-    triggered, whatever their timestamps say."""
+class SteppingBackClock:
+    """The wall clock as events read it: one microsecond on per reading, but every fifth
+    reading one millisecond back (an NTP step, a resumed VM, a second command service whose
+    clock is behind). Events must still be stored in the order they were triggered, whatever
+    their timestamps say. Each example gets a new one, so it runs the same when replayed."""
 
-    readings = 0
-    time = datetime(2030, 1, 1, tzinfo=UTC)
+    def __init__(self) -> None:
+        self.readings = 0
+        self.time = datetime(2030, 1, 1, tzinfo=UTC)
 
-    @classmethod
-    def reset(cls) -> None:
-        """Each example starts from the same reading, so that it runs the same when replayed."""
-        cls.readings = 0
-        cls.time = datetime(2030, 1, 1, tzinfo=UTC)
-
-    @classmethod
-    def now(cls, tz: tzinfo | None = None) -> SteppingBackClock:
-        cls.readings += 1
-        back = cls.readings % 5 == 0
-        cls.time += timedelta(milliseconds=-1) if back else timedelta(microseconds=1)
-        return cls.time.astimezone(tz or UTC)  # type: ignore[return-value]
+    def __call__(self) -> datetime:
+        self.readings += 1
+        back = self.readings % 5 == 0
+        self.time += timedelta(milliseconds=-1) if back else timedelta(microseconds=1)
+        return self.time
 
 
 # --- the tests ------------------------------------------------------------------------------
@@ -1410,5 +1411,4 @@ def test_domain_rules_hold_for_random_command_sequences() -> None:
 
 def test_replaying_the_log_gives_the_live_state(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(domain.service, "Session", RecordingSession)
-    monkeypatch.setattr(eventsourcing.domain, "datetime", SteppingBackClock)
     run_state_machine_as_test(_seeded(ReplayMachine), settings=_settings(40, 25))

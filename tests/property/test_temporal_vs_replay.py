@@ -153,15 +153,14 @@ def _history(
 ) -> tuple[TenancyService, int]:
     """The service after the set-up and `plan`, and the last position of the set-up."""
     clock = ControlledClock(START)
-    with clock.installed():
-        service = TenancyService({"PERSISTENCE_MODULE": "eventsourcing.popo"})
-        service.seed_default_environments()
-        for number, (name, body) in enumerate(SETUP):
-            _send(service, f"setup-{number}", name, body, ADMIN)
-        set_up = service.recorder.max_notification_id() or 0
-        for number, (gap, (name, body), actor) in enumerate(plan):
-            clock.advance(timedelta(seconds=gap))
-            _send(service, f"step-{number}", name, body, actor)
+    service = TenancyService({"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=clock)
+    service.seed_default_environments()
+    for number, (name, body) in enumerate(SETUP):
+        _send(service, f"setup-{number}", name, body, ADMIN)
+    set_up = service.recorder.max_notification_id() or 0
+    for number, (gap, (name, body), actor) in enumerate(plan):
+        clock.advance(timedelta(seconds=gap))
+        _send(service, f"step-{number}", name, body, actor)
     return service, set_up
 
 
