@@ -23,7 +23,7 @@ from tenantry.nats_server import NatsServer
 from tenantry.query_endpoint import serve_views
 from tenantry.relay import Relay
 from tenantry.settings import Settings
-from tenantry.store import event_store_env, view_store_url
+from tenantry.store import creating_tables, event_store_env, view_store_url
 from tenantry.wakeups import listen_postgres, wake_on_save
 from workers import WORKER_KINDS, BackendConfig, run_worker
 
@@ -32,10 +32,10 @@ log = structlog.get_logger("tenantry")
 
 def build_service(settings: Settings, *, seed: bool = True) -> TenancyService:
     """The command-handling application on the configured event store (seeded once)."""
-    service = TenancyService(
-        {**event_store_env(settings), **settings.extra},
-        authorization=Authorization(admins=settings.admins),
-    )
+    env = {**event_store_env(settings), **settings.extra}
+    # Its tables are created here if missing: one process at a time (roles start together).
+    with creating_tables(settings):
+        service = TenancyService(env, authorization=Authorization(admins=settings.admins))
     if seed and service.seed_default_environments():
         log.info("store.seeded", environments=["dev", "staging", "prod"])
     return service
@@ -157,7 +157,7 @@ async def projections_role(
     """The read models, fed from the event store, and the queries on tenantry.query.*."""
     wakeup = asyncio.Event()  # its own: the relay clears its event, which would swallow ours
     service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
-    store = await asyncio.to_thread(ViewStore.from_url, view_store_url(settings))
+    store = await asyncio.to_thread(open_view_store, settings)
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(
@@ -174,6 +174,18 @@ async def projections_role(
             )
     finally:
         store.close()
+
+
+def open_view_store(settings: Settings) -> ViewStore:
+    """The read models' store, its tables created if missing."""
+    store = ViewStore.from_url(view_store_url(settings))
+    try:
+        with creating_tables(settings):
+            store.create_tables()
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 Role = Callable[

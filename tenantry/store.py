@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import psycopg
+from psycopg import sql
 
 from tenantry.settings import Settings
 
@@ -49,11 +56,23 @@ def postgres_env(url: str) -> dict[str, str]:
     return env
 
 
-def ensure_postgres_schema(env: dict[str, str]) -> None:
-    """eventsourcing creates tables but not the schema they live in."""
-    import psycopg
-    from psycopg import sql
+# The first key of the advisory lock held while Tenantry creates a schema's tables ("TNTR");
+# the second is the schema's (see `schema_lock`).
+SCHEMA_LOCK_KEY = 0x544E5452
 
+
+@contextmanager
+def schema_lock(env: Mapping[str, str]) -> Iterator[psycopg.Connection[Any]]:
+    """Hold, on a connection of its own (yielded, autocommit), the lock under which the store's
+    schema and tables are created, so that processes started together create them one at a
+    time: PostgreSQL's `CREATE … IF NOT EXISTS` is not safe against a concurrent creator (the
+    loser fails on a unique index of the catalog, e.g. "pg_type_typname_nsp_index").
+
+    A session advisory lock, keyed by the schema (stores in other schemas don't wait); closing
+    the connection releases it, also when the process dies holding it."""
+    schema = env.get("POSTGRES_SCHEMA") or "public"
+    # crc32 as a signed 32-bit integer: the lock's second key is an int4.
+    schema_key = int.from_bytes(zlib.crc32(schema.encode()).to_bytes(4, "big"), signed=True)
     with psycopg.connect(
         dbname=env["POSTGRES_DBNAME"],
         host=env["POSTGRES_HOST"],
@@ -63,9 +82,28 @@ def ensure_postgres_schema(env: dict[str, str]) -> None:
         connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]),
         autocommit=True,
     ) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s, %s)", (SCHEMA_LOCK_KEY, schema_key))
+        yield conn
+
+
+def ensure_postgres_schema(env: dict[str, str]) -> None:
+    """eventsourcing creates tables but not the schema they live in."""
+    with schema_lock(env) as conn:
         conn.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"]))
         )
+
+
+@contextmanager
+def creating_tables(settings: Settings) -> Iterator[None]:
+    """Around the creation of the event store's or the views' tables (if missing) for
+    `settings`: under `schema_lock` on PostgreSQL; nothing to do on SQLite, whose file lock
+    already makes creators wait for each other."""
+    if not settings.database_url:
+        yield
+        return
+    with schema_lock(postgres_env(settings.database_url)):
+        yield
 
 
 def view_store_url(settings: Settings) -> str:
