@@ -40,9 +40,8 @@ def postgres_ready() -> None:
     pytest.skip(message)
 
 
-@pytest.fixture
-def postgres_url(postgres_ready: None) -> Iterator[str]:
-    """A fresh schema per test, dropped afterwards: tests never see each other's events."""
+def _fresh_schema() -> Iterator[str]:
+    """The URL of a schema of its own (not created: Tenantry creates it), dropped afterwards."""
     import psycopg
     from psycopg import sql
 
@@ -50,6 +49,18 @@ def postgres_url(postgres_ready: None) -> Iterator[str]:
     yield f"{POSTGRES_URL}?schema={schema}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def postgres_url(postgres_ready: None) -> Iterator[str]:
+    """A fresh schema per test, dropped afterwards: tests never see each other's events."""
+    yield from _fresh_schema()
+
+
+@pytest.fixture
+def other_postgres_url(postgres_ready: None) -> Iterator[str]:
+    """A second fresh schema, for a test that compares two stores."""
+    yield from _fresh_schema()
 
 
 @pytest.fixture

@@ -33,6 +33,8 @@ Apply = Callable[[int, dict[str, Any]], None]
 # Pulls in a row that bring nothing while the consumer says events are waiting: then the
 # action is retried later (with backoff) rather than waited for here.
 _MAX_EMPTY_FETCHES = 5
+# State consumers found unreachable (and replaced) in one catch-up before giving up on it.
+_MAX_LOST_CONSUMERS = 2
 
 
 class StreamFollower:
@@ -57,7 +59,7 @@ class StreamFollower:
     async def catch_up(self, at_least: int) -> None:
         """Fold every state event the stream holds now; that includes `at_least`, the stream
         sequence of the message about to be acted on."""
-        empty = 0
+        empty = lost = 0
         while True:
             if self._sub is None:
                 await self._restart(self.position)
@@ -70,7 +72,20 @@ class StreamFollower:
                     # restart: make a new one where we are.
                     await self._restart(self.position)
                     continue
-                if not info.num_pending:
+                except (TimeoutError, NatsError) as exc:
+                    # Nobody answers for it: in a cluster this unreplicated consumer lives on
+                    # one node, and that node is gone. A new one where we are (placed on a
+                    # live node); a bus that answers nothing at all is the caller's retry.
+                    lost += 1
+                    if lost > _MAX_LOST_CONSUMERS:
+                        message = f"the state consumer can't be reached: {exc!r}"
+                        raise TransientError(message) from exc
+                    log.warning("follower.consumer_lost", consumer=self._consumer, error=repr(exc))
+                    await self._restart(self.position)
+                    continue
+                # Not before `at_least`: a consumer just made on a node whose copy of the
+                # stream lags may count nothing pending yet; pull until the message is in.
+                if not info.num_pending and self.position >= at_least:
                     break
             if await self._fetch():
                 empty = 0

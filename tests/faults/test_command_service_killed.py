@@ -13,7 +13,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +24,12 @@ import pytest
 from nats.aio.client import Client
 
 from domain.command_record import CommandRecord
-from domain.event_log import unchained_body
-from domain.positions import position_of
-from domain.service import INTERNAL_TOPICS, TenancyService
+from domain.service import TenancyService
 from tenantry.nats_server import NatsServer
 from tenantry.relay import Relay
 from tenantry.settings import Settings
 from tenantry.store import event_store_env, postgres_env
+from tests.faults.exactly_once import check_stored, command_records, events_by_command
 from tests.faults.processes import (
     Served,
     request_until_answered,
@@ -126,15 +125,6 @@ async def _send(nc: Client, sent: Sent, slots: asyncio.Semaphore) -> Settled:
     return Settled(answer, sends)
 
 
-def _check_stored(store: TenancyService, acked: dict[str, dict[str, Any]]) -> None:
-    """Each acknowledged command's record is stored where its answer said, with its events."""
-    for command_id, answer in acked.items():
-        record: CommandRecord = store.repository.get(CommandRecord.create_id(command_id))
-        assert record.events == answer["events"], command_id
-        assert position_of(store.recorder, record.id, record.version) == answer["position"]
-        assert store.repository.get(uuid.UUID(answer["aggregate_id"])).version >= 1
-
-
 async def test_killed_during_a_load_it_loses_nothing_acknowledged_and_does_nothing_twice(
     database_url: str | None,
     store: TenancyService,
@@ -180,7 +170,7 @@ async def test_killed_during_a_load_it_loses_nothing_acknowledged_and_does_nothi
             in_flight = sum(not t.done() for t in tasks.values())
             kills.append((len(before), in_flight))
             # Acknowledged means stored: checked while nothing runs that could write it late.
-            await asyncio.to_thread(_check_stored, store, before)
+            await asyncio.to_thread(check_stored, store, before)
             command.start()
         settled = await asyncio.gather(*tasks.values())
     finally:
@@ -200,17 +190,10 @@ async def test_killed_during_a_load_it_loses_nothing_acknowledged_and_does_nothi
 
     # Exactly once: one record per command id, one created aggregate per command, and the
     # events of each command stored once, as its (first) answer listed them.
-    notifications = store.recorder.select_notifications(None, 1_000_000)
-    records = [n for n in notifications if n.topic == "domain.command_record:CommandRecord.Handled"]
-    assert {n.originator_id for n in records} == {
-        CommandRecord.create_id(s.command_id) for s in load
-    }
+    records = command_records(store)
+    assert set(records) == {CommandRecord.create_id(s.command_id) for s in load}
     assert len(records) == COMMANDS
-    by_command: dict[str, list[str]] = defaultdict(list)
-    for n in notifications:
-        if n.topic not in INTERNAL_TOPICS:
-            body = unchained_body(n)
-            by_command[body["command_id"]].append(body["type"])
+    by_command = events_by_command(store)
     for s in load:
         assert by_command.pop(s.command_id) == answers[s.command_id]["events"], s
         assert answers[s.command_id]["events"].count(s.creates) == 1
@@ -223,7 +206,7 @@ async def test_killed_during_a_load_it_loses_nothing_acknowledged_and_does_nothi
         }
     )
     assert len({a["aggregate_id"] for a in answers.values()}) == COMMANDS
-    _check_stored(store, answers)
+    check_stored(store, answers)
 
     # The stream afterwards: exactly the stored events, once each, in order, chain valid.
     nc = await nats.connect(nats_server.url)

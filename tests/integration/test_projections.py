@@ -14,31 +14,18 @@ from typing import Any
 
 import pytest
 from eventsourcing.persistence import StoredEvent
-from sqlalchemy import select
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.event_log import ZERO_HASH, chained_body
 from domain.service import INTERNAL_TOPICS, CommandResult, TenancyService
-from projections import schema
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner, rebuild
 from projections.store import Tracking, ViewStore
 from tenantry.settings import Settings
 from tenantry.store import event_store_env, postgres_env, view_store_url
+from tests.integration.views import dump
 from tests.integration.world import ADMIN, CHANGES, WORLD, Step
-
-Rows = dict[str, list[tuple[Any, ...]]]
-
-
-def dump(store: ViewStore) -> Rows:
-    """Every view table's rows, ordered by primary key."""
-    rows: Rows = {}
-    with store.snapshot() as conn:
-        for table in schema.metadata.sorted_tables:
-            statement = select(table).order_by(*table.primary_key.columns)
-            rows[table.name] = [tuple(row) for row in conn.execute(statement)]
-    return rows
 
 
 def query(store: ViewStore, query_name: str, **params: Any) -> Any:
@@ -487,12 +474,5 @@ class TestPostgresProjections(ProjectionContract):
         return postgres_url
 
     @pytest.fixture
-    def other_view_url(self, postgres_url: str) -> Iterator[str]:
-        import psycopg
-        from psycopg import sql
-
-        base, _, schema_name = postgres_url.partition("?schema=")
-        other = f"{schema_name}_rebuilt"
-        yield f"{base}?schema={other}"
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(other)))
+    def other_view_url(self, other_postgres_url: str) -> str:
+        return other_postgres_url

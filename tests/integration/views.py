@@ -8,13 +8,27 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
+from sqlalchemy import select
 
+from projections import schema
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
 from tests.integration.world import ADMIN, WORLD
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Bus
+
+Rows = dict[str, list[tuple[Any, ...]]]
+
+
+def dump(store: ViewStore) -> Rows:
+    """Every view table's rows, ordered by primary key."""
+    rows: Rows = {}
+    with store.snapshot() as conn:
+        for table in schema.metadata.sorted_tables:
+            statement = select(table).order_by(*table.primary_key.columns)
+            rows[table.name] = [tuple(row) for row in conn.execute(statement)]
+    return rows
 
 
 @dataclass
