@@ -103,8 +103,10 @@ class Relay:
         Batches are double-buffered: the next batch is read and sent while the acks of the
         previous one are awaited. Every publish is conditional on the one before it, so a
         refusal anywhere refuses everything after it too, and the relay re-reads the tail."""
-        await self.ensure_stream()
-        tail = await self.tail()
+        started = await self._start(stop)
+        if started is None:
+            return
+        tail = started
         self.position = tail.position
         log.info("relay.resumed", position=tail.position)
         cursor = tail.position
@@ -158,6 +160,23 @@ class Relay:
     def _connection(self) -> int:
         """Which connection this is: nats-py counts the reconnects."""
         return int(self._nc.stats["reconnects"])
+
+    async def _start(self, stop: asyncio.Event) -> Tail | None:
+        """The stream made sure of and its tail, for as long as that takes: a JetStream
+        cluster without a quorum yet (nodes starting together, or coming back) answers
+        nothing, and a relay started with it must wait, not end. None if `stop` comes first."""
+        pause = max(self._poll_interval, 0.5)
+        while not stop.is_set():
+            try:
+                await self.ensure_stream()
+                return await self.tail()
+            except (APIError, TimeoutError, NatsError) as exc:
+                log.warning("relay.stream_unavailable", error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await stop.wait()
+            pause = min(pause * 2, 5.0)
+        return None
 
     async def _resync(self, stop: asyncio.Event) -> Tail | None:
         """The stream's tail, read again for as long as it takes (the server may be away for a

@@ -9,7 +9,7 @@ from typing import Any
 
 from eventsourcing.persistence import ApplicationRecorder
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from domain.event_log import STREAM_NAME, ZERO_HASH, chained_body, subject_of
 from domain.service import INTERNAL_TOPICS
@@ -49,6 +49,7 @@ async def wait_for_stream(
     want = expected_bodies(recorder)
     last = want[-1]["position"] if want else 0
     deadline = time.monotonic() + timeout
+    problem = ""
     while True:
         try:
             info = await js.stream_info(STREAM_NAME)
@@ -57,10 +58,11 @@ async def wait_for_stream(
                 assert tail.data is not None
                 if json.loads(tail.data)["position"] >= last:
                     return await read_stream(js)
-        except NotFoundError:
-            pass
+        except (APIError, TimeoutError) as exc:
+            # Not made yet, or JetStream not answering yet (a cluster electing its leaders).
+            problem = f" (last: {exc!r})"
         if time.monotonic() > deadline:
-            raise TimeoutError(f"stream did not reach position {last} in {timeout}s")
+            raise TimeoutError(f"stream did not reach position {last} in {timeout}s{problem}")
         await asyncio.sleep(0.02)
 
 
