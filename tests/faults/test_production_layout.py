@@ -24,6 +24,7 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js.errors import APIError
 
 from domain.command_record import CommandRecord
 from domain.event_log import STREAM_NAME
@@ -168,6 +169,20 @@ async def test_every_role_started_together_survives_a_killed_command_service_and
     ]
     answers = {s.command_id: await _command(client, s, slots) for s in setup}
     assert all(a["ok"] for a in answers.values()), answers
+    # Every role came up (none fell over its neighbours creating the schema or the stream),
+    # and the stream is replicated on every node.
+    js = client.jetstream(timeout=2.0)
+
+    async def replicated() -> int:
+        for served in roles:
+            assert served.alive(), served.tail()
+        try:
+            info = await js.stream_info(STREAM_NAME)
+        except (APIError, TimeoutError):
+            return 0  # the relay has yet to make it
+        return info.config.num_replicas or 0
+
+    assert await wait_until(replicated, 60, "the stream made by the relay") == 3
 
     load = _load("local")
     tasks = [asyncio.create_task(_command(client, s, slots)) for s in load]
