@@ -257,7 +257,10 @@ async def test_every_role_started_together_survives_a_killed_command_service_and
         # row for row what a rebuild from the store gives.
         end = store.recorder.max_notification_id()
         caught_up = await request(
-            client, "tenantry.query.list_environments", {"min_position": end}, timeout=30
+            client,
+            "tenantry.query.list_environments",
+            {"min_position": end, "min_position_timeout": 30},
+            timeout=35,
         )
         assert caught_up["ok"] and caught_up["position"] >= end, caught_up
         live = ViewStore.from_url(postgres_url)
