@@ -97,8 +97,8 @@ def ensure_postgres_schema(env: dict[str, str]) -> None:
 @contextmanager
 def creating_tables(settings: Settings) -> Iterator[None]:
     """Around the creation of the event store's or the views' tables (if missing) for
-    `settings`: under `schema_lock` on PostgreSQL; nothing to do on SQLite, whose file lock
-    already makes creators wait for each other."""
+    `settings`: under `schema_lock` on PostgreSQL. Nothing on SQLite: the production layout's
+    roles share PostgreSQL, and `tenantry up` runs every role in one process."""
     if not settings.database_url:
         yield
         return

@@ -246,6 +246,9 @@ async def test_every_role_started_together_survives_a_killed_command_service_and
             assert by_command[s.command_id] == answers[s.command_id]["events"], s
             assert by_command[s.command_id].count(s.creates) == 1, s
         assert len({answers[s.command_id]["aggregate_id"] for s in sent}) == len(sent)
+        created = Counter(t for types in by_command.values() for t in types)
+        assert created["workspace.created"] == WORKSPACES, created
+        assert created["ml_repo.created"] == REPOS, created
         await asyncio.to_thread(check_stored, store, answers)
 
         # The stream, read from the surviving nodes: exactly the stored events, once each, in
