@@ -93,8 +93,6 @@ class StreamFollower:
                 empty += 1
                 if empty >= _MAX_EMPTY_FETCHES:
                     raise TransientError("the state stream has events to read but sends none")
-        if self.position < at_least:
-            log.warning("follower.behind", position=self.position, expected=at_least)
 
     async def _fetch(self) -> bool:
         """Fold what one pull brings; False if it brought nothing."""
