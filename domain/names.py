@@ -144,16 +144,48 @@ def _annotations(value: dict[str, str]) -> dict[str, str]:
 Labels = Annotated[dict[str, str], AfterValidator(_labels)]
 Annotations = Annotated[dict[str, str], AfterValidator(_annotations)]
 
-_ROOT_SCHEMES: dict[str, str] = {
-    "s3": r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$",
-    "gcs": r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^\s]*)?$",
-    "azure-blob": r"^az://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](/[^\s]*)?$",
-    "local": r"^file:///[^\s]*$",
+# Storage roots and the locations made from them. The one rule for both: a scheme of the
+# provider, a container (bucket, account) or none for `file://`, then path segments of a
+# plain character set: no `.` or `..` (a root that points elsewhere than it reads), no empty
+# segment (`//`), no `%` escapes (`%2e%2e` is `..` to whoever decodes it), no `?` or `#`
+# (a query or fragment swallows the `/<repo>/` appended to make a location, putting every
+# repo of an integration in one folder), no backslash, space or control character.
+_ROOT_SCHEMES: dict[str, tuple[str, str | None]] = {
+    "s3": ("s3", r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"),
+    "gcs": ("gs", r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]"),
+    "azure-blob": ("az", r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]"),
+    "local": ("file", None),
 }
+PROVIDER_OF_SCHEME = {scheme: provider for provider, (scheme, _) in _ROOT_SCHEMES.items()}
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~+=,@-]+")
+
+
+def storage_path(provider: str, url: str) -> tuple[str, tuple[str, ...]]:
+    """(container, path segments) of a canonical storage root or location of `provider`
+    (one trailing `/` allowed); ValueError saying what is wrong otherwise. A `file://` one has
+    no container and at least one segment: `file:///` would hand out the whole filesystem."""
+    scheme, container_re = _ROOT_SCHEMES[provider]
+    head = f"{scheme}://" if container_re else f"{scheme}:///"
+    if not url.startswith(head):
+        raise ValueError(f"a {provider} storage_root looks like {head}…")
+    rest = url.removeprefix(head)
+    container = ""
+    if container_re is not None:
+        container, _, rest = rest.partition("/")
+        if not re.fullmatch(container_re, container) or ".." in container:
+            raise ValueError(f"{container!r} is not a valid {provider} bucket or account name")
+    segments = rest.removesuffix("/").split("/") if rest else []
+    for segment in segments:
+        if segment in ("", ".", "..") or not _PATH_SEGMENT.fullmatch(segment):
+            raise ValueError(
+                "a storage path is canonical: no '.', '..' or empty segments, no query ('?'), "
+                "fragment ('#') or %-escapes; its segments hold letters, digits and . _ ~ + = , @ -"
+            )
+    if container_re is None and not segments:
+        raise ValueError("a local storage_root names a folder, not the filesystem's root")
+    return container, tuple(segments)
 
 
 def check_storage_root(provider: str, storage_root: str) -> None:
-    """A storage root's scheme must match its provider (s3://, gs://, az://, file:///)."""
-    if not re.match(_ROOT_SCHEMES[provider], storage_root):
-        scheme = _ROOT_SCHEMES[provider][1:].split("[")[0].replace("\\", "")
-        raise ValueError(f"a {provider} storage_root looks like {scheme}…")
+    """A storage root is canonical and its scheme matches its provider (see `storage_path`)."""
+    storage_path(provider, storage_root)

@@ -33,10 +33,7 @@ class StorageIntegration(Aggregate):
         self._register(provider, storage_root, region)
 
     def location_of(self, repo: str) -> str:
-        root = self.storage_root.rstrip("/")
-        if root.endswith(":"):  # file:/// (a filesystem's root) keeps its empty authority
-            root += "//"
-        return f"{root}/{repo}/"
+        return f"{self.storage_root.rstrip('/')}/{repo}/"
 
     def attach_repo(self, repo: str) -> None:
         if not self.live:

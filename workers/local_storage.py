@@ -9,8 +9,8 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
+from domain.names import storage_path
 from workers.access_policy import local_policy
 from workers.errors import PermanentError
 from workers.files import write_if_changed
@@ -20,10 +20,13 @@ POLICY_FILE = ".tenantry-access.json"
 
 
 def local_path(location: str) -> Path:
-    parts = urlsplit(location)
-    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
-        raise PermanentError(f"{location!r} is not a local file:// location")
-    return Path(unquote(parts.path))
+    """The folder of a `file:///` location; refused unless canonical (a root registered before
+    the rule was enforced can't lead the worker outside it)."""
+    try:
+        _, segments = storage_path("local", location)
+    except ValueError as exc:
+        raise PermanentError(f"{location!r} is not a canonical local location: {exc}") from exc
+    return Path("/", *segments)
 
 
 def _policy_bytes(repo: RepoView, grants: dict[str, str]) -> bytes:

@@ -13,8 +13,8 @@ import asyncio
 import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
+from domain.names import storage_path
 from workers.access_policy import bucket_policy, repo_statements
 from workers.errors import PermanentError, TransientError
 from workers.storage import RepoView
@@ -27,12 +27,12 @@ _MISSING = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchBuc
 
 
 def s3_location(location: str) -> tuple[str, str]:
-    """`s3://bucket/a/b/` -> (`bucket`, `a/b/`)."""
-    parts = urlsplit(location)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise PermanentError(f"{location!r} is not an s3:// location")
-    prefix = parts.path.lstrip("/")
-    return parts.netloc, prefix if prefix.endswith("/") else prefix + "/"
+    """`s3://bucket/a/b/` -> (`bucket`, `a/b/`); refused unless canonical."""
+    try:
+        bucket, segments = storage_path("s3", location)
+    except ValueError as exc:
+        raise PermanentError(f"{location!r} is not a canonical s3:// location: {exc}") from exc
+    return bucket, "".join(f"{segment}/" for segment in segments)
 
 
 class S3StorageBackend:

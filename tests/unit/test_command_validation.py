@@ -313,7 +313,7 @@ ROOTS = {
     "s3": ["s3://ml-bucket", "s3://ml-bucket/prefix/", "s3://a.b-c/x/y"],
     "gcs": ["gs://ml-eu", "gs://ml_eu.data/p"],
     "azure-blob": ["az://mlstore/container", "az://mlstore"],
-    "local": ["file:///srv/ml", "file:///"],
+    "local": ["file:///srv/ml", "file:///srv/ml/", "file:///srv/ml-v2/a_b.c/x~y+z=1,@2"],
 }
 
 
@@ -346,6 +346,52 @@ def test_a_storage_root_of_another_providers_scheme_is_refused(provider: str, ro
     ],
 )
 def test_malformed_storage_roots_are_refused(provider: str, root: str) -> None:
+    _refuses("register_storage_integration", "", provider=provider, storage_root=root)
+
+
+# Roots that are not canonical: each names a place other than it seems to (`..`, `%2e%2e`,
+# `.`, `//`), the whole filesystem (`file:///`), or puts every repo of the integration in one
+# folder (a query or fragment swallows the `/<repo>/` appended to make a location).
+NON_CANONICAL_ROOTS = [
+    ("local", "file:///"),
+    ("local", "file:////"),
+    ("local", "file:///srv/../outside"),
+    ("local", "file:///srv/ml/.."),
+    ("local", "file:///srv/./ml"),
+    ("local", "file:///srv/%2e%2e/outside"),
+    ("local", "file:///srv/%2E%2E"),
+    ("local", "file:///srv/ml%2Fx"),
+    ("local", "file:///srv//ml"),
+    ("local", "file:///srv/ml//"),
+    ("local", "file:///srv/ml?"),
+    ("local", "file:///srv/ml?x=1"),
+    ("local", "file:///srv/ml#"),
+    ("local", "file:///srv/ml#frag"),
+    ("local", "file://localhost/srv/ml"),
+    ("local", "file:///srv/ml\\..\\x"),
+    ("local", "file:///srv/ml\n"),
+    ("local", "file:///srv/ml;x"),
+    ("s3", "s3://ml-bucket/../other"),
+    ("s3", "s3://ml-bucket/a/%2e%2e/b"),
+    ("s3", "s3://ml-bucket/a/./b"),
+    ("s3", "s3://ml-bucket/a//b"),
+    ("s3", "s3://ml-bucket//"),
+    ("s3", "s3://ml-bucket/a?x"),
+    ("s3", "s3://ml-bucket?"),
+    ("s3", "s3://ml-bucket#x"),
+    ("s3", "s3://ml-bucket/a#"),
+    ("s3", "s3://ml..bucket/a"),
+    ("s3", "s3://ml-bucket/a\n"),
+    ("gcs", "gs://ml-eu/./x"),
+    ("gcs", "gs://ml-eu/x#y"),
+    ("gcs", "gs://ml-eu/%2e%2e"),
+    ("azure-blob", "az://mlstore/../x"),
+    ("azure-blob", "az://mlstore/c?sv=1"),
+]
+
+
+@pytest.mark.parametrize(("provider", "root"), NON_CANONICAL_ROOTS)
+def test_storage_roots_must_be_canonical(provider: str, root: str) -> None:
     _refuses("register_storage_integration", "", provider=provider, storage_root=root)
 
 

@@ -51,7 +51,7 @@ def test_a_name_that_exists_is_already_exists(tenancy: Tenancy) -> None:
         ("gcs", "gs://ml-eu/a/b", "gs://ml-eu/a/b/fraud-models/"),
         ("azure-blob", "az://mlstore/repos", "az://mlstore/repos/fraud-models/"),
         ("local", "file:///srv/ml", "file:///srv/ml/fraud-models/"),
-        ("local", "file:///", "file:///fraud-models/"),
+        ("local", "file:///srv/ml/", "file:///srv/ml/fraud-models/"),
     ],
 )
 def test_a_repos_location_is_storage_root_slash_name_slash(
