@@ -177,6 +177,8 @@ class CreateMlRepo(Command):
     name: MlRepoName
     storage_integration: DnsLabel
     description: Description = ""
+    # A tenant admin's explicit take-over of what the location already holds.
+    adopt_storage: bool = False
 
 
 class UpdateMlRepo(ChangeCommand):

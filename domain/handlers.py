@@ -296,7 +296,10 @@ def _live_repo(s: Session, name: str) -> MlRepo:
 
 @_handles(c.CreateMlRepo)
 def create_ml_repo(s: Session, cmd: c.CreateMlRepo, actor: str, auth: Authorization) -> Aggregate:
-    # Any user may create a repo: its creator becomes its admin.
+    # Any user may create a repo: its creator becomes its admin. Taking over data already at
+    # its location (adopt_storage) is a tenant admin's decision.
+    if cmd.adopt_storage:
+        auth.require_tenant_admin(actor, f"{cmd.wire_name} with adopt_storage")
     integration = s.find(StorageIntegration, cmd.storage_integration)
     if integration is None or not integration.live:
         raise PreconditionFailed(
@@ -306,11 +309,24 @@ def create_ml_repo(s: Session, cmd: c.CreateMlRepo, actor: str, auth: Authorizat
     location = integration.location_of(cmd.name)
     repo = s.find(MlRepo, cmd.name)
     if repo is None:
-        repo = s.add(MlRepo(cmd.name, cmd.storage_integration, cmd.description, location))
+        repo = s.add(
+            MlRepo(cmd.name, cmd.storage_integration, cmd.description, location, cmd.adopt_storage)
+        )
     elif repo.live:
         raise _exists("ML repo", cmd.name)
     else:
-        repo.recreate(cmd.storage_integration, cmd.description, location)
+        left_behind = repo.storage_left_behind()
+        if left_behind is not None and not cmd.adopt_storage:
+            raise PreconditionFailed(
+                f"the storage of the deleted ML repo {cmd.name!r} at {repo.location} "
+                f"{left_behind}: re-creating the name would hand its data over, so only a "
+                "tenant admin may, with adopt_storage=true",
+                repo=cmd.name,
+                location=repo.location,
+                status=repo.status,
+                delete_storage=repo.delete_storage,
+            )
+        repo.recreate(cmd.storage_integration, cmd.description, location, cmd.adopt_storage)
     integration.attach_repo(cmd.name)
     repo.grant(actor, "admin", reason="creator of the repo")
     return repo

@@ -30,27 +30,73 @@ class MlRepo(Aggregate):
     def create_id(name: str) -> UUID:
         return identity("ml_repo", name)
 
-    @event("Created")
+    # `adopt_storage` (a tenant admin's explicit choice) lets the storage worker take over
+    # what the location already holds: the retained data of an earlier incarnation, or a folder
+    # Tenantry did not create. The event classes are spelled out for its default: events
+    # stored before it existed read as False.
+    class Created(Aggregate.Created):
+        name: str
+        storage_integration: str
+        description: str
+        location: str
+        adopt_storage: bool = False
+
+    class Recreated(Aggregate.Event):
+        storage_integration: str
+        description: str
+        location: str
+        adopt_storage: bool = False
+
+    @event(Created)
     def __init__(
-        self, name: str, storage_integration: str, description: str, location: str
+        self,
+        name: str,
+        storage_integration: str,
+        description: str,
+        location: str,
+        adopt_storage: bool = False,
     ) -> None:
         self.name = name
-        self._reset(storage_integration, description, location)
+        self._reset(storage_integration, description, location, adopt_storage)
 
-    def _reset(self, storage_integration: str, description: str, location: str) -> None:
+    def _reset(
+        self, storage_integration: str, description: str, location: str, adopt_storage: bool
+    ) -> None:
         self.storage_integration = storage_integration
         self.description = description
         self.location = location
+        self.adopt_storage = adopt_storage
         self.status = "pending"
         self.grants: dict[str, Grant] = {}
+        self.deletion_asked = False
+        self.delete_storage = False
 
-    @event("Recreated")
-    def recreate(self, storage_integration: str, description: str, location: str) -> None:
-        self._reset(storage_integration, description, location)
+    @event(Recreated)
+    def recreate(
+        self,
+        storage_integration: str,
+        description: str,
+        location: str,
+        adopt_storage: bool = False,
+    ) -> None:
+        self._reset(storage_integration, description, location, adopt_storage)
 
     @property
     def live(self) -> bool:
-        return self.status not in ("deleting", "deleted")
+        return not self.deletion_asked
+
+    def storage_left_behind(self) -> str | None:
+        """Why this deleted repo's location may still hold its data (None once removed): whoever
+        re-creates the name would be handed it, so only a tenant admin may, adopting it."""
+        if self.live:
+            return None
+        if not self.delete_storage:
+            return "was retained when it was deleted"
+        if self.status == "deleting":
+            return "is still being removed"
+        if self.status == "failed":
+            return "could not be removed"
+        return None
 
     def require_live(self) -> None:
         if not self.live:
@@ -131,6 +177,8 @@ class MlRepo(Aggregate):
     @event("DeletionRequested")
     def _deletion_requested(self, delete_storage: bool) -> None:
         self.status = "deleting"
+        self.deletion_asked = True
+        self.delete_storage = delete_storage
 
     def end_grant(self, subject: str, reason: str) -> None:
         """End a grant because its subject is gone (a deleted workspace)."""
@@ -147,7 +195,10 @@ class MlRepo(Aggregate):
         self.status = "ready"
 
     def record_failed(self, location: str, detail: str) -> None:
-        self.require_live()
+        """A failed provisioning, or a failed removal (then the repo stays deleted, `failed`:
+        the worker refused to remove what Tenantry did not create, or could not)."""
+        if not self.live and self.status != "deleting":
+            self.require_live()
         self._storage_failed(location=location, detail=detail)
 
     @event("StorageFailed")

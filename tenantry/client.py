@@ -573,14 +573,19 @@ class Client:
         name: str,
         storage_integration: str,
         description: str = "",
+        adopt_storage: bool = False,
         **options: Unpack[CommandOptions],
     ) -> CommandReply:
-        """The actor becomes the repo's admin."""
-        return await self.command(
-            "create_ml_repo",
-            {"name": name, "storage_integration": storage_integration, "description": description},
-            **options,
-        )
+        """The actor becomes the repo's admin. `adopt_storage` (tenant admins only) takes over
+        what the location already holds: needed to re-create a repo whose storage was retained."""
+        body: dict[str, Any] = {
+            "name": name,
+            "storage_integration": storage_integration,
+            "description": description,
+        }
+        if adopt_storage:
+            body["adopt_storage"] = True
+        return await self.command("create_ml_repo", body, **options)
 
     async def update_ml_repo(
         self,

@@ -213,7 +213,10 @@ class TemporalAccessContract:
             "grant_repo_access", {"repo": "fraud-models", "subject": ANA, "role": "viewer"}
         )
         deleted = do("delete_ml_repo", {"name": "fraud-models"})
-        recreated = do("create_ml_repo", {"name": "fraud-models", "storage_integration": "s3-main"})
+        recreated = do(
+            "create_ml_repo",
+            {"name": "fraud-models", "storage_integration": "s3-main", "adopt_storage": True},
+        )
         assert [r[1] for r in self.report(store, granted, repo="fraud-models")] == [ANA, ADMIN]
         assert self.report(store, deleted + SETTLED, repo="fraud-models") == []
         assert self.report(store, recreated + SETTLED, repo="fraud-models") == [

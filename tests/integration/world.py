@@ -112,7 +112,7 @@ CHANGES: list[Step] = [
         NAMESPACES,
     ),
     ("remove_cluster_environment", {"cluster": "dev-us", "environment": "qa"}, ADMIN),
-    ("delete_ml_repo", {"name": "churn-models"}, ADMIN),
+    ("delete_ml_repo", {"name": "churn-models", "delete_storage": True}, ADMIN),
     (
         "record_storage_deleted",
         {"repo": "churn-models", "location": "s3://ml-bucket/repos/churn-models/"},

@@ -172,10 +172,18 @@ class RepoModel:
     status: str
     integration: str
     description: str
+    deletion_asked: bool = False
+    delete_storage: bool = False
 
     @property
     def live(self) -> bool:
-        return self.status not in ("deleting", "deleted")
+        return not self.deletion_asked
+
+    @property
+    def storage_left_behind(self) -> bool:
+        """Deleted, and its location may still hold its data (retained, or not yet or never
+        removed): only a tenant admin adopting it may re-create the name."""
+        return self.deletion_asked and (not self.delete_storage or self.status != "deleted")
 
 
 class Expect:
@@ -401,8 +409,8 @@ class TenancyMachine(RuleBasedStateMachine):
             return
         self.register_cluster(CLUSTERS[0], environments, "aws-eks", ADMIN)
         self.register_storage_integration(INTEGRATIONS[0], provider, ADMIN)
-        self.create_ml_repo(REPOS[0], INTEGRATIONS[0], "", creator)
-        self.create_ml_repo(REPOS[1], INTEGRATIONS[0], "", ADMIN)
+        self.create_ml_repo(REPOS[0], INTEGRATIONS[0], "", creator, False)
+        self.create_ml_repo(REPOS[1], INTEGRATIONS[0], "", ADMIN, False)
         self.create_team(TEAMS[0], members, ADMIN)
         self.grant_repo_access(REPOS[0], f"team:{TEAMS[0]}", team_role, None, None, ADMIN)
         assert self.access[(REPOS[0], f"team:{TEAMS[0]}")] == team_role
@@ -784,19 +792,33 @@ class TenancyMachine(RuleBasedStateMachine):
         integration=integrations_,
         description=st.sampled_from(("", "models")),
         actor=repo_actors,
+        adopt=mostly(False, True, share=4),
     )
-    def create_ml_repo(self, name: str, integration: str, description: str, actor: str) -> None:
+    def create_ml_repo(
+        self, name: str, integration: str, description: str, actor: str, adopt: bool
+    ) -> None:
+        repo = self.repos.get(name)
         x = (
             Expect()
             .refuse_if(actor.startswith("service:"), "forbidden", "a worker")
+            .then()
+            .refuse_if(adopt and actor != ADMIN, "forbidden", "adopting needs a tenant admin")
             .then()
             .refuse_if(
                 not self.integration_live(integration), "precondition_failed", "no integration"
             )
             .then()
             .refuse_if(self.repo_live(name), "already_exists", "live repo")
+            .then()
+            .refuse_if(
+                repo is not None and repo.storage_left_behind and not adopt,
+                "precondition_failed",
+                "its storage may still hold the data of the deleted repo",
+            )
         )
         body = {"name": name, "storage_integration": integration, "description": description}
+        if adopt:
+            body["adopt_storage"] = True
         if self.send("create_ml_repo", body, actor, x):
             assert self.grants_of(name) == {}, "a deleted repo's grants were all ended"
             self.repos[name] = RepoModel("pending", integration, description)
@@ -915,6 +937,8 @@ class TenancyMachine(RuleBasedStateMachine):
         }
         if self.send("delete_ml_repo", body, actor, x):
             self.repos[name].status = "deleting"
+            self.repos[name].deletion_asked = True
+            self.repos[name].delete_storage = delete_storage
             for repo, subject in list(self.access):
                 if repo == name:
                     del self.access[(repo, subject)]
@@ -1011,6 +1035,11 @@ class TenancyMachine(RuleBasedStateMachine):
         )
         if repo is not None and outcome == "deleted":
             x.refuse_if(repo.status != "deleting", "precondition_failed", "not being deleted")
+        elif repo is not None and outcome == "failed":
+            # A failed removal is recorded too (the repo stays deleted, its status `failed`).
+            x.refuse_if(
+                not repo.live and repo.status != "deleting", "precondition_failed", "deleted"
+            )
         elif repo is not None:
             x.refuse_if(not repo.live, "precondition_failed", "being deleted")
         body = {
@@ -1049,7 +1078,7 @@ class TenancyMachine(RuleBasedStateMachine):
         waiting = sorted(n for n, r in self.repos.items() if r.status in ("pending", "deleting"))
         name = waiting[pick % len(waiting)]
         deleting = self.repos[name].status == "deleting"
-        outcome = "deleted" if deleting else "failed" if failed else "provisioned"
+        outcome = "failed" if failed else "deleted" if deleting else "provisioned"
         self.record_storage(outcome, name, None, "service:storage-worker")
 
     # --- idempotency ----------------------------------------------------------------------

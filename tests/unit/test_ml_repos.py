@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
-from domain.errors import AlreadyExists, NotFound, PreconditionFailed
+from domain.errors import AlreadyExists, Forbidden, NotFound, PreconditionFailed
 from domain.ml_repo import MlRepo
 
 from .support import ADMIN, ALICE, BOB, Tenancy
@@ -339,13 +340,14 @@ def test_a_deleted_repo_is_gone_and_may_be_created_again_keeping_its_history(
     repo_world: Tenancy,
 ) -> None:
     _grant(repo_world, BOB, "editor")
-    repo_world.run("delete_ml_repo", {"name": "fraud-models"})
+    repo_world.run("delete_ml_repo", {"name": "fraud-models", "delete_storage": True})
     repo_world.refuse(
         "grant_repo_access",
         {"repo": "fraud-models", "subject": BOB, "role": "viewer"},
         NotFound,
         "not_found",
     )
+    repo_world.run("record_storage_deleted", {"repo": "fraud-models", "location": LOCATION})
 
     result = repo_world.repo("fraud-models", actor=ALICE)
 
@@ -356,3 +358,103 @@ def test_a_deleted_repo_is_gone_and_may_be_created_again_keeping_its_history(
     assert history[0] == "ml_repo.created"
     assert "ml_repo.deletion_requested" in history
     assert history[-2:] == ["ml_repo.recreated", "ml_repo.access_granted"]
+
+
+# --- re-creating a name whose storage may still hold data -----------------------------------
+
+LOCATION = "s3://ml-bucket/repos/fraud-models/"
+
+
+def _deleted_by_bob(secured: Callable[..., Tenancy], **deletion: bool) -> Tenancy:
+    """Authorization on (ADMIN the tenant admin); BOB's repo, with data, deleted by BOB."""
+    t = secured()
+    t.integration()
+    t.repo(actor=BOB)
+    t.run("record_storage_provisioned", {"repo": "fraud-models", "location": LOCATION})
+    t.run("delete_ml_repo", {"name": "fraud-models", **deletion}, actor=BOB)
+    return t
+
+
+def _create(t: Tenancy, actor: str, **fields: bool) -> None:
+    body = {"name": "fraud-models", "storage_integration": "s3-main", **fields}
+    t.run("create_ml_repo", body, actor=actor)
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_a_repo_whose_storage_was_retained_is_not_handed_to_whoever_recreates_it(
+    secured: Callable[..., Tenancy], recorded: bool
+) -> None:
+    """Its data is still at the location the new repo would get: neither another user, nor
+    its former admin, nor a tenant admin by accident, may re-create the name."""
+    t = _deleted_by_bob(secured)
+    if recorded:
+        t.run("record_storage_deleted", {"repo": "fraud-models", "location": LOCATION})
+    body = {"name": "fraud-models", "storage_integration": "s3-main"}
+
+    for actor in (ALICE, BOB, ADMIN):
+        error = t.refuse("create_ml_repo", body, PreconditionFailed, "precondition_failed", actor)
+        assert "was retained" in error.message and "adopt_storage" in error.message
+        assert error.details == {
+            "repo": "fraud-models",
+            "location": LOCATION,
+            "status": "deleted" if recorded else "deleting",
+            "delete_storage": False,
+        }
+    # Only a tenant admin may take the data over, and must say so.
+    t.refuse("create_ml_repo", {**body, "adopt_storage": True}, Forbidden, "forbidden", ALICE)
+    t.refuse("create_ml_repo", {**body, "adopt_storage": True}, Forbidden, "forbidden", BOB)
+    before = t.position()
+    _create(t, ADMIN, adopt_storage=True)
+
+    [recreated] = [e for e in t.events(before) if e["type"] == "ml_repo.recreated"]
+    assert (recreated["adopt_storage"], recreated["actor"]) == (True, ADMIN)
+    assert _grants(t) == {ADMIN: "admin"}
+
+
+def test_a_repo_whose_storage_is_still_being_removed_cannot_be_recreated(
+    secured: Callable[..., Tenancy],
+) -> None:
+    t = _deleted_by_bob(secured, delete_storage=True)
+    body = {"name": "fraud-models", "storage_integration": "s3-main"}
+
+    error = t.refuse("create_ml_repo", body, PreconditionFailed, "precondition_failed", ALICE)
+    assert "is still being removed" in error.message
+
+    t.run("record_storage_deleted", {"repo": "fraud-models", "location": LOCATION})
+    _create(t, ALICE)  # removed: nothing left to hand over, anyone may
+    assert _grants(t) == {ALICE: "admin"}
+    assert t.aggregate(MlRepo, "fraud-models").adopt_storage is False
+
+
+def test_a_failed_removal_is_recorded_and_the_repo_stays_deleted(
+    secured: Callable[..., Tenancy],
+) -> None:
+    t = _deleted_by_bob(secured, delete_storage=True)
+    detail = f"{LOCATION}: not created by Tenantry (no marker); not removed"
+
+    t.run("record_storage_failed", {"repo": "fraud-models", "location": LOCATION, "detail": detail})
+
+    repo = t.aggregate(MlRepo, "fraud-models")
+    assert (repo.status, repo.live) == ("failed", False)
+    [failed] = [e for e in t.events() if e["type"] == "ml_repo.storage_failed"]
+    assert failed["detail"] == detail
+    grant = {"repo": "fraud-models", "subject": ALICE, "role": "viewer"}
+    t.refuse("grant_repo_access", grant, NotFound, "not_found")
+    body = {"name": "fraud-models", "storage_integration": "s3-main"}
+    error = t.refuse("create_ml_repo", body, PreconditionFailed, "precondition_failed", ALICE)
+    assert "could not be removed" in error.message
+
+
+def test_adopting_what_a_location_holds_needs_a_tenant_admin(
+    secured: Callable[..., Tenancy],
+) -> None:
+    t = secured()
+    t.integration()
+    body = {"name": "fraud-models", "storage_integration": "s3-main", "adopt_storage": True}
+
+    t.refuse("create_ml_repo", body, Forbidden, "forbidden", ALICE)
+    t.run("create_ml_repo", body, actor=ADMIN)
+
+    assert t.aggregate(MlRepo, "fraud-models").adopt_storage is True
+    [created] = [e for e in t.events() if e["type"] == "ml_repo.created"]
+    assert created["adopt_storage"] is True
