@@ -258,6 +258,9 @@ class RecordStorageProvisioned(RecordStorage):
 
 class RecordStorageFailed(RecordStorage):
     wire_name: ClassVar[str] = "record_storage_failed"
+    # The removal asked by delete_ml_repo failed (or was refused): accepted only then, so a
+    # late report about provisioning is not taken for one.
+    removal: bool = False
 
 
 class RecordStorageDeleted(RecordStorage):

@@ -496,7 +496,10 @@ def record_storage_failed(
     s: Session, cmd: c.RecordStorageFailed, actor: str, auth: Authorization
 ) -> Aggregate:
     repo = _recorded_repo(s, cmd)
-    repo.record_failed(cmd.location, cmd.detail)
+    if cmd.removal:
+        repo.record_removal_failed(cmd.location, cmd.detail)
+    else:
+        repo.record_failed(cmd.location, cmd.detail)
     return repo
 
 

@@ -195,14 +195,28 @@ class MlRepo(Aggregate):
         self.status = "ready"
 
     def record_failed(self, location: str, detail: str) -> None:
-        """A failed provisioning, or a failed removal (then the repo stays deleted, `failed`:
-        the worker refused to remove what Tenantry did not create, or could not)."""
-        if not self.live and self.status != "deleting":
-            self.require_live()
+        self.require_live()
         self._storage_failed(location=location, detail=detail)
 
-    @event("StorageFailed")
-    def _storage_failed(self, location: str, detail: str) -> None:
+    def record_removal_failed(self, location: str, detail: str) -> None:
+        """The storage worker refused to remove what Tenantry did not create, or could not: the
+        repo stays deleted (not live), its status `failed`, the reason in the event."""
+        if self.status != "deleting":
+            raise PreconditionFailed(
+                f"ML repo {self.name!r} is {self.status}, not deleting",
+                repo=self.name,
+                status=self.status,
+            )
+        self._storage_failed(location=location, detail=detail, removal=True)
+
+    # Spelled out for the default of `removal`: events stored before it read as False.
+    class StorageFailed(Aggregate.Event):
+        location: str
+        detail: str
+        removal: bool = False
+
+    @event(StorageFailed)
+    def _storage_failed(self, location: str, detail: str, removal: bool = False) -> None:
         self.status = "failed"
 
     def record_deleted(self, location: str, detail: str) -> None:

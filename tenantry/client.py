@@ -768,11 +768,14 @@ class Client:
         repo: str,
         location: str,
         detail: str = "",
+        removal: bool = False,
         expected_version: int | None = None,
         **options: Unpack[CommandOptions],
     ) -> CommandReply:
+        """`removal`: the removal of a deleted repo's storage failed (else its provisioning)."""
+        extra = {"removal": True} if removal else {}
         return await self._record_storage(
-            "record_storage_failed", repo, location, detail, expected_version, options
+            "record_storage_failed", repo, location, detail, expected_version, options, extra
         )
 
     async def record_storage_deleted(
@@ -813,12 +816,14 @@ class Client:
         detail: str,
         expected_version: int | None,
         options: CommandOptions,
+        extra: dict[str, Any] | None = None,
     ) -> CommandReply:
         body = {
             "repo": repo,
             "location": location,
             "detail": detail,
             "expected_version": expected_version,
+            **(extra or {}),
         }
         return await self.command(name, body, **options)
 

@@ -10,11 +10,13 @@ configured account (`s3_principal_account`):
 - `team:<name>` -> `arn:aws:iam::<account>:role/tenantry/teams/<name>`;
 - `user:<email>` -> `arn:aws:iam::<account>:user/tenantry/<email>`.
 AWS refuses a policy naming a principal that does not exist: those roles and users are made by
-whoever runs IAM, not by this worker."""
+whoever runs IAM, not by this worker. A subject whose principal can't be an IAM name at all (an
+e-mail address with `%` or `'`, or longer than 64 characters) is never put in a policy."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,7 +28,11 @@ ACCESS: dict[str, tuple[str, ...]] = {
 READ_ACTIONS = ["s3:GetObject"]
 WRITE_ACTIONS = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
 # Statements this worker owns start with it; any other statement of a bucket is left alone.
+# Ours are `tenantry-<repo>-<12 hex digits>` (one principal) and `tenantry-<repo>-list`.
 SID_PREFIX = "tenantry-"
+_SID_TAIL = re.compile(r"list|[0-9a-f]{12}")
+# IAM user and role names: 1-64 of these (the paths above them are ours and always valid).
+_IAM_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{1,64}")
 
 
 def access_of(role: str) -> tuple[str, ...]:
@@ -55,6 +61,38 @@ def principal_arn(subject: str, account: str) -> str:
     if kind == "user":
         return f"arn:aws:iam::{account}:user/tenantry/{rest}"
     raise ValueError(f"no principal for subject {subject!r}")
+
+
+def invalid_principals(grants: Mapping[str, str], account: str) -> dict[str, str]:
+    """The granted subjects whose principal is not a valid IAM ARN, and why: put in a bucket
+    policy, each would make the server refuse the whole policy."""
+    invalid = {}
+    for subject in grants:
+        name = principal_arn(subject, account).rsplit("/", 1)[1]
+        if not _IAM_NAME.fullmatch(name):
+            invalid[subject] = (
+                f"{name!r} can't be an IAM name (1-64 letters, digits and _ + = , . @ -)"
+            )
+    return invalid
+
+
+def repo_of_statement(statement: Mapping[str, Any]) -> str | None:
+    """The repo a statement of ours is about; None for a statement that is not ours."""
+    sid = str(statement.get("Sid", ""))
+    if not sid.startswith(SID_PREFIX):
+        return None
+    repo, _, tail = sid.removeprefix(SID_PREFIX).rpartition("-")
+    return repo if repo and _SID_TAIL.fullmatch(tail) else None
+
+
+def named_principals(policy: Mapping[str, Any] | None) -> set[str]:
+    """Every AWS principal a policy names (those the bucket has accepted, for a stored one)."""
+    named: set[str] = set()
+    for statement in (policy or {}).get("Statement", []):
+        principal = statement.get("Principal")
+        aws = principal.get("AWS") if isinstance(principal, dict) else None
+        named.update([aws] if isinstance(aws, str) else aws or [])
+    return named
 
 
 def repo_statements(

@@ -2,8 +2,10 @@
 
 Acts on repo creation and recreation, on every grant and revoke (a policy change), and on
 deletion (the location removed with `delete_storage`, else retained with no grants left in its
-policy). The backend follows the location's scheme: `file://` the local one, `s3://` the S3
-one. Reports `record_storage_provisioned` / `_failed` / `_deleted` as `service:storage`."""
+policy). Which locations it may take over or remove is `workers.ownership`'s decision. The
+backend follows the location's scheme: `file://` the local one, `s3://` the S3 one. Reports
+`record_storage_provisioned` / `_failed` / `_deleted` as `service:storage` (a removal refused
+or failed for good is recorded as `_failed` too)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ _REPO_CHANGES = (
     "ml_repo.access_revoked",
 )
 _DELETION = "ml_repo.deletion_requested"
+# Not acted on, only read: a location provisioned for this incarnation before markers existed
+# is this repo's (see `workers.ownership`).
+_PROVISIONED = "ml_repo.storage_provisioned"
 
 
 @dataclass
@@ -37,6 +42,9 @@ class RepoView:
     grants: dict[str, str] = field(default_factory=dict)
     live: bool = True
     delete_storage: bool = False
+    incarnation: int = 0  # the version of its created / recreated event
+    adopt_storage: bool = False
+    provisioned: bool = False
 
     @property
     def container(self) -> tuple[str, str]:
@@ -62,9 +70,16 @@ class RepoLedger:
     def fold(self, seq: int, body: dict[str, Any]) -> None:
         type_, name, data = body.get("type"), str(body.get("fqn")), body.get("data") or {}
         if type_ in ("ml_repo.created", "ml_repo.recreated"):
-            self.repos[name] = RepoView(name, str(data["location"]))
+            self.repos[name] = RepoView(
+                name,
+                str(data["location"]),
+                incarnation=int(body.get("version") or 0),
+                adopt_storage=bool(data.get("adopt_storage")),
+            )
         elif (repo := self.repos.get(name)) is not None:
-            if type_ == "ml_repo.access_granted":
+            if type_ == _PROVISIONED:
+                repo.provisioned = True
+            elif type_ == "ml_repo.access_granted":
                 repo.grants[str(data["subject"])] = str(data["role"])
             elif type_ == "ml_repo.access_revoked":
                 repo.grants.pop(str(data["subject"]), None)
@@ -83,7 +98,7 @@ class RepoLedger:
 class StorageProvisioner:
     name = NAME
     action_subjects = subjects(*_REPO_CHANGES, _DELETION)
-    state_subjects = action_subjects
+    state_subjects = (*action_subjects, *subjects(_PROVISIONED))
 
     def __init__(self, backends: dict[str, StorageBackend]) -> None:
         self._backends = backends  # by location scheme
@@ -119,10 +134,13 @@ class StorageProvisioner:
                 return await self._backend(repo).remove(repo, neighbours)
 
             outcome = await attempt(remove(), last_attempt=last_attempt)
-            if not outcome.ok:
-                # The domain records no failure once deletion was asked for: the log says it.
-                return Result(failure=outcome.detail)
-            return Result([self._report(event, "record_storage_deleted", repo, outcome.detail)])
+            if outcome.ok:
+                report = self._report(event, "record_storage_deleted", repo, outcome.detail)
+                return Result([report])
+            failed = self._report(
+                event, "record_storage_failed", repo, outcome.detail, removal=True
+            )
+            return Result([failed], failure=outcome.detail)
 
         async def ensure() -> str:
             return await self._backend(repo).ensure(repo, neighbours)
@@ -133,7 +151,14 @@ class StorageProvisioner:
         return Result([report], failure=None if outcome.ok else outcome.detail)
 
     @staticmethod
-    def _report(event: Event, command: str, repo: RepoView, detail: str) -> Report:
+    def _report(event: Event, command: str, repo: RepoView, detail: str, **extra: Any) -> Report:
         return Report.of(
-            NAME, event, command, repo.name, repo=repo.name, location=repo.location, detail=detail
+            NAME,
+            event,
+            command,
+            repo.name,
+            repo=repo.name,
+            location=repo.location,
+            detail=detail,
+            **extra,
         )

@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerInfo
 from nats.js.errors import NotFoundError
 
+from domain.authorization import Authorization
 from domain.base import snake_case
 from domain.event_log import STREAM_NAME, event_id
 from domain.ml_repo import MlRepo
@@ -95,7 +96,8 @@ class Tenancy:
         return found
 
     def events(self, type_: str | None = None, fqn: str | None = None) -> list[dict[str, Any]]:
-        """Stored events as (position, id, type, fqn, actor, command_id, data), in store order."""
+        """Stored events as (position, id, type, version, fqn, actor, command_id, data), in store
+        order."""
         out = []
         for n in self.service.recorder.select_notifications(None, 1_000_000):
             owner, _, event = n.topic.partition(":")[2].partition(".")
@@ -104,6 +106,7 @@ class Tenancy:
                 "position": n.id,
                 "id": event_id(UUID(str(n.originator_id)), n.originator_version),
                 "type": f"{snake_case(owner)}.{snake_case(event)}",
+                "version": n.originator_version,
                 "fqn": state.get("fqn"),
                 "actor": state.get("actor"),
                 "command_id": state.get("command_id"),
@@ -145,9 +148,14 @@ async def wait_until(
 
 
 @contextlib.asynccontextmanager
-async def running_tenancy(nats_server: NatsServer, state_dir: Path) -> AsyncIterator[Tenancy]:
-    """The command service and the relay over a SQLite store, on a real nats-server."""
-    service = TenancyService(event_store_env(Settings(state_dir=state_dir)))
+async def running_tenancy(
+    nats_server: NatsServer, state_dir: Path, authorization: Authorization | None = None
+) -> AsyncIterator[Tenancy]:
+    """The command service and the relay over a SQLite store, on a real nats-server
+    (authorization off unless given)."""
+    service = TenancyService(
+        event_store_env(Settings(state_dir=state_dir)), authorization=authorization
+    )
     service.seed_default_environments()
     service_nc = await nats.connect(nats_server.url)
     endpoint = CommandEndpoint(service_nc, service)

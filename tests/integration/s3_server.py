@@ -1,5 +1,11 @@
 """A real S3-speaking server for the storage tests (moto's standalone server, as a process),
-and a proxy in front of it that counts the requests a worker makes (and can play an outage)."""
+and a proxy in front of it that counts the requests a worker makes (and can play an outage, or
+AWS refusing a bucket policy that names a principal IAM does not know).
+
+moto (5.2.5) stores any bucket policy as it is sent: `put_bucket_policy` checks no principal
+and no setting turns a check on (its IAM policy validator serves IAM's own policies, not S3's).
+AWS answers such a policy `400 MalformedPolicy: Invalid principal in policy`; the proxy plays
+that answer for the principals in `refused_principals`."""
 
 from __future__ import annotations
 
@@ -71,6 +77,9 @@ class CountingProxy:
         self.requests: list[tuple[str, str]] = []
         self.policies: list[bytes] = []  # the body of every bucket policy PUT, in order
         self.failing = 0  # answer that many requests with a 503 instead of forwarding them
+        # Bucket policies naming any of these ARNs are refused as AWS refuses unknown ones.
+        self.refused_principals: set[str] = set()
+        self.refused_policies = 0
         self._lock = threading.Lock()
         proxy = self
 
@@ -84,12 +93,19 @@ class CountingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with proxy._lock:
                     proxy.requests.append((self.command, self.path))
+                    refuse = False
                     if self.command == "PUT" and _operation(self.path) == "bucket-policy":
-                        proxy.policies.append(body)
+                        refuse = any(p.encode() in body for p in proxy.refused_principals)
+                        proxy.refused_policies += refuse
+                        if not refuse:
+                            proxy.policies.append(body)
                     fail = proxy.failing > 0
                     proxy.failing -= 1 if fail else 0
                 if fail:
                     self._answer(503, {}, b"<Error><Code>ServiceUnavailable</Code></Error>")
+                    return
+                if refuse:
+                    self._answer(400, {"Content-Type": "application/xml"}, _INVALID_PRINCIPAL)
                     return
                 upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
@@ -139,6 +155,12 @@ class CountingProxy:
         with self._lock:
             puts = [p for m, p in self.requests if m == method]
         return Counter(_operation(path) for path in puts)
+
+
+_INVALID_PRINCIPAL = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>MalformedPolicy</Code>'
+    b"<Message>Invalid principal in policy</Message></Error>"
+)
 
 
 def _operation(path: str) -> str:

@@ -1035,11 +1035,9 @@ class TenancyMachine(RuleBasedStateMachine):
         )
         if repo is not None and outcome == "deleted":
             x.refuse_if(repo.status != "deleting", "precondition_failed", "not being deleted")
-        elif repo is not None and outcome == "failed":
+        elif repo is not None and outcome == "failed" and not repo.live:
             # A failed removal is recorded too (the repo stays deleted, its status `failed`).
-            x.refuse_if(
-                not repo.live and repo.status != "deleting", "precondition_failed", "deleted"
-            )
+            x.refuse_if(repo.status != "deleting", "precondition_failed", "not being deleted")
         elif repo is not None:
             x.refuse_if(not repo.live, "precondition_failed", "being deleted")
         body = {
@@ -1048,6 +1046,8 @@ class TenancyMachine(RuleBasedStateMachine):
             "detail": "",
             "expected_version": expected_version,
         }
+        if outcome == "failed" and repo is not None and not repo.live:
+            body["removal"] = True
         if self.send(f"record_storage_{outcome}", body, actor, x):
             assert repo is not None
             repo.status = {"provisioned": "ready", "failed": "failed", "deleted": "deleted"}[

@@ -432,12 +432,21 @@ def test_a_failed_removal_is_recorded_and_the_repo_stays_deleted(
     t = _deleted_by_bob(secured, delete_storage=True)
     detail = f"{LOCATION}: not created by Tenantry (no marker); not removed"
 
-    t.run("record_storage_failed", {"repo": "fraud-models", "location": LOCATION, "detail": detail})
+    report = {"repo": "fraud-models", "location": LOCATION, "detail": detail}
+    # A late report about provisioning is not taken for the removal's.
+    t.refuse("record_storage_failed", report, PreconditionFailed, "precondition_failed")
+    t.run("record_storage_failed", {**report, "removal": True})
 
     repo = t.aggregate(MlRepo, "fraud-models")
     assert (repo.status, repo.live) == ("failed", False)
     [failed] = [e for e in t.events() if e["type"] == "ml_repo.storage_failed"]
-    assert failed["detail"] == detail
+    assert (failed["detail"], failed["removal"]) == (detail, True)
+    t.refuse(
+        "record_storage_failed",
+        {**report, "removal": True},
+        PreconditionFailed,
+        "precondition_failed",
+    )
     grant = {"repo": "fraud-models", "subject": ALICE, "role": "viewer"}
     t.refuse("grant_repo_access", grant, NotFound, "not_found")
     body = {"name": "fraud-models", "storage_integration": "s3-main"}
