@@ -94,7 +94,7 @@ class MlRepo(Aggregate):
             return "was retained when it was deleted"
         if self.status == "deleting":
             return "is still being removed"
-        if self.status == "failed":
+        if self.status == "deletion_failed":
             return "could not be removed"
         return None
 
@@ -200,7 +200,7 @@ class MlRepo(Aggregate):
 
     def record_removal_failed(self, location: str, detail: str) -> None:
         """The storage worker refused to remove what Tenantry did not create, or could not: the
-        repo stays deleted (not live), its status `failed`, the reason in the event."""
+        repo stays deleted (not live), its status `deletion_failed`, the reason in the event."""
         if self.status != "deleting":
             raise PreconditionFailed(
                 f"ML repo {self.name!r} is {self.status}, not deleting",
@@ -217,7 +217,7 @@ class MlRepo(Aggregate):
 
     @event(StorageFailed)
     def _storage_failed(self, location: str, detail: str, removal: bool = False) -> None:
-        self.status = "failed"
+        self.status = "deletion_failed" if removal else "failed"
 
     def record_deleted(self, location: str, detail: str) -> None:
         if self.status != "deleting":

@@ -239,7 +239,10 @@ _REPO_STATUS = {
 
 @_on(*_REPO_STATUS)
 def _ml_repo_status(conn: Connection, body: Body) -> None:
-    _update_repo(conn, body, status=_REPO_STATUS[body["type"]])
+    status = _REPO_STATUS[body["type"]]
+    if status == "failed" and body["data"].get("removal"):
+        status = "deletion_failed"  # a deleted repo whose storage could not be removed
+    _update_repo(conn, body, status=status)
 
 
 def _update_repo(conn: Connection, body: Body, **values: Any) -> None:

@@ -19,7 +19,7 @@ from domain.names import ROLE_RANK
 from projections import schema as t
 
 DIRECT = "direct"
-GONE = ("deleting", "deleted")
+GONE = ("deleting", "deleted", "deletion_failed")
 ACTION_RANK: dict[str, int] = {"read": 1, "write": 2, "admin": 3}
 
 

@@ -159,7 +159,7 @@ def plan(documents: Sequence[Document], state: State, creator: str) -> Plan:
     return _Planner(documents, state, creator).run()
 
 
-_GONE = ("deleting", "deleted")
+_GONE = ("deleting", "deleted", "deletion_failed")
 
 
 class _Planner:

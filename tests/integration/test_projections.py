@@ -257,6 +257,33 @@ class ProjectionContract:
         assert "prod-eu:fraud" not in [w["fqn"] for w in query(store, "list_workspaces")]
         assert query(store, "get_workspace", fqn="prod-eu:fraud")["status"] == "deleted"
 
+    def test_a_repo_whose_storage_could_not_be_removed_stays_deleted(
+        self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
+    ) -> None:
+        """Issue 12, item 2: the storage worker refused `delete_storage` (data Tenantry did not
+        create): the views say `deletion_failed`, and the repo grants nothing."""
+        self.send(service, WORLD)
+        location = "s3://ml-bucket/repos/churn-models/"
+        self.send(
+            service,
+            [
+                ("delete_ml_repo", {"name": "churn-models", "delete_storage": True}, ADMIN),
+                (
+                    "record_storage_failed",
+                    {"repo": "churn-models", "location": location, "removal": True},
+                    "service:storage",
+                ),
+            ],
+        )
+        runner.catch_up()
+        assert query(store, "get_ml_repo", name="churn-models")["status"] == "deletion_failed"
+        assert query(store, "repo_access", repo="churn-models") == []
+        assert query(store, "check_access", subject=ADMIN, repo="churn-models", action="read") == {
+            "allowed": False,
+            "role": None,
+            "via": None,
+        }
+
     def test_link_events_reach_only_the_audit_log(
         self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
     ) -> None:

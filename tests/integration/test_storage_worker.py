@@ -30,7 +30,7 @@ from workers.access_policy import principal_arn
 from workers.errors import PermanentError
 from workers.local_storage import LocalStorageBackend
 from workers.ownership import MARKER, Marker
-from workers.s3_storage import S3StorageBackend
+from workers.s3_storage import S3StorageBackend, s3_location
 from workers.storage import RepoView, StorageBackend
 
 PROVISIONED = "ml_repo.storage_provisioned"
@@ -502,7 +502,7 @@ async def test_a_location_tenantry_did_not_create_is_neither_taken_over_nor_remo
         await t.ok("delete_ml_repo", {"name": "datasets", "delete_storage": True}, actor=BOB)
         [refused] = await removal_failures(t, "datasets")
         assert "was not removed: it was not created by Tenantry" in refused["data"]["detail"]
-        assert t.repo("datasets").status == "failed"
+        assert t.repo("datasets").status == "deletion_failed"
         assert not t.repo("datasets").live
 
         adopt = {"name": "shared", "storage_integration": "store", "adopt_storage": True}
@@ -546,6 +546,21 @@ async def test_a_location_served_before_markers_keeps_serving_but_is_never_remov
         await backend.remove(repo, [])
     await backend.close()
     assert storage.get("fraud-models", "model.bin") == b"weights"
+
+
+@pytest.mark.parametrize("bad", ["root/../outside", "root/%2e%2e/outside", "root?", "root#x"])
+async def test_a_location_under_a_root_stored_before_roots_were_canonical_is_refused(
+    tmp_path: Path, bad: str
+) -> None:
+    """Issue 12, item 3, the worker's side: roots like these are refused at registration now;
+    one stored before cannot lead the worker outside its root (or put repos together)."""
+    location = f"file://{tmp_path}/{bad}/fraud-models/"
+    repo = RepoView("fraud-models", location, {BOB: "admin"}, incarnation=1)
+    with pytest.raises(PermanentError, match="is not a canonical local location"):
+        await LocalStorageBackend().ensure(repo, [repo])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    with pytest.raises(PermanentError, match="is not a canonical s3:// location"):
+        s3_location(f"s3://ml-bucket/{bad}/fraud-models/")
 
 
 # --- one bucket policy, many repos -------------------------------------------------------

@@ -1036,7 +1036,7 @@ class TenancyMachine(RuleBasedStateMachine):
         if repo is not None and outcome == "deleted":
             x.refuse_if(repo.status != "deleting", "precondition_failed", "not being deleted")
         elif repo is not None and outcome == "failed" and not repo.live:
-            # A failed removal is recorded too (the repo stays deleted, its status `failed`).
+            # A failed removal is recorded too (the repo stays deleted: `deletion_failed`).
             x.refuse_if(repo.status != "deleting", "precondition_failed", "not being deleted")
         elif repo is not None:
             x.refuse_if(not repo.live, "precondition_failed", "being deleted")
@@ -1046,13 +1046,16 @@ class TenancyMachine(RuleBasedStateMachine):
             "detail": "",
             "expected_version": expected_version,
         }
-        if outcome == "failed" and repo is not None and not repo.live:
+        removal = outcome == "failed" and repo is not None and not repo.live
+        if removal:
             body["removal"] = True
         if self.send(f"record_storage_{outcome}", body, actor, x):
             assert repo is not None
             repo.status = {"provisioned": "ready", "failed": "failed", "deleted": "deleted"}[
                 outcome
             ]
+            if removal:
+                repo.status = "deletion_failed"
 
     # What the workers do: answer for what waits for them (the rules above also send reports
     # nobody waits for).

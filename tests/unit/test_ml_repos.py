@@ -438,7 +438,7 @@ def test_a_failed_removal_is_recorded_and_the_repo_stays_deleted(
     t.run("record_storage_failed", {**report, "removal": True})
 
     repo = t.aggregate(MlRepo, "fraud-models")
-    assert (repo.status, repo.live) == ("failed", False)
+    assert (repo.status, repo.live) == ("deletion_failed", False)
     [failed] = [e for e in t.events() if e["type"] == "ml_repo.storage_failed"]
     assert (failed["detail"], failed["removal"]) == (detail, True)
     t.refuse(
