@@ -93,7 +93,12 @@ COMMAND_BODIES: dict[str, dict[str, Any]] = {
         "region": "eu-west-1",
     },
     "remove_storage_integration": {"name": "no-such-si"},
-    "create_ml_repo": {"name": "fuzz-repo", "storage_integration": "local", "description": "d"},
+    "create_ml_repo": {
+        "name": "fuzz-repo",
+        "storage_integration": "local",
+        "description": "d",
+        "adopt_storage": False,
+    },
     "update_ml_repo": {"name": "fraud-models", "description": "fraud models"},
     "grant_repo_access": {
         "repo": "fraud-models",
@@ -119,6 +124,7 @@ COMMAND_BODIES: dict[str, dict[str, Any]] = {
             "repo": "no-such-repo",
             "location": "file:///srv/x/no-such-repo/",
             "detail": "d",
+            **({"removal": False} if outcome == "failed" else {}),
         }
         for outcome in ("provisioned", "failed", "deleted")
     },

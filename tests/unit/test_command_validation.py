@@ -3,9 +3,13 @@ the way in (the wire answers `validation_error`), before anything is loaded."""
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from domain.commands import COMMANDS, ChangeCommand
@@ -393,6 +397,42 @@ NON_CANONICAL_ROOTS = [
 @pytest.mark.parametrize(("provider", "root"), NON_CANONICAL_ROOTS)
 def test_storage_roots_must_be_canonical(provider: str, root: str) -> None:
     _refuses("register_storage_integration", "", provider=provider, storage_root=root)
+
+
+_ROOT_TEXT = st.text(alphabet="ab./%?#\\~ 2eE-", max_size=24)
+
+
+@settings(max_examples=400, deadline=None)
+@given(path=_ROOT_TEXT)
+def test_an_accepted_local_root_is_the_folder_it_reads_as(path: str) -> None:
+    """Whatever is accepted names one folder, spelled one way: normalising, unquoting or
+    parsing it as a URL changes nothing, and it is not the filesystem's root."""
+    root = f"file:///{path}"
+    try:
+        _accepts("register_storage_integration", provider="local", storage_root=root)
+    except ValidationError:
+        return
+    folder = root.removeprefix("file://").removesuffix("/")
+    assert folder != "" and folder != "/"
+    assert posixpath.normpath(folder) == folder
+    assert unquote(folder) == folder
+    parts = urlsplit(root)
+    assert (parts.query, parts.fragment, parts.path) == ("", "", root.removeprefix("file://"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(path=_ROOT_TEXT)
+def test_an_accepted_s3_root_is_the_prefix_it_reads_as(path: str) -> None:
+    root = f"s3://ml-bucket/{path}"
+    try:
+        _accepts("register_storage_integration", provider="s3", storage_root=root)
+    except ValidationError:
+        return
+    prefix = root.removeprefix("s3://ml-bucket").removesuffix("/")
+    assert prefix == "" or posixpath.normpath(prefix) == prefix
+    assert unquote(prefix) == prefix
+    parts = urlsplit(root)
+    assert (parts.netloc, parts.query, parts.fragment) == ("ml-bucket", "", "")
 
 
 def test_storage_providers_are_the_four_known() -> None:
