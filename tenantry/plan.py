@@ -99,7 +99,9 @@ class State:
             storage_integrations={s.name: s for s in storage_integrations},
             teams={t.name: t for t in teams},
             clusters={c.name: c for c in clusters},
-            ml_repos={r.name: r for r in ml_repos},
+            # A deleted repo whose storage could not be removed is deleted: re-creating it is
+            # the command service's decision (a tenant admin, with adopt_storage).
+            ml_repos={r.name: r for r in ml_repos if r.status != "deletion_failed"},
             workspaces={w.fqn: w for w in workspaces},
         )
 
@@ -159,7 +161,7 @@ def plan(documents: Sequence[Document], state: State, creator: str) -> Plan:
     return _Planner(documents, state, creator).run()
 
 
-_GONE = ("deleting", "deleted", "deletion_failed")
+_GONE = ("deleting", "deleted")
 
 
 class _Planner:

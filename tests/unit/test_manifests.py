@@ -13,6 +13,7 @@ import pytest
 
 from domain.base import CommandContext
 from domain.commands import Command
+from domain.errors import PreconditionFailed
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
@@ -425,6 +426,27 @@ def test_what_no_command_can_change_is_refused(world: World) -> None:
     )
     assert any("storage_root" in p and "remove it and register it again" in p for p in found)
     assert any("storage_integration" in p and "immutable" in p for p in found)
+
+
+def test_a_repo_whose_storage_could_not_be_removed_is_recreated_only_by_adopting_it(
+    world: World,
+) -> None:
+    world.apply(BASE)
+    world.tenancy.run("delete_ml_repo", {"name": "fraud-models", "delete_storage": True})
+    location = "s3://ml-bucket/repos/fraud-models/"
+    world.tenancy.run(
+        "record_storage_failed",
+        {"repo": "fraud-models", "location": location, "removal": True},
+        actor="service:storage",
+    )
+
+    plain = world.plan(BASE)
+    assert "create_ml_repo" in names(plain)
+    with pytest.raises(PreconditionFailed, match=r"could not be removed.*adopt_storage"):
+        world.send(plain.commands)
+    adopting = BASE.replace("description: Fraud models", "description: x\nadopt_storage: true")
+    world.apply(adopting)
+    assert world.state().ml_repos["fraud-models"].status == "pending"
 
 
 def test_references_to_what_does_not_exist_are_refused(world: World) -> None:
