@@ -193,10 +193,15 @@ async def test_the_storage_worker_killed_mid_stream_puts_each_object_once(
 
     assert all(0 < s < len(live) for s in seen), seen  # killed mid-stream, twice
     assert log.read_text().count('"worker.started"') == 3
-    # The bucket once, a marker per live repo once, and the policy once: the first repo it
-    # was written for already had the whole bucket's final grants to write.
-    assert s3_proxy.operations("PUT") == {"bucket": 1, "object": len(live), "bucket-policy": 1}
-    policy = s3_proxy.policies[0].decode()
+    # The bucket once, a marker per live repo once, and the policy once per live repo: each
+    # repo writes only its own statements (issue 12: one repo's refused principal must not
+    # hold back another's), already its final grants, so its later events write nothing.
+    assert s3_proxy.operations("PUT") == {
+        "bucket": 1,
+        "object": len(live),
+        "bucket-policy": len(live),
+    }
+    policy = s3_proxy.policies[-1].decode()
     for repo in live:
         assert f'"tenantry-{repo}-list"' in policy
         assert tenancy.repo(repo).status == "ready"
