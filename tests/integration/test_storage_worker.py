@@ -1,7 +1,9 @@
 """The storage provisioner on the real bus: ML repos become folders with a JSON access policy
 (`file://` roots) or a bucket prefix with a bucket policy on a real S3-speaking server (moto's,
 as a process), both following grants, revokes and deletion; an unwritable root ends as
-`failed`, an S3 outage is retried and, if it lasts, recorded as a failure."""
+`failed`, an S3 outage is retried and, if it lasts, recorded as a failure. Issue 12: data
+Tenantry did not create (or retained for an earlier incarnation) is neither handed over nor
+removed, and one repo's refused principal holds back no other repo's policy."""
 
 from __future__ import annotations
 
