@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from functools import lru_cache
+from functools import cache
 
 import pytest
 
@@ -38,7 +38,7 @@ def ref_mth(d: list[bytes]) -> bytes:
     return _ref_mth(tuple(d))
 
 
-@lru_cache(maxsize=None)  # the definition, remembered: the tests ask for the same ranges often
+@cache  # the definition, remembered: the tests ask for the same ranges often
 def _ref_mth(d: tuple[bytes, ...]) -> bytes:
     n = len(d)
     if n == 0:
@@ -55,8 +55,8 @@ def ref_path(m: int, d: list[bytes]) -> list[bytes]:
         return []
     k = _k(n)
     if m < k:
-        return ref_path(m, d[:k]) + [ref_mth(d[k:])]
-    return ref_path(m - k, d[k:]) + [ref_mth(d[:k])]
+        return [*ref_path(m, d[:k]), ref_mth(d[k:])]
+    return [*ref_path(m - k, d[k:]), ref_mth(d[:k])]
 
 
 def ref_subproof(m: int, d: list[bytes], b: bool) -> list[bytes]:
@@ -65,8 +65,8 @@ def ref_subproof(m: int, d: list[bytes], b: bool) -> list[bytes]:
         return [] if b else [ref_mth(d)]
     k = _k(n)
     if m <= k:
-        return ref_subproof(m, d[:k], b) + [ref_mth(d[k:])]
-    return ref_subproof(m - k, d[k:], False) + [ref_mth(d[:k])]
+        return [*ref_subproof(m, d[:k], b), ref_mth(d[k:])]
+    return [*ref_subproof(m - k, d[k:], False), ref_mth(d[:k])]
 
 
 def ref_proof(m: int, d: list[bytes]) -> list[bytes]:
