@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tenantry.cli import audit_proofs
 from tenantry.cli.bus import connect_or_explain
 from tenantry.cli.common import nats_url_for_client
 from tenantry.settings import Settings
@@ -52,6 +53,7 @@ def register(verbs: Any) -> None:
     verify.add_argument(
         "--public-key", type=Path, help="an Ed25519 public key (PEM): require a signed checkpoint"
     )
+    audit_proofs.add_verify_options(verify)
     verify.set_defaults(handler=_verify)
 
     keygen = audit_verbs.add_parser("keygen", help="create an Ed25519 key pair to sign exports")
@@ -63,6 +65,7 @@ def register(verbs: Any) -> None:
         help="the private key's file; the public key goes beside it with .pub appended",
     )
     keygen.set_defaults(handler=_keygen)
+    audit_proofs.register(audit_verbs)
 
 
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -152,17 +155,25 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
             print("tenantry audit verify: --public-key needs an export file", file=sys.stderr)
             return 2
         return asyncio.run(_verify_live(settings))
+    if args.checkpoint and args.file == "-":
+        print("tenantry audit verify: --checkpoint needs an export file", file=sys.stderr)
+        return 2
     try:
         key = load_public_key(args.public_key) if args.public_key else None
+        # A proof or a file of checkpoints (tenantry.cli.audit_proofs), not an export.
+        if args.file != "-" and audit_proofs.first_document(Path(args.file)) is not None:
+            return audit_proofs.verify_document(Path(args.file), key, args.checkpoint)
         if args.file == "-":
             verdict = verify_export(sys.stdin.buffer, key)
         else:
             with Path(args.file).open("rb") as lines:
                 verdict = verify_export(lines, key)
-    except (OSError, ValueError) as exc:
+        print(verdict.report())
+        if verdict.ok and args.checkpoint:
+            return audit_proofs.export_against(Path(args.file), args.checkpoint, key)
+    except (OSError, ValueError, KeyError) as exc:
         print(f"tenantry audit verify: {exc}", file=sys.stderr)
         return 2
-    print(verdict.report())
     return 0 if verdict.ok else 1
 
 
