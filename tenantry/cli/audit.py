@@ -42,6 +42,7 @@ def register(verbs: Any) -> None:
         type=Path,
         help="an Ed25519 private key (PEM): end with a signed checkpoint line",
     )
+    # With -o, the standalone verifier (and the public key) are written beside the file.
     export.set_defaults(handler=_export)
 
     verify = audit_verbs.add_parser(
@@ -118,6 +119,8 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         code = asyncio.run(_write_export(settings, out, since, until, key))
     if code == 0:
         os.replace(partial, args.output)
+        for path in audit_proofs.write_verifier(args.output, key):
+            print(f"wrote {path}", file=sys.stderr)
     else:
         partial.unlink(missing_ok=True)
     return code
@@ -130,15 +133,16 @@ async def _write_export(settings: Settings, out: Any, since: Any, until: Any, ke
     nc = await connect_or_explain(settings, "audit export")
     if nc is None:
         return 1
+    lines = audit_proofs.TreeOfLines(out.write)  # the Merkle root, for a signed checkpoint
     try:
-        span = await export(nc, out.write, since=since, until=until)
+        span = await export(nc, lines.write if key else out.write, since=since, until=until)
     except TimeoutError as exc:
         print(f"tenantry audit export: {exc}", file=sys.stderr)
         return 1
     finally:
         await nc.close()
     if key is not None:
-        out.write(checkpoint_line(span, key, datetime.now(UTC)))
+        out.write(checkpoint_line(span, key, datetime.now(UTC), lines.signed_fields(span)))
     out.flush()
     positions = f", positions {span.first_position}-{span.last_position}" if span.count else ""
     signed = ", signed checkpoint" if key is not None else ""
@@ -166,8 +170,11 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
         if args.file == "-":
             verdict = verify_export(sys.stdin.buffer, key)
         else:
+            # Checkpoints given stand in for the export's own: then the key is for them, and
+            # for the export's checkpoint line only if it has one.
+            own_key = key if audit_proofs.export_signed(Path(args.file), args.checkpoint) else None
             with Path(args.file).open("rb") as lines:
-                verdict = verify_export(lines, key)
+                verdict = verify_export(lines, own_key)
         print(verdict.report())
         if verdict.ok and args.checkpoint:
             return audit_proofs.export_against(Path(args.file), args.checkpoint, key)

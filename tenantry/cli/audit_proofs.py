@@ -6,11 +6,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from domain.event_log import ZERO_HASH
+from tenantry import standalone_verifier
+from tenantry.audit_checkpoint import ChainSpan
 from tenantry.cli.bus import connect_or_explain
+from tenantry.merkle import MerkleTree, leaf_hash
 from tenantry.settings import Settings
 
 
@@ -207,6 +216,23 @@ def verify_document(path: Path, public_key: Any, checkpoint_files: list[Path]) -
     return 0 if ok else 1
 
 
+def export_signed(path: Path, checkpoint_files: list[Path]) -> bool:
+    """Whether `audit verify` requires the export's own signed checkpoint: always, unless
+    published checkpoints are given and the export has no checkpoint line of its own."""
+    from tenantry.audit_checkpoint import is_checkpoint
+
+    if not checkpoint_files:
+        return True
+    with path.open("rb") as lines:
+        last = b""
+        for last in lines:  # noqa: B007 - only the last line is wanted
+            pass
+    try:
+        return is_checkpoint(json.loads(last))
+    except ValueError:
+        return True
+
+
 def export_against(path: Path, checkpoint_files: list[Path], public_key: Any) -> int:
     """After an export's chain verified: the export against the checkpoints given."""
     from tenantry.audit_checkpoint import is_checkpoint
@@ -219,3 +245,46 @@ def export_against(path: Path, checkpoint_files: list[Path], public_key: Any) ->
         ok, said = export_against_checkpoints(events, by_size)
     print("\n".join([*(f"FAILED: {p}" for p in problems), *said]))
     return 0 if ok and not problems else 1
+
+
+# --- what an export writes beside itself -----------------------------------------------------
+
+VERIFIER_NAME = "verify_tenantry_export.py"
+_LAST_HASH = re.compile(rb'"hash":"([0-9a-f]{64})"\}\n$')
+
+
+class TreeOfLines:
+    """The Merkle tree of the lines an export writes (their `hash`, the last field of each)."""
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self._write = write
+        self.tree = MerkleTree()
+
+    def write(self, line: bytes) -> None:
+        found = _LAST_HASH.search(line)
+        if found:
+            self.tree.append(leaf_hash(found[1].decode()))
+        self._write(line)
+
+    def signed_fields(self, span: ChainSpan) -> dict[str, Any] | None:
+        """The tree's size and root for the export's checkpoint, when the export starts at the
+        log's first event (an export from the middle has no root of the log to sign)."""
+        if span.first_prev_hash != ZERO_HASH or self.tree.size != span.count:
+            return None
+        return {"tree_size": self.tree.size, "root_hash": self.tree.root().hex()}
+
+
+def write_verifier(export: Path, key: Ed25519PrivateKey | None) -> list[Path]:
+    """The standalone verifier (and the public key, when signed) beside `export`."""
+    script = export.with_name(VERIFIER_NAME)
+    script.write_bytes(Path(standalone_verifier.__file__).read_bytes())
+    written = [script]
+    if key is not None:
+        public = export.with_name(export.name + ".pub")
+        public.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        written.append(public)
+    return written
