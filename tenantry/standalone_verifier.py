@@ -36,12 +36,17 @@ from typing import Any
 ZERO = "0" * 64
 
 
-def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def no_floats(text: str) -> Any:
     raise ValueError(f"a number that is not an integer: {text}")
+
+
+# Built once: json.dumps and json.loads with options build a new encoder or decoder per call.
+canonical_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+parse = json.JSONDecoder(parse_float=no_floats, parse_constant=no_floats).decode
+
+
+def canonical(value: Any) -> bytes:
+    return canonical_text(value).encode()
 
 
 def node(left: bytes, right: bytes) -> bytes:
@@ -93,33 +98,35 @@ def verify(
     tree, prev, first, last, end = Tree(), None, None, 0, None
     at_position = {c["checkpoint"]["last_position"]: c["checkpoint"] for c in checkpoints}
     for number, line in enumerate(lines, start=1):
-        where = f"line {number}"
         if not line.endswith(b"\n"):
-            return f"{where}: cut off: the file is truncated"
+            return f"line {number}: cut off: the file is truncated"
         if end is not None:
-            return f"{where}: a line after the checkpoint"
+            return f"line {number}: a line after the checkpoint"
         try:
-            body = json.loads(line, parse_float=no_floats, parse_constant=no_floats)
+            body = parse(line.decode("utf-8"))
         except ValueError as exc:
-            return f"{where}: not JSON ({exc}): the file is damaged"
+            return f"line {number}: not JSON ({exc}): the file is damaged"
         if "checkpoint" in body and "position" not in body:
             end = body
             continue
-        chained = {k: v for k, v in body.items() if k not in ("prev_hash", "hash")}
-        text = canonical(chained)
-        digest = hashlib.sha256(str(body.get("prev_hash")).encode("ascii") + text).hexdigest()
-        suffix = f',"prev_hash":"{body.get("prev_hash")}","hash":"{body.get("hash")}"}}\n'
-        where += f" (position {body.get('position')})"
-        if line != text[:-1] + suffix.encode():
+        prev_hash, digest = str(body.pop("prev_hash", None)), str(body.pop("hash", None))
+        text = canonical(body)  # every field but prev_hash and hash
+        where = f"line {number} (position {body.get('position')})"
+        if line != b'%s,"prev_hash":"%s","hash":"%s"}\n' % (
+            text[:-1],
+            prev_hash.encode(),
+            digest.encode(),
+        ):
             return f"{where}: not the canonical encoding of an event: altered"
-        if digest != body["hash"]:
+        if hashlib.sha256(prev_hash.encode("ascii") + text).hexdigest() != digest:
             return f"{where}: its hash does not match its contents: altered"
-        if prev is not None and body["prev_hash"] != prev:
+        if prev is not None and prev_hash != prev:
             return f"{where}: does not follow the line before (dropped, reordered or altered)"
         if body["position"] <= last:
             return f"{where}: out of order"
-        first = first or body
-        prev, last = body["hash"], body["position"]
+        if first is None:
+            first = {"position": body["position"], "prev_hash": prev_hash}
+        prev, last = digest, body["position"]
         tree.add(prev)
         said = at_position.get(last)
         if said and said["head_hash"] != prev:
