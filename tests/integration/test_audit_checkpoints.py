@@ -25,6 +25,7 @@ import pytest
 from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.service import TenancyService
+from projections.store import ViewStore
 from tenantry.audit_checkpoint import (
     generate_key_pair,
     load_private_key,
@@ -33,6 +34,7 @@ from tenantry.audit_checkpoint import (
 )
 from tenantry.checkpoints import Cadence, Checkpointer
 from tenantry.nats_server import NatsServer
+from tenantry.query_endpoint import QueryEndpoint
 from tenantry.relay import Relay
 from tenantry.settings import Settings
 from tenantry.store import event_store_env
@@ -305,3 +307,28 @@ async def test_the_verifier_an_export_ships_runs_with_only_cryptography(
     ran = shipped(bad)
     assert ran.returncode == 1
     assert "the signature is not valid" in ran.stdout
+
+
+async def test_the_query_service_leaves_the_proof_queries_to_the_checkpoints_role(
+    logged: Logged, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Both subscribe to the proof subjects (the query service to `tenantry.query.*`): every
+    answer must be the proof, never the query service's `unknown query`."""
+    store = ViewStore.from_url(f"sqlite:///{tmp_path / 'views.sqlite'}")
+    store.create_tables()
+    service_nc, client = await nats.connect(nats_server.url), await nats.connect(nats_server.url)
+    endpoint = QueryEndpoint(service_nc, store, lambda: 0)
+    await endpoint.start()
+    answers = []
+    for _ in range(30):
+        reply = await client.request(
+            "tenantry.query.audit_consistency_proof", b'{"from_size": 1}', timeout=5
+        )
+        answers.append(json.loads(reply.data))
+    other = await client.request("tenantry.query.list_environments", b"{}", timeout=5)
+    await endpoint.stop()
+    await service_nc.close()
+    await client.close()
+    store.close()
+    assert all(a["ok"] and a["data"]["kind"] == "consistency_proof" for a in answers), answers
+    assert json.loads(other.data)["ok"]  # the views still answer their own
