@@ -247,15 +247,33 @@ async def test_the_newest_20_events_cut_off_an_export_are_caught_by_an_earlier_c
 
 @pytest.fixture(scope="module")
 def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with nothing but `cryptography` (pip's cache or index)."""
+    """A fresh venv holding nothing but `cryptography` (and its own dependencies), not even
+    pip: this process's pip installs into it (from pip's cache or index)."""
     folder = tmp_path_factory.mktemp("bare-venv")
-    venv.create(folder, with_pip=True)
+    venv.create(folder, with_pip=False)
     python = folder / "bin" / "python"
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "cryptography"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "cryptography",
+        ],
         check=True,
         capture_output=True,
     )
+    listed = subprocess.run(
+        [str(python), "-I", "-c", "import sys, os; print(sorted(os.listdir(sys.path[-1])))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "tenantry" not in listed and "orjson" not in listed, listed
     return python
 
 
