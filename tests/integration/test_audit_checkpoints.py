@@ -350,3 +350,39 @@ async def test_the_query_service_leaves_the_proof_queries_to_the_checkpoints_rol
     store.close()
     assert all(a["ok"] and a["data"]["kind"] == "consistency_proof" for a in answers), answers
     assert json.loads(other.data)["ok"]  # the views still answer their own
+
+
+async def test_a_few_events_are_signed_after_the_interval_and_an_idle_log_gets_none(
+    nats_server: NatsServer, sqlite_settings: Settings
+) -> None:
+    service = TenancyService(event_store_env(sqlite_settings))
+    service.seed_default_environments()  # 3 events: far fewer than every_events
+    folder = sqlite_settings.state_dir.parent
+    generate_key_pair(folder / "signing.key")
+    nc = await nats.connect(nats_server.url)
+    stop = asyncio.Event()
+    relay = Relay(service.recorder, nc, poll_interval=0.02)
+    checkpointer = Checkpointer(
+        service.recorder,
+        nc,
+        load_private_key(folder / "signing.key"),
+        cadence=Cadence(every_events=1000, every_seconds=0.5),
+        poll_interval=0.02,
+    )
+    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(checkpointer.run(stop))]
+    await wait_until(lambda: checkpointer.newest_size == 3, 30)
+    published_once = dict(checkpointer.published)
+    # Absence can only be watched for: three intervals pass with nothing new, nothing signed.
+    await asyncio.sleep(1.5)
+    idle = dict(checkpointer.published)
+    await asyncio.to_thread(_write_events, service, 2)
+    await wait_until(lambda: checkpointer.newest_size == 5, 30)
+    stop.set()
+    await asyncio.gather(*tasks)
+    info = await nc.jetstream().stream_info("TENANTRY_CHECKPOINTS")
+    await nc.close()
+    service.close()
+    assert max(published_once) == 3  # signed without waiting for 1,000 events
+    assert idle == published_once
+    assert sorted(checkpointer.published) == [*sorted(published_once), 5]
+    assert info.state.messages == len(checkpointer.published)
