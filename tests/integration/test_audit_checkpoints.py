@@ -386,3 +386,47 @@ async def test_a_few_events_are_signed_after_the_interval_and_an_idle_log_gets_n
     assert idle == published_once
     assert sorted(checkpointer.published) == [*sorted(published_once), 5]
     assert info.state.messages == len(checkpointer.published)
+
+
+async def test_a_store_that_is_not_what_was_signed_is_said_loudly_and_not_signed_over(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """A checkpoints role started over another history than the one signed and on the stream
+    (a store restored from an old backup, or rewritten) logs it as an error and signs nothing:
+    it neither adopts the published checkpoint nor signs the stream's events as its own."""
+    from structlog.testing import capture_logs
+
+    signed_store = TenancyService(event_store_env(Settings(state_dir=tmp_path / "signed")))
+    signed_store.seed_default_environments()
+    _write_events(signed_store, 4)
+    other_store = TenancyService(event_store_env(Settings(state_dir=tmp_path / "other")))
+    other_store.seed_default_environments()
+    _write_events(other_store, 6)  # another history: its own times, so other hashes throughout
+    generate_key_pair(tmp_path / "signing.key")
+    key = load_private_key(tmp_path / "signing.key")
+    nc = await nats.connect(nats_server.url)
+    stop = asyncio.Event()
+    relay = Relay(signed_store.recorder, nc, poll_interval=0.02)
+    first = Checkpointer(signed_store.recorder, nc, key, cadence=Cadence(1, 3600))
+    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(first.run(stop))]
+    await wait_until(lambda: first.newest_size == 7, 30)
+    stop.set()
+    await asyncio.gather(*tasks)
+
+    stop = asyncio.Event()
+    second = Checkpointer(other_store.recorder, nc, key, cadence=Cadence(1, 3600))
+    with capture_logs() as logs:
+        task = asyncio.create_task(second.run(stop))
+        await wait_until(lambda: second.log_tree.size == 9, 30)
+        await wait_until(lambda: any(e["event"] == "checkpoint.stream_disagrees" for e in logs), 30)
+        stop.set()
+        await task
+    info = await nc.jetstream().stream_info("TENANTRY_CHECKPOINTS")
+    await nc.close()
+    signed_store.close()
+    other_store.close()
+    events = [e["event"] for e in logs]
+    assert "checkpoint.store_disagrees" in events, events
+    assert second.newest_size == 0
+    assert second.published == {}
+    assert info.state.messages == len(first.published)
