@@ -195,6 +195,17 @@ async def test_two_checkpoints_are_proven_consistent(
     code, output = await _cli(capsys, "audit", "verify", str(proof_path), *args)
     assert code == 0, output
     assert f"OK: the log of {old} events is a prefix of the log of {new} events" in output
+    key = ["--public-key", str(logged.public_key)]
+    code, output = await _cli(capsys, "audit", "verify", str(checkpoints), *key)
+    assert code == 0, output
+    assert f"OK: {len(sizes)} checkpoints (signed, signatures verified)" in output
+    forged_checkpoints = logged.folder / "checkpoints-forged.jsonl"
+    forged_checkpoints.write_text(
+        checkpoints.read_text().replace('"tree_size":', '"tree_size":1', 1)
+    )
+    code, output = await _cli(capsys, "audit", "verify", str(forged_checkpoints), *key)
+    assert code == 1, output
+    assert "signature is not valid" in output
     proof = json.loads(proof_path.read_text())
     forged = logged.folder / "consistency-forged.json"
     forged.write_text(
