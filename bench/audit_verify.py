@@ -4,8 +4,8 @@ verify`'s own check, over synthetic grant events chained as the log chains them.
 
 The baseline is hashlib alone over the same bytes (one SHA-256 per line), measured in the same
 run: the ratio says what share of raw hashing speed verification keeps. The issue asks for at
-least 50,000 events/s per core from the shipped verifier; the absolute figures are in the notes.
-One process, one core."""
+least 50,000 events/s per core from the shipped verifier: the floor is that rate as a ratio to
+the baseline of the same run; the absolute figures are in the notes. One process, one core."""
 
 from __future__ import annotations
 
@@ -70,14 +70,17 @@ def run(quick: bool) -> Result:
         best_raw = min(best_raw, raw[0])
         best_shipped = min(best_shipped, shipped[0])
         best_ours = min(best_ours, ours[0])
-    shipped_rate = count / best_shipped
+    shipped_rate, raw_rate = count / best_shipped, count / best_raw
+    # The issue's floor is absolute (50k events/s a core): as a ratio to this run's baseline,
+    # so that "below floor" means below 50k events/s on this machine as loaded now.
+    floor = round(FLOOR_EVENTS_PER_SECOND / raw_rate, 4)
     return Result(
         scenario="audit_verify",
         product=shipped_rate,
-        baseline=count / best_raw,
+        baseline=raw_rate,
         unit="events/s",
-        gate=0.0,  # the issue's floor is absolute (50k events/s): see the notes
-        goal=0.0,
+        gate=floor,
+        goal=floor,
         notes={
             "events": count,
             "bytes_per_event": round(sum(map(len, lines)) / count),

@@ -91,6 +91,10 @@ def check_signature(envelope: dict[str, Any], public_key: Any) -> str | None:
     return None
 
 
+def at(number: int, body: dict[str, Any]) -> str:
+    return f"line {number} (position {body.get('position')})"
+
+
 def verify(
     lines: Iterable[bytes], public_key: Any, checkpoints: list[dict[str, Any]]
 ) -> str | None:
@@ -111,26 +115,25 @@ def verify(
             continue
         prev_hash, digest = str(body.pop("prev_hash", None)), str(body.pop("hash", None))
         text = canonical(body)  # every field but prev_hash and hash
-        where = f"line {number} (position {body.get('position')})"
         if line != b'%s,"prev_hash":"%s","hash":"%s"}\n' % (
             text[:-1],
             prev_hash.encode(),
             digest.encode(),
         ):
-            return f"{where}: not the canonical encoding of an event: altered"
+            return f"{at(number, body)}: not the canonical encoding of an event: altered"
         if hashlib.sha256(prev_hash.encode("ascii") + text).hexdigest() != digest:
-            return f"{where}: its hash does not match its contents: altered"
+            return f"{at(number, body)}: its hash does not match its contents: altered"
         if prev is not None and prev_hash != prev:
-            return f"{where}: does not follow the line before (dropped, reordered or altered)"
+            return f"{at(number, body)}: does not follow the line before (dropped, reordered)"
         if body["position"] <= last:
-            return f"{where}: out of order"
+            return f"{at(number, body)}: out of order"
         if first is None:
             first = {"position": body["position"], "prev_hash": prev_hash}
         prev, last = digest, body["position"]
         tree.add(prev)
         said = at_position.get(last)
         if said and said["head_hash"] != prev:
-            return f"{where}: not the event the checkpoint of size {said['tree_size']} signed"
+            return f"{at(number, body)}: not the event checkpoint {said['tree_size']} signed"
         if said and first["prev_hash"] == ZERO and said["root_hash"] != tree.root():
             return f"the Merkle root at size {tree.size} is not what its checkpoint signed"
     from_start = first is not None and first["prev_hash"] == ZERO
