@@ -5,16 +5,19 @@ verify`'s own check, over synthetic grant events chained as the log chains them.
 The baseline is hashlib alone over the same bytes (one SHA-256 per line), measured in the same
 run: the ratio says what share of raw hashing speed verification keeps. The issue asks for at
 least 50,000 events/s per core from the shipped verifier: the floor is that rate as a ratio to
-the baseline of the same run; the absolute figures are in the notes. One process, one core."""
+the baseline of the same run; the absolute figures are in the notes. Timed in CPU seconds of
+this one process (one core)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import io
+import time
 import uuid
+from collections.abc import Iterator
 
-from bench.harness import Result, stopwatch
+from bench.harness import Result
 from domain.event_log import ZERO_HASH, canonical_json
 from tenantry import standalone_verifier
 from tenantry.audit_verify import verify_export
@@ -53,18 +56,30 @@ def _lines(count: int) -> list[bytes]:
     return lines
 
 
+@contextlib.contextmanager
+def cpu_seconds() -> Iterator[list[float]]:
+    """Like `harness.stopwatch`, in this process's CPU time: the issue's unit is events/s per
+    core, and on a shared machine wall time counts the other processes' turns too."""
+    elapsed = [0.0]
+    started = time.process_time()
+    try:
+        yield elapsed
+    finally:
+        elapsed[0] = time.process_time() - started
+
+
 def run(quick: bool) -> Result:
     count = 20_000 if quick else 200_000
     lines = _lines(count)
     best_raw = best_shipped = best_ours = float("inf")
     for _ in range(3):
-        with stopwatch() as raw:
+        with cpu_seconds() as raw:
             for line in lines:
                 hashlib.sha256(line).digest()
-        with stopwatch() as shipped, contextlib.redirect_stdout(io.StringIO()):
+        with cpu_seconds() as shipped, contextlib.redirect_stdout(io.StringIO()):
             problem = standalone_verifier.verify(lines, None, [])
         assert problem is None, problem
-        with stopwatch() as ours:
+        with cpu_seconds() as ours:
             verdict = verify_export(lines)
         assert verdict.ok, verdict.report()
         best_raw = min(best_raw, raw[0])
