@@ -36,13 +36,18 @@ def register(verbs: Any) -> None:
     )
     export.add_argument("--since", help="a position (1234) or an RFC 3339 time; inclusive")
     export.add_argument("--until", help="a position or an RFC 3339 time; exclusive")
-    export.add_argument("-o", "--output", type=Path, help="a file (default: stdout)")
+    export.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="a file (default: stdout); beside it go verify_tenantry_export.py, a verifier "
+        "needing only Python and `cryptography`, and with --sign-key FILE.pub",
+    )
     export.add_argument(
         "--sign-key",
         type=Path,
         help="an Ed25519 private key (PEM): end with a signed checkpoint line",
     )
-    # With -o, the standalone verifier (and the public key) are written beside the file.
     export.set_defaults(handler=_export)
 
     verify = audit_verbs.add_parser(

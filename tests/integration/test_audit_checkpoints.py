@@ -313,6 +313,8 @@ async def test_the_verifier_an_export_ships_runs_with_only_cryptography(
     lines = export.read_bytes().splitlines(keepends=True)
     root = ref_mth(_leaves(logged.bodies()[: len(lines) - 1])).hex()
     assert f"Merkle root of all {len(lines) - 1} events: {root}" in ran.stdout
+    signed = json.loads(lines[-1])["checkpoint"]  # the export's own checkpoint signs the root
+    assert (signed["tree_size"], signed["root_hash"]) == (len(lines) - 1, root)
     assert "signature verified" in ran.stdout
     assert ran.stdout.rstrip().endswith("VERIFIED")
 
