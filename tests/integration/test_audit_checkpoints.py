@@ -397,7 +397,9 @@ async def test_a_few_events_are_signed_after_the_interval_and_an_idle_log_gets_n
     service.close()
     assert max(published_once) == 3  # signed without waiting for 1,000 events
     assert idle == published_once
-    assert sorted(checkpointer.published) == [*sorted(published_once), 5]
+    # Signed again once the log grew (at 5; at 4 too if the relay's batches straddled a tick).
+    after_idle = sorted(set(checkpointer.published) - set(published_once))
+    assert after_idle[-1] == 5 and after_idle[0] > 3, after_idle
     assert info.state.messages == len(checkpointer.published)
 
 
