@@ -160,6 +160,7 @@ class Checkpointer:
         self.newest_size = 0
         self._signed_at = time.monotonic()
         self._lock = asyncio.Lock()
+        self._disagreeing: int | None = None  # the stream sequence last found disagreeing
 
     async def ensure_stream(self) -> None:
         config = StreamConfig(
@@ -264,13 +265,16 @@ class Checkpointer:
             return tree.size  # the stream is ahead of what this process has read
         index = tree.index_of(position)
         if index is None or tree.chain_hash(index) != chain_hash:
-            log.error(
-                "checkpoint.stream_disagrees",
-                stream_seq=info.state.last_seq,
-                position=position,
-                reason="the stream's last message is not the store's event at its position",
-            )
+            if self._disagreeing != info.state.last_seq:  # once per bad tail, not every poll
+                self._disagreeing = info.state.last_seq
+                log.error(
+                    "checkpoint.stream_disagrees",
+                    stream_seq=info.state.last_seq,
+                    position=position,
+                    reason="the stream's last message is not the store's event at its position",
+                )
             return self.newest_size
+        self._disagreeing = None
         return index + 1
 
     async def _check_last_published(self) -> None:

@@ -434,6 +434,8 @@ async def test_a_store_that_is_not_what_was_signed_is_said_loudly_and_not_signed
         task = asyncio.create_task(second.run(stop))
         await wait_until(lambda: second.log_tree.size == 9, 30)
         await wait_until(lambda: any(e["event"] == "checkpoint.stream_disagrees" for e in logs), 30)
+        for _ in range(3):  # as the role's later looks would
+            assert await second.stream_size() == 0
         stop.set()
         await task
     info = await nc.jetstream().stream_info("TENANTRY_CHECKPOINTS")
@@ -442,6 +444,7 @@ async def test_a_store_that_is_not_what_was_signed_is_said_loudly_and_not_signed
     other_store.close()
     events = [e["event"] for e in logs]
     assert "checkpoint.store_disagrees" in events, events
+    assert events.count("checkpoint.stream_disagrees") == 1, events  # said once, not every poll
     assert second.newest_size == 0
     assert second.published == {}
     assert info.state.messages == len(first.published)
