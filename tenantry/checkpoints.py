@@ -180,9 +180,8 @@ class Checkpointer:
             await self._js.update_stream(config)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.ensure_stream()
-        await self.catch_up()
-        await self._check_last_published()
+        if not await self._start(stop):
+            return
         subscriptions = [
             await self._nc.subscribe(
                 f"tenantry.query.{name}", queue=PROOF_QUEUE_GROUP, cb=self._answer
@@ -204,6 +203,25 @@ class Checkpointer:
         finally:
             for subscription in subscriptions:
                 await subscription.unsubscribe()
+
+    async def _start(self, stop: asyncio.Event) -> bool:
+        """The stream made sure of, the tree read from the store and checked against the newest
+        checkpoint, for as long as that takes (as the relay: a JetStream cluster without a
+        quorum yet answers nothing, and the store may be restarting); False if `stop` first."""
+        pause = max(self._poll_interval, 0.5)
+        while not stop.is_set():
+            try:
+                await self.ensure_stream()
+                await self.catch_up()
+                await self._check_last_published()
+                return True
+            except (PersistenceError, APIError, TimeoutError, NatsError) as exc:
+                log.warning("checkpoint.start_failed", error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await stop.wait()
+            pause = min(pause * 2, 5.0)
+        return False
 
     async def catch_up(self) -> None:
         while True:
