@@ -22,6 +22,7 @@ SCENARIOS: dict[str, str] = {
     "latency": "bench.latency",
     "memory": "bench.memory",
     "as_of_query": "bench.as_of_query",
+    "audit_verify": "bench.audit_verify",
 }
 
 

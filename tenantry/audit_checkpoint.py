@@ -61,21 +61,48 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def checkpoint_line(span: ChainSpan, private_key: Ed25519PrivateKey, now: datetime) -> bytes:
-    """The last line of a signed export (canonical JSON, newline-terminated)."""
-    checkpoint = span.as_checkpoint(now)
+def signed(checkpoint: dict[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:
+    """`checkpoint` in its signed envelope: the signature is over its canonical JSON. Exports'
+    checkpoints and the published ones (`tenantry.checkpoints`) share it."""
     signature = private_key.sign(canonical_json(checkpoint))
-    return (
-        canonical_json(
-            {
-                "checkpoint": checkpoint,
-                "algorithm": ALGORITHM,
-                "key_id": key_id(private_key.public_key()),
-                "signature": base64.b64encode(signature).decode("ascii"),
-            }
+    return {
+        "checkpoint": checkpoint,
+        "algorithm": ALGORITHM,
+        "key_id": key_id(private_key.public_key()),
+        "signature": base64.b64encode(signature).decode("ascii"),
+    }
+
+
+def signature_problem(line: dict[str, Any], public_key: Ed25519PublicKey) -> str | None:
+    """None if the envelope `line` is signed by `public_key`; else what is wrong."""
+    checkpoint = line.get("checkpoint")
+    if not isinstance(checkpoint, dict):
+        return "the checkpoint line is malformed"
+    if line.get("algorithm") != ALGORITHM:
+        return f"the checkpoint is not signed with {ALGORITHM}"
+    if line.get("key_id") != key_id(public_key):
+        return (
+            f"the checkpoint was signed with another key (key id {line.get('key_id')}, "
+            f"this public key's is {key_id(public_key)})"
         )
-        + b"\n"
-    )
+    try:
+        signature = base64.b64decode(str(line.get("signature", "")), validate=True)
+        public_key.verify(signature, canonical_json(checkpoint))
+    except (InvalidSignature, ValueError):
+        return "the checkpoint's signature is not valid: the checkpoint was altered"
+    return None
+
+
+def checkpoint_line(
+    span: ChainSpan,
+    private_key: Ed25519PrivateKey,
+    now: datetime,
+    tree: dict[str, Any] | None = None,
+) -> bytes:
+    """The last line of a signed export (canonical JSON, newline-terminated); `tree`: the
+    Merkle tree's size and root, when the export starts at the log's first event."""
+    checkpoint = {**span.as_checkpoint(now), **(tree or {})}
+    return canonical_json(signed(checkpoint, private_key)) + b"\n"
 
 
 def is_checkpoint(line: dict[str, Any]) -> bool:
@@ -90,19 +117,8 @@ def check_checkpoint(
     checkpoint = line.get("checkpoint")
     if not isinstance(checkpoint, dict):
         return "the checkpoint line is malformed"
-    if public_key is not None:
-        if line.get("algorithm") != ALGORITHM:
-            return f"the checkpoint is not signed with {ALGORITHM}"
-        if line.get("key_id") != key_id(public_key):
-            return (
-                f"the checkpoint was signed with another key (key id {line.get('key_id')}, "
-                f"this public key's is {key_id(public_key)})"
-            )
-        try:
-            signature = base64.b64decode(str(line.get("signature", "")), validate=True)
-            public_key.verify(signature, canonical_json(checkpoint))
-        except (InvalidSignature, ValueError):
-            return "the checkpoint's signature is not valid: the checkpoint was altered"
+    if public_key is not None and (problem := signature_problem(line, public_key)):
+        return problem
     said = {k: checkpoint.get(k) for k in _SPAN_FIELDS}
     found = {k: getattr(span, k) for k in _SPAN_FIELDS}
     if said != found:

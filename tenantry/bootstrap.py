@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import gc
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
@@ -10,11 +12,14 @@ from typing import Any
 
 import nats
 import structlog
+from cryptography.hazmat.primitives import serialization
 from nats.aio.client import Client
 
 from domain.authorization import Authorization
 from domain.service import TenancyService
 from projections.store import ViewStore
+from tenantry.audit_checkpoint import generate_key_pair, key_id, load_private_key
+from tenantry.checkpoints import Cadence, Checkpointer
 from tenantry.command_endpoint import CommandEndpoint
 from tenantry.discovery import Discovery
 from tenantry.identity import ActorPolicy
@@ -188,6 +193,56 @@ def open_view_store(settings: Settings) -> ViewStore:
     return store
 
 
+async def checkpoints_role(
+    service: TenancyService | None,
+    nc: Client,
+    settings: Settings,
+    stop: asyncio.Event,
+    metrics: Metrics,
+) -> None:
+    """Signed checkpoints of the log on TENANTRY_CHECKPOINTS, and the Merkle proof queries."""
+    assert service is not None
+    if settings.signing_key is None:
+        raise RuntimeError("the checkpoints role needs TENANTRY_SIGNING_KEY (an Ed25519 key)")
+    wakeup = asyncio.Event()
+    service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
+    checkpointer = Checkpointer(
+        service.recorder,
+        nc,
+        load_private_key(settings.signing_key),
+        cadence=Cadence(settings.checkpoint_events, settings.checkpoint_seconds),
+        replicas=settings.stream_replicas,
+        poll_interval=settings.poll_interval,
+        wakeup=wakeup,
+    )
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(
+            listen_postgres(service.recorder, event_store_env(settings), [wakeup], stop)
+        )
+        await checkpointer.run(stop)
+
+
+def with_signing_key(settings: Settings) -> Settings:
+    """`tenantry up` without TENANTRY_SIGNING_KEY: the key in its state directory, made once;
+    its public key is said at every start (auditors verify checkpoints with it)."""
+    if settings.signing_key is not None:
+        return settings
+    path = settings.default_signing_key
+    if not path.exists():
+        generate_key_pair(path)
+    public = load_private_key(path).public_key()
+    log.info(
+        "checkpoint.signing_key",
+        private_key=str(path),
+        public_key=str(path.with_name(path.name + ".pub")),
+        key_id=key_id(public),
+        public_key_raw=base64.b64encode(
+            public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        ).decode(),
+    )
+    return dataclasses.replace(settings, signing_key=path)
+
+
 Role = Callable[
     [TenancyService | None, Client, Settings, asyncio.Event, Metrics], Coroutine[Any, Any, None]
 ]
@@ -234,10 +289,11 @@ ROLES: dict[str, Role] = {
     "command": command_role,
     "relay": relay_role,
     "projections": projections_role,
+    "checkpoints": checkpoints_role,
     **{f"worker {kind}": _worker_role(kind) for kind in WORKER_KINDS},
 }
 # The roles that work on the event store (workers only talk to the bus).
-_STORE_ROLES = {"command", "relay", "projections"}
+_STORE_ROLES = {"command", "relay", "projections", "checkpoints"}
 
 
 async def serve(settings: Settings, stop: asyncio.Event, nats_url: str, roles: list[str]) -> None:
@@ -272,6 +328,7 @@ def start_embedded_nats(settings: Settings) -> NatsServer:
 async def up(settings: Settings, stop: asyncio.Event) -> None:
     """Everything in one process: nats-server (unless TENANTRY_NATS_URL is set) and every role."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings = with_signing_key(settings)
     server = None
     nats_url = settings.nats_url
     if nats_url is None:

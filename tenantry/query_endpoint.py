@@ -17,6 +17,7 @@ from projections.queries import QUERIES, Answer, QueryParams, answer_query
 from projections.runner import Progress, ProjectionRunner
 from projections.store import ViewStore
 from tenantry import wire
+from tenantry.audit_proofs import PROOF_QUERIES
 from tenantry.discovery import Discovery, EndpointCounters
 from tenantry.dispatch import BoundedDispatch
 from tenantry.metrics import Metrics, sample_lag
@@ -80,6 +81,8 @@ class QueryEndpoint:
         log.info("query_service.stopped")
 
     async def _handle(self, msg: Msg) -> None:
+        if msg.subject.removeprefix(QUERY_SUBJECT_PREFIX) in PROOF_QUERIES:
+            return  # the checkpoints role answers these (it holds the Merkle tree)
         started = time.perf_counter()
         started_ns = time.perf_counter_ns()
         name = msg.subject.removeprefix(QUERY_SUBJECT_PREFIX)

@@ -39,6 +39,11 @@ class Settings:
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_principal_account: str = "000000000000"
+    # Signed checkpoints of the log (tenantry.checkpoints): the Ed25519 private key (PEM) and
+    # how often: every N events or T seconds, whichever comes first.
+    signing_key: Path | None = None
+    checkpoint_events: int = 1000
+    checkpoint_seconds: float = 60.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -77,7 +82,15 @@ class Settings:
             client_account=env.get("TENANTRY_CLIENT_ACCOUNT", "CLIENTS"),
             nats_user=env.get("TENANTRY_NATS_USER") or None,
             nats_password=env.get("TENANTRY_NATS_PASSWORD") or None,
+            signing_key=_path(env.get("TENANTRY_SIGNING_KEY")),
+            checkpoint_events=int(env.get("TENANTRY_CHECKPOINT_EVENTS", "1000")),
+            checkpoint_seconds=float(env.get("TENANTRY_CHECKPOINT_SECONDS", "60")),
         )
+
+    @property
+    def default_signing_key(self) -> Path:
+        """Where `tenantry up` keeps the key it makes when TENANTRY_SIGNING_KEY is unset."""
+        return self.state_dir / "signing.key"
 
     @property
     def nats_url_file(self) -> Path:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tenantry.cli import audit_proofs
 from tenantry.cli.bus import connect_or_explain
 from tenantry.cli.common import nats_url_for_client
 from tenantry.settings import Settings
@@ -35,7 +36,13 @@ def register(verbs: Any) -> None:
     )
     export.add_argument("--since", help="a position (1234) or an RFC 3339 time; inclusive")
     export.add_argument("--until", help="a position or an RFC 3339 time; exclusive")
-    export.add_argument("-o", "--output", type=Path, help="a file (default: stdout)")
+    export.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="a file (default: stdout); beside it go verify_tenantry_export.py, a verifier "
+        "needing only Python and `cryptography`, and with --sign-key FILE.pub",
+    )
     export.add_argument(
         "--sign-key",
         type=Path,
@@ -52,6 +59,7 @@ def register(verbs: Any) -> None:
     verify.add_argument(
         "--public-key", type=Path, help="an Ed25519 public key (PEM): require a signed checkpoint"
     )
+    audit_proofs.add_verify_options(verify)
     verify.set_defaults(handler=_verify)
 
     keygen = audit_verbs.add_parser("keygen", help="create an Ed25519 key pair to sign exports")
@@ -63,6 +71,7 @@ def register(verbs: Any) -> None:
         help="the private key's file; the public key goes beside it with .pub appended",
     )
     keygen.set_defaults(handler=_keygen)
+    audit_proofs.register(audit_verbs)
 
 
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -115,6 +124,8 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         code = asyncio.run(_write_export(settings, out, since, until, key))
     if code == 0:
         os.replace(partial, args.output)
+        for path in audit_proofs.write_verifier(args.output, key):
+            print(f"wrote {path}", file=sys.stderr)
     else:
         partial.unlink(missing_ok=True)
     return code
@@ -127,15 +138,16 @@ async def _write_export(settings: Settings, out: Any, since: Any, until: Any, ke
     nc = await connect_or_explain(settings, "audit export")
     if nc is None:
         return 1
+    lines = audit_proofs.TreeOfLines(out.write)  # the Merkle root, for a signed checkpoint
     try:
-        span = await export(nc, out.write, since=since, until=until)
+        span = await export(nc, lines.write if key else out.write, since=since, until=until)
     except TimeoutError as exc:
         print(f"tenantry audit export: {exc}", file=sys.stderr)
         return 1
     finally:
         await nc.close()
     if key is not None:
-        out.write(checkpoint_line(span, key, datetime.now(UTC)))
+        out.write(checkpoint_line(span, key, datetime.now(UTC), lines.signed_fields(span)))
     out.flush()
     positions = f", positions {span.first_position}-{span.last_position}" if span.count else ""
     signed = ", signed checkpoint" if key is not None else ""
@@ -152,17 +164,28 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
             print("tenantry audit verify: --public-key needs an export file", file=sys.stderr)
             return 2
         return asyncio.run(_verify_live(settings))
+    if args.checkpoint and args.file == "-":
+        print("tenantry audit verify: --checkpoint needs an export file", file=sys.stderr)
+        return 2
     try:
         key = load_public_key(args.public_key) if args.public_key else None
+        # A proof or a file of checkpoints (tenantry.cli.audit_proofs), not an export.
+        if args.file != "-" and audit_proofs.first_document(Path(args.file)) is not None:
+            return audit_proofs.verify_document(Path(args.file), key, args.checkpoint)
         if args.file == "-":
             verdict = verify_export(sys.stdin.buffer, key)
         else:
+            # Checkpoints given stand in for the export's own: then the key is for them, and
+            # for the export's checkpoint line only if it has one.
+            own_key = key if audit_proofs.export_signed(Path(args.file), args.checkpoint) else None
             with Path(args.file).open("rb") as lines:
-                verdict = verify_export(lines, key)
-    except (OSError, ValueError) as exc:
+                verdict = verify_export(lines, own_key)
+        print(verdict.report())
+        if verdict.ok and args.checkpoint:
+            return audit_proofs.export_against(Path(args.file), args.checkpoint, key)
+    except (OSError, ValueError, KeyError) as exc:
         print(f"tenantry audit verify: {exc}", file=sys.stderr)
         return 2
-    print(verdict.report())
     return 0 if verdict.ok else 1
 
 

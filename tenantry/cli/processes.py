@@ -17,6 +17,7 @@ _ROLE_HELP = {
     "command": "the command service on tenantry.cmd.* (a queue group: run several)",
     "relay": "publish stored events to the JetStream stream (one publishes at a time)",
     "projections": "the read models and the queries on tenantry.query.*",
+    "checkpoints": "sign checkpoints of the log on TENANTRY_CHECKPOINTS; answer Merkle proofs",
 }
 
 

@@ -198,3 +198,30 @@ async def test_up_runs_the_workers_on_local_backends(tenantry_up: Tenantry, tmp_
     policy = json.loads((storage_root / "fraud-models" / ".tenantry-access.json").read_text())
     assert "workspace:prod-eu:fraud" in json.dumps(policy)
     assert tenantry_up.stop() == 0, tenantry_up.log()
+
+
+async def test_up_makes_a_signing_key_once_and_says_its_public_key(tenantry_up: Tenantry) -> None:
+    import json
+
+    from tenantry.audit_checkpoint import key_id, load_private_key, load_public_key
+
+    tenantry_up.start()
+    await tenantry_up.wait_ready()
+    private = tenantry_up.state_dir / "signing.key"
+    public = load_public_key(tenantry_up.state_dir / "signing.key.pub")
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert key_id(load_private_key(private).public_key()) == key_id(public)
+
+    def said() -> list[dict[str, str]]:
+        whole = (tenantry_up.state_dir.parent / "tenantry-up.log").read_text()
+        lines = [json.loads(line) for line in whole.splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("event") == "checkpoint.signing_key"]
+
+    assert [line["key_id"] for line in said()] == [key_id(public)], tenantry_up.log()
+    assert said()[0]["public_key"] == str(tenantry_up.state_dir / "signing.key.pub")
+    assert tenantry_up.stop() == 0, tenantry_up.log()
+    tenantry_up.start()
+    await tenantry_up.wait_ready()
+    assert [line["key_id"] for line in said()] == [key_id(public)] * 2  # the same key again
+    assert key_id(load_public_key(tenantry_up.state_dir / "signing.key.pub")) == key_id(public)
+    assert tenantry_up.stop() == 0, tenantry_up.log()

@@ -16,6 +16,13 @@ from nats.aio.client import Client
 from domain.authorization import Authorization
 from domain.event_log import STREAM_NAME
 from domain.service import TenancyService
+from tenantry.audit_checkpoint import (
+    generate_key_pair,
+    load_private_key,
+    load_public_key,
+    signature_problem,
+)
+from tenantry.checkpoints import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, Cadence, Checkpointer
 from tenantry.command_endpoint import CommandEndpoint
 from tenantry.identity import ActorPolicy
 from tenantry.nats_server import NatsServer
@@ -26,6 +33,7 @@ PASSWORDS = {
     "command": "pw-command-7f3a",
     "projections": "pw-projections-19c2",
     "relay": "pw-relay-5d0e",
+    "checkpoints": "pw-checkpoints-4e21",
     "namespaces": "pw-namespaces-aa41",
     "storage": "pw-storage-0b9d",
     "auditor": "pw-auditor-77e1",
@@ -167,6 +175,48 @@ async def test_only_the_relay_may_publish_events(secured: SecuredBus) -> None:
     await task
     await relay_nc.close()
     assert info.state.messages == 3
+
+
+async def test_only_the_checkpoints_role_may_sign_checkpoints_and_auditors_read_them(
+    secured: SecuredBus, tmp_path: Path
+) -> None:
+    relay_nc, signer_nc = await secured.connect("relay"), await secured.connect("checkpoints")
+    public_key = load_public_key(generate_key_pair(tmp_path / "signing.key"))
+    stop = asyncio.Event()
+    relay = Relay(secured.service.recorder, relay_nc, poll_interval=0.05)
+    signer = Checkpointer(
+        secured.service.recorder,
+        signer_nc,
+        load_private_key(tmp_path / "signing.key"),
+        cadence=Cadence(every_events=1, every_seconds=3600),
+        poll_interval=0.05,
+    )
+    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(signer.run(stop))]
+    while signer.newest_size < 3:  # noqa: ASYNC110 (the seeded environments, a counter)
+        await asyncio.sleep(0.02)
+    for user in ("relay", "command", "projections", "auditor", "admin@example.com"):
+        nc = await secured.connect(user)
+        await nc.publish(CHECKPOINT_SUBJECT, b'{"checkpoint": {"tree_size": 1000000}}')
+        await nc.flush()
+        await nc.close()
+    auditor = await secured.connect("auditor")
+    proof = await _request(auditor, "tenantry.query.audit_inclusion_proof", {"position": 2})
+    sub = await auditor.jetstream().subscribe(
+        CHECKPOINT_SUBJECT, stream=CHECKPOINT_STREAM, ordered_consumer=True
+    )
+    info = await signer_nc.jetstream().stream_info(CHECKPOINT_STREAM)
+    read = [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(info.state.messages)]
+    await sub.unsubscribe()
+    await auditor.close()
+    stop.set()
+    await asyncio.gather(*tasks)
+    await relay_nc.close()
+    await signer_nc.close()
+    assert proof["ok"], proof
+    # What the auditor read is what the role signed, and none of the forged ones.
+    assert [c["checkpoint"]["tree_size"] for c in read] == sorted(signer.published)
+    assert all(signature_problem(c, public_key) is None for c in read)
+    assert read[-1]["checkpoint"]["tree_size"] == 3
 
 
 async def test_a_refused_command_changes_nothing_and_is_on_the_denied_subject(
