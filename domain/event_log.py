@@ -40,7 +40,7 @@ UTC_MICROS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 def rfc3339(value: str) -> str:
     """Timestamps as `2026-11-29T11:27:36.027293Z` whatever the stored offset notation."""
-    if UTC_MICROS.match(value):
+    if UTC_MICROS.fullmatch(value):
         return value  # what pydantic stores for UTC times with microseconds: the usual case
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed.isoformat(timespec="microseconds").replace("+00:00", "Z")

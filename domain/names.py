@@ -11,6 +11,9 @@ from pydantic import AfterValidator, BaseModel, StringConstraints
 # Fixed forever: every stored aggregate id is derived from it.
 TENANTRY_NAMESPACE = UUID("6f1c8a52-3b0e-5d4a-9e57-7c2b1f0a9d13")
 
+# Matched whole with `fullmatch` (Python's `re`: `$` also matches before a final newline, which
+# let `user:eve@example.com\n` pass as a second, look-alike subject) or as pydantic patterns
+# (its Rust engine's `$` is the end of the text only).
 DNS_LABEL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CLUSTER_NAME_RE = r"^[a-z][a-z0-9-]*[a-z0-9]$"
 ML_REPO_NAME_RE = r"^[a-zA-Z][a-zA-Z0-9-]{1,98}[a-zA-Z0-9]$"
@@ -50,14 +53,14 @@ _ACTOR = re.compile(rf"^(?:user:{EMAIL_RE[1:-1]}|service:{DNS_LABEL_RE[1:-1]})$"
 
 
 def _workspace_fqn(value: str) -> str:
-    match = _WORKSPACE_FQN.match(value)
+    match = _WORKSPACE_FQN.fullmatch(value)
     if not match or not 3 <= len(match[1]) <= 35 or not 3 <= len(match[2]) <= 32:
         raise ValueError("a workspace FQN is '<cluster>:<workspace>'")
     return value
 
 
 def _subject(value: str) -> str:
-    if not _SUBJECT.match(value):
+    if not _SUBJECT.fullmatch(value):
         raise ValueError(
             "a subject is 'user:<email>', 'team:<name>' or 'workspace:<cluster>:<name>'"
         )
@@ -67,7 +70,7 @@ def _subject(value: str) -> str:
 
 
 def _actor(value: str) -> str:
-    if not _ACTOR.match(value):
+    if not _ACTOR.fullmatch(value):
         raise ValueError("an actor is 'user:<email>' or 'service:<name>'")
     return value
 
@@ -92,7 +95,7 @@ def has_nul(value: object) -> bool:
 
 
 def is_valid_actor(value: str) -> bool:
-    return len(value) <= 300 and bool(_ACTOR.match(value))
+    return len(value) <= 300 and bool(_ACTOR.fullmatch(value))
 
 
 def split_workspace_fqn(fqn: str) -> tuple[str, str]:
@@ -112,9 +115,9 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 
 def _check_key(key: str) -> None:
     prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
         raise ValueError(f"key {key!r}: the prefix must be a DNS subdomain of at most 253 chars")
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
         raise ValueError(
             f"key {key!r}: the name must be 1-63 alphanumerics, '-', '_' or '.', "
             "starting and ending with an alphanumeric"
@@ -126,7 +129,7 @@ def _labels(value: dict[str, str]) -> dict[str, str]:
         raise ValueError("at most 64 labels")
     for key, label in value.items():
         _check_key(key)
-        if label and (len(label) > 63 or not _LABEL_NAME.match(label)):
+        if label and (len(label) > 63 or not _LABEL_NAME.fullmatch(label)):
             raise ValueError(f"label {key!r}: the value must be empty or a 1-63 char label value")
     return value
 

@@ -44,6 +44,6 @@ def utc_text(value: datetime) -> str:
 
 def utc_text_of(timestamp: str) -> str:
     """`utc_text` of an RFC 3339 timestamp; the usual published form already is one."""
-    if UTC_MICROS.match(timestamp):
+    if UTC_MICROS.fullmatch(timestamp):
         return timestamp
     return utc_text(datetime.fromisoformat(timestamp.replace("Z", "+00:00")))

@@ -54,7 +54,7 @@ _GRANT_SUBJECT: TypeAdapter[str] = TypeAdapter(Subject)
 
 def _query_subject(value: str) -> str:
     """A grant subject, or an application: `app:<cluster>:<workspace>:<name>`."""
-    if _APP_SUBJECT.match(value):
+    if _APP_SUBJECT.fullmatch(value):
         _, cluster, workspace, name = value.split(":")
         if 3 <= len(cluster) <= 35 and 3 <= len(workspace) <= 32 and len(name) <= 63:
             return value

@@ -43,7 +43,7 @@ class WireError(Exception):
 
 
 def is_valid_id(value: str) -> bool:
-    return bool(_ID.match(value))
+    return bool(_ID.fullmatch(value))
 
 
 def require_body_size(data: bytes) -> None:
