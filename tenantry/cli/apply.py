@@ -12,6 +12,7 @@ from rich.text import Text
 
 from domain.commands import Command
 from tenantry.cli.output import console, error, run_with_client
+from tenantry.cli.sanitize import for_terminal
 from tenantry.client import Client
 from tenantry.identity import DEFAULT_ACTOR
 from tenantry.manifests import ManifestError, json_schema, load
@@ -124,11 +125,11 @@ def _print_plan(out: Console, the_plan: Plan) -> None:
 
 def _action_lines(action: Action) -> Text:
     mark, style = _MARK[action.kind]
-    text = Text(f"{mark} {action.type} {action.name}", style=style)
+    text = Text(f"{mark} {action.type} {for_terminal(action.name)}", style=style)
     if action.kind != "unchanged":
         text.append(f" ({action.kind})", style="dim")
     for change in action.changes:
-        text.append(f"\n    {change.field}: ")
+        text.append(f"\n    {for_terminal(change.field)}: ")
         if action.kind == "create" and change.before is ABSENT:
             text.append(_value(change.after), style="green")
         else:
@@ -141,7 +142,7 @@ def _action_lines(action: Action) -> Text:
 def _value(value: Any) -> str:
     if value is ABSENT:
         return "(none)"
-    return json.dumps(value, ensure_ascii=False)
+    return for_terminal(json.dumps(value, ensure_ascii=False))
 
 
 def _target(command: Command) -> str:

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 from tenantry.cli.bus import connect_or_explain
 from tenantry.cli.common import nats_url_for_client
+from tenantry.cli.sanitize import for_csv, for_rich, for_terminal
 from tenantry.settings import Settings
 
 COLUMNS = ("repo", "subject", "role", "via", "granted_at", "granted_by", "reason")
@@ -80,7 +81,7 @@ def _access_report(args: argparse.Namespace, settings: Settings) -> int:
     if not answer.get("ok"):
         error = answer.get("error", {})
         message = f"{error.get('code')}: {error.get('message')}"
-        print(f"tenantry access-report: {message}", file=sys.stderr)
+        print(f"tenantry access-report: {for_terminal(message)}", file=sys.stderr)
         return 1
     render(answer["data"], args.output, f"access in force at {_utc(args.moment)}")
     return 0
@@ -195,10 +196,17 @@ def render(rows: list[dict[str, Any]], output: str | None, title: str) -> None:
 
 
 def _csv(rows: list[dict[str, Any]], out: TextIO) -> None:
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    # Every cell quoted: a reason holding a bare CR would otherwise start a row of its own.
+    writer = csv.DictWriter(
+        out,
+        fieldnames=COLUMNS,
+        extrasaction="ignore",
+        lineterminator="\n",
+        quoting=csv.QUOTE_ALL,
+    )
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in COLUMNS})
+        writer.writerow({k: for_csv(row.get(k)) for k in COLUMNS})
 
 
 def _table(rows: list[dict[str, Any]], title: str) -> None:
@@ -213,7 +221,7 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
         cells = {k: "" if row.get(k) is None else str(row[k]) for k in COLUMNS}
         # To the second on screen; JSON and CSV keep the exact time.
         cells["granted_at"] = cells["granted_at"][:19] + "Z" if cells["granted_at"] else ""
-        table.add_row(*(cells[k] for k in COLUMNS))
+        table.add_row(*(for_rich(cells[k]) for k in COLUMNS))
     # Piped with `-o table`, rich would fold the columns into 80 characters.
     console = Console(width=None if sys.stdout.isatty() else 240)
     console.print(table)

@@ -15,6 +15,7 @@ from rich import box
 from rich.table import Table
 
 from tenantry.cli.output import FORMATS, chosen_format, console, print_data, run_with_client
+from tenantry.cli.sanitize import for_rich
 from tenantry.client import Client
 from tenantry.errors import NotFound
 from tenantry.settings import Settings
@@ -165,7 +166,7 @@ def _print_table(kind: _Kind, items: Sequence[BaseModel]) -> None:
     for column in kind.columns:
         table.add_column(column, overflow="fold")
     for item in items:
-        table.add_row(*kind.row(item))
+        table.add_row(*(for_rich(cell) for cell in kind.row(item)))
     console().print(table)
 
 
@@ -180,10 +181,11 @@ def _check_access(args: argparse.Namespace, settings: Settings) -> int:
             held = f"{answer.role} via {answer.via}" if answer.role else "no grant"
             verdict = "allowed" if answer.allowed else "denied"
             style = "green" if answer.allowed else "red"
-            console().print(
-                f"[{style}]{verdict}[/{style}]: {args.subject} may"
-                f"{'' if answer.allowed else ' not'} {args.action} {args.repo} ({held})"
+            sentence = (
+                f": {args.subject} may{'' if answer.allowed else ' not'} {args.action} "
+                f"{args.repo} ({held})"
             )
+            console().print(for_rich(verdict, style) + for_rich(sentence))
         return OK if answer.allowed else NO
 
     return run_with_client(settings, work, failure=FAILED)

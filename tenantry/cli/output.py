@@ -41,15 +41,14 @@ def print_data(data: Any, fmt: str) -> None:
 
 
 def error(message: str) -> None:
+    from tenantry.cli.sanitize import for_rich, for_terminal
+
+    # Line by line: the message's own line breaks are ours (`describe`); what it quotes of a
+    # document or a reply is shown as text.
+    shown = "\n".join(for_terminal(line) for line in message.split("\n"))
     Console(file=sys.stderr, highlight=False, soft_wrap=True).print(
-        f"[red]error:[/red] {_escape(message)}"
+        for_rich("error:", "red"), for_rich(shown)
     )
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def run_with_client(

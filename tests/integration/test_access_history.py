@@ -173,3 +173,31 @@ async def test_replay_prints_what_the_temporal_view_answers(
     again = await _tenantry(*args)
     assert again.returncode == 2
     assert "already holds views" in again.stderr
+
+
+async def test_hostile_reasons_reach_no_terminal_and_no_spreadsheet(history: History) -> None:
+    """A reason is free text anyone granting may write: `[/]` used to crash `access-report`
+    for everyone (rich markup), `ESC[2J` cleared the reader's screen, `=HYPERLINK(…)` ran in
+    the spreadsheet of whoever opened the CSV."""
+    reason = '[/] \x1b[2J\x9b31m =HYPERLINK("http://evil.example.com")'
+    grant = {"repo": "fraud-models", "subject": ANA, "role": "viewer", "reason": reason}
+    position = await _send(history.bus, "grant_repo_access", grant)
+    history.last = position
+    now = datetime.now(UTC).isoformat()
+    await history.query("access_report", as_of=now)  # the views have the grant
+
+    table = await _tenantry("access-report", "--as-of", now, "--subject", ANA, "-o", "table")
+    assert table.returncode == 0, table.stderr
+    assert "[/]" in table.stdout
+    assert "\\x1b[2J" in table.stdout
+    assert "\x1b" not in table.stdout and "\x9b" not in table.stdout
+    sheet = await _tenantry("access-report", "--as-of", now, "--subject", ANA, "-o", "csv")
+    assert sheet.returncode == 0, sheet.stderr
+    [row] = csv.DictReader(io.StringIO(sheet.stdout))
+    assert row["reason"] == reason  # not neutralised: it starts with '['
+    hostile = {**grant, "reason": '=HYPERLINK("http://evil.example.com","x")'}
+    history.last = await _send(history.bus, "grant_repo_access", {**hostile, "role": "editor"})
+    later = datetime.now(UTC).isoformat()
+    sheet = await _tenantry("access-report", "--as-of", later, "--subject", ANA, "-o", "csv")
+    [row] = csv.DictReader(io.StringIO(sheet.stdout))
+    assert row["reason"] == "'" + hostile["reason"]
