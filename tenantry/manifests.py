@@ -213,11 +213,38 @@ class ManifestError(Exception):
         self.problems = list(problems)
 
 
+# Levels of mappings and sequences a document may have (its own mapping is the first). PyYAML
+# composes and constructs recursively: a few thousand levels ended `apply` in a RecursionError
+# traceback.
+MAX_DEPTH = 64
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing nesting deeper than MAX_DEPTH like any other invalid YAML."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        nests = isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent)
+        self._depth += nests
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= nests
+
+
 def parse(text: str, file: str) -> tuple[list[Document], list[Problem]]:
     """The documents of one YAML text, and what is wrong with those that are not valid."""
     documents: list[Document] = []
     problems: list[Problem] = []
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     index = 0
     try:
         while loader.check_node():

@@ -10,6 +10,8 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domain.base import CommandContext
 from domain.commands import Command
@@ -17,7 +19,7 @@ from domain.errors import PreconditionFailed
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
-from tenantry.manifests import Document, ManifestError, json_schema, load, parse
+from tenantry.manifests import MAX_DEPTH, Document, ManifestError, json_schema, load, parse
 from tenantry.plan import ABSENT, Change, Plan, State, plan
 from tenantry.results import Cluster, Environment, MlRepo, StorageIntegration, Team, Workspace
 
@@ -544,3 +546,54 @@ def test_an_invalid_manifest_is_refused_before_connecting(
     err = capsys.readouterr().err
     assert f"{bad}: document 2 (line 5): name: String should match pattern" in err
     assert "nothing was applied" in err
+
+
+def _nested(kind: str, depth: int) -> str:
+    """A value nested `depth` levels deep, in one of YAML's four ways of nesting."""
+    if kind == "flow-sequence":
+        return "[" * depth + "x" + "]" * depth
+    if kind == "flow-mapping":
+        return "{a: " * depth + "x" + "}" * depth
+    if kind == "block-sequence":
+        return "\n" + "".join("  " * i + "-\n" for i in range(1, depth)) + "  " * depth + "- x"
+    return "\n" + "".join("  " * i + "a:\n" for i in range(1, depth)) + "  " * depth + "a: x"
+
+
+NESTINGS = ["flow-sequence", "flow-mapping", "block-sequence", "block-mapping"]
+
+
+@pytest.mark.parametrize("kind", NESTINGS)
+def test_deeply_nested_yaml_is_an_invalid_document_not_a_crash(
+    kind: str, tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tenantry.cli import main
+
+    monkeypatch.setenv("TENANTRY_NATS_URL", "nats://127.0.0.1:1")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text(
+        f"type: team\nname: risk\n---\ntype: team\nname: ml\nmembers: {_nested(kind, 5000)}\n"
+    )
+    assert main(["apply", "-f", str(deep)]) == 1
+    err = capsys.readouterr().err
+    assert f"{deep}: document 2 (line " in err
+    assert "not valid YAML: nested more than" in err
+    assert "nothing was applied" in err
+    assert "Traceback" not in err
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(NESTINGS), depth=st.integers(1, 3000))
+def test_nesting_at_any_depth_is_parsed_or_reported(kind: str, depth: int) -> None:
+    documents, problems = parse(f"type: team\nname: ml\nmembers: {_nested(kind, depth)}\n", "f")
+    assert not documents  # members must be emails, never nested values
+    assert problems
+    if depth > MAX_DEPTH:
+        assert problems[0].message.startswith("not valid YAML: nested more than")
+        assert problems[0].line is not None
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    # The document's own mapping is one level: the value may nest MAX_DEPTH - 1 more.
+    text = f"type: team\nname: ml\nmembers: {_nested('flow-sequence', MAX_DEPTH - 1)}\n"
+    _, [problem] = parse(text, "f")
+    assert "nested more than" not in problem.message
