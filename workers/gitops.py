@@ -36,8 +36,28 @@ _GIT_ENV = {
 }
 
 
+class _QuotingDumper(yaml.SafeDumper):
+    """Every string double-quoted, keys included. PyYAML writes YAML 1.1 and quotes only what
+    1.1 would misread; Kubernetes reads YAML 1.2, where an unquoted `1e3` or `0o755` (valid
+    label values) is a number and the Namespace is refused."""
+
+
+def _quoted(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+
+
+_QuotingDumper.add_representer(str, _quoted)
+
+
 def render(document: dict[str, object]) -> bytes:
-    return yaml.safe_dump(document, sort_keys=True, default_flow_style=False).encode()
+    return yaml.dump(
+        document,
+        Dumper=_QuotingDumper,
+        sort_keys=True,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=2**16,
+    ).encode()
 
 
 class GitOpsBackend:

@@ -143,6 +143,7 @@ async def test_up_runs_the_workers_on_local_backends(tenantry_up: Tenantry, tmp_
     import time
 
     import nats
+    import yaml
 
     tenantry_up.start()
     await tenantry_up.wait_ready()
@@ -194,7 +195,8 @@ async def test_up_runs_the_workers_on_local_backends(tenantry_up: Tenantry, tmp_
         assert time.monotonic() < deadline, tenantry_up.log()
         await asyncio.sleep(0.1)
     manifest = tenantry_up.state_dir / "gitops" / "prod-eu" / "fraud" / "namespace.yaml"
-    assert "tenantry.io/environment: prod" in manifest.read_text()
+    labels = yaml.safe_load(manifest.read_text())["metadata"]["labels"]
+    assert labels["tenantry.io/environment"] == "prod"
     policy = json.loads((storage_root / "fraud-models" / ".tenantry-access.json").read_text())
     assert "workspace:prod-eu:fraud" in json.dumps(policy)
     assert tenantry_up.stop() == 0, tenantry_up.log()

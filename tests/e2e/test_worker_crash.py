@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tenantry.nats_server import NatsServer
 from tests.integration.provisioning import (
@@ -120,8 +121,9 @@ async def test_the_namespace_worker_killed_mid_stream_commits_each_change_once(
     assert git(root, "status", "--porcelain") == ""
     assert sorted(p.name for p in (root / "prod-eu").iterdir()) == [f"ws-{i:02}" for i in live]
     for i in live:
-        namespace = (root / "prod-eu" / f"ws-{i:02}" / "namespace.yaml").read_text()
-        assert f"tenantry.io/environment: {'dev' if i in retagged else 'prod'}" in namespace
+        namespace = yaml.safe_load((root / "prod-eu" / f"ws-{i:02}" / "namespace.yaml").read_text())
+        labels = namespace["metadata"]["labels"]
+        assert labels["tenantry.io/environment"] == ("dev" if i in retagged else "prod")
 
     # Every event reported once, whatever the crashes: the redelivered ones were replays.
     for i in live:
