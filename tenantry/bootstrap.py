@@ -22,7 +22,7 @@ from tenantry.audit_checkpoint import generate_key_pair, key_id, load_private_ke
 from tenantry.checkpoints import Cadence, Checkpointer
 from tenantry.command_endpoint import CommandEndpoint
 from tenantry.discovery import Discovery
-from tenantry.identity import ActorPolicy
+from tenantry.identity import ActorPolicy, refuse_untrusted_headers
 from tenantry.metrics import Metrics, sample_lag
 from tenantry.nats_server import NatsServer
 from tenantry.query_endpoint import serve_views
@@ -97,9 +97,16 @@ async def command_role(
             "authorization.off", reason="TENANTRY_ADMINS is unset: every actor may do anything"
         )
     if settings.auth == "header":
+        # With admins set, `serve` has checked the bus is loopback only (or refused to start).
         log.warning(
             "authentication.off",
-            reason="TENANTRY_AUTH=header: the Tenantry-Actor header is believed as sent",
+            reason="TENANTRY_AUTH=header: the Tenantry-Actor header is believed as sent"
+            + (
+                "; TENANTRY_ADMINS holds only because the bus listens on loopback only: "
+                "any local process may claim to be an admin"
+                if settings.admins is not None
+                else ""
+            ),
         )
     endpoint = CommandEndpoint(
         nc,
@@ -309,6 +316,10 @@ async def serve(settings: Settings, stop: asyncio.Event, nats_url: str, roles: l
         nats_url, "tenantry-" + "+".join(roles), settings.nats_user, settings.nats_password
     )
     try:
+        if "command" in roles:
+            # What the server told this connection of where it listens (nats-py keeps the
+            # INFO only privately).
+            refuse_untrusted_headers(settings.auth, settings.admins, nc._server_info)
         async with asyncio.TaskGroup() as tasks:
             for role in roles:
                 tasks.create_task(ROLES[role](service, nc, settings, stop, metrics))

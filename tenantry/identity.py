@@ -10,9 +10,11 @@ publish commands, and only `record_*` ones: they must name a `service:` actor.""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from domain.errors import Forbidden
 from domain.names import is_valid_actor
@@ -63,3 +65,38 @@ class ActorPolicy:
                 f"NATS user {user!r} is not an e-mail address, so it can't be a Tenantry user"
             )
         return actor
+
+
+class UntrustedBus(Exception):
+    """Settings under which TENANTRY_ADMINS would protect nothing: refused at start."""
+
+
+def refuse_untrusted_headers(
+    mode: str, admins: frozenset[str] | None, server_info: Mapping[str, Any]
+) -> None:
+    """With `header` auth the actor is whatever a client writes in `Tenantry-Actor`, so tenant
+    admins mean something only when no one else can reach the bus. `server_info` is the INFO
+    the server sent this connection: its client listener (`host`) and its cluster peers'
+    (`connect_urls`) must all be loopback. Raises `UntrustedBus` otherwise."""
+    if mode != "header" or admins is None:
+        return
+    hosts = [str(server_info.get("host", ""))]
+    hosts += [str(url).rpartition(":")[0] for url in server_info.get("connect_urls") or []]
+    exposed = [host for host in hosts if not _is_loopback(host)]
+    if exposed:
+        raise UntrustedBus(
+            "TENANTRY_AUTH=header believes the Tenantry-Actor header as sent, so with "
+            "TENANTRY_ADMINS set any client of the bus can claim to be an admin, and the bus "
+            f"listens on {', '.join(exposed)}, not loopback only: use TENANTRY_AUTH=nats "
+            "(deploy/nats-accounts.conf), or a nats-server listening on loopback only"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -10,6 +10,7 @@ from typing import Any
 
 from tenantry.bootstrap import ROLES, run_until_signalled, serve, up
 from tenantry.cli.common import nats_url_for_client
+from tenantry.identity import UntrustedBus
 from tenantry.settings import Settings
 from workers import WORKER_KINDS
 
@@ -50,7 +51,11 @@ def register(verbs: Any) -> None:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    run_until_signalled(lambda stop: up(settings, stop))
+    try:
+        run_until_signalled(lambda stop: up(settings, stop))
+    except UntrustedBus as exc:
+        print(f"tenantry up: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -60,7 +65,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     nats_url = settings.nats_url
     role = f"worker {args.kind}" if args.role == "worker" else args.role
-    run_until_signalled(lambda stop: serve(settings, stop, nats_url, [role]))
+    try:
+        run_until_signalled(lambda stop: serve(settings, stop, nats_url, [role]))
+    except UntrustedBus as exc:
+        print(f"tenantry serve {args.role}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
