@@ -244,9 +244,11 @@ def parse(text: str, file: str) -> tuple[list[Document], list[Problem]]:
     """The documents of one YAML text, and what is wrong with those that are not valid."""
     documents: list[Document] = []
     problems: list[Problem] = []
-    loader = _Loader(text)
+    loader: _Loader | None = None
     index = 0
     try:
+        # The reader checks the characters as it is made: inside the `try`.
+        loader = _Loader(text)
         while loader.check_node():
             node = loader.get_node()
             if node is None:
@@ -260,6 +262,16 @@ def parse(text: str, file: str) -> tuple[list[Document], list[Problem]]:
             problems.extend(found)
             if document is not None:
                 documents.append(document)
+    except yaml.reader.ReaderError as exc:
+        # A character YAML does not allow (a control character, say): where it is.
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        problems.append(
+            Problem(
+                file,
+                f"not valid YAML: character U+{code:04X} is not allowed",
+                line=text.count("\n", 0, exc.position) + 1,
+            )
+        )
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problems.append(
@@ -271,7 +283,8 @@ def parse(text: str, file: str) -> tuple[list[Document], list[Problem]]:
             )
         )
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return documents, problems
 
 

@@ -47,6 +47,7 @@ from tenantry.settings import Settings
 from tenantry.store import event_store_env, postgres_env
 from tenantry.wakeups import wake_on_save
 from tenantry.wire import MAX_BODY_BYTES
+from tests.unit.test_trailing_whitespace import TRAILING, _changed, _slots
 
 T = TypeVar("T")
 # Resident memory the process may gain over a test: a leak of the bodies (up to 64 KiB each,
@@ -172,6 +173,19 @@ INJECTIONS = [
     "<script>alert(1)</script>",
     "🔥" * 50,
     "x" * 4000,
+    # What reaches people and other tools (issue 12): a look-alike with a trailing newline,
+    # YAML 1.2 numbers, rich markup, terminal escapes (C0 and C1), spreadsheet formulas.
+    "user:eve@example.com\n",
+    "risk\n",
+    "1e3",
+    "0o755",
+    "[/]",
+    "[bold]x[/bold]",
+    "\x1b[2J\x1b]0;title\x07",
+    "\x9b31m",
+    '=HYPERLINK("http://evil.example.com","x")',
+    "+cmd|' /C calc'!A0",
+    "@SUM(1+1)",
 ]
 # Every string field of the valid bodies is set to each of these: a different subject each time
 # so that a grant is never a no-op (whose reason would not be stored).
@@ -619,3 +633,25 @@ def test_floods_of_near_limit_bodies_leave_memory_where_it_was(target: Running) 
         + " -> ".join(f"{size / 2**20:.0f}" for size in sizes)
         + " MiB"
     )
+
+
+def test_a_trailing_newline_in_any_shaped_string_is_refused_on_the_wire(target: Running) -> None:
+    """Every name, reference, subject, e-mail, label, annotation key, root and region of every
+    command, with whitespace after it: `validation_error`, nothing written (Python's `re.match`
+    with `$` took `user:eve@example.com\\n` as a second subject)."""
+    tried = 0
+    for name, body in COMMAND_BODIES.items():
+        for slot in _slots(body):
+            for suffix in ("\n", TRAILING[tried % len(TRAILING)]):
+                changed = _changed(body, slot, lambda s, suffix=suffix: s + suffix)
+                before = target.position()
+                answer = target.ask(
+                    f"tenantry.cmd.{name}",
+                    json.dumps(changed).encode(),
+                    {"Tenantry-Actor": ADMIN, "Tenantry-Command-Id": f"nl-{uuid.uuid4().hex}"},
+                )
+                assert not answer["ok"], (name, slot, suffix, answer)
+                assert answer["error"]["code"] == "validation_error", (name, slot, answer)
+                assert target.position() == before
+                tried += 1
+    assert tried > 100

@@ -597,3 +597,18 @@ def test_nesting_up_to_the_limit_is_read() -> None:
     text = f"type: team\nname: ml\nmembers: {_nested('flow-sequence', MAX_DEPTH - 1)}\n"
     _, [problem] = parse(text, "f")
     assert "nested more than" not in problem.message
+
+
+def test_a_character_yaml_does_not_allow_is_an_invalid_document_not_a_crash(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tenantry.cli import main
+
+    monkeypatch.setenv("TENANTRY_NATS_URL", "nats://127.0.0.1:1")
+    bad = tmp_path / "escape.yaml"
+    bad.write_text("type: team\nname: risk\n---\ntype: team\nname: ml\n# \x1b[2J\n")
+    assert main(["apply", "-f", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad} (line 6): not valid YAML: character U+001B is not allowed" in err
+    assert "\x1b" not in err
+    assert "nothing was applied" in err
