@@ -14,6 +14,7 @@ from typing import Any
 from tenantry.cli import audit_proofs
 from tenantry.cli.bus import connect_or_explain
 from tenantry.cli.common import nats_url_for_client
+from tenantry.cli.sanitize import for_terminal, lines_for_terminal
 from tenantry.settings import Settings
 
 
@@ -180,11 +181,11 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
             own_key = key if audit_proofs.export_signed(Path(args.file), args.checkpoint) else None
             with Path(args.file).open("rb") as lines:
                 verdict = verify_export(lines, own_key)
-        print(verdict.report())
+        print(lines_for_terminal(verdict.report()))
         if verdict.ok and args.checkpoint:
             return audit_proofs.export_against(Path(args.file), args.checkpoint, key)
     except (OSError, ValueError, KeyError) as exc:
-        print(f"tenantry audit verify: {exc}", file=sys.stderr)
+        print(f"tenantry audit verify: {for_terminal(str(exc))}", file=sys.stderr)
         return 2
     return 0 if verdict.ok else 1
 
@@ -209,7 +210,7 @@ async def _verify_live(settings: Settings) -> int:
     finally:
         service.close()
     print("the store's hash chain, recomputed, against the stream:")
-    print(verdict.report())
+    print(lines_for_terminal(verdict.report()))
     return 0 if verdict.ok else 1
 
 

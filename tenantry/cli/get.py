@@ -15,7 +15,7 @@ from rich import box
 from rich.table import Table
 
 from tenantry.cli.output import FORMATS, chosen_format, console, print_data, run_with_client
-from tenantry.cli.sanitize import for_rich
+from tenantry.cli.sanitize import for_rich, for_terminal
 from tenantry.client import Client
 from tenantry.errors import NotFound
 from tenantry.settings import Settings
@@ -149,7 +149,7 @@ def _get(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 items = [await kind.one(client, args.name)]
             except NotFound as exc:
-                print(f"not found: {exc.message}", file=sys.stderr)
+                print(f"not found: {for_terminal(exc.message)}", file=sys.stderr)
                 return NO
             data = items[0].model_dump(mode="json")
         if fmt == "table":

@@ -41,13 +41,13 @@ def print_data(data: Any, fmt: str) -> None:
 
 
 def error(message: str) -> None:
-    from tenantry.cli.sanitize import for_rich, for_terminal
+    from rich.text import Text
 
-    # Line by line: the message's own line breaks are ours (`describe`); what it quotes of a
-    # document or a reply is shown as text.
-    shown = "\n".join(for_terminal(line) for line in message.split("\n"))
+    from tenantry.cli.sanitize import lines_for_terminal
+
+    # A Text is never read as markup; the message's own line breaks are ours (`describe`).
     Console(file=sys.stderr, highlight=False, soft_wrap=True).print(
-        for_rich("error:", "red"), for_rich(shown)
+        Text("error:", style="red"), Text(lines_for_terminal(message))
     )
 
 

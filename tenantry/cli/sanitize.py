@@ -31,6 +31,12 @@ def for_terminal(value: object) -> str:
     return str(value).translate(_VISIBLE)
 
 
+def lines_for_terminal(text: str) -> str:
+    """`for_terminal` line by line, for a report whose own line breaks are ours: what it quotes
+    (of a document, a reply, an export) is shown as text."""
+    return "\n".join(for_terminal(line) for line in text.split("\n"))
+
+
 def for_rich(value: object, style: str = "") -> Text:
     """`for_terminal` as a rich Text, for a table cell or anything rich prints: a Text is never
     read as markup (a reason of `[/]` passed as a string ends the output in a MarkupError, and

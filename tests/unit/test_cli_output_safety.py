@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 from typing import Any
 
 import pytest
@@ -133,9 +134,10 @@ def test_audit_tail_lines_hold_no_control_characters(text: str) -> None:
 def test_errors_from_the_service_reach_stderr_as_text(
     message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    output.error(f"not_found: ml repo {message!s} does not exist")
+    output.error(f"not_found: ml repo {message!s} does not exist\n  name: our own second line")
     shown = capsys.readouterr().err
     assert shown.startswith("error:")
+    assert shown.endswith("\n  name: our own second line\n")
     assert not _controls(shown), repr(shown)
 
 
@@ -222,3 +224,20 @@ def test_any_text_in_get_tables_is_shown_as_text(
             ],
         )
     assert not _controls(shown.getvalue()), repr(shown.getvalue())
+
+
+def test_audit_verify_shows_a_hostile_export_as_text(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export is a file anyone may hand an auditor: what `verify` quotes of it (a
+    prev_hash taken as given) reaches the terminal as text."""
+    from tenantry.cli import main
+
+    export = tmp_path / "export.jsonl"
+    line = {"position": 5, "prev_hash": "\x1b[2J\x1b]0;t\x07[/]", "hash": "0" * 64, "data": {}}
+    export.write_text(json.dumps(line) + "\n")
+    assert main(["audit", "verify", str(export)]) == 1
+    shown = capsys.readouterr().out
+    assert "FAILED at position 5" in shown
+    assert "\\x1b[2J\\x1b]0;t\\x07[/]" in shown
+    assert not _controls(shown), repr(shown)
