@@ -16,7 +16,6 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from domain.event_log import STREAM_NAME, SUBJECT_PREFIX
-from tenantry.cli.sanitize import for_terminal
 
 
 def parse_since(value: str | None) -> int | datetime | None:
@@ -36,8 +35,7 @@ def subject_for(type_filter: str | None) -> str:
 
 def human_line(body: dict[str, Any]) -> str:
     data = json.dumps(body["data"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    # One line a person reads: whatever the event holds reaches no terminal as a control.
-    return for_terminal(
+    return (
         f"#{body['position']:<6} {body['occurred_at']}  {body['type']:<32} "
         f"{body['fqn']:<28} by {body['actor']}  {data}"
     )

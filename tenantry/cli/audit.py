@@ -82,14 +82,13 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
 async def _audit_tail(url: str, args: argparse.Namespace) -> int:
     import nats
 
-    from tenantry.audit_tail import human_line, parse_since, tail
+    from tenantry.audit_tail import parse_since, tail
     from tenantry.cli.output import chosen_format
 
     as_json = chosen_format(args.output) == "json"
 
     def emit(body: dict[str, object]) -> None:
-        line = json.dumps(body, ensure_ascii=False) if as_json else human_line(body)
-        print(line, flush=True)
+        print(_tail_line(body, as_json=as_json), flush=True)
 
     nc = await nats.connect(url)
     try:
@@ -104,6 +103,14 @@ async def _audit_tail(url: str, args: argparse.Namespace) -> int:
     finally:
         await nc.close()
     return 0
+
+
+def _tail_line(body: dict[str, Any], *, as_json: bool) -> str:
+    """One event as `audit tail` prints it: a JSON line, or a line for a person in which
+    nothing the event holds reaches the terminal as a control character."""
+    from tenantry.audit_tail import human_line
+
+    return json.dumps(body, ensure_ascii=False) if as_json else for_terminal(human_line(body))
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tenantry.audit_tail import human_line
 from tenantry.cli import compliance, get, output
 from tenantry.cli.apply import _action_lines
+from tenantry.cli.audit import _tail_line
 from tenantry.cli.sanitize import for_csv, for_rich, for_terminal
 from tenantry.manifests import Source
 from tenantry.plan import ABSENT, Action, Change
@@ -125,7 +125,7 @@ def test_audit_tail_lines_hold_no_control_characters(text: str) -> None:
         "actor": "user:bo@example.com",
         "data": {"reason": text, text: 1},
     }
-    line = human_line(body)
+    line = _tail_line(body, as_json=False)
     assert "\n" not in line
     assert not _controls(line), repr(line)
 
