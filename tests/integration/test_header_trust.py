@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 
 from tenantry.identity import UntrustedBus, refuse_untrusted_headers
 from tenantry.nats_server import NatsServer, free_port, nats_server_binary
+from tests.faults.processes import serve_env
 
 ADMINS = "user:ana@example.com"
 
@@ -51,14 +51,7 @@ def open_nats_server(tmp_path: Path) -> Iterator[str]:
 def _serve_command(tmp_path: Path, url: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tenantry.cli", "serve", "command"],
-        env={
-            **os.environ,
-            "TENANTRY_STATE_DIR": str(tmp_path / "state"),
-            "TENANTRY_NATS_URL": url,
-            "TENANTRY_METRICS_PORT": "0",
-            "TENANTRY_LOG_FORMAT": "json",
-            **env,
-        },
+        env=serve_env(tmp_path / "state", url, **env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
