@@ -19,6 +19,7 @@ from domain.event_log import ZERO_HASH
 from tenantry import standalone_verifier
 from tenantry.audit_checkpoint import ChainSpan
 from tenantry.cli.bus import connect_or_explain
+from tenantry.cli.sanitize import for_terminal, lines_for_terminal
 from tenantry.merkle import MerkleTree, leaf_hash
 from tenantry.settings import Settings
 
@@ -115,7 +116,8 @@ async def _ask(
     answer = json.loads(reply.data)
     if not answer.get("ok"):
         error = answer["error"]
-        print(f"tenantry audit {verb}: {error['code']}: {error['message']}", file=sys.stderr)
+        message = for_terminal(f"{error['code']}: {error['message']}")
+        print(f"tenantry audit {verb}: {message}", file=sys.stderr)
         return None
     data: dict[str, Any] = answer["data"]
     return data
@@ -212,7 +214,8 @@ def verify_document(path: Path, public_key: Any, checkpoint_files: list[Path]) -
         if ok:
             signed = "signed, signatures verified" if public_key else "signatures NOT checked"
             lines.append(f"OK: {len(by_size)} checkpoints ({signed})")
-    print("\n".join(lines))
+    # What a proof or checkpoint file holds is quoted as text, not run by the terminal.
+    print(lines_for_terminal("\n".join(lines)))
     return 0 if ok else 1
 
 
@@ -243,7 +246,7 @@ def export_against(path: Path, checkpoint_files: list[Path], public_key: Any) ->
     with path.open("rb") as lines:
         events = (e for e in map(json.loads, lines) if not is_checkpoint(e))
         ok, said = export_against_checkpoints(events, by_size)
-    print("\n".join([*(f"FAILED: {p}" for p in problems), *said]))
+    print(lines_for_terminal("\n".join([*(f"FAILED: {p}" for p in problems), *said])))
     return 0 if ok and not problems else 1
 
 

@@ -25,7 +25,7 @@ from .bodies import VALID_BODIES
 # Free text: anything but NUL is data, not a name.
 FREE_TEXT = {"description", "reason", "detail", "location"}
 # Fields that hold no string at all.
-NOT_TEXT = {"expected_version", "is_production", "force", "delete_storage"}
+NOT_TEXT = {"expected_version", "is_production", "force", "delete_storage", "adopt_storage"}
 # A body of every command with every optional shaped field present, so that each is tried.
 FULL_BODIES: dict[str, dict[str, Any]] = {
     **VALID_BODIES,
