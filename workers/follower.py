@@ -104,7 +104,15 @@ class StreamFollower:
                 log.debug("follower.fetch_failed", error=str(exc))
             return False
         for msg in msgs:
-            meta = msg.metadata
+            try:
+                meta = msg.metadata
+            except Exception:
+                meta = None
+            if meta is None or meta.stream != STREAM_NAME or meta.consumer != self._consumer:
+                # Not a delivery of our consumer (anyone who learns an inbox may publish to
+                # it): dropped, never folded in.
+                log.warning("follower.foreign_message", subject=msg.subject[:200])
+                continue
             if meta.sequence.consumer != self._consumer_seq + 1:
                 # A lost delivery (unacked consumers don't redeliver): read again from here.
                 log.warning(

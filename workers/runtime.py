@@ -12,7 +12,15 @@ partition on, and the actions take milliseconds against a rate of human changes:
 standbys that take over at once, not parallel lanes. A message waiting for its retry (`nak`
 with a delay) still holds the slot; a permanent failure is recorded and terminated, and a
 transient one becomes permanent at the `max_deliver`-th attempt, so nothing blocks the queue
-for longer than the sum of the backoff."""
+for longer than the sum of the backoff.
+
+Nothing another client does ends a worker or makes it skip an event: a message on its inboxes
+that is not a delivery of its own durable is logged and dropped, and the durable's
+configuration is checked whenever the worker is idle. One found rewritten (another filter,
+another ack policy) is deleted and made again from the last position it was seen sound at,
+so the events it skipped meanwhile are delivered (actions are idempotent: a repeat is a
+no-op). NATS permissions (deploy/nats-accounts.conf) keep other roles off the durable in
+production; this check is what a bus without them (the laptop's) still gets."""
 
 from __future__ import annotations
 
@@ -93,7 +101,8 @@ class WorkerRuntime:
         on_outcome: Callable[[str], None] | None = None,
     ) -> None:
         self._nc = nc
-        # Told each message's outcome (handled, failed, retry, gave_up, undecodable): metrics.
+        # Told each message's outcome (handled, failed, retry, gave_up, undecodable, foreign):
+        # metrics.
         self._on_outcome = on_outcome or (lambda outcome: None)
         self._js: JetStreamContext = nc.jetstream(timeout=10.0)
         self._provisioner = provisioner
@@ -101,6 +110,8 @@ class WorkerRuntime:
         self._durable = f"tenantry-{provisioner.name}"
         self._reporter = Reporter(nc, actor=f"service:{provisioner.name}")
         self._log = log.bind(worker=provisioner.name)
+        # The durable's ack floor when last seen sound: where a rewritten one is replayed from.
+        self._sound_floor = 0
         self.handled = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -115,7 +126,9 @@ class WorkerRuntime:
         try:
             if not await self._wait_for_stream(stop):
                 return
-            sub = await self._subscribe()
+            sub = await self._bind(stop)
+            if sub is None:
+                return
             self._log.info("worker.started", durable=self._durable)
             while not stop.is_set():
                 try:
@@ -123,18 +136,24 @@ class WorkerRuntime:
                     # not left unacked for ack_wait while the next instance waits for it.
                     msgs = await sub.fetch(1, timeout=1.0)
                 except TimeoutError:
-                    continue
+                    if await self._durable_is_sound():
+                        continue
                 except NotFoundError:
                     self._log.warning("worker.durable_missing", durable=self._durable)
-                    await sub.unsubscribe()
-                    sub = await self._subscribe()
-                    continue
                 except NatsError as exc:
                     self._log.warning("worker.fetch_failed", error=str(exc))
                     await asyncio.sleep(0.5)
                     continue
-                for msg in msgs:
-                    await self._handle(msg, follower)
+                else:
+                    for msg in msgs:
+                        await self._handle(msg, follower)
+                    continue
+                # The durable is gone or was rewritten: make it sound again and bind anew.
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+                sub = await self._bind(stop)
+                if sub is None:
+                    return
         finally:
             # Unsubscribe before the caller drains the connection: a drain with a pull
             # subscription still open can hang for 30 s.
@@ -157,8 +176,8 @@ class WorkerRuntime:
                         await stop.wait()
         return False
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
-        config = ConsumerConfig(
+    def _wanted(self) -> ConsumerConfig:
+        return ConsumerConfig(
             name=self._durable,
             durable_name=self._durable,
             description=f"Tenantry {self._provisioner.name} worker (shared by its instances)",
@@ -169,14 +188,105 @@ class WorkerRuntime:
             max_ack_pending=1,
             filter_subjects=list(self._provisioner.action_subjects),
         )
-        # Creates it, or updates it to this configuration (ack_wait, max_deliver, subjects).
-        await self._js.add_consumer(STREAM_NAME, config)
-        return await self._js.pull_subscribe_bind(consumer=self._durable, stream=STREAM_NAME)
+
+    def _is_sound(self, config: ConsumerConfig) -> bool:
+        """Whether the durable still delivers what this worker acts on, one at a time, each
+        acked on its own (ack_wait and max_deliver may differ: a new release changes them)."""
+        filters = config.filter_subjects or (
+            [config.filter_subject] if config.filter_subject else []
+        )
+        return (
+            set(filters) == set(self._provisioner.action_subjects)
+            and config.ack_policy == AckPolicy.EXPLICIT
+            and config.max_ack_pending == 1
+            and config.deliver_policy in (DeliverPolicy.ALL, DeliverPolicy.BY_START_SEQUENCE)
+            and not config.deliver_subject
+        )
+
+    async def _durable_is_sound(self) -> bool:
+        """Looked at while idle. False when the durable is missing or rewritten; True too when
+        the server can't be asked now (the next idle moment asks again)."""
+        try:
+            info = await self._js.consumer_info(STREAM_NAME, self._durable)
+        except NotFoundError:
+            self._log.warning("worker.durable_missing", durable=self._durable)
+            return False
+        except (NatsError, TimeoutError):
+            return True
+        if not self._is_sound(info.config):
+            return False
+        if info.ack_floor is not None:
+            self._sound_floor = max(self._sound_floor, info.ack_floor.stream_seq)
+        return True
+
+    async def _bind(self, stop: asyncio.Event) -> JetStreamContext.PullSubscription | None:
+        """A pull subscription on a sound durable, tried again until it works or `stop`."""
+        while not stop.is_set():
+            try:
+                await self._ensure_durable()
+                return await self._js.pull_subscribe_bind(
+                    consumer=self._durable, stream=STREAM_NAME
+                )
+            except (NatsError, TimeoutError) as exc:
+                # Another instance is making it at this moment, or the server is away.
+                self._log.warning("worker.bind_failed", error=f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await stop.wait()
+        return None
+
+    async def _ensure_durable(self) -> None:
+        """Create the durable, or update it to this release's ack_wait and max_deliver. One
+        that was rewritten is made again from `_sound_floor`, the last position it was seen
+        sound at (the start of the stream, before it ever was): what it skipped comes again."""
+        wanted = self._wanted()
+        try:
+            info = await self._js.consumer_info(STREAM_NAME, self._durable)
+        except NotFoundError:
+            info = None
+        if info is not None and not self._is_sound(info.config):
+            self._log.error(
+                "worker.durable_rewritten",
+                durable=self._durable,
+                filter_subjects=info.config.filter_subjects or info.config.filter_subject,
+                ack_policy=str(info.config.ack_policy),
+                replay_after=self._sound_floor,
+            )
+            with contextlib.suppress(NotFoundError):
+                await self._js.delete_consumer(STREAM_NAME, self._durable)
+            info = None
+        if info is not None:
+            # Where it starts is fixed when it is made; an update must not try to change it.
+            wanted.deliver_policy = info.config.deliver_policy
+            wanted.opt_start_seq = info.config.opt_start_seq
+        elif self._sound_floor:
+            wanted.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            wanted.opt_start_seq = self._sound_floor + 1
+        info = await self._js.add_consumer(STREAM_NAME, wanted)
+        if info.ack_floor is not None:
+            self._sound_floor = max(self._sound_floor, info.ack_floor.stream_seq)
+
+    def _delivery(self, msg: Msg) -> tuple[int, int] | None:
+        """(stream sequence, delivery count) of a delivery of this worker's durable; None for
+        anything else that reached its inbox (nothing a client sends may stop a worker)."""
+        try:
+            meta = msg.metadata
+        except Exception:
+            return None
+        if meta.stream != STREAM_NAME or meta.consumer != self._durable:
+            return None
+        return meta.sequence.stream, meta.num_delivered
 
     async def _handle(self, msg: Msg, follower: StreamFollower) -> None:
         started = time.perf_counter()
-        meta = msg.metadata
-        seq, delivery = meta.sequence.stream, meta.num_delivered
+        delivery_of = self._delivery(msg)
+        if delivery_of is None:
+            self._log.warning(
+                "worker.foreign_message", subject=msg.subject[:200], reply=(msg.reply or "")[:200]
+            )
+            self._on_outcome("foreign")
+            return
+        seq, delivery = delivery_of
         try:
             event = Event(seq, json.loads(msg.data))
             event_log = self._log.bind(seq=seq, type=event.type, fqn=event.fqn, event_id=event.id)
