@@ -16,7 +16,7 @@ from nats.js.errors import NotFoundError
 
 from domain.event_log import STREAM_NAME, SUBJECT_PREFIX
 from tenantry.audit_checkpoint import ChainSpan
-from tenantry.audit_tail import first_seq_at_position
+from tenantry.audit_tail import first_seq_at_position, reader_name
 
 Bound = int | datetime | None
 
@@ -44,7 +44,11 @@ async def stream_bodies(
         SUBJECT_PREFIX + ">",
         stream=STREAM_NAME,
         ordered_consumer=True,
-        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start),
+        config=ConsumerConfig(
+            name=reader_name(),
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+        ),
     )
     try:
         while True:

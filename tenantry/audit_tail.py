@@ -5,11 +5,13 @@ Any JetStream client can do the same: this is a plain ordered consumer on TENANT
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig, DeliverPolicy, StreamInfo
 from nats.js.client import JetStreamContext
@@ -26,6 +28,13 @@ def parse_since(value: str | None) -> int | datetime | None:
         return int(value)
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def reader_name() -> str:
+    """A name of its own for a reader's consumer. Readers may only create consumers by name:
+    the nameless create request takes a name from its body, and so could rewrite a worker's
+    durable (see deploy/nats-accounts.conf)."""
+    return f"tenantry-reader-{uuid.uuid4().hex[:16]}"
 
 
 def subject_for(type_filter: str | None) -> str:
@@ -94,6 +103,7 @@ async def tail(
         )
     if not info.state.last_seq and not follow:
         return 0
+    config.name = reader_name()
     sub = await js.subscribe(
         subject_for(type_filter), stream=STREAM_NAME, ordered_consumer=True, config=config
     )
@@ -106,11 +116,15 @@ async def tail(
                 if follow:
                     continue
                 return emitted  # nothing matching arrived for a while: the filter is caught up
-            body = json.loads(msg.data)
-            if fqn is None or body["fqn"] == fqn:
+            try:
+                meta = msg.metadata
+                body = json.loads(msg.data)
+            except (ValueError, NatsError):  # not an event of the stream: skipped
+                continue
+            if fqn is None or body.get("fqn") == fqn:
                 emit(body)
                 emitted += 1
-            if not follow and msg.metadata.num_pending == 0:
+            if not follow and meta.num_pending == 0:
                 return emitted
     finally:
         await sub.unsubscribe()

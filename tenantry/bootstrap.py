@@ -23,6 +23,7 @@ from tenantry.checkpoints import Cadence, Checkpointer
 from tenantry.command_endpoint import CommandEndpoint
 from tenantry.discovery import Discovery
 from tenantry.identity import ActorPolicy, refuse_untrusted_headers
+from tenantry.inboxes import inbox_options
 from tenantry.metrics import Metrics, sample_lag
 from tenantry.nats_server import NatsServer
 from tenantry.query_endpoint import serve_views
@@ -70,6 +71,7 @@ async def connect(
         error_cb=_error,
         user=user,
         password=password,
+        **inbox_options(url, user),
     )
 
 

@@ -34,6 +34,7 @@ from tenantry.errors import (
     Unavailable,
     error_from_wire,
 )
+from tenantry.inboxes import inbox_options
 from tenantry.results import (
     Access,
     AccessChange,
@@ -148,6 +149,8 @@ class Client:
             # nats-py's default prints a traceback for every failed attempt; the outcome is
             # what matters, and it is raised.
             "error_cb": _quiet,
+            # Replies under this user's own inboxes, which NATS lets no other user read.
+            **inbox_options(url, nats_options.get("user")),
             **nats_options,
         }
         try:

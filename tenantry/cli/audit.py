@@ -15,6 +15,7 @@ from tenantry.cli import audit_proofs
 from tenantry.cli.bus import connect_or_explain
 from tenantry.cli.common import nats_url_for_client
 from tenantry.cli.sanitize import for_terminal, lines_for_terminal
+from tenantry.inboxes import inbox_options
 from tenantry.settings import Settings
 
 
@@ -90,7 +91,7 @@ async def _audit_tail(url: str, args: argparse.Namespace) -> int:
     def emit(body: dict[str, object]) -> None:
         print(_tail_line(body, as_json=as_json), flush=True)
 
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **inbox_options(url))
     try:
         await tail(
             nc,

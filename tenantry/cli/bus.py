@@ -7,6 +7,7 @@ import sys
 from nats.aio.client import Client
 
 from tenantry.cli.common import nats_url_for_client
+from tenantry.inboxes import inbox_options
 from tenantry.settings import Settings
 
 
@@ -28,6 +29,7 @@ async def connect_or_explain(settings: Settings, verb: str) -> Client | None:
             max_reconnect_attempts=1,
             reconnect_time_wait=0.2,
             error_cb=_quiet,
+            **inbox_options(url),
         )
     except Exception as exc:
         print(f"tenantry {verb}: cannot reach the bus at {url}: {exc}", file=sys.stderr)

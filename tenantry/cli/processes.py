@@ -11,6 +11,7 @@ from typing import Any
 from tenantry.bootstrap import ROLES, run_until_signalled, serve, up
 from tenantry.cli.common import nats_url_for_client
 from tenantry.identity import UntrustedBus
+from tenantry.inboxes import inbox_options
 from tenantry.settings import Settings
 from workers import WORKER_KINDS
 
@@ -103,7 +104,13 @@ async def _probe(url: str) -> int:
     try:
         # allow_reconnect=False: nats-py's max_reconnect_attempts=0 means "retry forever".
         async with asyncio.timeout(5):
-            nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False, error_cb=_quiet)
+            nc = await nats.connect(
+                url,
+                connect_timeout=2,
+                allow_reconnect=False,
+                error_cb=_quiet,
+                **inbox_options(url),
+            )
     except Exception as exc:
         print(f"unhealthy: cannot reach {url}: {type(exc).__name__} {exc}", file=sys.stderr)
         return 1

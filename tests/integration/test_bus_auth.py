@@ -8,25 +8,34 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
-from nats.aio.client import Client
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from domain.authorization import Authorization
 from domain.event_log import STREAM_NAME
 from domain.service import TenancyService
+from projections.store import ViewStore
 from tenantry.audit_checkpoint import (
     generate_key_pair,
     load_private_key,
     load_public_key,
     signature_problem,
 )
+from tenantry.audit_tail import tail
 from tenantry.checkpoints import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, Cadence, Checkpointer
+from tenantry.client import Client
 from tenantry.command_endpoint import CommandEndpoint
 from tenantry.identity import ActorPolicy
+from tenantry.inboxes import inbox_options
 from tenantry.nats_server import NatsServer
+from tenantry.query_endpoint import serve_views
 from tenantry.relay import Relay
+from workers import BackendConfig, run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORDS = {
@@ -38,6 +47,7 @@ PASSWORDS = {
     "storage": "pw-storage-0b9d",
     "auditor": "pw-auditor-77e1",
     "admin@example.com": "pw-admin-c3d8",
+    "bo@example.com": "pw-bo-61aa",  # a second client, added to the file's CLIENTS users below
 }
 ENV = {
     f"TENANTRY_{user.split('@')[0].upper()}_PASSWORD": password
@@ -52,7 +62,7 @@ class SecuredBus:
     service: TenancyService
     denied: list[dict[str, object]]
 
-    async def connect(self, user: str) -> Client:
+    async def connect(self, user: str) -> NatsClient:
         errors: list[Exception] = []
 
         async def on_error(exc: Exception) -> None:
@@ -64,6 +74,8 @@ class SecuredBus:
             password=PASSWORDS[user],
             error_cb=on_error,
             allow_reconnect=False,
+            # As every Tenantry process, the client and the CLI do: replies under its own inboxes.
+            **inbox_options(self.server.url, user),
         )
         nc.permission_errors = errors  # type: ignore[attr-defined]
         return nc
@@ -73,8 +85,17 @@ class SecuredBus:
 async def secured(tmp_path: Path, sqlite_env: dict[str, str]) -> AsyncIterator[SecuredBus]:
     # nats-server resolves `include` relative to the including file: put them side by side,
     # as docker-compose.yml does in /etc/nats.
+    accounts = (ROOT / "deploy" / "nats-accounts.conf").read_text()
+    admin_entry = '{user: "admin@example.com", password: $TENANTRY_ADMIN_PASSWORD,'
+    assert admin_entry in accounts
+    bo_entry = (
+        '{user: "bo@example.com", password: $TENANTRY_BO_PASSWORD, permissions: {\n'
+        '        publish: {allow: ["tenantry.cmd.*", "tenantry.query.*"]}\n'
+        '        subscribe: {allow: ["_INBOX.bo@example_2Ecom.>"]}\n'
+        "      }}\n      "
+    )
     (tmp_path / "nats-accounts.conf").write_text(
-        (ROOT / "deploy" / "nats-accounts.conf").read_text()
+        accounts.replace(admin_entry, bo_entry + admin_entry)
     )
     config = tmp_path / "nats.conf"
     config.write_text('include "nats-accounts.conf"\n')  # JetStream: -js -sd from NatsServer
@@ -87,7 +108,7 @@ async def secured(tmp_path: Path, sqlite_env: dict[str, str]) -> AsyncIterator[S
     await endpoint.start()
     auditor = await bus.connect("auditor")
 
-    async def on_denied(msg: nats.aio.msg.Msg) -> None:
+    async def on_denied(msg: Msg) -> None:
         bus.denied.append(json.loads(msg.data))
 
     await auditor.subscribe("tenantry.audit.denied.>", cb=on_denied)
@@ -101,7 +122,7 @@ async def secured(tmp_path: Path, sqlite_env: dict[str, str]) -> AsyncIterator[S
 
 
 async def _request(
-    nc: Client, subject: str, body: dict[str, object], headers: dict[str, str] | None = None
+    nc: NatsClient, subject: str, body: dict[str, object], headers: dict[str, str] | None = None
 ) -> dict[str, object]:
     reply = await nc.request(subject, json.dumps(body).encode(), timeout=5, headers=headers)
     answer: dict[str, object] = json.loads(reply.data)
@@ -265,3 +286,166 @@ async def test_wrong_credentials_are_refused(secured: SecuredBus) -> None:
     answer = await asyncio.wait_for(reader.readline(), timeout=5)
     writer.close()
     assert answer.startswith(b"-ERR 'Authorization Violation'"), answer
+
+
+async def _permission_errors(nc: NatsClient, count: int) -> list[str]:
+    """The permission errors `nc` was told of, once there are `count` (or 5 s passed)."""
+    await nc.flush()
+    errors: list[Exception] = nc.permission_errors  # type: ignore[attr-defined]
+    deadline = asyncio.get_running_loop().time() + 5
+    while sum("permissions violation" in str(e).lower() for e in errors) < count:
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    return [str(e) for e in errors if "permissions violation" in str(e).lower()]
+
+
+WORKER_DURABLE = ConsumerConfig(
+    name="tenantry-namespaces",
+    durable_name="tenantry-namespaces",
+    ack_policy=AckPolicy.EXPLICIT,
+    max_ack_pending=1,
+    filter_subjects=["tenantry.evt.workspace.created", "tenantry.evt.workspace.deleted"],
+)
+
+
+async def test_only_a_worker_kind_may_touch_its_durable(secured: SecuredBus) -> None:
+    relay_nc = await secured.connect("relay")
+    await Relay(secured.service.recorder, relay_nc).ensure_stream()
+    owner = await secured.connect("namespaces")
+    await owner.jetstream().add_consumer(STREAM_NAME, WORKER_DURABLE)
+    rewrite: dict[str, Any] = {
+        "stream_name": STREAM_NAME,
+        "config": {
+            "name": "tenantry-namespaces",
+            "ack_policy": "explicit",
+            "filter_subject": "tenantry.evt.nothing",
+        },
+    }
+    durable_rewrite = {**rewrite, "config": {**rewrite["config"], "durable_name": "x"}}
+    attempts = [
+        # The nameless create takes the name from the body: it would rewrite the durable.
+        (f"$JS.API.CONSUMER.CREATE.{STREAM_NAME}", rewrite),
+        (f"$JS.API.CONSUMER.CREATE.{STREAM_NAME}.tenantry-namespaces", rewrite),
+        (f"$JS.API.CONSUMER.CREATE.{STREAM_NAME}.tenantry-namespaces.tenantry.evt.x", rewrite),
+        (f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM_NAME}.tenantry-namespaces", durable_rewrite),
+        (f"$JS.API.CONSUMER.DELETE.{STREAM_NAME}.tenantry-namespaces", {}),
+        (f"$JS.API.CONSUMER.MSG.NEXT.{STREAM_NAME}.tenantry-namespaces", {"batch": 1}),
+        (f"$JS.ACK.{STREAM_NAME}.tenantry-namespaces.1.1.1.0.0", {}),
+    ]
+    users = ("auditor", "storage", "command", "projections", "relay", "checkpoints")
+    for user in (*users, "admin@example.com"):
+        nc = await secured.connect(user)
+        inbox = nc.new_inbox()
+        for subject, body in attempts:
+            await nc.publish(subject, json.dumps(body).encode(), reply=inbox)
+        refused = await _permission_errors(nc, len(attempts))
+        await nc.close()
+        assert len(refused) == len(attempts), (user, refused)
+    info = await owner.jetstream().consumer_info(STREAM_NAME, "tenantry-namespaces")
+    assert set(info.config.filter_subjects or []) == set(WORKER_DURABLE.filter_subjects or [])
+    await owner.close()
+    await relay_nc.close()
+
+
+async def test_every_role_does_its_work_within_its_permissions(
+    secured: SecuredBus, tmp_path: Path
+) -> None:
+    """The relay, a worker, the query service, the auditor and a client, each as its own user
+    (replies under its own inboxes): a workspace is provisioned, read back and audited."""
+    connections = {
+        user: await secured.connect(user) for user in ("relay", "namespaces", "projections")
+    }
+    stop = asyncio.Event()
+    relay = Relay(secured.service.recorder, connections["relay"], poll_interval=0.05)
+    store = ViewStore.from_url(f"sqlite:///{tmp_path / 'views.sqlite'}")
+    tasks = [
+        asyncio.create_task(relay.run(stop)),
+        asyncio.create_task(
+            run_worker(
+                "namespaces",
+                connections["namespaces"],
+                stop,
+                backend_config=BackendConfig(gitops_root=tmp_path / "gitops"),
+            )
+        ),
+        asyncio.create_task(
+            serve_views(
+                secured.service.recorder,
+                store,
+                connections["projections"],
+                stop,
+                asyncio.Event(),
+                poll_interval=0.05,
+            )
+        ),
+    ]
+    admin = await Client.connect(
+        secured.server.url,
+        user="admin@example.com",
+        password=PASSWORDS["admin@example.com"],
+        allow_reconnect=False,
+    )
+    await admin.register_cluster(
+        name="prod-eu", region="eu-west-1", provider="aws-eks", environments=["dev"]
+    )
+    await admin.create_workspace(cluster="prod-eu", name="fraud", environment="dev")
+    deadline = asyncio.get_running_loop().time() + 30
+    while (workspace := await admin.get_workspace(fqn="prod-eu:fraud")).status != "ready":
+        assert asyncio.get_running_loop().time() < deadline, workspace
+        await asyncio.sleep(0.05)
+    await admin.close()
+
+    auditor = await secured.connect("auditor")
+    seen: list[dict[str, object]] = []
+    assert await tail(auditor, seen.append) >= 3
+    assert "workspace.namespace_provisioned" in {event["type"] for event in seen}
+    assert await _permission_errors(auditor, 0) == []
+    await auditor.close()
+    stop.set()
+    await asyncio.gather(*tasks)
+    for user, nc in connections.items():
+        errors = await _permission_errors(nc, 0)
+        await nc.close()
+        assert errors == [], (user, errors)
+    store.close()
+
+
+async def test_a_user_reads_its_own_replies_only(secured: SecuredBus) -> None:
+    admin = await secured.connect("admin@example.com")
+    bo = await secured.connect("bo@example.com")
+    auditor = await secured.connect("auditor")
+    storage = await secured.connect("storage")
+    overheard: list[bytes] = []
+
+    async def overhear(msg: Msg) -> None:
+        overheard.append(msg.data)
+
+    for spy, inbox in (
+        (bo, "_INBOX.>"),
+        (bo, "_INBOX.admin@example_2Ecom.>"),
+        (auditor, "_INBOX.>"),
+        (auditor, "_INBOX.namespaces.>"),
+        (storage, "_INBOX.namespaces.>"),
+    ):
+        await spy.subscribe(inbox, cb=overhear)
+    for spy, count in ((bo, 2), (auditor, 2), (storage, 1)):
+        assert len(await _permission_errors(spy, count)) == count
+    # Nor may anyone put a message in another's inbox (one would end a worker, once).
+    await auditor.publish("_INBOX.namespaces.x", b"not an event")
+    assert len(await _permission_errors(auditor, 3)) == 3
+
+    answer = await _request(admin, "tenantry.cmd.create_team", {"name": "risk"})
+    assert answer["ok"], answer
+    worker = await secured.connect("namespaces")
+    answer = await _request(
+        worker,
+        "tenantry.cmd.record_namespace_provisioned",
+        {"workspace": "c-one:ws-one", "namespace": "ws-one"},
+        headers={"Tenantry-Actor": "service:namespaces"},
+    )
+    assert answer["error"]["code"] == "not_found"  # type: ignore[index]
+    for nc in (admin, bo, auditor, storage, worker):
+        await nc.flush()
+        await nc.close()
+    assert overheard == []
