@@ -238,9 +238,10 @@ class Client:
                     f"the {name} query is not valid", {"errors": wire.validation_errors(exc)}
                 ) from exc
         wait = float(params.get("min_position_timeout", 5.0)) if "min_position" in params else 0
-        data = await self._request(
-            f"tenantry.query.{name}", body.encode(), None, self.timeout + wait, None
-        )
+        within = self.timeout + wait
+        # Past this the query service drops the request unanswered: nobody would read it.
+        headers = {wire.TIMEOUT_HEADER: f"{within:g}"}
+        data = await self._request(f"tenantry.query.{name}", body.encode(), headers, within, None)
         return QueryAnswer.model_validate(data)
 
     async def wait_for(self, position: int, timeout: float = 30.0) -> int:  # noqa: ASYNC109

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import structlog
 from eventsourcing.persistence import ApplicationRecorder
@@ -19,7 +21,7 @@ from projections.store import ViewStore
 from tenantry import wire
 from tenantry.audit_proofs import PROOF_QUERIES
 from tenantry.discovery import Discovery, EndpointCounters
-from tenantry.dispatch import BoundedDispatch
+from tenantry.dispatch import FairDispatch, Request
 from tenantry.metrics import Metrics, sample_lag
 
 QUERY_SUBJECT_PREFIX = "tenantry.query."
@@ -29,6 +31,7 @@ _FIRST_LOOK = 0.005
 _LAST_LOOK = 0.1
 
 log = structlog.get_logger("tenantry.query")
+T = TypeVar("T")
 
 
 class QueryEndpoint:
@@ -37,7 +40,13 @@ class QueryEndpoint:
     `runner_position_fn` tells how far the views have got (called in a worker thread: it may
     read the database). `progress`, when the runner runs in this process, wakes waiting readers
     as soon as a batch is applied; without it they look again with a short backoff. `wakeup`
-    is set when a reader waits, so that an idle runner in this process looks at the log now."""
+    is set when a reader waits, so that an idle runner in this process looks at the log now.
+
+    One client can't hold the others up: requests are answered round-robin across requesters
+    (`FairDispatch`), one whose sender has stopped waiting (its `Tenantry-Timeout`) is dropped,
+    a reader waiting for `min_position` holds none of the `max_in_flight` answering slots (at
+    most `max_waiting` wait at once), and the views are read on `threads` threads of the
+    endpoint's own, so a query backlog never takes the threads the command service saves on."""
 
     def __init__(
         self,
@@ -49,6 +58,8 @@ class QueryEndpoint:
         progress: Progress | None = None,
         wakeup: asyncio.Event | None = None,
         max_in_flight: int = 64,
+        max_waiting: int = 10_000,
+        threads: int = 4,
         metrics: Metrics | None = None,
     ) -> None:
         self._nc = nc
@@ -59,61 +70,153 @@ class QueryEndpoint:
         self._queue_group = queue_group
         self._progress = progress
         self._wakeup = wakeup
-        self._dispatch = BoundedDispatch(self._handle, max_in_flight)
+        self._dispatch = FairDispatch(
+            self._answer,
+            max_in_flight,
+            timeout_header=wire.TIMEOUT_HEADER,
+            on_expired=self._expired,
+        )
+        self._threads = threads
+        self._executor: ThreadPoolExecutor | None = None
+        self._max_waiting = max_waiting
+        self._waiting: set[asyncio.Task[None]] = set()
         self._subscription: Subscription | None = None
         self._closing = asyncio.Event()
+        self.expired = 0  # requests dropped because their sender had stopped waiting
+
+    @property
+    def waiting(self) -> int:
+        """Readers waiting for a position (holding no answering slot)."""
+        return len(self._waiting)
 
     async def start(self) -> None:
         self._closing.clear()
+        self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="tenantry-query")
+        self._dispatch.start()
         self._subscription = await self._nc.subscribe(
-            QUERY_SUBJECT_PREFIX + "*", queue=self._queue_group, cb=self._dispatch.take
+            QUERY_SUBJECT_PREFIX + "*", queue=self._queue_group, cb=self._take
         )
         log.info("query_service.started", queue_group=self._queue_group)
 
     async def stop(self) -> None:
-        """Stop taking requests, answer those already taken (readers still waiting for a
-        position get `timeout` at once), then return."""
+        """Stop taking requests, finish those being answered (readers still waiting for a
+        position get `timeout` at once), drop those queued (their senders ask again), return."""
         self._closing.set()
         if self._subscription is not None:
-            await self._subscription.drain()  # type: ignore[no-untyped-call]
-            self._subscription = None
-        await self._dispatch.drain()
+            subscription, self._subscription = self._subscription, None
+            try:
+                # Bounded: with the bus unreachable a drain waits for a server that is away.
+                async with asyncio.timeout(2):
+                    await subscription.drain()  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                log.warning("query_service.drain_failed", error=f"{type(exc).__name__}: {exc}")
+        if self._waiting:
+            await asyncio.gather(*self._waiting, return_exceptions=True)
+        await self._dispatch.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         log.info("query_service.stopped")
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _take(self, msg: Msg) -> None:
+        """The subscription callback: queue the request, unless another role answers it."""
         if msg.subject.removeprefix(QUERY_SUBJECT_PREFIX) in PROOF_QUERIES:
             return  # the checkpoints role answers these (it holds the Merkle tree)
-        started = time.perf_counter()
-        started_ns = time.perf_counter_ns()
+        await self._dispatch.take(msg)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the endpoint's own threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _answer(self, request: Request) -> None:
+        msg = request.msg
         name = msg.subject.removeprefix(QUERY_SUBJECT_PREFIX)
-        code = "ok"
         try:
-            found = await self._execute(name, msg.data)
+            params = self._parse(name, msg.data)
+            wanted = params.min_position
+            if wanted is not None and await self._run(self._position) < wanted:
+                if len(self._waiting) >= self._max_waiting:
+                    raise wire.WireError(
+                        "timeout",
+                        f"{len(self._waiting)} readers are waiting for positions already: "
+                        "try again later",
+                        min_position=wanted,
+                    )
+                waiter = asyncio.create_task(self._wait_then_answer(request, name, params))
+                self._waiting.add(waiter)
+                waiter.add_done_callback(self._waiting.discard)
+                return
+            found = await self._run(answer_query, self._store, name, params)
             body, headers = wire.ok_reply(found.reply())
             _fits(body, self._nc.max_payload, found)
         except Exception as exc:
-            code, message, details = wire.error_of(exc)
-            body, headers = wire.error_reply(code, message, details)
-            if code == "internal":
-                log.exception("query.failed", query=name[:64])
-            else:
-                log.info("query.refused", query=name[:64], code=code, reason=message)
-            self.counters.record(started_ns, error=f"{code}: {message}"[:200])
-        else:
-            self.counters.record(started_ns)
-            log.debug(
-                "query.answered",
-                query=name,
-                position=found.position,
-                ms=round((time.perf_counter() - started) * 1000, 2),
+            await self._refuse(request, name, exc)
+            return
+        self.counters.record(_started_ns(request))
+        log.debug(
+            "query.answered",
+            query=name,
+            position=found.position,
+            ms=round((time.monotonic() - request.arrived) * 1000, 2),
+        )
+        self._count(name, "ok")
+        await self._reply(msg, body, headers)
+
+    async def _wait_then_answer(self, request: Request, name: str, params: QueryParams) -> None:
+        """Wait (holding no slot) until the views reach the reader's position, then queue the
+        request again to be answered in turn; or answer `timeout`, or drop it when its sender
+        has stopped waiting first."""
+        assert params.min_position is not None
+        try:
+            reached = await self._wait_for(
+                params.min_position, params.min_position_timeout, request
             )
+        except Exception as exc:
+            await self._refuse(request, name, exc)
+            return
+        if not reached:
+            self._expired(request)
+        elif self._closing.is_set():
+            await self._refuse(request, name, _stopping())
+        else:
+            self._dispatch.put(request)
+
+    async def _refuse(self, request: Request, name: str, exc: Exception) -> None:
+        code, message, details = wire.error_of(exc)
+        body, headers = wire.error_reply(code, message, details)
+        if code == "internal":
+            log.error("query.failed", query=name[:64], exc_info=exc)
+        else:
+            log.info("query.refused", query=name[:64], code=code, reason=message)
+        self.counters.record(_started_ns(request), error=f"{code}: {message}"[:200])
+        self._count(name, code)
+        await self._reply(request.msg, body, headers)
+
+    def _expired(self, request: Request) -> None:
+        self.expired += 1
+        name = request.msg.subject.removeprefix(QUERY_SUBJECT_PREFIX)
+        log.info(
+            "query.expired",
+            query=name[:64],
+            age=round(time.monotonic() - request.arrived, 3),
+            max_age=request.max_age,
+        )
+        self._count(name, "expired")
+
+    def _count(self, name: str, code: str) -> None:
         if self._metrics is not None:
             label = name if name in QUERIES else "unknown"  # never a label per random subject
             self._metrics.queries.labels(label, code).inc()
-        if msg.reply:
-            await self._nc.publish(msg.reply, body, headers=headers or None)
 
-    async def _execute(self, name: str, data: bytes) -> Answer:
+    async def _reply(self, msg: Msg, body: bytes, headers: dict[str, str]) -> None:
+        if not msg.reply:
+            return
+        try:
+            await self._nc.publish(msg.reply, body, headers=headers or None)
+        except Exception as exc:  # the connection is closing: the sender asks again
+            log.warning("query.reply_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _parse(self, name: str, data: bytes) -> QueryParams:
         query = QUERIES.get(name)
         if query is None:
             raise wire.WireError(
@@ -121,30 +224,36 @@ class QueryEndpoint:
             )
         wire.require_body_size(data)
         params: QueryParams = query.params.model_validate_json(data or b"{}")
-        if params.min_position is not None:
-            await self._wait_for(params.min_position, params.min_position_timeout)
-        return await asyncio.to_thread(answer_query, self._store, name, params)
+        return params
 
-    async def _wait_for(self, position: int, within: float | None) -> None:
-        """Until the views have applied `position`, or `within` seconds (5 by default) passed."""
+    async def _wait_for(self, position: int, within: float | None, request: Request) -> bool:
+        """Until the views have applied `position` (True), or `within` seconds (5 by default)
+        passed (a `timeout` error), or the sender stopped waiting first (False)."""
         limit = DEFAULT_WAIT_SECONDS if within is None else within
         deadline = time.monotonic() + limit
+        gone_at = request.arrived + request.max_age
         look_again = _FIRST_LOOK
         while True:
             next_batch = self._progress.next_batch() if self._progress else None
-            reached = await asyncio.to_thread(self._position)
+            reached = await self._run(self._position)
             if reached >= position:
-                return
-            remaining = deadline - time.monotonic()
+                return True
+            now = time.monotonic()
+            if gone_at < deadline and now >= gone_at:
+                return False
+            remaining = min(deadline, gone_at) - now
             if remaining <= 0 or self._closing.is_set():
-                why = "the query service is stopping" if remaining > 0 else f"in {limit:g} s"
-                raise wire.WireError(
-                    "timeout",
-                    f"the views reached position {reached}, not {position} ({why}); "
-                    "try again later",
-                    position=reached,
-                    min_position=position,
-                    timeout=limit,
+                raise (
+                    _stopping()
+                    if self._closing.is_set()
+                    else wire.WireError(
+                        "timeout",
+                        f"the views reached position {reached}, not {position} (in {limit:g} s); "
+                        "try again later",
+                        position=reached,
+                        min_position=position,
+                        timeout=limit,
+                    )
                 )
             if self._wakeup is not None:
                 self._wakeup.set()  # an idle runner here looks at the log now
@@ -153,6 +262,17 @@ class QueryEndpoint:
             else:
                 await _first_of((self._closing,), min(look_again, remaining))
                 look_again = min(look_again * 2, _LAST_LOOK)
+
+
+def _stopping() -> wire.WireError:
+    return wire.WireError(
+        "timeout", "the query service is stopping; try again (another instance answers)"
+    )
+
+
+def _started_ns(request: Request) -> int:
+    """When the request arrived, on the clock EndpointCounters measure with."""
+    return time.perf_counter_ns() - int((time.monotonic() - request.arrived) * 1e9)
 
 
 async def _first_of(events: tuple[asyncio.Event, ...], within: float) -> None:

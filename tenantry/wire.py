@@ -13,6 +13,9 @@ from domain.errors import DomainError
 COMMAND_ID_HEADER = "Tenantry-Command-Id"
 ACTOR_HEADER = "Tenantry-Actor"
 CORRELATION_ID_HEADER = "Tenantry-Correlation-Id"
+# How many seconds the sender waits for the reply, from when it sent the request: a query
+# service drops a request older than that, unanswered (docs/decisions.md).
+TIMEOUT_HEADER = "Tenantry-Timeout"
 SERVICE_ERROR_HEADER = "Nats-Service-Error"
 SERVICE_ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 
