@@ -326,9 +326,25 @@ async def serve(settings: Settings, stop: asyncio.Event, nats_url: str, roles: l
             for role in roles:
                 tasks.create_task(ROLES[role](service, nc, settings, stop, metrics))
     finally:
-        await nc.drain()
+        await close_connection(nc)
         if service is not None:
             service.close()
+
+
+async def close_connection(nc: Client, within: float = 10.0) -> None:
+    """Drain `nc` if the bus is there (bounded), else just close it: a SIGTERM while the bus
+    is unreachable must still end the process, and end it cleanly."""
+    if nc.is_connected:
+        try:
+            async with asyncio.timeout(within):
+                await nc.drain()
+            return
+        except Exception as exc:
+            log.warning("nats.drain_failed", error=f"{type(exc).__name__}: {exc}")
+    try:
+        await nc.close()
+    except Exception as exc:  # nats-py flushes what it still holds, into a dead socket
+        log.warning("nats.close_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def start_embedded_nats(settings: Settings) -> NatsServer:

@@ -70,6 +70,7 @@ class Relay:
         # The last store position read and sent (acked or in flight), internal records included.
         self.position = 0
         self._metrics = metrics
+        self._stop = asyncio.Event()  # run()'s, once it runs
 
     async def ensure_stream(self) -> None:
         config = StreamConfig(
@@ -103,6 +104,7 @@ class Relay:
         Batches are double-buffered: the next batch is read and sent while the acks of the
         previous one are awaited. Every publish is conditional on the one before it, so a
         refusal anywhere refuses everything after it too, and the relay re-reads the tail."""
+        self._stop = stop
         started = await self._start(stop)
         if started is None:
             return
@@ -228,6 +230,9 @@ class Relay:
                 _, pending = await asyncio.wait(pending, timeout=0.25)
                 if pending and self._connection() != sent_on:
                     raise ConnectionError("the connection dropped before every ack came")
+                if pending and self._stop.is_set() and not self._nc.is_connected:
+                    # Stopping with the bus away: the acks won't come before it is back.
+                    raise ConnectionError("stopping while the bus is unreachable")
         results = [f.exception() or f.result() for f in acks]
         refused = [r for r in results if isinstance(r, BaseException)]
         if refused:

@@ -167,13 +167,15 @@ class WorkerRuntime:
     async def _wait_for_stream(self, stop: asyncio.Event) -> bool:
         """The relay creates the stream; a worker started first waits for it."""
         while not stop.is_set():
-            try:
-                await self._js.stream_info(STREAM_NAME)
-                return True
-            except (NotFoundError, TimeoutError, NatsError):
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.5):
-                        await stop.wait()
+            if self._nc.is_connected:  # else a request waits its whole timeout for nothing
+                try:
+                    await self._js.stream_info(STREAM_NAME)
+                    return True
+                except (NotFoundError, TimeoutError, NatsError):
+                    pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await stop.wait()
         return False
 
     def _wanted(self) -> ConsumerConfig:
@@ -206,8 +208,10 @@ class WorkerRuntime:
     async def _durable_is_sound(self) -> bool:
         """Looked at while idle. False when the durable is missing or rewritten; True too when
         the server can't be asked now (the next idle moment asks again)."""
+        if not self._nc.is_connected:
+            return True  # asked when the bus is back: meanwhile nothing is delivered anyway
         try:
-            info = await self._js.consumer_info(STREAM_NAME, self._durable)
+            info = await self._js.consumer_info(STREAM_NAME, self._durable, timeout=2.0)
         except NotFoundError:
             self._log.warning("worker.durable_missing", durable=self._durable)
             return False
