@@ -4,6 +4,7 @@ arrival order) and `FairDispatch` (queries, round-robin across requesters, stale
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -73,9 +74,9 @@ def max_age_of(msg: Msg, header: str) -> float:
         seconds = float(raw)
     except ValueError:
         return DEFAULT_MAX_AGE
-    if seconds != seconds:  # NaN
+    if not math.isfinite(seconds) or seconds <= 0:  # not a time anyone waits: as if absent
         return DEFAULT_MAX_AGE
-    return min(max(seconds, 0.0), _LONGEST_MAX_AGE)
+    return min(seconds, _LONGEST_MAX_AGE)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Malformed and hostile payloads on every command subject and every query subject, through a
 real nats-server to the command and query services (in this process, so that its memory is
 theirs): random bytes, invalid UTF-8, 10 000 levels of nesting, strings past and just under the
-64 KiB limit, wrong types, unknown fields, NaN and Infinity, huge integers, hostile headers, and
+64 KiB limit, wrong types, unknown fields, NaN and Infinity, huge integers, hostile headers
+(Tenantry-Timeout of queries included), and
 injection-looking strings (SQL, shell, path traversal, CRLF, NUL, …) in every string field.
 
 Whatever is sent: no answer is `internal`; what its model refuses is a `validation_error` and
@@ -239,6 +240,12 @@ HOSTILE_HEADERS: list[dict[str, str]] = [
     {"Tenantry-Actor": "service:../x"},
     {"Tenantry-Actor": "user:" + "a" * 400 + "@example.com"},
     {"Tenantry-Actor": "user:evil@example.com\x00"},
+]
+
+# How long a query's sender waits (seconds): nonsense is taken as no header at all.
+HOSTILE_TIMEOUTS: list[dict[str, str]] = [
+    {"Tenantry-Timeout": value}
+    for value in ("nan", "inf", "-inf", "-1", "0", "1e400", "abc", "", "9" * 400, "1\x00")
 ]
 
 
@@ -529,6 +536,18 @@ def test_hostile_payloads_on_every_subject_are_refused_or_stored_verbatim(
         if subject.startswith("tenantry.cmd."):
             for headers in HOSTILE_HEADERS:
                 _check(target, subject, json.dumps(base).encode(), tally, headers=headers)
+        else:
+            for headers in HOSTILE_TIMEOUTS:
+                # Not refused and not dropped: answered as if the header were absent.
+                answer = target.ask(subject, json.dumps(base).encode(), headers)
+                assert answer["ok"] or answer["error"]["code"] in (
+                    "not_found",
+                    "validation_error",
+                ), (
+                    subject,
+                    headers,
+                    answer,
+                )
     memory_after = _rss()
 
     # Harmless: no shell ran, the stores and the views work and keep up.
