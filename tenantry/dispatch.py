@@ -99,7 +99,8 @@ class FairDispatch:
     `take` (the subscription callback) never waits: nats-py calls callbacks one at a time, and a
     callback that waited for a slot held every later request, a cheap one of another client
     included, behind it. The queue is bounded per requester (`per_requester`): past that the
-    newest request of that requester is dropped, as an expired one would be."""
+    newest request of that requester is dropped, as an expired one would be; so is any request
+    past `max_queued` in all."""
 
     def __init__(
         self,
@@ -109,12 +110,15 @@ class FairDispatch:
         timeout_header: str,
         on_expired: Callable[[Request], None],
         per_requester: int = 1000,
+        max_queued: int = 50_000,
     ) -> None:
         self._handle = handle
         self._limit = limit
         self._timeout_header = timeout_header
         self._on_expired = on_expired
         self._per_requester = per_requester
+        self._max_queued = max_queued
+        self._queued = 0
         self._queues: dict[str, deque[Request]] = {}
         self._turns: deque[str] = deque()  # requesters with queued requests, in turn order
         self._ready = asyncio.Event()
@@ -123,7 +127,7 @@ class FairDispatch:
 
     @property
     def queued(self) -> int:
-        return sum(len(q) for q in self._queues.values())
+        return self._queued
 
     def start(self) -> None:
         self._stopping = False
@@ -133,9 +137,12 @@ class FairDispatch:
         """The subscription callback."""
         self.put(Request(msg, time.monotonic(), max_age_of(msg, self._timeout_header)))
 
-    def put(self, request: Request, requester: str | None = None) -> None:
+    def put(self, request: Request) -> None:
         """Queue `request` (again, after a wait that held no worker, with its first arrival)."""
-        key = requester if requester is not None else requester_of(request.msg)
+        if self._queued >= self._max_queued:
+            self._on_expired(request)
+            return
+        key = requester_of(request.msg)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque()
@@ -144,6 +151,7 @@ class FairDispatch:
             self._on_expired(request)
             return
         queue.append(request)
+        self._queued += 1
         self._ready.set()
 
     def _next(self) -> Request | None:
@@ -151,6 +159,7 @@ class FairDispatch:
             key = self._turns.popleft()
             queue = self._queues[key]
             request = queue.popleft()
+            self._queued -= 1
             if queue:
                 self._turns.append(key)  # its next one waits for everyone else's turn
             else:
@@ -179,6 +188,7 @@ class FairDispatch:
         dropped = self.queued
         self._queues.clear()
         self._turns.clear()
+        self._queued = 0
         self._stopping = True
         self._ready.set()
         await asyncio.gather(*self._workers, return_exceptions=True)
