@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -96,6 +97,9 @@ class QueryEndpoint:
         self._subscription = await self._nc.subscribe(
             QUERY_SUBJECT_PREFIX + "*", queue=self._queue_group, cb=self._take
         )
+        # Started means the server knows the subscription: a request sent next is ours.
+        with contextlib.suppress(Exception):
+            await self._nc.flush(timeout=2)
         log.info("query_service.started", queue_group=self._queue_group)
 
     async def stop(self) -> None:
