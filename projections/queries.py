@@ -25,7 +25,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from sqlalchemy import ColumnElement, Connection, or_, select
+from sqlalchemy import ColumnElement, Connection, func, select, text
 
 from domain.errors import NotFound, ValidationFailed
 from domain.names import (
@@ -543,21 +543,32 @@ def access_report(conn: Connection, params: AccessReport) -> list[dict[str, Any]
     A subject's effective role is the highest of its rows."""
     rows = t.access_intervals.c
     moment = utc_text(params.as_of)
-    statement = (
-        select(
-            rows.repo,
-            rows.subject,
-            rows.role,
-            rows.granted_at,
-            rows.granted_by,
-            rows.reason,
-            rows.via,
-        )
-        .where(rows.from_at <= moment, or_(rows.to_at.is_(None), rows.to_at > moment))
-        .where(*_interval_filters(conn, params.repo, params.subject))
-        .order_by(rows.repo, rows.subject, rows.via)
+    columns = (
+        rows.repo,
+        rows.subject,
+        rows.role,
+        rows.granted_at,
+        rows.granted_by,
+        rows.reason,
+        rows.via,
     )
-    return [dict(row._mapping) for row in conn.execute(statement)]
+    filters = _interval_filters(conn, params.repo, params.subject)
+    # In force at T: begun by T and not ended by it. Two searches, each on its own index, so
+    # that neither walks the rows that ended before T (a repo's whole history, for a recent T):
+    # the rows still open (a partial index of open rows), and those ended after T.
+    still_open = select(*columns).where(_OPEN, rows.from_at <= moment)
+    # (`from_at` wrapped, so that no planner searches by it: that bound is the one that walks
+    # history; with no statistics SQLite would take either.)
+    ended_after = select(*columns).where(
+        _ENDED, rows.to_at > moment, func.coalesce(rows.from_at, "") <= moment
+    )
+    found = [
+        dict(row._mapping)
+        for statement in (still_open, ended_after)
+        for row in conn.execute(statement.where(*filters))
+    ]
+    found.sort(key=lambda row: (row["repo"], row["subject"], row["via"]))
+    return found
 
 
 def access_changes(conn: Connection, params: AccessChanges) -> list[dict[str, Any]]:
@@ -567,10 +578,14 @@ def access_changes(conn: Connection, params: AccessChanges) -> list[dict[str, An
     rows = t.access_intervals.c
     after, until = utc_text(params.from_), utc_text(params.to)
     filters = _interval_filters(conn, params.repo, params.subject)
-    began = select(t.access_intervals).where(rows.from_at > after, rows.from_at <= until)
+    # Each on the index of open or of ended rows, from the lower bound on.
+    began = [
+        select(t.access_intervals).where(state, rows.from_at > after, rows.from_at <= until)
+        for state in (_OPEN, _ENDED)
+    ]
     # A row ended as `changed` is followed by its successor at the same position: one change.
     ended = select(t.access_intervals).where(
-        rows.to_at > after, rows.to_at <= until, rows.end_change == "revoked"
+        _ENDED, rows.to_at > after, rows.to_at <= until, rows.end_change == "revoked"
     )
     changes = [
         {
@@ -586,7 +601,8 @@ def access_changes(conn: Connection, params: AccessChanges) -> list[dict[str, An
             "event": r.start_event,
             "position": r.from_position,
         }
-        for r in conn.execute(began.where(*filters))
+        for statement in began
+        for r in conn.execute(statement.where(*filters))
     ] + [
         {
             "at": r.to_at,
@@ -605,6 +621,11 @@ def access_changes(conn: Connection, params: AccessChanges) -> list[dict[str, An
     ]
     changes.sort(key=lambda c: (c["position"], c["repo"], c["subject"], c["via"]))
     return changes
+
+
+# As the temporal view's partial indexes say it, so that the planner may use them.
+_OPEN = text(t.OPEN)
+_ENDED = text(t.ENDED)
 
 
 def _interval_filters(
