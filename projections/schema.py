@@ -5,6 +5,8 @@ Rows are keyed by natural names (FQNs), which is what every query asks by."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -13,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -159,82 +162,81 @@ audit_events = Table(
 
 # --- the temporal access view (projections.temporal_access) --------------------------------
 # Times are the log clock of the event that began or ended a row (fixed-width UTC text, like
-# `occurred_at` above); an interval is in force at T when from_at <= T < to_at (to_at NULL:
+# `occurred_at` above); an interval is in force at T when from_at <= T < to_at (an open row:
 # still in force).
 
 # Every way a subject held a role on a repo, as an interval: `via` is `direct`, `team:<name>`
 # (a member of a team with a grant) or `workspace:<cluster>:<name>` (a live application of a
 # workspace with a grant). A role change ends one row and begins the next at the same position.
-# The conditions of the partial indexes, as the statements say them.
+# The holders' open rows have a partial index of their own, as the statements say it.
 OPEN = "to_position IS NULL"
-ENDED = "to_position IS NOT NULL"
 
 
-def _partial(where: str, *indexes: tuple[str, tuple[str, ...], bool]) -> list[Index]:
-    return [
-        Index(
-            f"ix_view_access_intervals_{name}",
-            *columns,
-            unique=unique,
-            sqlite_where=text(where),
-            postgresql_where=text(where),
-        )
-        for name, columns, unique in indexes
+def _columns(*, ended: bool) -> list[Column[Any]]:
+    """The columns of an interval; `ended`: those of its end too."""
+    columns: list[Column[Any]] = [
+        Column("repo", String(100), nullable=False),
+        Column("subject", String(300), nullable=False),
+        Column("via", String(300), nullable=False),
+        Column("from_position", BigInteger, nullable=False),
+        Column("role", String(16), nullable=False),
+        Column("from_at", String(32), nullable=False),
+        # The grant on the repo this access comes from (to the team or workspace, when not
+        # direct).
+        Column("granted_at", String(32), nullable=False),
+        Column("granted_by", String(300), nullable=False),
+        Column("reason", Text, nullable=True),
+        # What began the row: `granted` or `changed` (a new role replacing `previous_role`).
+        Column("start_change", String(16), nullable=False),
+        Column("start_event", String(100), nullable=False),
+        Column("start_actor", String(300), nullable=False),
+        Column("start_reason", Text, nullable=True),
+        Column("previous_role", String(16), nullable=True),
     ]
+    if ended:
+        columns += [
+            Column("to_at", String(32), nullable=False),
+            Column("to_position", BigInteger, nullable=False),
+            # What ended it: `revoked`, or `changed` (the next row, at the same position,
+            # says how).
+            Column("end_change", String(16), nullable=False),
+            Column("end_event", String(100), nullable=False),
+            Column("end_actor", String(300), nullable=False),
+            Column("end_reason", Text, nullable=True),
+        ]
+    return columns
 
 
-access_intervals = Table(
-    "view_access_intervals",
+# Rows in force and rows ended are two tables (issue 17): what is in force (a key's current
+# row; a subject's, a holder's or a repo's current rows) is looked up in a table of current rows
+# only, small and hot, whatever the history holds; an ended row is written once, whole, at
+# the end of the history table (never updated in place: ending rows in a table of every row
+# ever rewrote pages all over it, and each lookup of current rows walked its key's history).
+
+# Open rows: at most one per (subject, via, repo).
+access_open = Table(
+    "view_access_open",
     metadata,
-    # The key is (repo, subject, via, from_position); its index leads with the position so
-    # that no lookup by repo, subject or via goes through it (each has an index of its own,
-    # of open or of ended rows: with no statistics, SQLite would otherwise pick either).
-    Column("from_position", BigInteger, primary_key=True, autoincrement=False),
-    Column("repo", String(100), primary_key=True),
-    Column("subject", String(300), primary_key=True),
-    Column("via", String(300), primary_key=True),
-    Column("role", String(16), nullable=False),
-    Column("from_at", String(32), nullable=False),
-    Column("to_at", String(32), nullable=True),
-    Column("to_position", BigInteger, nullable=True),
-    # The grant on the repo this access comes from (to the team or workspace, when not direct).
-    Column("granted_at", String(32), nullable=False),
-    Column("granted_by", String(300), nullable=False),
-    Column("reason", Text, nullable=True),
-    # What began the row: `granted` or `changed` (a new role replacing `previous_role`).
-    Column("start_change", String(16), nullable=False),
-    Column("start_event", String(100), nullable=False),
-    Column("start_actor", String(300), nullable=False),
-    Column("start_reason", Text, nullable=True),
-    Column("previous_role", String(16), nullable=True),
-    # What ended it: `revoked`, or `changed` (the next row, at the same position, says how).
-    Column("end_change", String(16), nullable=True),
-    Column("end_event", String(100), nullable=True),
-    Column("end_actor", String(300), nullable=True),
-    Column("end_reason", Text, nullable=True),
-    # Open rows (still in force) and ended rows have indexes of their own (partial indexes):
-    # a lookup of what is in force (a key's current row; a subject's, a holder's or a repo's
-    # current rows) costs what is in force now, not what the key ever had (issue 17: at 300k
-    # events those lookups, through indexes of every row, were a fifth of a rebuild), and a
-    # search of the past reads only ended rows from a lower time bound on. Every statement
-    # says `to_position IS NULL` or `IS NOT NULL`, so that only the right indexes apply.
-    *_partial(
-        OPEN,
-        # At most one open row per (subject, via, repo).
-        ("open_subject", ("subject", "via", "repo"), True),
-        ("open_via", ("via", "repo"), False),
-        ("open_repo", ("repo", "from_at"), False),
-        ("open_from", ("from_at",), False),
-    ),
-    *_partial(
-        ENDED,
-        ("ended_repo_from", ("repo", "from_at"), False),
-        ("ended_repo_to", ("repo", "to_at"), False),
-        ("ended_subject_from", ("subject", "from_at"), False),
-        ("ended_subject_to", ("subject", "to_at"), False),
-        ("ended_from", ("from_at",), False),
-        ("ended_to", ("to_at",), False),
-    ),
+    *_columns(ended=False),
+    PrimaryKeyConstraint("subject", "via", "repo", name="pk_view_access_open"),
+    Index("ix_view_access_open_via", "via", "repo"),
+    Index("ix_view_access_open_repo", "repo", "from_at"),
+    Index("ix_view_access_open_from", "from_at"),
+)
+
+# Ended rows, in the order they ended; searched from a lower time bound (when rows began, when
+# they ended), by repo, by subject or over all.
+access_ended = Table(
+    "view_access_ended",
+    metadata,
+    *_columns(ended=True),
+    PrimaryKeyConstraint("to_position", "repo", "subject", "via", name="pk_view_access_ended"),
+    Index("ix_view_access_ended_repo_from", "repo", "from_at"),
+    Index("ix_view_access_ended_repo_to", "repo", "to_at"),
+    Index("ix_view_access_ended_subject_from", "subject", "from_at"),
+    Index("ix_view_access_ended_subject_to", "subject", "to_at"),
+    Index("ix_view_access_ended_from", "from_at"),
+    Index("ix_view_access_ended_to", "to_at"),
 )
 
 # Who held a team's or a workspace's grants, when: team members (`user:<email>`) and
