@@ -167,9 +167,9 @@ class PlansContract:
 
     @pytest.fixture
     def recorded(self, store_env: dict[str, str], view_url: str) -> Iterator[_Recorder]:
-        with ControlledClock(T0).installed() as clock:
-            service = TenancyService(store_env)
-            _history(service, clock)
+        clock = ControlledClock(T0)
+        service = TenancyService(store_env, clock=clock)
+        _history(service, clock)
         store = ViewStore.from_url(view_url)
         store.create_tables()
         recorder = _Recorder()
