@@ -569,9 +569,16 @@ def access_changes(conn: Connection, params: AccessChanges) -> list[dict[str, An
     after, until = utc_text(params.from_), utc_text(params.to)
     # Rows begun in the window, open or ended since; rows ended in it. Each from its lower
     # bound on.
+    # (A row begun after `after` ended after it: ended rows are searched by when they ended.)
     began = [
-        select(table).where(table.c.from_at > after, table.c.from_at <= until)
-        for table in (t.access_open, t.access_ended)
+        select(t.access_open).where(
+            t.access_open.c.from_at > after, t.access_open.c.from_at <= until
+        ),
+        select(t.access_ended).where(
+            t.access_ended.c.to_at > after,
+            t.access_ended.c.from_at > after,
+            t.access_ended.c.from_at <= until,
+        ),
     ]
     ended_rows = t.access_ended.c
     # A row ended as `changed` is followed by its successor at the same position: one change.
