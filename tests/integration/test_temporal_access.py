@@ -169,10 +169,7 @@ class TemporalAccessContract:
             ("add_team_member", {"team": "risk", "user": "cy@example.com"}),
             (
                 "grant_repo_access",
-                (
-                    "grant_repo_access",
-                    {"repo": "fraud-models", "subject": "team:risk", "role": "viewer"},
-                ),
+                {"repo": "fraud-models", "subject": "team:risk", "role": "viewer"},
             ),
             ("remove_team_member", {"team": "risk", "user": "cy@example.com"}),
             ("revoke_repo_access", {"repo": "fraud-models", "subject": "team:risk"}),
