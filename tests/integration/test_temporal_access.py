@@ -386,3 +386,22 @@ class TestPostgresTemporalAccess(TemporalAccessContract):
     @pytest.fixture
     def view_url(self, postgres_url: str) -> str:
         return postgres_url
+
+
+def test_a_view_store_of_the_old_layout_is_refused_not_read_as_empty(
+    sqlite_settings: Settings, sqlite_env: dict[str, str]
+) -> None:
+    """A view store made before the temporal view had two tables (its rows in
+    `view_access_intervals`) would get the new tables created empty at a position past the
+    events that filled the old one: the runner refuses it, saying to rebuild."""
+    store = ViewStore.from_url(view_store_url(sqlite_settings))
+    store.create_tables()
+    with store.write() as conn:
+        conn.exec_driver_sql("CREATE TABLE view_access_intervals (repo TEXT)")
+    service = TenancyService(sqlite_env)
+    service.seed_default_environments()
+    with pytest.raises(RuntimeError, match=r"older layout.*rebuilt"):
+        ProjectionRunner(service.recorder, store).catch_up()
+    assert store.position() == 0
+    service.close()
+    store.close()
