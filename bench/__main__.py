@@ -23,6 +23,7 @@ SCENARIOS: dict[str, str] = {
     "memory": "bench.memory",
     "as_of_query": "bench.as_of_query",
     "audit_verify": "bench.audit_verify",
+    "scale": "bench.scale",
 }
 
 

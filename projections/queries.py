@@ -25,7 +25,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from sqlalchemy import ColumnElement, Connection, or_, select
+from sqlalchemy import ColumnElement, Connection, Table, func, select
 
 from domain.errors import NotFound, ValidationFailed
 from domain.names import (
@@ -541,36 +541,49 @@ def access_report(conn: Connection, params: AccessReport) -> list[dict[str, Any]
     (`via` `team:<name>`) and applications (`via` `workspace:<cluster>:<name>`). `granted_*`
     and `reason` are those of the grant on the repo (to the team or workspace when not direct).
     A subject's effective role is the highest of its rows."""
-    rows = t.access_intervals.c
     moment = utc_text(params.as_of)
-    statement = (
-        select(
-            rows.repo,
-            rows.subject,
-            rows.role,
-            rows.granted_at,
-            rows.granted_by,
-            rows.reason,
-            rows.via,
-        )
-        .where(rows.from_at <= moment, or_(rows.to_at.is_(None), rows.to_at > moment))
-        .where(*_interval_filters(conn, params.repo, params.subject))
-        .order_by(rows.repo, rows.subject, rows.via)
+    names = ("repo", "subject", "role", "granted_at", "granted_by", "reason", "via")
+    open_, ended = t.access_open.c, t.access_ended.c
+    # In force at T: begun by T and not ended by it. Two searches, each on its own table and
+    # index, so that neither walks the rows that ended before T (a repo's whole history, for a
+    # recent T): the rows still open, and those ended after T.
+    still_open = select(*(open_[name] for name in names)).where(open_.from_at <= moment)
+    # (`from_at` wrapped, so that no planner searches by it: that bound is the one that walks
+    # history; with no statistics SQLite would take either.)
+    ended_after = select(*(ended[name] for name in names)).where(
+        ended.to_at > moment, func.coalesce(ended.from_at, "") <= moment
     )
-    return [dict(row._mapping) for row in conn.execute(statement)]
+    found = [
+        dict(row._mapping)
+        for statement, table in ((still_open, t.access_open), (ended_after, t.access_ended))
+        for row in conn.execute(statement.where(*_interval_filters(conn, table, params)))
+    ]
+    found.sort(key=lambda row: (row["repo"], row["subject"], row["via"]))
+    return found
 
 
 def access_changes(conn: Connection, params: AccessChanges) -> list[dict[str, Any]]:
     """Each grant, role change and end of access (direct, through a team, through a
     workspace) after `from` up to `to`, in log order: who did it, why, and the event's
     position (to find it in the audit log or an export)."""
-    rows = t.access_intervals.c
     after, until = utc_text(params.from_), utc_text(params.to)
-    filters = _interval_filters(conn, params.repo, params.subject)
-    began = select(t.access_intervals).where(rows.from_at > after, rows.from_at <= until)
+    # Rows begun in the window, open or ended since; rows ended in it. Each from its lower
+    # bound on.
+    # (A row begun after `after` ended after it: ended rows are searched by when they ended.)
+    began = [
+        select(t.access_open).where(
+            t.access_open.c.from_at > after, t.access_open.c.from_at <= until
+        ),
+        select(t.access_ended).where(
+            t.access_ended.c.to_at > after,
+            t.access_ended.c.from_at > after,
+            t.access_ended.c.from_at <= until,
+        ),
+    ]
+    ended_rows = t.access_ended.c
     # A row ended as `changed` is followed by its successor at the same position: one change.
-    ended = select(t.access_intervals).where(
-        rows.to_at > after, rows.to_at <= until, rows.end_change == "revoked"
+    ended = select(t.access_ended).where(
+        ended_rows.to_at > after, ended_rows.to_at <= until, ended_rows.end_change == "revoked"
     )
     changes = [
         {
@@ -586,7 +599,8 @@ def access_changes(conn: Connection, params: AccessChanges) -> list[dict[str, An
             "event": r.start_event,
             "position": r.from_position,
         }
-        for r in conn.execute(began.where(*filters))
+        for statement, table in zip(began, (t.access_open, t.access_ended), strict=True)
+        for r in conn.execute(statement.where(*_interval_filters(conn, table, params)))
     ] + [
         {
             "at": r.to_at,
@@ -601,22 +615,21 @@ def access_changes(conn: Connection, params: AccessChanges) -> list[dict[str, An
             "event": r.end_event,
             "position": r.to_position,
         }
-        for r in conn.execute(ended.where(*filters))
+        for r in conn.execute(ended.where(*_interval_filters(conn, t.access_ended, params)))
     ]
     changes.sort(key=lambda c: (c["position"], c["repo"], c["subject"], c["via"]))
     return changes
 
 
 def _interval_filters(
-    conn: Connection, repo: str | None, subject: str | None
+    conn: Connection, table: Table, params: AccessReport | AccessChanges
 ) -> list[ColumnElement[bool]]:
-    rows = t.access_intervals.c
     where = []
-    if repo is not None:
-        _require_repo(conn, repo)
-        where.append(rows.repo == repo)
-    if subject is not None:
-        where.append(rows.subject == subject)
+    if params.repo is not None:
+        _require_repo(conn, params.repo)
+        where.append(table.c.repo == params.repo)
+    if params.subject is not None:
+        where.append(table.c.subject == params.subject)
     return where
 
 

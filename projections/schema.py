@@ -5,6 +5,8 @@ Rows are keyed by natural names (FQNs), which is what every query asks by."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -13,9 +15,11 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
+    text,
 )
 
 # A log position. SQLite's INTEGER is 64 bits already; only `INTEGER PRIMARY KEY` (not
@@ -158,46 +162,79 @@ audit_events = Table(
 
 # --- the temporal access view (projections.temporal_access) --------------------------------
 # Times are the log clock of the event that began or ended a row (fixed-width UTC text, like
-# `occurred_at` above); an interval is in force at T when from_at <= T < to_at (to_at NULL:
+# `occurred_at` above); an interval is in force at T when from_at <= T < to_at (an open row:
 # still in force).
 
 # Every way a subject held a role on a repo, as an interval: `via` is `direct`, `team:<name>`
 # (a member of a team with a grant) or `workspace:<cluster>:<name>` (a live application of a
 # workspace with a grant). A role change ends one row and begins the next at the same position.
-access_intervals = Table(
-    "view_access_intervals",
+# The holders' open rows have a partial index of their own, as the statements say it.
+OPEN = "to_position IS NULL"
+
+
+def _columns(*, ended: bool) -> list[Column[Any]]:
+    """The columns of an interval; `ended`: those of its end too."""
+    columns: list[Column[Any]] = [
+        Column("repo", String(100), nullable=False),
+        Column("subject", String(300), nullable=False),
+        Column("via", String(300), nullable=False),
+        Column("from_position", BigInteger, nullable=False),
+        Column("role", String(16), nullable=False),
+        Column("from_at", String(32), nullable=False),
+        # The grant on the repo this access comes from (to the team or workspace, when not
+        # direct).
+        Column("granted_at", String(32), nullable=False),
+        Column("granted_by", String(300), nullable=False),
+        Column("reason", Text, nullable=True),
+        # What began the row: `granted` or `changed` (a new role replacing `previous_role`).
+        Column("start_change", String(16), nullable=False),
+        Column("start_event", String(100), nullable=False),
+        Column("start_actor", String(300), nullable=False),
+        Column("start_reason", Text, nullable=True),
+        Column("previous_role", String(16), nullable=True),
+    ]
+    if ended:
+        columns += [
+            Column("to_at", String(32), nullable=False),
+            Column("to_position", BigInteger, nullable=False),
+            # What ended it: `revoked`, or `changed` (the next row, at the same position,
+            # says how).
+            Column("end_change", String(16), nullable=False),
+            Column("end_event", String(100), nullable=False),
+            Column("end_actor", String(300), nullable=False),
+            Column("end_reason", Text, nullable=True),
+        ]
+    return columns
+
+
+# Rows in force and rows ended are two tables (issue 17): what is in force (a key's current
+# row; a subject's, a holder's or a repo's current rows) is looked up in a table of current rows
+# only, small and hot, whatever the history holds; an ended row is written once, whole, at
+# the end of the history table (never updated in place: ending rows in a table of every row
+# ever rewrote pages all over it, and each lookup of current rows walked its key's history).
+
+# Open rows: at most one per (subject, via, repo).
+access_open = Table(
+    "view_access_open",
     metadata,
-    Column("repo", String(100), primary_key=True),
-    Column("subject", String(300), primary_key=True),
-    Column("via", String(300), primary_key=True),
-    Column("from_position", BigInteger, primary_key=True, autoincrement=False),
-    Column("role", String(16), nullable=False),
-    Column("from_at", String(32), nullable=False),
-    Column("to_at", String(32), nullable=True),
-    Column("to_position", BigInteger, nullable=True),
-    # The grant on the repo this access comes from (to the team or workspace, when not direct).
-    Column("granted_at", String(32), nullable=False),
-    Column("granted_by", String(300), nullable=False),
-    Column("reason", Text, nullable=True),
-    # What began the row: `granted` or `changed` (a new role replacing `previous_role`).
-    Column("start_change", String(16), nullable=False),
-    Column("start_event", String(100), nullable=False),
-    Column("start_actor", String(300), nullable=False),
-    Column("start_reason", Text, nullable=True),
-    Column("previous_role", String(16), nullable=True),
-    # What ended it: `revoked`, or `changed` (the next row, at the same position, says how).
-    Column("end_change", String(16), nullable=True),
-    Column("end_event", String(100), nullable=True),
-    Column("end_actor", String(300), nullable=True),
-    Column("end_reason", Text, nullable=True),
-    Index("ix_view_access_intervals_repo_from", "repo", "from_at"),
-    # (subject, via): "a subject's own grants" (`via = 'direct'`) must not be looked up through
-    # the `via` index, which `direct` matches nearly whole (SQLite has no statistics to know):
-    # at 25k events that lookup took 2.3 ms instead of 10 us.
-    Index("ix_view_access_intervals_subject_via_from", "subject", "via", "from_at"),
-    Index("ix_view_access_intervals_from", "from_at"),
-    Index("ix_view_access_intervals_to", "to_at"),
-    Index("ix_view_access_intervals_via", "via", "repo"),
+    *_columns(ended=False),
+    PrimaryKeyConstraint("subject", "via", "repo", name="pk_view_access_open"),
+    Index("ix_view_access_open_via", "via", "repo"),
+    Index("ix_view_access_open_repo", "repo", "from_at"),
+    Index("ix_view_access_open_from", "from_at"),
+)
+
+# Ended rows, in the order they ended; searched by when they ended, from a lower bound, by repo,
+# by subject or over all. (No index by when they began: a row begun after T ended after T, so
+# "begun in a window" is searched as "ended since its start" too; three indexes fewer to write.)
+access_ended = Table(
+    "view_access_ended",
+    metadata,
+    *_columns(ended=True),
+    PrimaryKeyConstraint("to_position", "repo", "subject", "via", name="pk_view_access_ended"),
+    Index("ix_view_access_ended_repo_to", "repo", "to_at"),
+    Index("ix_view_access_ended_subject_to", "subject", "to_at"),
+    Index("ix_view_access_ended_to", "to_at"),
 )
 
 # Who held a team's or a workspace's grants, when: team members (`user:<email>`) and
@@ -205,15 +242,24 @@ access_intervals = Table(
 access_holders = Table(
     "view_access_holders",
     metadata,
+    # Led by the position, as above: members are looked up through the open rows' index.
+    Column("from_position", BigInteger, primary_key=True, autoincrement=False),
     Column("holder", String(300), primary_key=True),
     Column("member", String(300), primary_key=True),
-    Column("from_position", BigInteger, primary_key=True, autoincrement=False),
     Column("from_at", String(32), nullable=False),
     Column("added_by", String(300), nullable=False),
     Column("to_at", String(32), nullable=True),
     Column("to_position", BigInteger, nullable=True),
     Column("removed_by", String(300), nullable=True),
-    Index("ix_view_access_holders_member", "member"),
+    # Current members of a holder, through open rows only (at most one per pair).
+    Index(
+        "ix_view_access_holders_open",
+        "holder",
+        "member",
+        unique=True,
+        sqlite_where=text(OPEN),
+        postgresql_where=text(OPEN),
+    ),
 )
 
 # The temporal view's log clock: the latest `occurred_at` of the events applied so far (one

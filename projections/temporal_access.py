@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, Update, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, text, update
 
 from domain.event_log import Published
 from projections import schema as t
@@ -55,7 +55,7 @@ class _Change:
         }
 
 
-_Handler = Callable[[Connection, Body, _Change], None]
+_Handler = Callable[["_Batch", Body, _Change], None]
 _HANDLERS: dict[str, _Handler] = {}
 
 
@@ -69,9 +69,12 @@ def _on(*types: str) -> Callable[[_Handler], _Handler]:
 
 
 def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
-    """Apply `events` in log order. The clock is read once and written once per batch."""
+    """Apply `events` in log order. The clock is read once and written once per batch; the
+    rows are built in memory for the whole batch (`_Batch`) and written at its end, each table
+    with one driver call per kind of statement."""
     if not events:
         return
+    batch = _Batch(conn)
     clock = _READ_CLOCK.run(conn, {})
     started = latest = clock[0][0] if clock else None
     for body, _ in events:
@@ -91,7 +94,8 @@ def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
             actor=body["actor"],
             reason=reason if isinstance(reason, str) else None,
         )
-        handler(conn, body, change)
+        handler(batch, body, change)
+    batch.flush()
     if started is None:
         _START_CLOCK.run(conn, {"name": "log", "at": latest})
     elif latest != started:
@@ -103,102 +107,69 @@ def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
 # Parameters of WHERE clauses are named `w_…`; the other keys of an UPDATE's parameters are
 # the columns it sets.
 
-_rows = t.access_intervals.c
+_open = t.access_open.c
 _holders = t.access_holders.c
-_open = _rows.to_position.is_(None)
 _ENDING = ("to_at", "to_position", "end_change", "end_event", "end_actor", "end_reason")
+_OPEN_COLUMNS = tuple(column.name for column in t.access_open.columns)
 
 
-def _ending(statement: Update) -> Raw:
-    """An UPDATE that ends rows, setting what `_Change.ending` gives."""
-    return Raw(statement, _ENDING)
+class _Ending:
+    """The open rows a condition selects, to be ended: `columns` maps a column to the name of
+    a parameter (`w_…`) or to a literal. Reads the stored ones whole (`_Batch.end` writes them
+    to the history table and deletes them at the batch's end) and matches the batch's own."""
+
+    def __init__(self, **columns: str) -> None:
+        self.columns = columns
+        where = [
+            _open[name] == (bindparam(value) if value.startswith("w_") else value)
+            for name, value in columns.items()
+        ]
+        self.stored = Raw(select(*(_open[name] for name in _OPEN_COLUMNS)).where(*where))
+
+    def values(self, where: dict[str, Any]) -> dict[str, str]:
+        """The condition as column: value."""
+        return {
+            name: where[value] if value.startswith("w_") else value
+            for name, value in self.columns.items()
+        }
 
 
 _clock = t.access_clock.c
 _READ_CLOCK = Raw(select(_clock.at).where(_clock.name == "log"))
 _START_CLOCK = Raw(insert(t.access_clock), ("name", "at"))
 _MOVE_CLOCK = Raw(update(t.access_clock).where(_clock.name == "log"), ("at",))
-# The open row of (repo, subject, via), if any, and ending it. A SELECT first: most grants are
-# new, and a SELECT that finds nothing costs a quarter of an UPDATE … RETURNING that finds
-# nothing (measured on SQLite: 2.6 vs 10.2 us).
-_OPEN_ROW = Raw(
-    select(_rows.from_position, _rows.role).where(
-        _rows.repo == bindparam("w_repo"),
-        _rows.subject == bindparam("w_subject"),
-        _rows.via == bindparam("w_via"),
-        _open,
-    )
+_KEY = (
+    _open.subject == bindparam("w_subject"),
+    _open.via == bindparam("w_via"),
+    _open.repo == bindparam("w_repo"),
 )
-_END_ROW = _ending(
-    update(t.access_intervals).where(
-        _rows.repo == bindparam("w_repo"),
-        _rows.subject == bindparam("w_subject"),
-        _rows.via == bindparam("w_via"),
-        _rows.from_position == bindparam("w_from_position"),
-    )
-)
-_INSERT_ROW = Raw(
-    insert(t.access_intervals),
-    (
-        "repo",
-        "subject",
-        "via",
-        "from_position",
-        "role",
-        "from_at",
-        "granted_at",
-        "granted_by",
-        "reason",
-        "start_change",
-        "start_event",
-        "start_actor",
-        "start_reason",
-        "previous_role",
-    ),
-)
+# The open row of (repo, subject, via), if any. A SELECT first: most grants are new, and a
+# SELECT that finds nothing costs much less than statements that end nothing.
+_END_ROW = _Ending(subject="w_subject", via="w_via", repo="w_repo")
+_INSERT_ROW = Raw(insert(t.access_open), _OPEN_COLUMNS)
+_DELETE_ROW = Raw(delete(t.access_open).where(*_KEY))
+_INSERT_ENDED = Raw(insert(t.access_ended), (*_OPEN_COLUMNS, *_ENDING))
 # The rows that exist because of a subject's grants, its own and its holders', on a repo or on
-# all: two statements each rather than an OR, so that each uses an index.
-_END_OWN_ON_REPO = _ending(
-    update(t.access_intervals).where(
-        _open,
-        _rows.repo == bindparam("w_repo"),
-        _rows.subject == bindparam("w_subject"),
-        _rows.via == DIRECT,
-    )
-)
-_END_HOLDERS_ON_REPO = _ending(
-    update(t.access_intervals).where(
-        _open, _rows.via == bindparam("w_subject"), _rows.repo == bindparam("w_repo")
-    )
-)
-_END_OWN = _ending(
-    update(t.access_intervals).where(
-        _open, _rows.subject == bindparam("w_subject"), _rows.via == DIRECT
-    )
-)
-_END_HOLDERS = _ending(update(t.access_intervals).where(_open, _rows.via == bindparam("w_subject")))
-_END_ON_REPO = _ending(update(t.access_intervals).where(_open, _rows.repo == bindparam("w_repo")))
-_END_HOLDING = _ending(
-    update(t.access_intervals).where(
-        _open, _rows.subject == bindparam("w_subject"), _rows.via == bindparam("w_via")
-    )
-)
-_GRANTS_OF = Raw(
-    select(_rows.repo, _rows.role, _rows.granted_at, _rows.granted_by, _rows.reason).where(
-        _rows.subject == bindparam("w_subject"), _rows.via == DIRECT, _open
-    )
-)
+# all: two conditions each rather than an OR, so that each uses an index.
+_END_OWN_ON_REPO = _Ending(subject="w_subject", via=DIRECT, repo="w_repo")
+_END_HOLDERS_ON_REPO = _Ending(via="w_subject", repo="w_repo")
+_END_OWN = _Ending(subject="w_subject", via=DIRECT)
+_END_HOLDERS = _Ending(via="w_subject")
+_END_ON_REPO = _Ending(repo="w_repo")
+_END_HOLDING = _Ending(subject="w_subject", via="w_via")
+_GRANTS_OF = _Ending(subject="w_subject", via=DIRECT)  # (read, not ended)
 
+_holder_open = text(t.OPEN)  # as the partial index of open holders says it
 _MEMBERSHIP = Raw(
     select(_holders.member).where(
         _holders.holder == bindparam("w_holder"),
         _holders.member == bindparam("w_member"),
-        _holders.to_position.is_(None),
+        _holder_open,
     )
 )
 _MEMBERS = Raw(
     select(_holders.member)
-    .where(_holders.holder == bindparam("w_holder"), _holders.to_position.is_(None))
+    .where(_holders.holder == bindparam("w_holder"), _holder_open)
     .order_by(_holders.member)
 )
 _INSERT_HOLDER = Raw(
@@ -208,7 +179,7 @@ _END_HOLDER = Raw(
     update(t.access_holders).where(
         _holders.holder == bindparam("w_holder"),
         _holders.member == bindparam("w_member"),
-        _holders.to_position.is_(None),
+        _holder_open,
     ),
     ("to_at", "to_position", "removed_by"),
 )
@@ -218,75 +189,75 @@ _END_HOLDER = Raw(
 
 
 @_on("ml_repo.access_granted")
-def _granted(conn: Connection, body: Body, change: _Change) -> None:
+def _granted(batch: _Batch, body: Body, change: _Change) -> None:
     repo, subject, role = body["fqn"], body["data"]["subject"], body["data"]["role"]
     # As `repo_access` shows it: the time the grant event bears.
     grant = {"granted_at": change.occurred_at, "granted_by": change.actor, "reason": change.reason}
-    _begin(conn, change, grant, repo, subject, DIRECT, role)
+    batch.begin(change, grant, repo, subject, DIRECT, role)
     # Those who hold this subject's grants (a team's members, a workspace's applications).
-    for member in _members(conn, subject):
-        _begin(conn, change, grant, repo, member, subject, role)
+    for member in _members(batch.conn, subject):
+        batch.begin(change, grant, repo, member, subject, role)
 
 
 @_on("ml_repo.access_revoked")
-def _revoked(conn: Connection, body: Body, change: _Change) -> None:
+def _revoked(batch: _Batch, body: Body, change: _Change) -> None:
     where = {"w_repo": body["fqn"], "w_subject": body["data"]["subject"]}
-    _end(conn, _END_OWN_ON_REPO, where, change)
-    _end(conn, _END_HOLDERS_ON_REPO, where, change)
+    batch.end(_END_OWN_ON_REPO, where, change)
+    batch.end(_END_HOLDERS_ON_REPO, where, change)
 
 
 @_on("ml_repo.deletion_requested", "ml_repo.recreated")
-def _repo_gone(conn: Connection, body: Body, change: _Change) -> None:
+def _repo_gone(batch: _Batch, body: Body, change: _Change) -> None:
     # The domain revokes every grant before asking for deletion: this only makes sure.
-    _end(conn, _END_ON_REPO, {"w_repo": body["fqn"]}, change)
+    batch.end(_END_ON_REPO, {"w_repo": body["fqn"]}, change)
 
 
 @_on("workspace.deletion_requested")
-def _workspace_gone(conn: Connection, body: Body, change: _Change) -> None:
+def _workspace_gone(batch: _Batch, body: Body, change: _Change) -> None:
     # A workspace being deleted grants nothing from this moment; the domain's revokes follow.
     ended = replace(change, reason=f"workspace {body['fqn']} deleted")
     where = {"w_subject": f"workspace:{body['fqn']}"}
-    _end(conn, _END_OWN, where, ended)
-    _end(conn, _END_HOLDERS, where, ended)
+    batch.end(_END_OWN, where, ended)
+    batch.end(_END_HOLDERS, where, ended)
 
 
 # --- holders of grants: team members, applications ----------------------------------------
 
 
 @_on("team.created")
-def _team_created(conn: Connection, body: Body, change: _Change) -> None:
+def _team_created(batch: _Batch, body: Body, change: _Change) -> None:
     for user in dict.fromkeys(body["data"]["members"]):
-        _join(conn, change, f"team:{body['fqn']}", f"user:{user}")
+        _join(batch, change, f"team:{body['fqn']}", f"user:{user}")
 
 
 @_on("team.member_added")
-def _member_added(conn: Connection, body: Body, change: _Change) -> None:
-    _join(conn, change, f"team:{body['fqn']}", f"user:{body['data']['user']}")
+def _member_added(batch: _Batch, body: Body, change: _Change) -> None:
+    _join(batch, change, f"team:{body['fqn']}", f"user:{body['data']['user']}")
 
 
 @_on("team.member_removed")
-def _member_removed(conn: Connection, body: Body, change: _Change) -> None:
-    _leave(conn, change, f"team:{body['fqn']}", f"user:{body['data']['user']}")
+def _member_removed(batch: _Batch, body: Body, change: _Change) -> None:
+    _leave(batch, change, f"team:{body['fqn']}", f"user:{body['data']['user']}")
 
 
 @_on("application.registered", "application.reregistered")
-def _application_registered(conn: Connection, body: Body, change: _Change) -> None:
+def _application_registered(batch: _Batch, body: Body, change: _Change) -> None:
     workspace = body["fqn"].rpartition(":")[0]
-    _join(conn, change, f"workspace:{workspace}", f"app:{body['fqn']}")
+    _join(batch, change, f"workspace:{workspace}", f"app:{body['fqn']}")
 
 
 @_on("application.removed")
-def _application_removed(conn: Connection, body: Body, change: _Change) -> None:
+def _application_removed(batch: _Batch, body: Body, change: _Change) -> None:
     workspace = body["fqn"].rpartition(":")[0]
-    _leave(conn, change, f"workspace:{workspace}", f"app:{body['fqn']}")
+    _leave(batch, change, f"workspace:{workspace}", f"app:{body['fqn']}")
 
 
-def _join(conn: Connection, change: _Change, holder: str, member: str) -> None:
+def _join(batch: _Batch, change: _Change, holder: str, member: str) -> None:
     """`member` holds `holder`'s grants from now: one row per grant `holder` has."""
-    if _MEMBERSHIP.run(conn, {"w_holder": holder, "w_member": member}):
+    if _MEMBERSHIP.run(batch.conn, {"w_holder": holder, "w_member": member}):
         return
     _INSERT_HOLDER.run(
-        conn,
+        batch.conn,
         {
             "holder": holder,
             "member": member,
@@ -295,15 +266,15 @@ def _join(conn: Connection, change: _Change, holder: str, member: str) -> None:
             "added_by": change.actor,
         },
     )
-    for repo, role, granted_at, granted_by, reason in _GRANTS_OF.run(conn, {"w_subject": holder}):
-        given = {"granted_at": granted_at, "granted_by": granted_by, "reason": reason}
-        _begin(conn, change, given, repo, member, holder, role)
+    for row in batch.rows(_GRANTS_OF, {"w_subject": holder}):
+        given = {name: row[name] for name in ("granted_at", "granted_by", "reason")}
+        batch.begin(change, given, row["repo"], member, holder, row["role"])
 
 
-def _leave(conn: Connection, change: _Change, holder: str, member: str) -> None:
+def _leave(batch: _Batch, change: _Change, holder: str, member: str) -> None:
     ended = {"to_at": change.at, "to_position": change.position, "removed_by": change.actor}
-    _END_HOLDER.run(conn, {"w_holder": holder, "w_member": member, **ended})
-    _end(conn, _END_HOLDING, {"w_subject": member, "w_via": holder}, change)
+    _END_HOLDER.run(batch.conn, {"w_holder": holder, "w_member": member, **ended})
+    batch.end(_END_HOLDING, {"w_subject": member, "w_via": holder}, change)
 
 
 def _members(conn: Connection, holder: str) -> list[str]:
@@ -314,26 +285,48 @@ def _members(conn: Connection, holder: str) -> list[str]:
 
 # --- rows ---------------------------------------------------------------------------------
 
+_Key = tuple[str, str, str]  # (subject, via, repo)
 
-def _begin(
-    conn: Connection,
-    change: _Change,
-    grant: dict[str, Any],
-    repo: str,
-    subject: str,
-    via: str,
-    role: str,
-) -> None:
-    """A row for (repo, subject, via) from now; an open one is ended as `changed`."""
-    key = {"w_repo": repo, "w_subject": subject, "w_via": via}
-    found = _OPEN_ROW.run(conn, key)
-    previous_role = None
-    if found:
-        (from_position, previous_role), *_ = found
-        _END_ROW.run(conn, {**key, "w_from_position": from_position, **change.ending("changed")})
-    _INSERT_ROW.run(
-        conn,
-        {
+
+class _Batch:
+    """The temporal view's rows for one batch of events, in memory until `flush`: the rows
+    begun in the batch and still open, the stored open rows ended in it, the rows ended (whole,
+    with their end). A lookup of open rows reads the stored ones, less those ended in the batch,
+    and the batch's own; a row begun and ended within the batch never reaches the open table."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._opened: dict[_Key, dict[str, Any]] = {}
+        # The batch's open rows by subject, by via and by repo.
+        self._by: dict[str, dict[str, set[_Key]]] = {"subject": {}, "via": {}, "repo": {}}
+        self._gone: set[_Key] = set()  # stored open rows ended in this batch
+        self._ended: list[dict[str, Any]] = []
+
+    def begin(
+        self,
+        change: _Change,
+        grant: dict[str, Any],
+        repo: str,
+        subject: str,
+        via: str,
+        role: str,
+    ) -> None:
+        """A row for (repo, subject, via) from now; an open one is ended as `changed`."""
+        key = (subject, via, repo)
+        previous_role = None
+        ending = change.ending("changed")
+        if key in self._opened:  # begun earlier in this batch
+            earlier = self._forget(key)
+            previous_role = earlier["role"]
+            self._ended.append({**earlier, **ending})
+        elif key not in self._gone:
+            where = {"w_subject": subject, "w_via": via, "w_repo": repo}
+            for values in _END_ROW.stored.run(self.conn, where):
+                stored = dict(zip(_OPEN_COLUMNS, values, strict=True))
+                previous_role = stored["role"]
+                self._gone.add(key)
+                self._ended.append({**stored, **ending})
+        row = {
             "repo": repo,
             "subject": subject,
             "via": via,
@@ -346,9 +339,56 @@ def _begin(
             "start_actor": change.actor,
             "start_reason": change.reason,
             "previous_role": previous_role,
-        },
-    )
+        }
+        self._opened[key] = row
+        for name, value in (("subject", subject), ("via", via), ("repo", repo)):
+            self._by[name].setdefault(value, set()).add(key)
 
+    def rows(self, which: _Ending, where: dict[str, Any]) -> list[dict[str, Any]]:
+        """The open rows `which` selects: stored (less those ended in the batch), then the
+        batch's own."""
+        found = []
+        for values in which.stored.run(self.conn, where):
+            row = dict(zip(_OPEN_COLUMNS, values, strict=True))
+            if (row["subject"], row["via"], row["repo"]) not in self._gone:
+                found.append(row)
+        return found + [self._opened[key] for key in self._own(which, where)]
 
-def _end(conn: Connection, statement: Raw, where: dict[str, Any], change: _Change) -> None:
-    statement.run(conn, {**where, **change.ending("revoked")})
+    def end(
+        self, which: _Ending, where: dict[str, Any], change: _Change, how: str = "revoked"
+    ) -> None:
+        """End the open rows `which` selects, as `how`."""
+        ending = change.ending(how)
+        own = self._own(which, where)
+        for values in which.stored.run(self.conn, where):
+            row = dict(zip(_OPEN_COLUMNS, values, strict=True))
+            key = (row["subject"], row["via"], row["repo"])
+            if key not in self._gone:
+                self._gone.add(key)
+                self._ended.append({**row, **ending})
+        for key in own:
+            self._ended.append({**self._forget(key), **ending})
+
+    def _forget(self, key: _Key) -> dict[str, Any]:
+        row = self._opened.pop(key)
+        for name in ("subject", "via", "repo"):
+            self._by[name][row[name]].discard(key)
+        return row
+
+    def _own(self, which: _Ending, where: dict[str, Any]) -> list[_Key]:
+        values = which.values(where)
+        column = next(name for name in ("subject", "via", "repo") if name in values)
+        return [
+            key
+            for key in list(self._by[column].get(values[column], ()))
+            if all(self._opened[key][name] == value for name, value in values.items())
+        ]
+
+    def flush(self) -> None:
+        """Write the batch: stored rows ended are deleted first (a key may open again)."""
+        _DELETE_ROW.run_many(
+            self.conn,
+            [{"w_subject": s, "w_via": v, "w_repo": r} for s, v, r in sorted(self._gone)],
+        )
+        _INSERT_ENDED.run_many(self.conn, self._ended)
+        _INSERT_ROW.run_many(self.conn, list(self._opened.values()))

@@ -12,11 +12,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.errors import NotFound
 from domain.service import TenancyService
+from projections import schema
 from projections.audit import utc_text
 from projections.queries import QUERIES, answer
 from projections.replay import Replay, access_in_force
@@ -142,6 +144,45 @@ class TemporalAccessContract:
         assert [(c["change"], c["role"], c["previous_role"]) for c in changes] == [
             ("changed", "admin", "viewer")
         ]
+
+    def test_one_batch_writes_what_event_by_event_writes(
+        self,
+        service: TenancyService,
+        clock: ControlledClock,
+        store: ViewStore,
+        do: Callable[..., datetime],
+    ) -> None:
+        """Rows stored by earlier batches, ended and begun again within one batch (a revoke
+        then a new grant, a member leaving and coming back), as the same events applied one
+        batch each."""
+        self.setup_repo(do)
+        do("create_team", {"name": "risk", "members": ["bo@example.com"]})
+        do("grant_repo_access", {"repo": "fraud-models", "subject": ANA, "role": "viewer"})
+        do("grant_repo_access", {"repo": "fraud-models", "subject": "team:risk", "role": "editor"})
+        # Then, without the views looking, one batch of changes to what they have stored.
+        for name, body in [
+            ("revoke_repo_access", {"repo": "fraud-models", "subject": ANA}),
+            ("grant_repo_access", {"repo": "fraud-models", "subject": ANA, "role": "editor"}),
+            ("grant_repo_access", {"repo": "fraud-models", "subject": ANA, "role": "viewer"}),
+            ("remove_team_member", {"team": "risk", "user": "bo@example.com"}),
+            ("add_team_member", {"team": "risk", "user": "bo@example.com"}),
+            ("add_team_member", {"team": "risk", "user": "cy@example.com"}),
+            (
+                "grant_repo_access",
+                {"repo": "fraud-models", "subject": "team:risk", "role": "viewer"},
+            ),
+            ("remove_team_member", {"team": "risk", "user": "cy@example.com"}),
+            ("revoke_repo_access", {"repo": "fraud-models", "subject": "team:risk"}),
+        ]:
+            clock.advance(MINUTE)
+            context = CommandContext(ADMIN, str(uuid.uuid4()), "temporal")
+            service.handle(COMMANDS[name].model_validate(body), context)
+        ProjectionRunner(service.recorder, store, batch_size=500).catch_up()
+        one_by_one = ViewStore.in_memory()
+        ProjectionRunner(service.recorder, one_by_one, batch_size=1).catch_up()
+        assert _rows(store) == _rows(one_by_one)
+        assert _rows(store)["view_access_ended"]  # (the changes ended rows)
+        one_by_one.close()
 
     # --- through teams and workspaces -----------------------------------------------------
 
@@ -298,6 +339,15 @@ class TemporalAccessContract:
             QUERIES["access_report"].params.model_validate_json(b'{"as_of": "2026-03-01T00:00:00"}')
 
 
+def _rows(store: ViewStore) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the temporal view's tables, sorted."""
+    with store.snapshot() as conn:
+        return {
+            table.name: sorted(tuple(row) for row in conn.execute(select(table)))
+            for table in (schema.access_open, schema.access_ended)
+        }
+
+
 def _keys(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
     return {(r["repo"], r["subject"], r["via"]): r["role"] for r in rows}
 
@@ -336,3 +386,22 @@ class TestPostgresTemporalAccess(TemporalAccessContract):
     @pytest.fixture
     def view_url(self, postgres_url: str) -> str:
         return postgres_url
+
+
+def test_a_view_store_of_the_old_layout_is_refused_not_read_as_empty(
+    sqlite_settings: Settings, sqlite_env: dict[str, str]
+) -> None:
+    """A view store made before the temporal view had two tables (its rows in
+    `view_access_intervals`) would get the new tables created empty at a position past the
+    events that filled the old one: the runner refuses it, saying to rebuild."""
+    store = ViewStore.from_url(view_store_url(sqlite_settings))
+    store.create_tables()
+    with store.write() as conn:
+        conn.exec_driver_sql("CREATE TABLE view_access_intervals (repo TEXT)")
+    service = TenancyService(sqlite_env)
+    service.seed_default_environments()
+    with pytest.raises(RuntimeError, match=r"older layout.*rebuilt"):
+        ProjectionRunner(service.recorder, store).catch_up()
+    assert store.position() == 0
+    service.close()
+    store.close()
