@@ -20,6 +20,7 @@ from nats.js.errors import APIError
 from domain.event_log import STREAM_NAME, SUBJECT_PREFIX
 from tests.faults.nats_cluster import NatsCluster, stream_leader
 from tests.faults.processes import wait_until
+from workers.errors import TransientError
 from workers.follower import StreamFollower
 
 
@@ -72,7 +73,17 @@ async def test_a_follower_whose_consumer_died_with_its_node_makes_a_new_one(
         await stream_leader(client, STREAM_NAME, within=60)  # a new one, if it was that node
 
         last = await publish(20, 20)
-        await follower.catch_up(last)
+
+        async def caught_up() -> bool:
+            # As the worker does: a catch-up that fails (the cluster may still be electing
+            # the meta leader that places the new consumer) is retried, never fatal.
+            try:
+                await follower.catch_up(last)
+            except (TransientError, TimeoutError, nats.errors.Error):
+                return False
+            return True
+
+        await wait_until(caught_up, 60, "the follower caught up after the kill")
     finally:
         await follower.close()
     assert [i for _, i in folded] == list(range(40))  # each once, in order
