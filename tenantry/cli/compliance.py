@@ -251,9 +251,10 @@ def _entries(rows: list[dict[str, Any]], title: str) -> None:
     from rich.text import Text
 
     console = Console(highlight=False, soft_wrap=True)
-    console.print(Text(title, style="bold"))
+    console.print(Text(for_terminal(title), style="bold"))
     for row in rows:
-        cells = _cells(row)
+        # Shown as text, with no control character of a hostile value reaching the terminal.
+        cells = {k: for_terminal(v) for k, v in _cells(row).items()}
         console.print(Text(f"{cells['repo']}  {cells['subject']}  {cells['role']}", style="bold"))
         console.print(Text(f"  via:        {cells['via']}"))
         console.print(Text(f"  granted at: {cells['granted_at']}"))
