@@ -24,6 +24,7 @@ SCENARIOS: dict[str, str] = {
     "as_of_query": "bench.as_of_query",
     "audit_verify": "bench.audit_verify",
     "scale": "bench.scale",
+    "cli_startup": "bench.cli_startup",
 }
 
 

@@ -29,7 +29,9 @@ class Authorization:
         if actor.startswith("service:"):
             if not is_record:
                 raise Forbidden(
-                    f"{actor} is a worker and may only send record_* commands",
+                    f"{actor} may only send record_* commands: service: actors are reserved for "
+                    "Tenantry's own workers, even with authorization off; automation should act "
+                    "as user:<email> (for example user:ci@example.com)",
                     actor=actor,
                     command=command,
                 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from domain.event_log import Published
 from projections import schema as t
@@ -143,6 +143,7 @@ def _workspace(conn: Connection, body: Body) -> None:
             "status": "pending",
         },
     )
+    _failure(conn, "workspace", body)
 
 
 @_on("workspace.environment_set")
@@ -167,6 +168,16 @@ _WORKSPACE_STATUS = {
 @_on(*_WORKSPACE_STATUS)
 def _workspace_status(conn: Connection, body: Body) -> None:
     _update_workspace(conn, body, status=_WORKSPACE_STATUS[body["type"]])
+    _failure(conn, "workspace", body)
+
+
+def _failure(conn: Connection, kind: str, body: Body) -> None:
+    """Keep the worker's reason while the thing is failed; forget it on any other status."""
+    where = (t.failures.c.kind == kind) & (t.failures.c.name == body["fqn"])
+    conn.execute(delete(t.failures).where(where))
+    if body["type"].endswith("_failed"):
+        detail = str(body["data"].get("detail") or "no reason given")
+        conn.execute(insert(t.failures).values(kind=kind, name=body["fqn"], detail=detail))
 
 
 def _update_workspace(conn: Connection, body: Body, **values: Any) -> None:
@@ -222,6 +233,7 @@ def _ml_repo(conn: Connection, body: Body) -> None:
             "status": "pending",
         },
     )
+    _failure(conn, "ml_repo", body)
 
 
 @_on("ml_repo.updated")
@@ -243,6 +255,7 @@ def _ml_repo_status(conn: Connection, body: Body) -> None:
     if status == "failed" and body["data"].get("removal"):
         status = "deletion_failed"  # a deleted repo whose storage could not be removed
     _update_repo(conn, body, status=status)
+    _failure(conn, "ml_repo", body)
 
 
 def _update_repo(conn: Connection, body: Body, **values: Any) -> None:

@@ -7,198 +7,47 @@ from __future__ import annotations
 
 import bisect
 import json
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Any
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    TypeAdapter,
-    ValidationError,
-    model_validator,
-)
 from sqlalchemy import ColumnElement, Connection, Table, func, select
 
 from domain.errors import NotFound, ValidationFailed
-from domain.names import (
-    CLUSTER_NAME_RE,
-    DNS_LABEL_RE,
-    ClusterName,
-    DnsLabel,
-    MlRepoName,
-    Subject,
-    WorkspaceFqn,
-    has_nul,
-)
 from projections import schema as t
 from projections.audit import utc_text
 from projections.effective_access import GONE, allows, subject_access
+from projections.query_params import (  # noqa: F401 (here too, as before)
+    MAX_PAGE,
+    MAX_WAIT_SECONDS,
+    AccessChanges,
+    AccessReport,
+    AuditLog,
+    CheckAccess,
+    EnvironmentTags,
+    EventType,
+    GetMlRepo,
+    GetStorageIntegration,
+    GetTeam,
+    GetWorkspace,
+    ListClusters,
+    ListEnvironments,
+    ListMlRepos,
+    ListStorageIntegrations,
+    ListTeams,
+    ListWorkspaces,
+    Moment,
+    Paged,
+    Position,
+    QueryParams,
+    QuerySubject,
+    RepoAccess,
+    SubjectAccess,
+)
 from projections.store import ViewStore, read_tracking
 
-MAX_WAIT_SECONDS = 30.0
-
-# --- parameters ---------------------------------------------------------------------------
-
-_WS = CLUSTER_NAME_RE[1:-1]
-_APP_SUBJECT = re.compile(rf"^app:{_WS}:{_WS}:{DNS_LABEL_RE[1:-1]}$")
-_GRANT_SUBJECT: TypeAdapter[str] = TypeAdapter(Subject)
-
-
-def _query_subject(value: str) -> str:
-    """A grant subject, or an application: `app:<cluster>:<workspace>:<name>`."""
-    if _APP_SUBJECT.fullmatch(value):
-        _, cluster, workspace, name = value.split(":")
-        if 3 <= len(cluster) <= 35 and 3 <= len(workspace) <= 32 and len(name) <= 63:
-            return value
-    else:
-        try:
-            return _GRANT_SUBJECT.validate_python(value)
-        except ValidationError:
-            pass
-    raise ValueError(
-        "a subject is 'user:<email>', 'team:<name>', 'workspace:<cluster>:<name>' or "
-        "'app:<cluster>:<workspace>:<name>'"
-    )
-
-
-QuerySubject = Annotated[str, StringConstraints(max_length=300), AfterValidator(_query_subject)]
-Position = Annotated[int, Field(ge=0, le=2**63 - 1)]
-EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+$", max_length=100)]
-
-
-def _in_utc_range(value: datetime) -> datetime:
-    """A moment that exists in UTC (`9999-12-31T23:59:59-14:00` does not): views compare UTC."""
-    try:
-        value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("the moment is out of range once in UTC") from None
-    return value
-
-
-Moment = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
-
-
-class QueryParams(BaseModel):
-    """What every query accepts. `min_position` asks to wait (up to `min_position_timeout`
-    seconds, 5 by default) until the views have applied that position: read-your-writes."""
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
-
-    min_position: Position | None = None
-    min_position_timeout: Annotated[float, Field(gt=0, le=MAX_WAIT_SECONDS)] | None = None
-
-    @model_validator(mode="after")
-    def _no_nul(self) -> Self:
-        # PostgreSQL text can't hold U+0000: the query would fail as an internal error.
-        if has_nul(self.__dict__):
-            raise ValueError("strings must not contain NUL (U+0000)")
-        return self
-
-
-MAX_PAGE = 10_000
-
-
-class Paged(QueryParams):
-    """A query answering a list. Without `limit`, the whole list; with it, at most `limit` rows
-    and the reply's `next`: pass it as `after` for the rows that follow (null: no more).
-
-    Each page is read in its own snapshot, at its own `position`; rows are in a fixed order
-    and `after` is the place of the last row seen, so a page never repeats a row of an earlier
-    one. A reply larger than the bus carries is refused (`validation_error`): ask with `limit`."""
-
-    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] | None = None
-    after: Annotated[str, StringConstraints(min_length=2, max_length=4000)] | None = None
-
-
-class ListEnvironments(Paged):
-    pass
-
-
-class ListClusters(Paged):
-    environment: DnsLabel | None = None
-
-
-class GetWorkspace(QueryParams):
-    fqn: WorkspaceFqn
-
-
-class ListWorkspaces(Paged):
-    cluster: ClusterName | None = None
-    environment: DnsLabel | None = None
-    production: bool | None = None
-
-
-class GetMlRepo(QueryParams):
-    name: MlRepoName
-
-
-class ListMlRepos(Paged):
-    subject: QuerySubject | None = None
-
-
-class RepoAccess(Paged):
-    repo: MlRepoName
-
-
-class SubjectAccess(Paged):
-    subject: QuerySubject
-
-
-class CheckAccess(QueryParams):
-    subject: QuerySubject
-    repo: MlRepoName
-    action: Literal["read", "write", "admin"]
-
-
-class EnvironmentTags(Paged):
-    environment: DnsLabel | None = None
-
-
-class AuditLog(QueryParams):
-    """`since` is inclusive and `until` exclusive; `after` is a position (exclusive), for paging
-    with the `next` of the previous page."""
-
-    since: Moment | None = None
-    until: Moment | None = None
-    actor: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
-    fqn: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
-    type: (
-        Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+$", max_length=100)] | None
-    ) = None
-    after: Position | None = None
-    limit: Annotated[int, Field(ge=1, le=1000)] = 100
-
-
-class AccessReport(Paged):
-    """What was in force at `as_of` (any RFC 3339 offset), events at that very moment included."""
-
-    as_of: Moment
-    repo: MlRepoName | None = None
-    subject: QuerySubject | None = None
-
-
-class AccessChanges(Paged):
-    """Changes after `from` up to and including `to`: exactly what turns `access_report` at
-    `from` into `access_report` at `to`."""
-
-    from_: Moment = Field(alias="from")
-    to: Moment
-    repo: MlRepoName | None = None
-    subject: QuerySubject | None = None
-
-    @model_validator(mode="after")
-    def _in_order(self) -> AccessChanges:
-        if self.to < self.from_:
-            raise ValueError("`to` is before `from`")
-        return self
+# The parameter models live in projections.query_params (light: the client imports them).
 
 
 # --- directory ----------------------------------------------------------------------------
@@ -268,6 +117,7 @@ def _workspaces(conn: Connection, *where: ColumnElement[bool]) -> list[dict[str,
         .order_by(t.workspaces.c.fqn)
     ).all()
     apps = _applications_of(conn, [r.fqn for r in rows])
+    failures = _failures_of(conn, "workspace", [r.fqn for r in rows])
     return [
         {
             "fqn": r.fqn,
@@ -278,10 +128,25 @@ def _workspaces(conn: Connection, *where: ColumnElement[bool]) -> list[dict[str,
             "labels": r.labels,
             "annotations": r.annotations,
             "status": r.status,
+            "failure": failures.get(r.fqn),
             "applications": apps[r.fqn],
         }
         for r in rows
     ]
+
+
+def _failures_of(conn: Connection, kind: str, names: list[str]) -> dict[str, str]:
+    """Why each of `names` failed, for those that are failed."""
+    if not names:
+        return {}
+    return {
+        name: detail
+        for name, detail in conn.execute(
+            select(t.failures.c.name, t.failures.c.detail).where(
+                t.failures.c.kind == kind, t.failures.c.name.in_(names)
+            )
+        )
+    }
 
 
 def _applications_of(conn: Connection, workspaces: list[str]) -> dict[str, list[str]]:
@@ -320,6 +185,7 @@ def _ml_repos(conn: Connection, names: list[str]) -> list[dict[str, Any]]:
     rows = conn.execute(
         select(t.ml_repos).where(t.ml_repos.c.name.in_(names)).order_by(t.ml_repos.c.name)
     )
+    failures = _failures_of(conn, "ml_repo", names)
     return [
         {
             "name": r.name,
@@ -327,6 +193,7 @@ def _ml_repos(conn: Connection, names: list[str]) -> list[dict[str, Any]]:
             "location": r.location,
             "description": r.description,
             "status": r.status,
+            "failure": failures.get(r.name),
             "grants": grants[r.name],
         }
         for r in rows
@@ -458,22 +325,6 @@ def audit_log(conn: Connection, params: AuditLog) -> dict[str, Any]:
 
 
 # --- teams and storage integrations (for `tenantry get` and manifests) --------------------
-
-
-class ListTeams(Paged):
-    pass
-
-
-class GetTeam(QueryParams):
-    name: DnsLabel
-
-
-class ListStorageIntegrations(Paged):
-    pass
-
-
-class GetStorageIntegration(QueryParams):
-    name: DnsLabel
 
 
 def list_teams(conn: Connection, _: ListTeams) -> list[dict[str, Any]]:

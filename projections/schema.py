@@ -111,6 +111,16 @@ ml_repos = Table(
     Column("status", String(16), nullable=False),
 )
 
+# Why a workspace's namespace or a repo's storage failed, while it is failed (the worker's
+# report). A table of its own, so that a view store made before it gains it on start.
+failures = Table(
+    "view_failures",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # "workspace" or "ml_repo"
+    Column("name", String(100), primary_key=True),
+    Column("detail", Text, nullable=False),
+)
+
 teams = Table(
     "view_teams",
     metadata,

@@ -5,7 +5,8 @@ ended by a signed checkpoint (`tenantry.audit_checkpoint`)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ Bound = int | datetime | None
 
 async def stream_bodies(
     nc: Client, since_position: int | None = None, *, stall_timeout: float = 10.0
-) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
+) -> AsyncGenerator[tuple[bytes, dict[str, Any]], None]:
     """(the published bytes, the parsed body) of every message on the stream as it stands now,
     in order, from the first event at or after `since_position`."""
     js = nc.jetstream()
@@ -76,17 +77,21 @@ async def export(
     stamped earlier than one before it, by a clock that disagrees, stays in)."""
     span = ChainSpan()
     waiting_for = since if isinstance(since, datetime) else None
-    async for data, body in stream_bodies(nc, since if isinstance(since, int) else None):
-        if waiting_for is not None:
-            if _occurred(body) < waiting_for:
-                continue
-            waiting_for = None
-        if isinstance(until, int) and body["position"] >= until:
-            break
-        if isinstance(until, datetime) and _occurred(body) >= until:
-            break
-        write(data + b"\n")
-        span = span.then(body)
+    # Closed here, not when collected: its subscription is ended while the connection is open
+    # (collected later, after the connection closed, it ended in a ConnectionClosedError).
+    bodies = stream_bodies(nc, since if isinstance(since, int) else None)
+    async with aclosing(bodies):
+        async for data, body in bodies:
+            if waiting_for is not None:
+                if _occurred(body) < waiting_for:
+                    continue
+                waiting_for = None
+            if isinstance(until, int) and body["position"] >= until:
+                break
+            if isinstance(until, datetime) and _occurred(body) >= until:
+                break
+            write(data + b"\n")
+            span = span.then(body)
     return span
 
 

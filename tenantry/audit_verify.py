@@ -31,6 +31,8 @@ class Verdict:
     position: int | None = None
     line: int | None = None
     notes: list[str] = field(default_factory=list)
+    # Failed only for want of a signed checkpoint: every event's hash and link checked out.
+    chain_intact: bool = False
 
     @property
     def ok(self) -> bool:
@@ -52,6 +54,8 @@ class Verdict:
             lines.append(f"OK: {verified}, hash chain intact")
             if span.last_hash:
                 lines.append(f"last hash: {span.last_hash}")
+        elif self.chain_intact:
+            lines.append(f"NOT VERIFIED: {verified}, hash chain intact; {self.problem}")
         else:
             where = f"position {self.position}" if self.position is not None else "start"
             if self.line is not None:
@@ -124,9 +128,10 @@ def _checked_end(
     last = verdict.span.last_position
     if checkpoint is None:
         if public_key is not None:
+            verdict.chain_intact = True
             return verdict.fail(
-                f"no signed checkpoint after position {last}: the file was cut at a line "
-                "boundary, or it was not signed",
+                f"no signed checkpoint after position {last} (the file was not signed, or was "
+                "cut at a line boundary)",
                 last,
             )
         verdict.notes.append(

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import fcntl
 import gc
+import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import nats
 import structlog
@@ -305,15 +308,25 @@ ROLES: dict[str, Role] = {
 _STORE_ROLES = {"command", "relay", "projections", "checkpoints"}
 
 
-async def serve(settings: Settings, stop: asyncio.Event, nats_url: str, roles: list[str]) -> None:
-    """Run `roles` over one store and one bus connection until `stop`, then drain and close."""
+Ready = Callable[[], Awaitable[None]]
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    nats_url: str,
+    roles: list[str],
+    on_ready: Ready | None = None,
+) -> None:
+    """Run `roles` over one store and one bus connection until `stop`, then drain and close.
+    `on_ready` is awaited once the command service and the queries answer on the bus."""
+    metrics = Metrics()
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     service = (
         await asyncio.to_thread(build_service, settings, seed="command" in roles)
         if _STORE_ROLES & set(roles)
         else None
     )
-    metrics = Metrics()
-    metrics.serve(settings.metrics_port)
     nc = await connect(
         nats_url, "tenantry-" + "+".join(roles), settings.nats_user, settings.nats_password
     )
@@ -325,6 +338,8 @@ async def serve(settings: Settings, stop: asyncio.Event, nats_url: str, roles: l
         async with asyncio.TaskGroup() as tasks:
             for role in roles:
                 tasks.create_task(ROLES[role](service, nc, settings, stop, metrics))
+            if on_ready is not None:
+                tasks.create_task(_when_answering(nc, stop, on_ready))
     finally:
         await close_connection(nc)
         if service is not None:
@@ -347,30 +362,118 @@ async def close_connection(nc: Client, within: float = 10.0) -> None:
         log.warning("nats.close_failed", error=f"{type(exc).__name__}: {exc}")
 
 
+async def _when_answering(nc: Client, stop: asyncio.Event, on_ready: Ready) -> None:
+    """Await `on_ready` once the command and query services answer on the bus: each answers
+    micro-service discovery only after its endpoint subscribed (a ping, so that no product
+    metric counts the probe)."""
+    for service in ("tenantry-command", "tenantry-query"):
+        while not stop.is_set():
+            try:
+                await nc.request(f"$SRV.PING.{service}", b"", timeout=1)
+                break
+            except Exception:  # not answering yet (no responders, a timeout)
+                await asyncio.sleep(0.05)
+    if not stop.is_set():
+        await on_ready()
+
+
+class AlreadyRunning(RuntimeError):
+    """Another `tenantry up` holds this state folder."""
+
+
+def _lock_state_dir(settings: Settings) -> IO[str]:
+    """Hold the state folder's lock (released by the kernel whenever this process ends, even
+    killed), or raise `AlreadyRunning` naming the holder's pid and URL."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    lock = settings.up_lock_file.open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        pid, _, url = lock.read().strip().partition(" ")
+        lock.close()
+        raise AlreadyRunning(
+            f"tenantry up is already running here: pid {pid or '?'}, {url or 'starting'}"
+            f" (state folder {settings.state_dir})"
+        ) from None
+    _say_in_lock(lock, "")
+    return lock
+
+
+def _say_in_lock(lock: IO[str], url: str) -> None:
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()} {url}".strip() + "\n")
+    lock.flush()
+
+
 def start_embedded_nats(settings: Settings) -> NatsServer:
     server = NatsServer(settings.state_dir / "nats", port=settings.nats_port).start()
-    settings.nats_url_file.write_text(server.url + "\n")
     log.info("nats.started", url=server.url, store_dir=str(server.store_dir))
     return server
 
 
 async def up(settings: Settings, stop: asyncio.Event) -> None:
-    """Everything in one process: nats-server (unless TENANTRY_NATS_URL is set) and every role."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    settings = with_signing_key(settings)
+    """Everything in one process: nats-server (unless TENANTRY_NATS_URL is set) and every role.
+
+    One per state folder (a lock); `nats.url` is written once commands and queries answer, and
+    removed on the way out only if it is still the one this process wrote."""
+    lock = _lock_state_dir(settings)
     server = None
-    nats_url = settings.nats_url
-    if nats_url is None:
-        # Started from the main thread on purpose: the server is tied to the life of the thread
-        # that started it (see NatsServer), and worker threads come and go.
-        server = start_embedded_nats(settings)
-        nats_url = server.url
+    written: str | None = None
     try:
-        await serve(settings, stop, nats_url, list(ROLES))
+        settings = with_signing_key(settings)
+        nats_url = settings.nats_url
+        if nats_url is None:
+            # Started from the main thread on purpose: the server is tied to the life of the
+            # thread that started it (see NatsServer), and worker threads come and go.
+            server = start_embedded_nats(settings)
+            nats_url = server.url
+        _say_in_lock(lock, _without_credentials(nats_url))
+
+        async def ready() -> None:
+            nonlocal written
+            written = f"{nats_url}\n"
+            settings.nats_url_file.write_text(written)
+            print(banner(settings, nats_url), flush=True)
+
+        await serve(settings, stop, nats_url, list(ROLES), on_ready=ready)
     finally:
         if server is not None:
             await asyncio.to_thread(server.stop)
+        if written is not None and _read(settings.nats_url_file) == written:
             settings.nats_url_file.unlink(missing_ok=True)
+        lock.close()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def banner(settings: Settings, nats_url: str) -> str:
+    """What `tenantry up` prints once it answers: where everything is, and what to type next."""
+    port = settings.metrics_port
+    metrics = f"http://{settings.metrics_host}:{port}/metrics" if port else "off"
+    if settings.admins is None:
+        authorization = "off (TENANTRY_ADMINS is unset: every actor may do anything)"
+    else:
+        authorization = f"on (admins: {', '.join(sorted(settings.admins))})"
+    here = Path.cwd() / ".tenantry"
+    finds_it = settings.nats_url is None and settings.state_dir.resolve() == here.resolve()
+    prefix = "" if finds_it else f"TENANTRY_NATS_URL={_without_credentials(nats_url)} "
+    return "\n".join(
+        [
+            f"Tenantry is up (pid {os.getpid()}).",
+            f"  bus:           {_without_credentials(nats_url)}",
+            f"  metrics:       {metrics}",
+            f"  state folder:  {settings.state_dir.resolve()}",
+            f"  authorization: {authorization}",
+            f"Next, in another terminal in this folder: {prefix}tenantry get environments",
+        ]
+    )
 
 
 # Young objects collected every 50,000 allocations instead of 700: the relay and the views make

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -22,9 +22,8 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from domain.commands import COMMANDS, Command
 from domain.names import OptimizeFor, Provider, Role, StorageProvider, is_valid_actor
-from projections.queries import QUERIES
+from projections.query_params import PARAMS, Paged
 from tenantry import wire
 from tenantry.errors import (
     InternalError,
@@ -53,6 +52,9 @@ from tenantry.results import (
     Workspace,
 )
 from tenantry.settings import Settings
+
+if TYPE_CHECKING:
+    from domain.commands import Command
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_RETRIES = 3
@@ -130,7 +132,8 @@ class Client:
         """Connect to the bus at `url` (several, comma-separated, for a cluster).
 
         Without `url`: TENANTRY_NATS_URL, else the `nats.url` a local `tenantry up` wrote in
-        TENANTRY_STATE_DIR, else nats://127.0.0.1:4222 — as the CLI does. Without `actor`:
+        TENANTRY_STATE_DIR, else where `tenantry up` listens (nats://127.0.0.1:4223), as the
+        CLI does. Without `actor`:
         TENANTRY_ACTOR, else none (the service then acts as `user:anonymous@localhost`).
         `timeout` bounds each request; `retries` is how many times a request that timed out
         or found no responder is sent again."""
@@ -189,6 +192,8 @@ class Client:
         self, name: str, body: Mapping[str, Any], **options: Unpack[CommandOptions]
     ) -> CommandReply:
         """Send the command `name` with `body` (validated here first)."""
+        from domain.commands import COMMANDS
+
         model = COMMANDS.get(name)
         if model is None:
             raise InvalidRequest(f"unknown command {name!r}", {"commands": sorted(COMMANDS)})
@@ -229,10 +234,10 @@ class Client:
         if self.read_your_writes and "min_position" not in params and self.position:
             params["min_position"] = self.position
         body = _json(params)
-        query = QUERIES.get(name)
-        if query is not None:
+        model = PARAMS.get(name)
+        if model is not None:
             try:
-                query.params.model_validate_json(body)
+                model.model_validate_json(body)
             except ValidationError as exc:
                 raise InvalidRequest(
                     f"the {name} query is not valid", {"errors": wire.validation_errors(exc)}
@@ -273,22 +278,29 @@ class Client:
         command_id: str | None,
     ) -> dict[str, Any]:
         attempt = 0
+        timed_out = False  # once a request timed out, a service may have taken it
         while True:
             try:
                 msg = await self._nc.request(subject, payload, timeout=within, headers=headers)
                 break
             except (NatsTimeout, NoRespondersError) as exc:
                 attempt += 1
+                timed_out = timed_out or isinstance(exc, NatsTimeout)
                 if attempt > self.retries:
                     why = "no answer" if isinstance(exc, NatsTimeout) else "no responder"
                     details: dict[str, Any] = {"subject": subject, "attempts": attempt}
                     message = f"{why} on {subject} after {attempt} attempts"
                     if command_id is not None:
                         details["command_id"] = command_id
-                        message += (
-                            f"; the command may or may not have been applied: send it again "
-                            f"with command_id={command_id!r} to find out"
-                        )
+                        details["applied"] = None if timed_out else False
+                        if timed_out:
+                            message += (
+                                f"; the command may or may not have been applied: send it "
+                                f"again with command_id={command_id!r} to find out"
+                            )
+                        else:
+                            # The server said no service listens: nobody took the request.
+                            message += "; nobody received it: the command was not applied"
                     raise Unavailable(message, details) from exc
                 await asyncio.sleep(min(self.backoff * 2 ** (attempt - 1), _MAX_BACKOFF))
         try:
@@ -302,7 +314,7 @@ class Client:
         return answer
 
     async def _data(self, adapter: TypeAdapter[T], query: str, /, **params: Any) -> T:
-        if QUERIES[query].key is None:
+        if not issubclass(PARAMS[query], Paged):
             answer = await self.query(query, **params)
             return adapter.validate_python(answer.data)
         # A list: asked page by page, so that a list of any size comes through the bus.

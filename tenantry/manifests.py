@@ -7,8 +7,10 @@ An ml-repo's `collaborators` and a workspace's `ml_repo_access` are the grants w
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
@@ -158,6 +160,10 @@ def name_of(manifest: AnyManifest) -> str:
     return manifest.fqn if isinstance(manifest, WorkspaceManifest) else manifest.name
 
 
+# The fields of the mappings nested in documents (`collaborators`, `ml_repo_access`).
+_NESTED_FIELDS = sorted({*Collaborator.model_fields, *RepoAccess.model_fields})
+
+
 # --- reading documents --------------------------------------------------------------------
 
 
@@ -177,10 +183,24 @@ class Source:
 class Document:
     source: Source
     manifest: AnyManifest
+    # The document's YAML, to find the line of any of its fields (`line_of`).
+    node: yaml.Node | None = field(default=None, compare=False, repr=False)
+
+    def line_of(self, path: str) -> int:
+        """The line of the field at `path` (`collaborators[0].subject`), else the document's."""
+        if self.node is None:
+            return self.source.line
+        parts: list[str | int] = [
+            int(index) if index else name for name, index in _PATH_PART.findall(path)
+        ]
+        return _line_of(self.node, parts) or self.source.line
 
     @property
     def key(self) -> tuple[str, str]:
         return self.manifest.kind, name_of(self.manifest)
+
+
+_PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -311,10 +331,20 @@ def _validate(data: Any, node: yaml.Node, source: Source) -> tuple[Document | No
         manifest = model.model_validate(data)
     except ValidationError as exc:
         return None, [
-            problem(e["msg"].removeprefix("Value error, "), e["loc"])
+            problem(_message(e, model), e["loc"])
             for e in exc.errors(include_url=False, include_input=False)
         ]
-    return Document(source, manifest), []
+    return Document(source, manifest, node), []
+
+
+def _message(error: Any, model: type[AnyManifest]) -> str:
+    """pydantic's message, and for a field no manifest has, the nearest one that exists."""
+    if error["type"] != "extra_forbidden":
+        return str(error["msg"]).removeprefix("Value error, ")
+    given = str(error["loc"][-1])
+    known = list(model.model_fields) if len(error["loc"]) == 1 else _NESTED_FIELDS
+    close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
+    return str(error["msg"]) + (f"; did you mean `{close[0]}`?" if close else "")
 
 
 def _dotted(path: Sequence[str | int]) -> str:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from tenantry.nats_server import PortInUse
 
 
 @dataclass
@@ -58,10 +61,15 @@ class Metrics:
             registry=r,
         )
 
-    def serve(self, port: int) -> None:
-        """Serve /metrics on `port` (0: don't)."""
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Serve /metrics on `host:port` (port 0: don't); `PortInUse` when the port is taken."""
         if port:
-            start_http_server(port, addr="0.0.0.0", registry=self.registry)  # noqa: S104
+            try:
+                start_http_server(port, addr=host, registry=self.registry)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUse(port, "TENANTRY_METRICS_PORT") from exc
+                raise
 
 
 async def sample_lag(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import shutil
 import signal
@@ -10,7 +12,17 @@ import subprocess
 import sys
 import sysconfig
 import time
+import uuid
 from pathlib import Path
+
+
+class PortInUse(RuntimeError):
+    """Something else listens on the port a server of ours was to take."""
+
+    def __init__(self, port: int, variable: str) -> None:
+        super().__init__(f"port {port} is in use; set {variable}")
+        self.port = port
+        self.variable = variable
 
 
 def nats_server_binary() -> str:
@@ -44,6 +56,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether binding `host:port` fails because something listens on it (SO_REUSEADDR, as
+    servers set it: connections closing on the port in TIME_WAIT don't count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
 class NatsServer:
     """A JetStream-enabled nats-server on loopback with its data in `store_dir`."""
 
@@ -54,6 +80,7 @@ class NatsServer:
         log_file: Path | None = None,
         config: Path | None = None,
         env: dict[str, str] | None = None,
+        name: str | None = None,
     ) -> None:
         self.config = config
         self.env = env
@@ -61,19 +88,28 @@ class NatsServer:
         self.port = port or free_port()
         self.log_file = log_file or store_dir / "nats-server.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # Its INFO says this name: how readiness tells our server from another on the port
+        # (`-n` wins over a config file's server_name: give that one here).
+        self.name = name or f"tenantry-{uuid.uuid4().hex[:12]}"
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 15.0) -> NatsServer:
+    def start(self, timeout: float = 15.0, port_variable: str = "TENANTRY_NATS_PORT") -> NatsServer:
+        """Start the server and wait until it answers; `PortInUse` when another process
+        holds the port (even another nats-server: its INFO names another server)."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        if port_in_use(self.port):
+            raise PortInUse(self.port, port_variable)
         args = [
             nats_server_binary(),
             "-a",
             "127.0.0.1",
             "-p",
             str(self.port),
+            "-n",
+            self.name,
             "-js",
             "-sd",
             str(self.store_dir),
@@ -93,21 +129,47 @@ class NatsServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "address already in use" in self._log_tail():
+                    raise PortInUse(self.port, port_variable)
                 raise RuntimeError(
                     f"nats-server exited with {self.process.returncode}; see {self.log_file}"
                 )
-            if self._ready():
+            answering = self._answering()
+            if answering == self.name:
                 return self
+            if answering is not None:  # another server took the port first
+                self.stop()
+                raise PortInUse(self.port, port_variable)
             time.sleep(0.02)
         self.stop()
         raise TimeoutError(f"nats-server did not listen on {self.port} within {timeout}s")
 
-    def _ready(self) -> bool:
+    def _answering(self) -> str | None:
+        """The name in the INFO of the server answering on the port, if one answers."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                return s.recv(4).startswith(b"INFO")
+                s.settimeout(0.5)
+                line = b""
+                while not line.endswith(b"\r\n") and len(line) < 65536:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    line += chunk
         except OSError:
-            return False
+            return None
+        if not line.startswith(b"INFO "):
+            return None
+        try:
+            info = json.loads(line[5:].strip())
+        except ValueError:
+            return ""
+        return str(info.get("server_name", "")) if isinstance(info, dict) else ""
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -7,12 +7,16 @@ environments — after the workspaces have moved). When all matches the plan is 
 applying the same manifests again sends nothing and writes nothing.
 
 Only what a document says is managed: a field left out of a document is left as it is (the
-create command's default applies when the thing is created). `members`, a cluster's
-`environments`, `collaborators` and `ml_repo_access`, when given, are complete: what they do
-not name is taken away — except a repo's admins, which are kept unless the document names
-admins of its own, so applying never leaves a repo without an admin. What the service would
-refuse halfway (a reference to nothing, a change no command can make) is refused here, before
-anything is written."""
+create command's default applies when the thing is created). `members` and a cluster's
+`environments`, when given, are complete: what they do not name is taken away. Grants are only
+ever added or changed by default: a grant that `collaborators` or `ml_repo_access` does not name
+(made from Python, from the bus, by hand) is shown as a removal (`- revoke`) and kept; with
+`prune` it is revoked. Each grant belongs to one field: a workspace's grants to its document's
+`ml_repo_access`, every other subject's to the repo's `collaborators` — so a repo document never
+removes a grant a workspace document declares. A repo's admins are kept unless the document
+names admins of its own, so applying never leaves a repo without an admin. What the service
+would refuse halfway (a reference to nothing, a change no command can make) is refused here,
+before anything is written."""
 
 from __future__ import annotations
 
@@ -124,6 +128,8 @@ class Change:
     field: str
     before: Any
     after: Any
+    # A grant the manifests do not name: revoked only when the plan prunes.
+    removal: bool = False
 
 
 @dataclass
@@ -146,6 +152,12 @@ class Plan:
     actions: list[Action]
     commands: list[Command]
     problems: list[Problem]
+    prune: bool = False
+
+    @property
+    def removals(self) -> int:
+        """Grants the manifests do not name (revoked by this plan only when it prunes)."""
+        return sum(1 for a in self.actions for c in a.changes if c.removal)
 
     def count(self, kind: str) -> int:
         return sum(1 for a in self.actions if a.kind == kind)
@@ -155,17 +167,21 @@ class Plan:
         return not self.commands
 
 
-def plan(documents: Sequence[Document], state: State, creator: str) -> Plan:
+def plan(documents: Sequence[Document], state: State, creator: str, *, prune: bool = False) -> Plan:
     """The commands that make `state` match `documents`. `creator` is the actor who will send
-    them: a repo it creates starts with it as admin."""
-    return _Planner(documents, state, creator).run()
+    them: a repo it creates starts with it as admin. With `prune`, grants the documents do not
+    name are revoked (else they are listed as removals and kept)."""
+    return _Planner(documents, state, creator, prune).run()
 
 
 _GONE = ("deleting", "deleted")
 
 
 class _Planner:
-    def __init__(self, documents: Sequence[Document], state: State, creator: str) -> None:
+    def __init__(
+        self, documents: Sequence[Document], state: State, creator: str, prune: bool = False
+    ) -> None:
+        self.prune = prune
         order = list(MANIFEST_TYPES)
         self.documents = sorted(documents, key=lambda d: order.index(d.manifest.kind))
         self.state = state
@@ -197,7 +213,7 @@ class _Planner:
                 self._workspace(document, m, action)
         self._grants()
         ordered = [command for _, command in sorted(self.steps, key=lambda s: s[0])]
-        return Plan(list(self.actions.values()), ordered, self.problems)
+        return Plan(list(self.actions.values()), ordered, self.problems, self.prune)
 
     # --- helpers --------------------------------------------------------------------------
 
@@ -212,7 +228,7 @@ class _Planner:
                 document.source.file,
                 message,
                 index=document.source.index,
-                line=document.source.line,
+                line=document.line_of(path),
                 path=path,
             )
         )
@@ -400,7 +416,17 @@ class _Planner:
                 "cluster",
                 f"cluster {m.cluster!r} does not exist and no document describes it",
             )
-        if offered and m.environment not in offered:
+        environment_known = (
+            m.environment in self.state.environments
+            or m.environment in self.described["environment"]
+        )
+        if not environment_known:
+            self._refuse(
+                document,
+                "environment",
+                f"environment {m.environment!r} does not exist and no document describes it",
+            )
+        elif offered and m.environment not in offered:
             self._refuse(
                 document,
                 "environment",
@@ -481,14 +507,20 @@ class _Planner:
         for (repo, subject), role in sorted(held.items()):
             if (repo, subject) in wanted:
                 continue
-            owner = managed_repos.get(repo) or managed_subjects.get(subject)
+            # One field owns each grant: a workspace's document its grants, the repo's
+            # document every other subject's.
+            if subject.startswith("workspace:"):
+                owner = managed_subjects.get(subject)
+            else:
+                owner = managed_repos.get(repo)
             if owner is None:
                 continue
             repo_document = managed_repos.get(repo)
             if role == "admin" and repo_document is not None and not _names_admins(wanted, repo):
                 continue  # kept: the document names no admins of its own
-            revokes.append((repo, subject, owner))
-            self._grant_change(owner, repo, subject, role, None)
+            self._grant_change(owner, repo, subject, role, None, removal=True)
+            if self.prune:
+                revokes.append((repo, subject, owner))
 
         self._check_admins(held, wanted, managed_repos, revokes)
 
@@ -589,14 +621,20 @@ class _Planner:
                 )
 
     def _grant_change(
-        self, document: Document, repo: str, subject: str, before: str | None, after: str | None
+        self,
+        document: Document,
+        repo: str,
+        subject: str,
+        before: str | None,
+        after: str | None,
+        removal: bool = False,
     ) -> None:
         if isinstance(document.manifest, WorkspaceManifest):
             field_name = f"ml_repo_access[{repo}]"
         else:
             field_name = f"collaborators[{subject}]"
         self.actions[document.key].changes.append(
-            Change(field_name, _or_absent(before), _or_absent(after))
+            Change(field_name, _or_absent(before), _or_absent(after), removal)
         )
 
 

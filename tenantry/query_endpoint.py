@@ -16,7 +16,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from projections.queries import QUERIES, Answer, QueryParams, answer_query
+from projections.queries import QUERIES, Answer, answer_query
+from projections.query_params import QueryParams
 from projections.runner import Progress, ProjectionRunner
 from projections.store import ViewStore
 from tenantry import wire

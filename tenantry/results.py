@@ -63,6 +63,8 @@ class Workspace(_Result):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     status: str
+    # Why the namespace failed, as the worker reported it, while `status` is `failed`.
+    failure: str | None = None
     applications: list[str] = Field(default_factory=list)
 
 
@@ -82,6 +84,8 @@ class MlRepo(_Result):
     location: str
     description: str
     status: str
+    # Why the storage failed, as the worker reported it, while `status` is `failed`.
+    failure: str | None = None
     grants: list[Grant] = Field(default_factory=list)
 
 

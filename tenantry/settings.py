@@ -22,6 +22,9 @@ class Settings:
     stream_replicas: int = 1
     poll_interval: float = 0.25
     metrics_port: int = 9464
+    # Loopback by default: /metrics tells whoever reads it what the tenancy does; the production
+    # layout sets 0.0.0.0 so that Prometheus, in another container, can scrape it.
+    metrics_host: str = "127.0.0.1"
     actor: str | None = None
     # Who is asking: `header` believes Tenantry-Actor (laptop); `nats` takes the authenticated
     # NATS user (production, see deploy/nats-accounts.conf).
@@ -68,6 +71,7 @@ class Settings:
             stream_replicas=int(env.get("TENANTRY_STREAM_REPLICAS", "1")),
             poll_interval=float(env.get("TENANTRY_POLL_INTERVAL", "0.25")),
             metrics_port=int(env.get("TENANTRY_METRICS_PORT", "9464")),
+            metrics_host=env.get("TENANTRY_METRICS_HOST") or "127.0.0.1",
             namespace_backend=env.get("TENANTRY_NAMESPACE_BACKEND", "gitops"),
             gitops_root=_path(env.get("TENANTRY_GITOPS_ROOT")),
             kubeconfig=_path(env.get("TENANTRY_KUBECONFIG")),
@@ -97,14 +101,22 @@ class Settings:
         """Where `tenantry up` writes the URL of the nats-server it started, for the CLI."""
         return self.state_dir / "nats.url"
 
+    @property
+    def up_lock_file(self) -> Path:
+        """Held (flock) by the `tenantry up` running in this state folder; says its pid and URL."""
+        return self.state_dir / "up.lock"
+
     def client_nats_url(self) -> str:
         """Where a client finds the bus: TENANTRY_NATS_URL, else the server a local
-        `tenantry up` started (its `nats.url`), else the NATS default."""
+        `tenantry up` started (its `nats.url`), else where `tenantry up` would listen
+        (TENANTRY_NATS_PORT, 4223): a client never lands on an unrelated NATS on 4222."""
         if self.nats_url:
             return self.nats_url
-        if self.nats_url_file.exists():
-            return self.nats_url_file.read_text().strip()
-        return "nats://127.0.0.1:4222"
+        try:
+            written = self.nats_url_file.read_text().strip()
+        except OSError:
+            written = ""
+        return written or f"nats://127.0.0.1:{self.nats_port}"
 
 
 def _path(value: str | None) -> Path | None:

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO, cast
 
 import pytest
+import structlog
 
+from tenantry.logs import _CurrentStderr
 from tenantry.nats_server import NatsServer
 from tenantry.settings import Settings
 from tenantry.store import event_store_env
+
+# The product's log lines at info and above, on the stderr pytest captures for each test
+# (unconfigured, structlog prints every level, debug too, on stdout). Not cached, so that
+# structlog.testing.capture_logs sees what a test logs.
+structlog.configure(
+    wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr())),
+    cache_logger_on_first_use=False,
+)
 
 POSTGRES_URL = os.environ.get(
     "TENANTRY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.text import Text
-
-from domain.commands import Command
-from tenantry.cli.output import console, error, run_with_client
 from tenantry.cli.sanitize import for_terminal
-from tenantry.client import Client
-from tenantry.identity import DEFAULT_ACTOR
-from tenantry.manifests import ManifestError, json_schema, load
-from tenantry.plan import ABSENT, Action, ApplyFailed, Plan, apply, plan, read_state
-from tenantry.results import CommandReply
 from tenantry.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+    from domain.commands import Command
+    from tenantry.client import Client
+    from tenantry.plan import Action, Plan
+    from tenantry.results import CommandReply
 
 _MARK = {"create": ("+", "green"), "update": ("~", "yellow"), "unchanged": ("=", "dim")}
 
@@ -41,44 +41,76 @@ def register(verbs: Any) -> None:
         "--dry-run", action="store_true", help="print the plan as a diff and write nothing"
     )
     applying.add_argument(
+        "--prune",
+        action="store_true",
+        help="also revoke grants that collaborators / ml_repo_access do not name (shown as "
+        "'- revoke' in the plan; without --prune they are kept)",
+    )
+    applying.add_argument(
+        "--summary",
+        action="store_true",
+        help="print the plan's counts only, not each document (for large applies)",
+    )
+    applying.add_argument(
         "-o", "--output", choices=["text", "json"], help="default: text (coloured on a tty)"
     )
     applying.add_argument(
         "--actor", help="who applies: user:<email> (default: TENANTRY_ACTOR, else anonymous)"
     )
     applying.set_defaults(handler=_apply)
+    from tenantry.cli import described
+
     verbs.add_parser(
-        "schema", help="print the JSON Schema of manifests (for editors' YAML support)"
+        "schema",
+        help="print the JSON Schema of manifests (for editors' YAML support)",
+        **described(
+            "Print the JSON Schema of the manifests `tenantry apply` reads, for an editor's "
+            "YAML support: tenantry schema > tenantry.schema.json",
+            "none (it needs no bus).",
+        ),
     ).set_defaults(handler=_schema)
 
 
 def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    from tenantry.manifests import json_schema
+
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
     return 0
 
 
 def _apply(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.text import Text
+
+    from tenantry.cli.output import console, error, run_with_client
+    from tenantry.identity import DEFAULT_ACTOR
+    from tenantry.manifests import ManifestError, load
+    from tenantry.plan import ApplyFailed, apply, plan, read_state
+
+    as_json = args.output == "json"
     try:
         documents = load(args.filename, sys.stdin.read)
     except ManifestError as exc:
+        if as_json:
+            _print_problems(exc.problems)
         for problem in exc.problems:
             error(str(problem))
         error(f"{len(exc.problems)} problem(s) in the manifests: nothing was applied")
         return 1
-    as_json = args.output == "json"
     actor = args.actor if args.actor is not None else settings.actor
 
     async def work(client: Client) -> int:
         state = await read_state(client)
-        the_plan = plan(documents, state, creator=actor or DEFAULT_ACTOR)
+        the_plan = plan(documents, state, creator=actor or DEFAULT_ACTOR, prune=args.prune)
         if the_plan.problems:
+            if as_json:
+                _print_problems(the_plan.problems)
             for problem in the_plan.problems:
                 error(str(problem))
             error(f"{len(the_plan.problems)} problem(s) in the plan: nothing was applied")
             return 1
         out = console()
         if not as_json:
-            _print_plan(out, the_plan)
+            _print_plan(out, the_plan, summary_only=args.summary)
         if args.dry_run or the_plan.changes_nothing:
             if as_json:
                 _print_json(the_plan, [], dry_run=args.dry_run)
@@ -86,7 +118,8 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
                 out.print(Text("Dry run: nothing was written.", style="bold"))
             return 0
         try:
-            applied = await apply(client, the_plan.commands)
+            with _progress(len(the_plan.commands)) as advance:
+                applied = await apply(client, the_plan.commands, on_applied=advance)
         except ApplyFailed as exc:
             if as_json:
                 _print_json(the_plan, exc.applied, dry_run=False)
@@ -111,24 +144,70 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
     return run_with_client(settings, work, actor=actor, failure=1)
 
 
-def _print_plan(out: Console, the_plan: Plan) -> None:
-    for action in the_plan.actions:
-        out.print(_action_lines(action))
+def _print_plan(out: Console, the_plan: Plan, *, summary_only: bool = False) -> None:
+    from rich.text import Text
+
+    if not summary_only:
+        for action in the_plan.actions:
+            out.print(_action_lines(action, the_plan.prune))
     summary = (
         f"Plan: {the_plan.count('create')} to create, {the_plan.count('update')} to update, "
         f"{the_plan.count('unchanged')} unchanged; {len(the_plan.commands)} command(s)."
     )
+    if the_plan.removals:
+        summary += f" {the_plan.removals} grant(s) the manifests do not name: " + (
+            "revoked (--prune)." if the_plan.prune else "kept (--prune revokes them)."
+        )
     if the_plan.changes_nothing:
         summary += " Nothing to change."
     out.print(Text(summary, style="bold"))
 
 
-def _action_lines(action: Action) -> Text:
+class _progress:
+    """A progress bar of the commands sent, on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self._total = total
+        self._bar: Any = None
+
+    def __enter__(self) -> Callable[[Command, CommandReply], None]:
+        if not sys.stderr.isatty() or self._total < 2:
+            return lambda _command, _reply: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self._bar = Progress(
+            TextColumn("applying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.start()
+        task = self._bar.add_task("apply", total=self._total)
+        return lambda _command, _reply: self._bar.advance(task)
+
+    def __exit__(self, *_: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _action_lines(action: Action, prune: bool = False) -> Text:
+    from rich.text import Text
+
+    from tenantry.plan import ABSENT
+
     mark, style = _MARK[action.kind]
     text = Text(f"{mark} {action.type} {for_terminal(action.name)}", style=style)
     if action.kind != "unchanged":
         text.append(f" ({action.kind})", style="dim")
     for change in action.changes:
+        if change.removal:
+            shown = f"{for_terminal(change.field)}: {_value(change.before)}"
+            text.append(f"\n    - revoke {shown}", style="red")
+            if not prune:
+                text.append("  (kept: --prune revokes it)", style="dim")
+            continue
         text.append(f"\n    {for_terminal(change.field)}: ")
         if action.kind == "create" and change.before is ABSENT:
             text.append(_value(change.after), style="green")
@@ -140,6 +219,8 @@ def _action_lines(action: Action) -> Text:
 
 
 def _value(value: Any) -> str:
+    from tenantry.plan import ABSENT
+
     if value is ABSENT:
         return "(none)"
     return for_terminal(json.dumps(value, ensure_ascii=False))
@@ -153,12 +234,27 @@ def _target(command: Command) -> str:
     return ""
 
 
+def _print_problems(problems: Any) -> None:
+    """`-o json`: what is wrong, as JSON on stdout (stderr says it for a person too)."""
+    document = {
+        "ok": False,
+        "problems": [
+            {"file": p.file, "index": p.index, "line": p.line, "path": p.path, "message": p.message}
+            for p in problems
+        ],
+    }
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
 def _print_json(the_plan: Plan, applied: list[CommandReply], *, dry_run: bool) -> None:
+    from tenantry.plan import ABSENT
+
     def plain(value: Any) -> Any:
         return None if value is ABSENT else value
 
     document = {
         "dry_run": dry_run,
+        "prune": the_plan.prune,
         "actions": [
             {
                 "action": a.kind,
@@ -166,7 +262,12 @@ def _print_json(the_plan: Plan, applied: list[CommandReply], *, dry_run: bool) -
                 "name": a.name,
                 "source": {"file": a.source.file, "index": a.source.index, "line": a.source.line},
                 "changes": [
-                    {"field": c.field, "before": plain(c.before), "after": plain(c.after)}
+                    {
+                        "field": c.field,
+                        "before": plain(c.before),
+                        "after": plain(c.after),
+                        **({"removal": True} if c.removal else {}),
+                    }
                     for c in a.changes
                 ],
             }

@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tenantry.cli import audit_proofs
-from tenantry.cli.bus import connect_or_explain
-from tenantry.cli.common import nats_url_for_client
+from tenantry.cli.bus import UNREACHABLE, connect_or_explain
 from tenantry.cli.sanitize import for_terminal, lines_for_terminal
-from tenantry.inboxes import inbox_options
 from tenantry.settings import Settings
 
 
@@ -77,12 +75,10 @@ def register(verbs: Any) -> None:
 
 
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
-    return asyncio.run(_audit_tail(nats_url_for_client(settings), args))
+    return asyncio.run(_audit_tail(settings, args))
 
 
-async def _audit_tail(url: str, args: argparse.Namespace) -> int:
-    import nats
-
+async def _audit_tail(settings: Settings, args: argparse.Namespace) -> int:
     from tenantry.audit_tail import parse_since, tail
     from tenantry.cli.output import chosen_format
 
@@ -91,7 +87,11 @@ async def _audit_tail(url: str, args: argparse.Namespace) -> int:
     def emit(body: dict[str, object]) -> None:
         print(_tail_line(body, as_json=as_json), flush=True)
 
-    nc = await nats.connect(url, **inbox_options(url))
+    from nats.errors import Error as NatsError
+
+    nc = await connect_or_explain(settings, "audit tail")
+    if nc is None:
+        return UNREACHABLE
     try:
         await tail(
             nc,
@@ -101,6 +101,10 @@ async def _audit_tail(url: str, args: argparse.Namespace) -> int:
             type_filter=args.type_filter,
             fqn=args.fqn,
         )
+    except NatsError as exc:  # the bus went away: said once, not as a traceback
+        url = settings.client_nats_url()
+        print(f"tenantry audit tail: lost the bus at {url}: {exc}", file=sys.stderr)
+        return UNREACHABLE
     finally:
         await nc.close()
     return 0
@@ -146,7 +150,7 @@ async def _write_export(settings: Settings, out: Any, since: Any, until: Any, ke
 
     nc = await connect_or_explain(settings, "audit export")
     if nc is None:
-        return 1
+        return UNREACHABLE
     lines = audit_proofs.TreeOfLines(out.write)  # the Merkle root, for a signed checkpoint
     try:
         span = await export(nc, lines.write if key else out.write, since=since, until=until)
@@ -210,7 +214,7 @@ async def _verify_live(settings: Settings) -> int:
     try:
         nc = await connect_or_explain(settings, "audit verify")
         if nc is None:
-            return 1
+            return UNREACHABLE
         try:
             verdict = await verify_live(service.recorder, nc)
         finally:

@@ -10,18 +10,17 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from domain.event_log import ZERO_HASH
-from tenantry import standalone_verifier
-from tenantry.audit_checkpoint import ChainSpan
-from tenantry.cli.bus import connect_or_explain
+from tenantry.cli.bus import UNREACHABLE, connect_or_explain
 from tenantry.cli.sanitize import for_terminal, lines_for_terminal
 from tenantry.merkle import MerkleTree, leaf_hash
 from tenantry.settings import Settings
+
+if TYPE_CHECKING:  # `tenantry --help` builds this module's parsers: no cryptography, no domain
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tenantry.audit_checkpoint import ChainSpan
 
 
 def register(audit_verbs: Any) -> None:
@@ -81,9 +80,9 @@ def _consistency(args: argparse.Namespace, settings: Settings) -> int:
     return _write(answer, args)
 
 
-def _write(answer: dict[str, Any] | None, args: argparse.Namespace) -> int:
-    if answer is None:
-        return 1
+def _write(answer: dict[str, Any] | int, args: argparse.Namespace) -> int:
+    if isinstance(answer, int):
+        return answer
     text = json.dumps(answer, indent=2, ensure_ascii=False) + "\n"
     if args.output is None:
         sys.stdout.write(text)
@@ -94,14 +93,14 @@ def _write(answer: dict[str, Any] | None, args: argparse.Namespace) -> int:
 
 async def _ask(
     settings: Settings, query: str, params: dict[str, Any], verb: str
-) -> dict[str, Any] | None:
-    """The answer's data, or None after saying why not."""
+) -> dict[str, Any] | int:
+    """The answer's data, or the exit code after saying why not."""
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeoutError
 
     nc = await connect_or_explain(settings, f"audit {verb}")
     if nc is None:
-        return None
+        return UNREACHABLE
     try:
         reply = await nc.request(f"tenantry.query.{query}", json.dumps(params).encode(), 10)
     except (NoRespondersError, NatsTimeoutError):
@@ -110,7 +109,7 @@ async def _ask(
             "(`tenantry serve checkpoints`, or `tenantry up`)?",
             file=sys.stderr,
         )
-        return None
+        return 1
     finally:
         await nc.close()
     answer = json.loads(reply.data)
@@ -118,7 +117,7 @@ async def _ask(
         error = answer["error"]
         message = for_terminal(f"{error['code']}: {error['message']}")
         print(f"tenantry audit {verb}: {message}", file=sys.stderr)
-        return None
+        return 1
     data: dict[str, Any] = answer["data"]
     return data
 
@@ -136,7 +135,7 @@ async def _print_checkpoints(settings: Settings, follow: bool, last: bool) -> in
 
     nc = await connect_or_explain(settings, "audit checkpoints")
     if nc is None:
-        return 1
+        return UNREACHABLE
     try:
         js = nc.jetstream()
         try:
@@ -272,6 +271,8 @@ class TreeOfLines:
     def signed_fields(self, span: ChainSpan) -> dict[str, Any] | None:
         """The tree's size and root for the export's checkpoint, when the export starts at the
         log's first event (an export from the middle has no root of the log to sign)."""
+        from domain.event_log import ZERO_HASH
+
         if span.first_prev_hash != ZERO_HASH or self.tree.size != span.count:
             return None
         return {"tree_size": self.tree.size, "root_hash": self.tree.root().hex()}
@@ -279,6 +280,10 @@ class TreeOfLines:
 
 def write_verifier(export: Path, key: Ed25519PrivateKey | None) -> list[Path]:
     """The standalone verifier (and the public key, when signed) beside `export`."""
+    from cryptography.hazmat.primitives import serialization
+
+    from tenantry import standalone_verifier
+
     script = export.with_name(VERIFIER_NAME)
     script.write_bytes(Path(standalone_verifier.__file__).read_bytes())
     written = [script]

@@ -7,12 +7,13 @@ import argparse
 import asyncio
 import csv
 import json
+import shutil
 import sys
 import time
 from datetime import UTC, date, datetime
 from typing import Any, TextIO
 
-from tenantry.cli.bus import connect_or_explain
+from tenantry.cli.bus import UNREACHABLE, connect_or_explain
 from tenantry.cli.common import nats_url_for_client
 from tenantry.cli.sanitize import for_csv, for_rich, for_terminal
 from tenantry.settings import Settings
@@ -36,7 +37,7 @@ def register(verbs: Any) -> None:
     replay.add_argument(
         "--store", help="keep the rebuilt views in this SQLite file (default: in memory)"
     )
-    replay.set_defaults(handler=_replay)
+    replay.set_defaults(handler=_replay, logs=True)
 
 
 def _report_arguments(parser: argparse.ArgumentParser, moment: str) -> None:
@@ -77,7 +78,7 @@ def _access_report(args: argparse.Namespace, settings: Settings) -> int:
     params = {"as_of": args.moment.isoformat(), "repo": args.repo, "subject": args.subject}
     answer = asyncio.run(_ask(settings, "access_report", params))
     if answer is None:
-        return 1
+        return UNREACHABLE
     if not answer.get("ok"):
         error = answer.get("error", {})
         message = f"{error.get('code')}: {error.get('message')}"
@@ -209,7 +210,18 @@ def _csv(rows: list[dict[str, Any]], out: TextIO) -> None:
         writer.writerow({k: for_csv(row.get(k)) for k in COLUMNS})
 
 
-def _table(rows: list[dict[str, Any]], title: str) -> None:
+# Narrower than this, the seven columns don't fit (rich would hide "granted by" and "reason",
+# or cut their values): one entry per row instead, every value whole.
+_TABLE_MIN_WIDTH = 140
+
+
+def _table(rows: list[dict[str, Any]], title: str, width: int | None = None) -> None:
+    if width is None:
+        # Piped with `-o table`, rich would fold the columns into 80 characters.
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 240
+    if width < _TABLE_MIN_WIDTH:
+        _entries(rows, title)
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -218,13 +230,36 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
         folds = column in ("granted_by", "reason")
         table.add_column(column.replace("_", " "), no_wrap=not folds, overflow="fold")
     for row in rows:
-        cells = {k: "" if row.get(k) is None else str(row[k]) for k in COLUMNS}
-        # To the second on screen; JSON and CSV keep the exact time.
-        cells["granted_at"] = cells["granted_at"][:19] + "Z" if cells["granted_at"] else ""
+        cells = _cells(row)
         table.add_row(*(for_rich(cells[k]) for k in COLUMNS))
-    # Piped with `-o table`, rich would fold the columns into 80 characters.
-    console = Console(width=None if sys.stdout.isatty() else 240)
+    console = Console(width=width)
     console.print(table)
+    if not rows:
+        console.print("no access in force")
+
+
+def _cells(row: dict[str, Any]) -> dict[str, str]:
+    cells = {k: "" if row.get(k) is None else str(row[k]) for k in COLUMNS}
+    # To the second on screen; JSON and CSV keep the exact time.
+    cells["granted_at"] = cells["granted_at"][:19] + "Z" if cells["granted_at"] else ""
+    return cells
+
+
+def _entries(rows: list[dict[str, Any]], title: str) -> None:
+    """The narrow layout: a few lines per row, as plain text (never markup)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(Text(for_terminal(title), style="bold"))
+    for row in rows:
+        # Shown as text, with no control character of a hostile value reaching the terminal.
+        cells = {k: for_terminal(v) for k, v in _cells(row).items()}
+        console.print(Text(f"{cells['repo']}  {cells['subject']}  {cells['role']}", style="bold"))
+        console.print(Text(f"  via:        {cells['via']}"))
+        console.print(Text(f"  granted at: {cells['granted_at']}"))
+        console.print(Text(f"  granted by: {cells['granted_by']}"))
+        console.print(Text(f"  reason:     {cells['reason']}"))
     if not rows:
         console.print("no access in force")
 

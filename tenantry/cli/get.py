@@ -8,17 +8,18 @@ import json
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-from rich import box
-from rich.table import Table
-
-from tenantry.cli.output import FORMATS, chosen_format, console, print_data, run_with_client
 from tenantry.cli.sanitize import for_rich, for_terminal
-from tenantry.client import Client
-from tenantry.errors import NotFound
 from tenantry.settings import Settings
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from tenantry.client import Client
+
+# `-o` of `get` (tenantry.cli.output.FORMATS: not imported here, it pulls in the client).
+FORMATS = ("table", "json", "yaml")
 
 # Exit codes of `get` and `check-access`.
 OK, NO, FAILED = 0, 1, 2
@@ -38,7 +39,14 @@ def _labels(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
+def _status(thing: Any) -> str:
+    """The status, and why when it failed."""
+    return f"{thing.status}: {thing.failure}" if thing.failure else str(thing.status)
+
+
 async def _find(items: Awaitable[Sequence[Any]], name: str, kind: str) -> Any:
+    from tenantry.errors import NotFound
+
     for item in await items:
         if item.name == name:
             return item
@@ -64,7 +72,7 @@ _KINDS: dict[str, _Kind] = {
             w.fqn,
             w.environment,
             "yes" if w.is_production else "no",
-            w.status,
+            _status(w),
             _labels(w.labels),
             ",".join(w.applications),
         ),
@@ -76,7 +84,7 @@ _KINDS: dict[str, _Kind] = {
         lambda r: (
             r.name,
             r.storage_integration,
-            r.status,
+            _status(r),
             r.location,
             ",".join(f"{g.subject}={g.role}" for g in r.grants),
         ),
@@ -112,8 +120,16 @@ _ALIASES = {
 
 
 def register(verbs: Any) -> None:
+    from tenantry.cli import CLIENT_ENV, described
+
     get = verbs.add_parser(
-        "get", help="list or show clusters, environments, workspaces, ml-repos, teams"
+        "get",
+        help=f"list or show {', '.join(_KINDS)}",
+        **described(
+            f"List one kind, or show one of them by NAME. KIND is one of: {', '.join(_KINDS)} "
+            f"(also: {', '.join(_ALIASES)}).",
+            CLIENT_ENV,
+        ),
     )
     get.add_argument("kind", choices=[*_KINDS, *_ALIASES], metavar="KIND", help=", ".join(_KINDS))
     get.add_argument("name", nargs="?", help="one of them (a workspace by <cluster>:<name>)")
@@ -125,6 +141,12 @@ def register(verbs: Any) -> None:
     check = verbs.add_parser(
         "check-access",
         help="may SUBJECT do ACTION on REPO? exit 0: allowed, 1: denied, 2: error",
+        **described(
+            "May SUBJECT do ACTION (read by default) on the ML repo REPO now? Answers through a "
+            "direct grant, a team, a workspace or an application. Exit 0: allowed, 1: denied, "
+            "2: an error (an unknown repo, an unreachable bus).",
+            CLIENT_ENV,
+        ),
     )
     check.add_argument(
         "subject", help="user:<email>, team:<name>, workspace:<cluster>:<name> or app:…"
@@ -138,6 +160,9 @@ def register(verbs: Any) -> None:
 
 
 def _get(args: argparse.Namespace, settings: Settings) -> int:
+    from tenantry.cli.output import chosen_format, print_data, run_with_client
+    from tenantry.errors import NotFound
+
     kind = _KINDS[_ALIASES.get(args.kind, args.kind)]
     fmt = chosen_format(args.output)
 
@@ -162,6 +187,11 @@ def _get(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _print_table(kind: _Kind, items: Sequence[BaseModel]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    from tenantry.cli.output import console
+
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in kind.columns:
         table.add_column(column, overflow="fold")
@@ -171,6 +201,8 @@ def _print_table(kind: _Kind, items: Sequence[BaseModel]) -> None:
 
 
 def _check_access(args: argparse.Namespace, settings: Settings) -> int:
+    from tenantry.cli.output import chosen_format, console, run_with_client
+
     as_json = chosen_format(args.output) == "json"
 
     async def work(client: Client) -> int:

@@ -7,14 +7,16 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import yaml
-from rich.console import Console
-
-from tenantry.client import Client
-from tenantry.errors import TenantryError
+from tenantry.cli.bus import CONNECT_WITHIN, reason, say_unreachable
+from tenantry.errors import TenantryError, Unavailable
 from tenantry.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tenantry.client import Client
 
 FORMATS = ("table", "json", "yaml")
 
@@ -27,6 +29,8 @@ def chosen_format(requested: str | None, stream: TextIO | None = None) -> str:
 
 
 def console(stream: TextIO | None = None) -> Console:
+    from rich.console import Console
+
     # Wide enough that piped or captured tables are not folded to 80 columns.
     out = stream or sys.stdout
     return Console(file=out, highlight=False, soft_wrap=False, width=None if out.isatty() else 200)
@@ -35,12 +39,15 @@ def console(stream: TextIO | None = None) -> Console:
 def print_data(data: Any, fmt: str) -> None:
     """JSON (one document, indented) or YAML of plain data."""
     if fmt == "yaml":
+        import yaml
+
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     else:
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def error(message: str) -> None:
+    from rich.console import Console
     from rich.text import Text
 
     from tenantry.cli.sanitize import lines_for_terminal
@@ -61,13 +68,23 @@ def run_with_client(
     """Connect, run `work`, close. A refusal or an unreachable bus is printed on stderr and
     answers `failure` as the exit code."""
 
+    from tenantry.client import Client
+
+    url = settings.client_nats_url()
+
     async def main() -> int:
-        # A command line fails fast when the bus is not there.
-        client = await Client.connect(
-            settings.client_nats_url(),
-            actor=actor if actor is not None else settings.actor,
-            max_reconnect_attempts=2,
-        )
+        # A command line fails fast when the bus is not there, and says so in one line.
+        try:
+            async with asyncio.timeout(CONNECT_WITHIN):
+                client = await Client.connect(
+                    url,
+                    actor=actor if actor is not None else settings.actor,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0.2,
+                )
+        except (Unavailable, TimeoutError) as exc:
+            cause = exc.__cause__ if isinstance(exc, Unavailable) else exc
+            return say_unreachable(url, reason(cause) if cause is not None else None)
         try:
             return await work(client)
         finally:

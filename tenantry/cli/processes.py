@@ -8,12 +8,12 @@ import json
 import sys
 from typing import Any
 
-from tenantry.bootstrap import ROLES, run_until_signalled, serve, up
-from tenantry.cli.common import nats_url_for_client
-from tenantry.identity import UntrustedBus
-from tenantry.inboxes import inbox_options
+from tenantry.cli.bus import connect_or_explain
 from tenantry.settings import Settings
-from workers import WORKER_KINDS
+
+# What `tenantry serve` runs (tenantry.bootstrap.ROLES; a unit test holds them equal): named
+# here so that `tenantry --help` need not import the roles themselves.
+WORKER_KINDS = ("namespaces", "storage")
 
 _ROLE_HELP = {
     "command": "the command service on tenantry.cmd.* (a queue group: run several)",
@@ -24,10 +24,25 @@ _ROLE_HELP = {
 
 
 def register(verbs: Any) -> None:
+    from tenantry.cli import described
+
     verbs.add_parser(
         "up",
         help="run everything in one process (starts nats-server unless TENANTRY_NATS_URL is set)",
-    ).set_defaults(handler=_up)
+        **described(
+            "Run Tenantry on this machine, in one process: a nats-server on loopback (unless "
+            "TENANTRY_NATS_URL is set), the command service, the relay, the read models and "
+            "queries, and both workers on local backends (namespace manifests committed to "
+            "<state>/gitops, storage as folders under file:// roots). One per state folder. "
+            "Prints where everything is once it answers; Ctrl-C drains and stops.",
+            "TENANTRY_STATE_DIR (./.tenantry), TENANTRY_NATS_URL, TENANTRY_NATS_PORT (4223), "
+            "TENANTRY_METRICS_PORT (9464, 0: off), TENANTRY_METRICS_HOST (127.0.0.1), "
+            "TENANTRY_ADMINS (unset: authorization off), TENANTRY_AUTH, TENANTRY_DATABASE_URL, "
+            "TENANTRY_NAMESPACE_BACKEND, TENANTRY_GITOPS_ROOT, TENANTRY_KUBECONFIG, "
+            "TENANTRY_STORAGE_BACKEND, TENANTRY_S3_*, TENANTRY_LOG_FORMAT, TENANTRY_LOG_LEVEL; "
+            "see README.md, Settings.",
+        ),
+    ).set_defaults(handler=_up, logs=True)
     health = verbs.add_parser(
         "health", help="exit 0 if a command service answers on the bus (container health checks)"
     )
@@ -37,23 +52,45 @@ def register(verbs: Any) -> None:
         help="check this container's own process instead: its metrics port answers",
     )
     health.set_defaults(handler=_health)
-    serve_parser = verbs.add_parser("serve", help="run one role, for the production layout")
+    serve_parser = verbs.add_parser(
+        "serve",
+        help="run one role, for the production layout",
+        **described(
+            "Run one role of Tenantry in this process, against a bus and an event store that "
+            "already exist (the production layout: docker-compose.yml). Command services and "
+            "projections scale out; one relay publishes at a time; workers of a kind share a "
+            "durable consumer.",
+            "TENANTRY_NATS_URL (required), TENANTRY_NATS_USER, TENANTRY_NATS_PASSWORD, "
+            "TENANTRY_DATABASE_URL (unset: SQLite in TENANTRY_STATE_DIR), TENANTRY_AUTH, "
+            "TENANTRY_ADMINS, TENANTRY_CLIENT_ACCOUNT, TENANTRY_QUEUE_GROUP, "
+            "TENANTRY_MAX_IN_FLIGHT, TENANTRY_STREAM_REPLICAS, TENANTRY_POLL_INTERVAL, "
+            "TENANTRY_METRICS_PORT, TENANTRY_METRICS_HOST, the workers' TENANTRY_NAMESPACE_* / "
+            "TENANTRY_GITOPS_ROOT / TENANTRY_KUBECONFIG / TENANTRY_STORAGE_BACKEND / "
+            "TENANTRY_S3_*, TENANTRY_LOG_FORMAT, TENANTRY_LOG_LEVEL; see README.md, Settings.",
+        ),
+    )
     roles = serve_parser.add_subparsers(dest="role", required=True)
-    for role in ROLES:
-        if not role.startswith("worker "):
-            roles.add_parser(role, help=_ROLE_HELP[role]).set_defaults(handler=_serve)
+    for role, role_help in _ROLE_HELP.items():
+        roles.add_parser(role, help=role_help).set_defaults(handler=_serve, logs=True)
     worker = roles.add_parser("worker", help="a provisioning worker (shares a durable consumer)")
     worker.add_argument(
         "kind",
         choices=sorted(WORKER_KINDS),
         help="namespaces: Kubernetes namespaces (gitops or kubernetes); storage: ML repo storage",
     )
-    worker.set_defaults(handler=_serve)
+    worker.set_defaults(handler=_serve, logs=True)
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
+    from tenantry.bootstrap import AlreadyRunning, run_until_signalled, up
+    from tenantry.identity import UntrustedBus
+    from tenantry.nats_server import PortInUse
+
     try:
         run_until_signalled(lambda stop: up(settings, stop))
+    except (AlreadyRunning, PortInUse) as exc:
+        print(f"tenantry up: {exc}", file=sys.stderr)
+        return 1
     except UntrustedBus as exc:
         print(f"tenantry up: {exc}", file=sys.stderr)
         return 2
@@ -61,6 +98,10 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from tenantry.bootstrap import run_until_signalled, serve
+    from tenantry.identity import UntrustedBus
+    from tenantry.nats_server import PortInUse
+
     if settings.nats_url is None:
         print(f"tenantry serve {args.role}: set TENANTRY_NATS_URL", file=sys.stderr)
         return 2
@@ -68,6 +109,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     role = f"worker {args.kind}" if args.role == "worker" else args.role
     try:
         run_until_signalled(lambda stop: serve(settings, stop, nats_url, [role]))
+    except PortInUse as exc:
+        print(f"tenantry serve {args.role}: {exc}", file=sys.stderr)
+        return 1
     except UntrustedBus as exc:
         print(f"tenantry serve {args.role}: {exc}", file=sys.stderr)
         return 2
@@ -77,7 +121,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _health(args: argparse.Namespace, settings: Settings) -> int:
     if args.process:
         return _probe_process(settings.metrics_port)
-    return asyncio.run(_probe(nats_url_for_client(settings)))
+    return asyncio.run(_probe(settings))
 
 
 def _probe_process(port: int) -> int:
@@ -94,26 +138,10 @@ def _probe_process(port: int) -> int:
     return 0 if healthy else 1
 
 
-async def _quiet(exc: Exception) -> None:
-    """The probe reports failures itself, in one line."""
-
-
-async def _probe(url: str) -> int:
-    import nats
-
-    try:
-        # allow_reconnect=False: nats-py's max_reconnect_attempts=0 means "retry forever".
-        async with asyncio.timeout(5):
-            nc = await nats.connect(
-                url,
-                connect_timeout=2,
-                allow_reconnect=False,
-                error_cb=_quiet,
-                **inbox_options(url),
-            )
-    except Exception as exc:
-        print(f"unhealthy: cannot reach {url}: {type(exc).__name__} {exc}", file=sys.stderr)
-        return 1
+async def _probe(settings: Settings) -> int:
+    nc = await connect_or_explain(settings, "health")
+    if nc is None:
+        return 1  # Docker's "unhealthy"
     try:
         # A deliberately invalid command: any live command service refuses it, writing nothing.
         reply = await nc.request("tenantry.cmd.create_environment", b"{", timeout=3)

@@ -33,7 +33,7 @@ class Tenantry:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def env(self) -> dict[str, str]:
         env = {
             **os.environ,
             "TENANTRY_STATE_DIR": str(self.state_dir),
@@ -42,14 +42,33 @@ class Tenantry:
             "TENANTRY_METRICS_PORT": str(self.metrics_port),
         }
         env.pop("TENANTRY_NATS_URL", None)
+        return env
+
+    def start(self) -> None:
         log = (self.state_dir.parent / "tenantry-up.log").open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tenantry.cli", "up"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "tenantry.cli", "up"], env=self.env(), stdout=log, stderr=log
+        )
+
+    def run_up(self, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
+        """Another `tenantry up` with this one's settings (and `env`), to its end."""
+        return subprocess.run(
+            [sys.executable, "-m", "tenantry.cli", "up"],
+            env={**self.env(), **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until the command service answers (the state file alone is not enough)."""
+        """Until `nats.url` names this instance's bus (written once commands and queries
+        answer) and the command service answers."""
         deadline = time.monotonic() + timeout
+        url_file = self.state_dir / "nats.url"
+        while not (url_file.exists() and url_file.read_text().strip() == self.url):
+            assert self.process is not None and self.process.poll() is None, self.log()
+            assert time.monotonic() < deadline, f"no nats.url in {timeout}s:\n{self.log()}"
+            await asyncio.sleep(0.02)
         while time.monotonic() < deadline:
             assert self.process is not None and self.process.poll() is None, self.log()
             try:

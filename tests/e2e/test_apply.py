@@ -237,3 +237,42 @@ async def test_apply_twice_dry_run_and_an_invalid_manifest(
     assert "Nothing to change." in last.stdout
     assert await _positions_settled(tenantry_up) == settled
     assert tenantry_up.stop() == 0, tenantry_up.log()
+
+
+async def test_grants_made_elsewhere_are_kept_unless_pruned_and_summary_counts(
+    tenantry_up: Tenantry, manifests: Path
+) -> None:
+    tenantry_up.start()
+    await tenantry_up.wait_ready()
+    ana = ("--actor", "user:ana@example.com")
+    first = await _cli(tenantry_up, "apply", "-f", str(manifests), *ana)
+    assert first.returncode == 0, first.stderr + first.stdout
+    # A grant made on the bus, which no manifest names.
+    made = await tenantry_up.command(
+        "grant_repo_access",
+        {"repo": "fraud-models", "subject": "user:eve@example.com", "role": "viewer"},
+        **{"Tenantry-Actor": "user:ana@example.com"},
+    )
+    assert made["ok"], made
+
+    kept = await _cli(tenantry_up, "apply", "-f", str(manifests), *ana)
+    assert kept.returncode == 0, kept.stderr
+    assert (
+        '    - revoke collaborators[user:eve@example.com]: "viewer"  (kept: --prune revokes it)'
+        in kept.stdout
+    ), kept.stdout
+    assert "1 grant(s) the manifests do not name: kept (--prune revokes them)." in kept.stdout
+    summary = await _cli(tenantry_up, "apply", "-f", str(manifests), "--summary", *ana)
+    assert summary.stdout.strip().splitlines() == [
+        "Plan: 0 to create, 0 to update, 6 unchanged; 0 command(s). 1 grant(s) the manifests "
+        "do not name: kept (--prune revokes them). Nothing to change."
+    ], summary.stdout
+    check = await _cli(tenantry_up, "check-access", "user:eve@example.com", "fraud-models")
+    assert check.returncode == 0, "a grant made elsewhere survived the apply"
+
+    pruned = await _cli(tenantry_up, "apply", "-f", str(manifests), "--prune", *ana)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "Applied 1 command(s)" in pruned.stdout, pruned.stdout
+    check = await _cli(tenantry_up, "check-access", "user:eve@example.com", "fraud-models")
+    assert check.returncode == 1, "--prune revokes what the manifests do not name"
+    assert tenantry_up.stop() == 0, tenantry_up.log()

@@ -125,5 +125,35 @@ async def test_the_readme_tour_runs_as_written(tmp_path: Path) -> None:
             last_output = done.stdout
             ran += 1
         assert ran >= 6
+        await _ends_green(instance)
     finally:
         assert instance.stop() == 0, instance.log()
+
+
+async def _ends_green(instance: Tenantry, within: float = 60.0) -> None:
+    """The tour's workspace and repo are provisioned by `tenantry up`'s own workers: `ready`,
+    never `failed`."""
+    import json
+    import time
+
+    import nats
+
+    nc = await nats.connect(instance.url)
+    try:
+        deadline = time.monotonic() + within
+        while True:
+            statuses = {}
+            for query, params in (
+                ("get_workspace", {"fqn": "prod-eu:fraud"}),
+                ("get_ml_repo", {"name": "fraud-models"}),
+            ):
+                reply = await nc.request(f"tenantry.query.{query}", json.dumps(params).encode(), 10)
+                data = json.loads(reply.data)["data"]
+                statuses[query] = (data["status"], data["failure"])
+            assert all(s != "failed" for s, _ in statuses.values()), statuses
+            if all(s == "ready" for s, _ in statuses.values()):
+                return
+            assert time.monotonic() < deadline, f"{statuses}\n{instance.log()}"
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()

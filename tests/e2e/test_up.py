@@ -226,4 +226,130 @@ async def test_up_makes_a_signing_key_once_and_says_its_public_key(tenantry_up: 
     await tenantry_up.wait_ready()
     assert [line["key_id"] for line in said()] == [key_id(public)] * 2  # the same key again
     assert key_id(load_public_key(tenantry_up.state_dir / "signing.key.pub")) == key_id(public)
+
+
+# --- `tenantry up` guards its folder and its ports ------------------------------------------
+
+
+async def test_a_second_up_in_the_same_folder_is_refused_and_the_first_runs_on(
+    tenantry_up: Tenantry,
+) -> None:
+    tenantry_up.start()
+    await tenantry_up.wait_ready()
+    assert tenantry_up.process is not None
+    url_file = tenantry_up.state_dir / "nats.url"
+    for metrics_port in (str(tenantry_up.metrics_port), "0"):
+        second = tenantry_up.run_up(TENANTRY_METRICS_PORT=metrics_port)
+        assert second.returncode == 1, second
+        assert "Traceback" not in second.stderr, second.stderr
+        assert (
+            f"tenantry up is already running here: pid {tenantry_up.process.pid}, "
+            f"{tenantry_up.url}" in second.stderr
+        ), second.stderr
+        # The first instance's files are untouched and it still answers.
+        assert url_file.read_text().strip() == tenantry_up.url
+        created = await tenantry_up.command("create_team", {"name": f"t{metrics_port}"})
+        assert created["ok"], created
+    assert tenantry_up.stop() == 0, tenantry_up.log()
+    assert not url_file.exists(), "the instance that wrote nats.url removes it on the way out"
+
+
+async def test_the_nats_port_taken_by_something_else_is_said_in_one_line(
+    tenantry_up: Tenantry,
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", tenantry_up.port))
+        squatter.listen()
+        done = tenantry_up.run_up()
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"port {tenantry_up.port} is in use; set TENANTRY_NATS_PORT" in done.stderr
+    assert not (tenantry_up.state_dir / "nats.url").exists()
+
+
+async def test_the_nats_port_taken_by_another_nats_server_is_not_used(
+    tenantry_up: Tenantry, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import nats
+
+    from domain.event_log import STREAM_NAME
+    from tenantry.nats_server import NatsServer
+
+    foreign = NatsServer(tmp_path / "foreign", port=tenantry_up.port).start()
+    try:
+        done = tenantry_up.run_up()
+        assert done.returncode == 1, done
+        assert "Traceback" not in done.stderr, done.stderr
+        assert f"port {tenantry_up.port} is in use; set TENANTRY_NATS_PORT" in done.stderr
+        nc = await nats.connect(foreign.url)
+        try:
+            names = [info.config.name async for info in _streams(nc.jetstream())]
+        finally:
+            await nc.close()
+        assert STREAM_NAME not in names, "up created its stream in someone else's server"
+    finally:
+        foreign.stop()
+
+
+async def _streams(js):  # type: ignore[no-untyped-def]
+    for info in await js.streams_info():
+        yield info
+
+
+async def test_the_metrics_port_taken_is_said_in_one_line_and_nothing_is_left_behind(
+    tenantry_up: Tenantry,
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", tenantry_up.metrics_port))
+        squatter.listen()
+        done = tenantry_up.run_up()
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"port {tenantry_up.metrics_port} is in use; set TENANTRY_METRICS_PORT" in done.stderr
+    assert not (tenantry_up.state_dir / "nats.url").exists()
+    assert not _port_open(tenantry_up.port), "the nats-server it started outlived it"
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses listening on TCP `port` (Linux /proc/net/tcp)."""
+    found = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:  # noqa: SIM115
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+async def test_up_says_where_everything_is_once_it_answers(tenantry_up: Tenantry) -> None:
+    import asyncio
+    import json
+    import time
+
+    import nats
+
+    tenantry_up.start()
+    url_file = tenantry_up.state_dir / "nats.url"
+    deadline = time.monotonic() + 60
+    while not url_file.exists():
+        assert time.monotonic() < deadline, tenantry_up.log()
+        await asyncio.sleep(0.01)
+    # nats.url is written once queries answer: a query sent at once is answered, first try.
+    nc = await nats.connect(url_file.read_text().strip())
+    try:
+        reply = await nc.request("tenantry.query.list_environments", b"{}", timeout=10)
+        assert json.loads(reply.data)["ok"], reply.data
+    finally:
+        await nc.close()
+    while "Next, in another terminal" not in tenantry_up.log():
+        assert time.monotonic() < deadline, tenantry_up.log()
+        await asyncio.sleep(0.01)
+    log = tenantry_up.log()
+    assert f"bus:           {tenantry_up.url}" in log
+    assert f"metrics:       http://127.0.0.1:{tenantry_up.metrics_port}/metrics" in log
+    assert f"state folder:  {tenantry_up.state_dir.resolve()}" in log
+    assert "authorization: off (TENANTRY_ADMINS is unset" in log
+    assert "tenantry get environments" in log
+    # /metrics on loopback only, unless TENANTRY_METRICS_HOST says otherwise.
+    assert _listening_addresses(tenantry_up.metrics_port) == {"127.0.0.1"}
     assert tenantry_up.stop() == 0, tenantry_up.log()

@@ -39,7 +39,7 @@ class NatsCluster:
                 f"  listen: 127.0.0.1:{routes[name]}\n  routes: [{others}]\n}}\n"
             )
             # JetStream and its store directory: `-js -sd` from NatsServer.
-            nodes[name] = NatsServer(folder / name / "data", config=config)
+            nodes[name] = NatsServer(folder / name / "data", config=config, name=name)
         return cls(nodes)
 
     @property

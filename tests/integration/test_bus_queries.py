@@ -51,6 +51,7 @@ async def test_directory_queries_see_the_writes_they_wait_for(views: Views) -> N
         "labels": {"team": "risk"},
         "annotations": {"owner": "risk"},
         "status": "ready",
+        "failure": None,
         "applications": ["scorer"],
     }
     assert await views.data("list_workspaces", production=True) == [fraud]

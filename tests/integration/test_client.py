@@ -309,7 +309,9 @@ async def test_a_command_that_never_gets_an_answer_raises_unavailable_with_its_i
             await client.create_team(name="risk", command_id="team-risk-7")
     assert unavailable.value.details["command_id"] == "team-risk-7"
     assert unavailable.value.details["attempts"] == 3
-    assert "send it again with command_id='team-risk-7'" in unavailable.value.message
+    # Nobody received it (no responders, never a timeout): it was not applied, and says so.
+    assert "the command was not applied" in unavailable.value.message
+    assert unavailable.value.details["applied"] is False
 
 
 # --- wait_for -----------------------------------------------------------------------------

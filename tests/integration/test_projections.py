@@ -106,6 +106,7 @@ class ProjectionContract:
             "labels": {"team": "risk"},
             "annotations": {"owner": "risk"},
             "status": "ready",
+            "failure": None,
             "applications": ["scorer"],
         }
         assert query(store, "get_workspace", fqn="prod-eu:fraud") == fraud
@@ -121,6 +122,7 @@ class ProjectionContract:
             "location": "s3://ml-bucket/repos/fraud-models/",
             "description": "fraud",
             "status": "ready",
+            "failure": None,
         }
         assert [
             (g["subject"], g["role"], g["granted_by"], g["reason"]) for g in repo["grants"]
@@ -201,7 +203,10 @@ class ProjectionContract:
             [],
         )
         churn = query(store, "get_ml_repo", name="churn-models")
-        assert churn["status"] == "pending"
+        assert (churn["status"], churn["failure"]) == (
+            "failed",
+            "AccessDenied: the bucket policy refused the change",
+        )
         assert [g["subject"] for g in churn["grants"]] == ["user:root@example.com"]
         # The team grant was revoked and bo was made admin; the recreated sandbox holds nothing.
         assert query(store, "subject_access", subject="user:di@example.com") == []
@@ -231,7 +236,8 @@ class ProjectionContract:
         assert query(store, "subject_access", subject="app:prod-eu:fraud:scorer") == []
         assert query(store, "subject_access", subject="workspace:prod-eu:fraud") == []
         assert query(store, "repo_access", repo="churn-models") == []
-        assert query(store, "get_ml_repo", name="churn-models")["status"] == "deleting"
+        deleting = query(store, "get_ml_repo", name="churn-models")
+        assert (deleting["status"], deleting["failure"]) == ("deleting", None)
         assert query(
             store,
             "check_access",

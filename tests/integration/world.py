@@ -133,4 +133,14 @@ CHANGES: list[Step] = [
         ADMIN,
     ),
     ("remove_storage_integration", {"name": "gcs-old"}, ADMIN),
+    # The recreated repo's storage fails: the view keeps why, while it is failed.
+    (
+        "record_storage_failed",
+        {
+            "repo": "churn-models",
+            "location": "s3://ml-bucket/repos/churn-models/",
+            "detail": "AccessDenied: the bucket policy refused the change",
+        },
+        STORAGE,
+    ),
 ]

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.base import CommandContext
-from domain.commands import Command
+from domain.commands import Command, GrantRepoAccess
 from domain.errors import PreconditionFailed
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner
@@ -90,20 +90,20 @@ class World:
             workspaces=[Workspace(**w) for w in self._query("list_workspaces")],
         )
 
-    def plan(self, text: str, actor: str = ADMIN) -> Plan:
-        return plan(documents(text), self.state(), actor)
+    def plan(self, text: str, actor: str = ADMIN, prune: bool = False) -> Plan:
+        return plan(documents(text), self.state(), actor, prune=prune)
 
     def send(self, commands: list[Command], actor: str = ADMIN) -> None:
         for command in commands:
             context = CommandContext(actor, str(uuid.uuid4()), str(uuid.uuid4()))
             self.tenancy.svc.handle(command, context)
 
-    def apply(self, text: str, actor: str = ADMIN) -> Plan:
+    def apply(self, text: str, actor: str = ADMIN, prune: bool = False) -> Plan:
         """Plan and send; then assert that planning again finds nothing to do."""
-        first = self.plan(text, actor)
+        first = self.plan(text, actor, prune)
         assert not first.problems, [str(p) for p in first.problems]
         self.send(first.commands, actor)
-        again = self.plan(text, actor)
+        again = self.plan(text, actor, prune)
         assert again.commands == [], [c.wire_name for c in again.commands]
         assert {a.kind for a in again.actions} == {"unchanged"}
         return first
@@ -315,21 +315,39 @@ def test_what_differs_is_updated_field_by_field(world: World) -> None:
     assert state.workspaces["prod-eu:fraud"].labels == {"team": "fraud", "tier": "gold"}
 
 
-def test_grants_not_named_are_revoked_but_admins_are_kept(world: World) -> None:
+def test_grants_not_named_are_kept_unless_pruned_and_never_another_documents(
+    world: World,
+) -> None:
     world.apply(BASE)
     world.apply(
         "type: workspace\ncluster: prod-eu\nname: sandbox\nenvironment: dev\n"
         "ml_repo_access: [{repo: fraud-models, role: viewer}]\n"
     )
-    # The repo's collaborators now name only the team: bo's grant and the sandbox's go (the
-    # sandbox's document is not part of this apply), the creator's admin grant stays.
+    # A grant made elsewhere (from Python, from the bus): no manifest names it.
+    world.send(
+        [GrantRepoAccess(repo="fraud-models", subject="user:eve@example.com", role="viewer")]
+    )
+    # The repo's collaborators now name only the team. Without --prune nothing is revoked:
+    # bo's and eve's grants are shown as removals and kept.
     only_team = BASE.replace("  - {subject: user:bo@example.com, role: viewer}\n", "")
-    revoked = world.apply(only_team)
+    kept = world.apply(only_team)
+    assert names(kept) == []
+    assert kept.removals == 2
+    assert [c for c in changes(kept, "fraud-models") if c.removal] == [
+        Change("collaborators[user:bo@example.com]", "viewer", ABSENT, removal=True),
+        Change("collaborators[user:eve@example.com]", "viewer", ABSENT, removal=True),
+    ]
+    assert world.grants("fraud-models")["user:bo@example.com"] == "viewer"
+    assert world.grants("fraud-models")["user:eve@example.com"] == "viewer"
+    # With --prune they go; the sandbox's grant belongs to the sandbox's document (not part of
+    # this apply) and stays, and so does the creator's admin grant.
+    revoked = world.apply(only_team, prune=True)
     assert names(revoked) == ["revoke_repo_access", "revoke_repo_access"]
     assert world.grants("fraud-models") == {
         ADMIN: "admin",
         "team:risk": "editor",
         "workspace:prod-eu:fraud": "editor",
+        "workspace:prod-eu:sandbox": "viewer",
     }
     # Naming admins hands the repo over: the new admin first, then the creator goes.
     handed = world.apply(
@@ -337,7 +355,8 @@ def test_grants_not_named_are_revoked_but_admins_are_kept(world: World) -> None:
             "  - {subject: team:risk, role: editor}\n",
             "  - {subject: team:risk, role: editor}\n"
             "  - {subject: user:dee@example.com, role: admin}\n",
-        )
+        ),
+        prune=True,
     )
     assert [(c.wire_name, c.subject) for c in handed.commands] == [  # type: ignore[attr-defined]
         ("grant_repo_access", "user:dee@example.com"),
@@ -357,12 +376,13 @@ def test_a_workspace_document_manages_its_own_grants_on_every_repo(world: World)
         environment: prod
         ml_repo_access:
           - {repo: churn-models, role: viewer}
-        """
+        """,
+        prune=True,
     )
     assert names(moved) == ["grant_repo_access", "revoke_repo_access"]
     assert changes(moved, "prod-eu:fraud") == [
         Change("ml_repo_access[churn-models]", ABSENT, "viewer"),
-        Change("ml_repo_access[fraud-models]", "editor", ABSENT),
+        Change("ml_repo_access[fraud-models]", "editor", ABSENT, removal=True),
     ]
     assert "workspace:prod-eu:fraud" not in world.grants("fraud-models")
     assert world.grants("churn-models")["workspace:prod-eu:fraud"] == "viewer"
@@ -423,7 +443,8 @@ def test_what_no_command_can_change_is_refused(world: World) -> None:
     assert len(the_plan.problems) == 3
     found = problems(the_plan)
     assert any(
-        'document 2 (line 7): region: is "eu-west-1" and cannot be changed to "eu-west-2"' in p
+        # At the field's own line, not the document's (line 7).
+        'document 2 (line 9): region: is "eu-west-1" and cannot be changed to "eu-west-2"' in p
         for p in found
     )
     assert any("storage_root" in p and "remove it and register it again" in p for p in found)

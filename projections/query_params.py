@@ -1,0 +1,226 @@
+"""The queries' parameter models (DESIGN §5): strict, and light to import — the client validates
+with them without loading the views (SQLAlchemy) that `projections.queries` answers from."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from domain.names import (
+    CLUSTER_NAME_RE,
+    DNS_LABEL_RE,
+    ClusterName,
+    DnsLabel,
+    MlRepoName,
+    Subject,
+    WorkspaceFqn,
+    has_nul,
+)
+
+MAX_WAIT_SECONDS = 30.0
+
+# --- parameters ---------------------------------------------------------------------------
+
+_WS = CLUSTER_NAME_RE[1:-1]
+_APP_SUBJECT = re.compile(rf"^app:{_WS}:{_WS}:{DNS_LABEL_RE[1:-1]}$")
+_GRANT_SUBJECT: TypeAdapter[str] = TypeAdapter(Subject)
+
+
+def _query_subject(value: str) -> str:
+    """A grant subject, or an application: `app:<cluster>:<workspace>:<name>`."""
+    if _APP_SUBJECT.fullmatch(value):
+        _, cluster, workspace, name = value.split(":")
+        if 3 <= len(cluster) <= 35 and 3 <= len(workspace) <= 32 and len(name) <= 63:
+            return value
+    else:
+        try:
+            return _GRANT_SUBJECT.validate_python(value)
+        except ValidationError:
+            pass
+    raise ValueError(
+        "a subject is 'user:<email>', 'team:<name>', 'workspace:<cluster>:<name>' or "
+        "'app:<cluster>:<workspace>:<name>'"
+    )
+
+
+QuerySubject = Annotated[str, StringConstraints(max_length=300), AfterValidator(_query_subject)]
+Position = Annotated[int, Field(ge=0, le=2**63 - 1)]
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+$", max_length=100)]
+
+
+def _in_utc_range(value: datetime) -> datetime:
+    """A moment that exists in UTC (`9999-12-31T23:59:59-14:00` does not): views compare UTC."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the moment is out of range once in UTC") from None
+    return value
+
+
+Moment = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
+
+
+class QueryParams(BaseModel):
+    """What every query accepts. `min_position` asks to wait (up to `min_position_timeout`
+    seconds, 5 by default) until the views have applied that position: read-your-writes."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    min_position: Position | None = None
+    min_position_timeout: Annotated[float, Field(gt=0, le=MAX_WAIT_SECONDS)] | None = None
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> Self:
+        # PostgreSQL text can't hold U+0000: the query would fail as an internal error.
+        if has_nul(self.__dict__):
+            raise ValueError("strings must not contain NUL (U+0000)")
+        return self
+
+
+MAX_PAGE = 10_000
+
+
+class Paged(QueryParams):
+    """A query answering a list. Without `limit`, the whole list; with it, at most `limit` rows
+    and the reply's `next`: pass it as `after` for the rows that follow (null: no more).
+
+    Each page is read in its own snapshot, at its own `position`; rows are in a fixed order
+    and `after` is the place of the last row seen, so a page never repeats a row of an earlier
+    one. A reply larger than the bus carries is refused (`validation_error`): ask with `limit`."""
+
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] | None = None
+    after: Annotated[str, StringConstraints(min_length=2, max_length=4000)] | None = None
+
+
+class ListEnvironments(Paged):
+    pass
+
+
+class ListClusters(Paged):
+    environment: DnsLabel | None = None
+
+
+class GetWorkspace(QueryParams):
+    fqn: WorkspaceFqn
+
+
+class ListWorkspaces(Paged):
+    cluster: ClusterName | None = None
+    environment: DnsLabel | None = None
+    production: bool | None = None
+
+
+class GetMlRepo(QueryParams):
+    name: MlRepoName
+
+
+class ListMlRepos(Paged):
+    subject: QuerySubject | None = None
+
+
+class RepoAccess(Paged):
+    repo: MlRepoName
+
+
+class SubjectAccess(Paged):
+    subject: QuerySubject
+
+
+class CheckAccess(QueryParams):
+    subject: QuerySubject
+    repo: MlRepoName
+    action: Literal["read", "write", "admin"]
+
+
+class EnvironmentTags(Paged):
+    environment: DnsLabel | None = None
+
+
+class AuditLog(QueryParams):
+    """`since` is inclusive and `until` exclusive; `after` is a position (exclusive), for paging
+    with the `next` of the previous page."""
+
+    since: Moment | None = None
+    until: Moment | None = None
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
+    fqn: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
+    type: (
+        Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+$", max_length=100)] | None
+    ) = None
+    after: Position | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class AccessReport(Paged):
+    """What was in force at `as_of` (any RFC 3339 offset), events at that very moment included."""
+
+    as_of: Moment
+    repo: MlRepoName | None = None
+    subject: QuerySubject | None = None
+
+
+class AccessChanges(Paged):
+    """Changes after `from` up to and including `to`: exactly what turns `access_report` at
+    `from` into `access_report` at `to`."""
+
+    from_: Moment = Field(alias="from")
+    to: Moment
+    repo: MlRepoName | None = None
+    subject: QuerySubject | None = None
+
+    @model_validator(mode="after")
+    def _in_order(self) -> AccessChanges:
+        if self.to < self.from_:
+            raise ValueError("`to` is before `from`")
+        return self
+
+
+class ListTeams(Paged):
+    pass
+
+
+class GetTeam(QueryParams):
+    name: DnsLabel
+
+
+class ListStorageIntegrations(Paged):
+    pass
+
+
+class GetStorageIntegration(QueryParams):
+    name: DnsLabel
+
+
+# Every query's parameters, by name (projections.queries.QUERIES holds the same models).
+PARAMS: dict[str, type[QueryParams]] = {
+    "list_environments": ListEnvironments,
+    "list_clusters": ListClusters,
+    "get_workspace": GetWorkspace,
+    "list_workspaces": ListWorkspaces,
+    "get_ml_repo": GetMlRepo,
+    "list_ml_repos": ListMlRepos,
+    "repo_access": RepoAccess,
+    "subject_access": SubjectAccess,
+    "check_access": CheckAccess,
+    "environment_tags": EnvironmentTags,
+    "audit_log": AuditLog,
+    "access_report": AccessReport,
+    "access_changes": AccessChanges,
+    "list_teams": ListTeams,
+    "get_team": GetTeam,
+    "list_storage_integrations": ListStorageIntegrations,
+    "get_storage_integration": GetStorageIntegration,
+}

@@ -1,0 +1,115 @@
+"""Manifest errors a person can act on: a did-you-mean for a misspelled field, plan problems at
+the field's own line, a missing environment told apart from one the cluster doesn't offer."""
+
+from __future__ import annotations
+
+import textwrap
+
+from tenantry.manifests import parse
+from tenantry.plan import State, plan
+from tenantry.results import Cluster, Environment
+
+
+def _problems(text: str) -> list[str]:
+    _, problems = parse(textwrap.dedent(text), "t.yaml")
+    return [str(p) for p in problems]
+
+
+def test_a_misspelled_field_gets_a_did_you_mean() -> None:
+    assert _problems(
+        """
+        type: ml-repo
+        name: fraud-models
+        storage_integraton: s3-main
+        """
+    ) == [
+        "t.yaml: document 1 (line 2): storage_integration: Field required",
+        "t.yaml: document 1 (line 4): storage_integraton: Extra inputs are not permitted; did "
+        "you mean `storage_integration`?",
+    ]
+    nested = _problems(
+        """
+        type: ml-repo
+        name: fraud-models
+        storage_integration: s3-main
+        collaborators:
+          - {subject: "user:ana@example.com", rol: admin}
+        """
+    )
+    assert any(
+        "collaborators[0].rol: Extra inputs are not permitted; did you mean `role`?" in p
+        for p in nested
+    )
+
+
+_STATE = State.of(
+    environments=[
+        Environment(name=n, is_production=n == "prod", optimize_for="cost", color=None)
+        for n in ("dev", "prod")
+    ],
+    clusters=[
+        Cluster(
+            name="prod-eu",
+            region="eu-west-1",
+            provider="aws-eks",
+            environments=["prod"],
+            labels={},
+        )
+    ],
+)
+
+
+def _plan_problems(text: str) -> list[str]:
+    documents, problems = parse(textwrap.dedent(text), "t.yaml")
+    assert not problems
+    return [str(p) for p in plan(documents, _STATE, "user:ana@example.com").problems]
+
+
+def test_no_such_environment_is_not_the_cluster_not_offering_it() -> None:
+    missing = _plan_problems(
+        """
+        type: workspace
+        cluster: prod-eu
+        name: fraud
+
+        environment: qa
+        """
+    )
+    assert missing == [
+        "t.yaml: document 1 (line 6): environment: environment 'qa' does not exist and no "
+        "document describes it"
+    ]
+    not_offered = _plan_problems(
+        """
+        type: workspace
+        cluster: prod-eu
+        name: fraud
+        environment: dev
+        """
+    )
+    assert not_offered == [
+        "t.yaml: document 1 (line 5): environment: cluster 'prod-eu' offers prod, not 'dev'"
+    ]
+
+
+def test_apply_o_json_says_its_problems_in_json(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from tenantry.cli import parser
+    from tenantry.settings import Settings
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("type: team\nname: risk\nmembrs: [bo@example.com]\n")
+    args = parser().parse_args(["apply", "-f", str(bad), "-o", "json"])
+    assert args.handler(args, Settings.from_env({})) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is False
+    assert out["problems"] == [
+        {
+            "file": str(bad),
+            "index": 1,
+            "line": 3,
+            "path": "membrs",
+            "message": "Extra inputs are not permitted; did you mean `members`?",
+        }
+    ]
