@@ -20,7 +20,7 @@ from domain.commands import COMMANDS, Command
 from domain.service import CommandResult, TenancyService
 from tenantry import wire
 from tenantry.discovery import EndpointCounters
-from tenantry.dispatch import BoundedDispatch
+from tenantry.dispatch import BoundedDispatch, drain_subscription
 from tenantry.identity import DEFAULT_ACTOR, ActorPolicy
 from tenantry.metrics import Metrics
 
@@ -75,8 +75,8 @@ class CommandEndpoint:
         """Stop taking requests, then let those already taken finish and reply."""
         if self._subscription is not None:
             # drain, not unsubscribe: requests already delivered to us are still answered.
-            await self._subscription.drain()  # type: ignore[no-untyped-call]
-            self._subscription = None
+            subscription, self._subscription = self._subscription, None
+            await drain_subscription(subscription, "command_service")
         await self._dispatch.drain()
         if self._writer is not None:
             self._writer.cancel()

@@ -23,7 +23,7 @@ from projections.store import ViewStore
 from tenantry import wire
 from tenantry.audit_proofs import PROOF_QUERIES
 from tenantry.discovery import Discovery, EndpointCounters
-from tenantry.dispatch import FairDispatch, Request
+from tenantry.dispatch import FairDispatch, Request, drain_subscription
 from tenantry.metrics import Metrics, sample_lag
 
 QUERY_SUBJECT_PREFIX = "tenantry.query."
@@ -109,12 +109,7 @@ class QueryEndpoint:
         self._closing.set()
         if self._subscription is not None:
             subscription, self._subscription = self._subscription, None
-            try:
-                # Bounded: with the bus unreachable a drain waits for a server that is away.
-                async with asyncio.timeout(2):
-                    await subscription.drain()  # type: ignore[no-untyped-call]
-            except Exception as exc:
-                log.warning("query_service.drain_failed", error=f"{type(exc).__name__}: {exc}")
+            await drain_subscription(subscription, "query_service")
         if self._waiting:
             await asyncio.gather(*self._waiting, return_exceptions=True)
         await self._dispatch.stop()
