@@ -15,6 +15,7 @@ from domain.names import (
     DnsLabel,
     Email,
     Labels,
+    ManagedBy,
     MlRepoName,
     OptimizeFor,
     Provider,
@@ -104,6 +105,7 @@ class RepoAccess(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
     repo: MlRepoName
     role: Role
+    managed_by: ManagedBy | None = None
 
 
 class CreateWorkspace(Command):
@@ -195,6 +197,8 @@ class GrantRepoAccess(ChangeCommand):
     subject: Subject
     role: Role
     reason: Reason | None = None
+    # Who owns the grant from now on (`apply`); a grant without it is unmanaged.
+    managed_by: ManagedBy | None = None
 
 
 class RevokeRepoAccess(ChangeCommand):

@@ -145,7 +145,14 @@ def deregister_cluster(
 # --- workspaces and applications ----------------------------------------------------------
 
 
-def _grant(s: Session, repo: MlRepo, subject: str, role: str, reason: str | None) -> None:
+def _grant(
+    s: Session,
+    repo: MlRepo,
+    subject: str,
+    role: str,
+    reason: str | None,
+    managed_by: str | None = None,
+) -> None:
     """Grant on `repo`, keeping the subject's side consistent (teams and workspaces must exist)."""
     if subject.startswith("team:"):
         if s.find(Team, subject.removeprefix("team:")) is None:
@@ -156,7 +163,7 @@ def _grant(s: Session, repo: MlRepo, subject: str, role: str, reason: str | None
         if workspace is None or not workspace.live:
             raise PreconditionFailed(f"workspace {cluster}:{name} does not exist", subject=subject)
         workspace.link_repo(repo.name)
-    repo.grant(subject, role, reason)
+    repo.grant(subject, role, reason, managed_by)
 
 
 @_handles(c.CreateWorkspace)
@@ -179,7 +186,14 @@ def create_workspace(
     cluster.attach_workspace(cmd.name, cmd.environment)
     for access in cmd.ml_repo_access:
         repo = _live_repo(s, access.repo)
-        _grant(s, repo, workspace.subject, access.role, reason="granted on workspace creation")
+        _grant(
+            s,
+            repo,
+            workspace.subject,
+            access.role,
+            reason="granted on workspace creation",
+            managed_by=access.managed_by,
+        )
     return workspace
 
 
@@ -372,7 +386,7 @@ def grant_repo_access(
     s: Session, cmd: c.GrantRepoAccess, actor: str, auth: Authorization
 ) -> Aggregate:
     repo = _managed_repo(s, cmd.repo, actor, auth, cmd.wire_name, cmd.expected_version)
-    _grant(s, repo, cmd.subject, cmd.role, cmd.reason)
+    _grant(s, repo, cmd.subject, cmd.role, cmd.reason, cmd.managed_by)
     return repo
 
 

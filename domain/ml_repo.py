@@ -23,6 +23,7 @@ class Grant:
     granted_by: str
     granted_at: datetime
     reason: str | None
+    managed_by: str | None = None
 
 
 class MlRepo(Aggregate):
@@ -111,30 +112,50 @@ class MlRepo(Aggregate):
     def _updated(self, description: str) -> None:
         self.description = description
 
-    def grant(self, subject: str, role: str, reason: str | None) -> None:
-        """Give `subject` `role`, replacing any role it had; the same role again changes nothing."""
+    def grant(
+        self, subject: str, role: str, reason: str | None, managed_by: str | None = None
+    ) -> None:
+        """Give `subject` `role`, replacing any role it had; the same role again by the same
+        manager changes nothing. The last grant's `managed_by` owns the grant (None: nobody's,
+        as a Kubernetes field's last writer owns it): `apply --prune` revokes only its own."""
         self.require_live()
         if subject.startswith("workspace:") and role == "admin":
             raise PreconditionFailed(
                 "a workspace can hold viewer or editor only", subject=subject, role=role
             )
         previous = self.grants.get(subject)
-        if previous is not None and previous.role == role:
+        if previous is not None and previous.role == role and previous.managed_by == managed_by:
             return
-        if previous is not None and previous.role == "admin":
+        if previous is not None and previous.role == "admin" and role != "admin":
             self._require_another_admin(subject)
         self._access_granted(
             subject=subject,
             role=role,
             previous_role=previous.role if previous else None,
             reason=reason,
+            managed_by=managed_by,
         )
 
-    @event("AccessGranted")
+    # Spelled out for `managed_by`'s default: events stored before it existed read as None.
+    class AccessGranted(Aggregate.Event):
+        subject: str
+        role: str
+        previous_role: str | None
+        reason: str | None
+        managed_by: str | None = None
+
+    @event(AccessGranted)
     def _access_granted(
-        self, subject: str, role: str, previous_role: str | None, reason: str | None
+        self,
+        subject: str,
+        role: str,
+        previous_role: str | None,
+        reason: str | None,
+        managed_by: str | None = None,
     ) -> None:
-        self.grants[subject] = Grant(role, self.last_event.actor, self.last_event.timestamp, reason)
+        self.grants[subject] = Grant(
+            role, self.last_event.actor, self.last_event.timestamp, reason, managed_by
+        )
 
     def revoke(self, subject: str, reason: str | None) -> None:
         self.require_live()

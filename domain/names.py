@@ -29,6 +29,8 @@ WorkspaceName = Annotated[
     str, StringConstraints(pattern=CLUSTER_NAME_RE, min_length=3, max_length=32)
 ]
 MlRepoName = Annotated[str, StringConstraints(pattern=ML_REPO_NAME_RE, max_length=100)]
+# Who manages a grant (`apply`): a grant made without one is nobody's to take away.
+ManagedBy = DnsLabel
 Email = Annotated[str, StringConstraints(pattern=EMAIL_RE, max_length=254)]
 Region = Annotated[str, StringConstraints(pattern=REGION_RE, min_length=1, max_length=64)]
 Color = Annotated[str, StringConstraints(pattern=COLOR_RE)]

@@ -107,6 +107,7 @@ COMMAND_BODIES: dict[str, dict[str, Any]] = {
         "subject": "user:bob@example.com",
         "role": "viewer",
         "reason": "r",
+        "managed_by": "apply",
     },
     "revoke_repo_access": {"repo": "fraud-models", "subject": "user:nobody@example.com"},
     "delete_ml_repo": {"name": "no-such-repo", "delete_storage": False},

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from eventsourcing.persistence import StoredEvent
+from pydantic import ValidationError
 
+from domain.commands import GrantRepoAccess
 from domain.errors import AlreadyExists, Forbidden, NotFound, PreconditionFailed
+from domain.mapper import JsonTranscoder, PydanticMapper
 from domain.ml_repo import MlRepo
 
 from .support import ADMIN, ALICE, BOB, Tenancy
@@ -179,6 +184,81 @@ def test_granting_the_role_a_subject_holds_records_nothing(repo_world: Tenancy) 
     _grant(repo_world, BOB, "viewer")
 
     assert _grant(repo_world, BOB, "viewer").events == []
+
+
+def _managed(t: Tenancy) -> dict[str, str | None]:
+    return {s: g.managed_by for s, g in t.aggregate(MlRepo, "fraud-models").grants.items()}
+
+
+def test_a_grant_records_who_manages_it_and_the_last_grant_owns_it(repo_world: Tenancy) -> None:
+    body = {"repo": "fraud-models", "subject": BOB, "role": "viewer"}
+    before = repo_world.position()
+
+    repo_world.run("grant_repo_access", {**body, "managed_by": "apply"})
+    [granted] = [e for e in repo_world.events(before) if e["type"] == "ml_repo.access_granted"]
+    assert granted["managed_by"] == "apply"
+    assert _managed(repo_world)[BOB] == "apply"
+    # The same role by the same manager changes nothing.
+    assert repo_world.run("grant_repo_access", {**body, "managed_by": "apply"}).events == []
+
+    # The same role without a manager: the grant is nobody's now (recorded, same role).
+    after = repo_world.position()
+    assert repo_world.run("grant_repo_access", body).events == ["ml_repo.access_granted"]
+    [regranted] = [e for e in repo_world.events(after) if e["type"] == "ml_repo.access_granted"]
+    assert (regranted["role"], regranted["previous_role"], regranted["managed_by"]) == (
+        "viewer",
+        "viewer",
+        None,
+    )
+    assert _managed(repo_world) == {ADMIN: None, BOB: None}
+
+
+def test_the_last_admin_can_be_taken_over_by_a_manager(repo_world: Tenancy) -> None:
+    body = {"repo": "fraud-models", "subject": ADMIN, "role": "admin", "managed_by": "apply"}
+    assert repo_world.run("grant_repo_access", body).events == ["ml_repo.access_granted"]
+    assert _grants(repo_world) == {ADMIN: "admin"}
+    assert _managed(repo_world) == {ADMIN: "apply"}
+
+
+@pytest.mark.parametrize("managed_by", ["", "Apply", "apply\n", "a" * 64, "ap ply"])
+def test_managed_by_is_a_short_token(managed_by: str) -> None:
+    body = {"repo": "fraud-models", "subject": BOB, "role": "viewer", "managed_by": managed_by}
+    with pytest.raises(ValidationError, match="managed_by"):
+        GrantRepoAccess.model_validate(body)
+
+
+def test_a_workspace_creation_grant_records_its_manager(repo_world: Tenancy) -> None:
+    before = repo_world.position()
+    repo_world.run(
+        "create_workspace",
+        {
+            "cluster": "prod-eu",
+            "name": "scoring",
+            "environment": "prod",
+            "ml_repo_access": [{"repo": "fraud-models", "role": "viewer", "managed_by": "apply"}],
+        },
+    )
+    [granted] = [e for e in repo_world.events(before) if e["type"] == "ml_repo.access_granted"]
+    assert (granted["subject"], granted["managed_by"]) == ("workspace:prod-eu:scoring", "apply")
+
+
+def test_a_grant_stored_before_managed_by_existed_reads_as_unmanaged(repo_world: Tenancy) -> None:
+    _grant(repo_world, BOB, "viewer")
+    [stored] = [
+        n
+        for n in repo_world.svc.recorder.select_notifications(None, 100_000)
+        if n.topic.endswith("MlRepo.AccessGranted")
+    ][-1:]
+    state = json.loads(stored.state)
+    del state["managed_by"]
+    old = StoredEvent(
+        stored.originator_id, stored.originator_version, stored.topic, json.dumps(state).encode()
+    )
+
+    event = PydanticMapper(JsonTranscoder()).to_domain_event(old)
+
+    assert isinstance(event, MlRepo.AccessGranted)
+    assert (event.subject, event.managed_by) == (BOB, None)
 
 
 def test_grants_and_revokes_record_actor_time_and_reason(repo_world: Tenancy) -> None:

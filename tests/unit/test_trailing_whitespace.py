@@ -61,7 +61,7 @@ FULL_BODIES: dict[str, dict[str, Any]] = {
         "environment": "dev",
         "labels": {"example.com/team": "risk"},
         "annotations": {"example.com/note": "free text\n"},
-        "ml_repo_access": [{"repo": "fraud-models", "role": "viewer"}],
+        "ml_repo_access": [{"repo": "fraud-models", "role": "viewer", "managed_by": "apply"}],
     },
     "update_workspace": {
         "workspace": "prod-eu:fraud",
@@ -80,6 +80,7 @@ FULL_BODIES: dict[str, dict[str, Any]] = {
         "subject": "user:bob@example.com",
         "role": "editor",
         "reason": "r",
+        "managed_by": "apply",
     },
     "revoke_repo_access": {"repo": "fraud-models", "subject": "team:risk", "reason": "r"},
 }
