@@ -34,10 +34,27 @@ def _apply(conn: Connection, body: dict[str, Any]) -> None:
                 "reason": data["reason"],
             },
         )
+        # The last grant owns it: one without a manager leaves it nobody's.
+        managed_by = data.get("managed_by")
+        if managed_by is None:
+            _unmanage(conn, repo, data["subject"])
+        else:
+            upsert(
+                conn,
+                t.grant_managers,
+                {"repo": repo, "subject": data["subject"], "managed_by": managed_by},
+            )
     elif type_ == "ml_repo.access_revoked":
         conn.execute(
             delete(t.grants).where(t.grants.c.repo == repo, t.grants.c.subject == data["subject"])
         )
+        _unmanage(conn, repo, data["subject"])
     elif type_ == "ml_repo.recreated":
         # A recreated repo starts without grants (its deletion ended them, as events, anyway).
         conn.execute(delete(t.grants).where(t.grants.c.repo == repo))
+        conn.execute(delete(t.grant_managers).where(t.grant_managers.c.repo == repo))
+
+
+def _unmanage(conn: Connection, repo: str, subject: str) -> None:
+    m = t.grant_managers.c
+    conn.execute(delete(t.grant_managers).where(m.repo == repo, m.subject == subject))

@@ -202,10 +202,12 @@ def _ml_repos(conn: Connection, names: list[str]) -> list[dict[str, Any]]:
 
 def _grants_on(conn: Connection, repos: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     grants: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    g, m = t.grants.c, t.grant_managers.c
     for r in conn.execute(
-        select(t.grants)
-        .where(t.grants.c.repo.in_(list(repos)))
-        .order_by(t.grants.c.repo, t.grants.c.subject)
+        select(t.grants, m.managed_by)
+        .outerjoin(t.grant_managers, (m.repo == g.repo) & (m.subject == g.subject))
+        .where(g.repo.in_(list(repos)))
+        .order_by(g.repo, g.subject)
     ):
         grants[r.repo].append(
             {
@@ -214,6 +216,7 @@ def _grants_on(conn: Connection, repos: Iterable[str]) -> dict[str, list[dict[st
                 "granted_by": r.granted_by,
                 "granted_at": r.granted_at,
                 "reason": r.reason,
+                "managed_by": r.managed_by,
             }
         )
     return grants

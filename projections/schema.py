@@ -148,6 +148,16 @@ grants = Table(
     Index("ix_view_grants_subject", "subject"),
 )
 
+# Who manages a direct grant in force (`apply`), for grants that have a manager. A table of its
+# own, so that a view store made before it gains it on start: the events before it had none.
+grant_managers = Table(
+    "view_grant_managers",
+    metadata,
+    Column("repo", String(100), primary_key=True),
+    Column("subject", String(300), primary_key=True),
+    Column("managed_by", String(63), nullable=False),
+)
+
 # Every published event body (DESIGN §4) with its place in the hash chain.
 audit_events = Table(
     "view_audit_events",

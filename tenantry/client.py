@@ -630,10 +630,13 @@ class Client:
         subject: str,
         role: Role,
         reason: str | None = None,
+        managed_by: str | None = None,
         expected_version: int | None = None,
         **options: Unpack[CommandOptions],
     ) -> CommandReply:
-        """`subject`: `user:<email>`, `team:<name>` or `workspace:<cluster>:<name>`."""
+        """`subject`: `user:<email>`, `team:<name>` or `workspace:<cluster>:<name>`.
+        `managed_by` (`apply`) owns the grant until a grant without it: `apply --prune` revokes
+        only grants it manages."""
         return await self.command(
             "grant_repo_access",
             {
@@ -641,6 +644,7 @@ class Client:
                 "subject": subject,
                 "role": role,
                 "reason": reason,
+                "managed_by": managed_by,
                 "expected_version": expected_version,
             },
             **options,

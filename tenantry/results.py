@@ -76,6 +76,8 @@ class Grant(_Result):
     granted_by: str
     granted_at: datetime
     reason: str | None = None
+    # Who manages it (`apply`: `apply --prune` may revoke it); None: nobody's.
+    managed_by: str | None = None
 
 
 class MlRepo(_Result):
