@@ -9,9 +9,10 @@ applying the same manifests again sends nothing and writes nothing.
 Only what a document says is managed: a field left out of a document is left as it is (the
 create command's default applies when the thing is created). `members` and a cluster's
 `environments`, when given, are complete: what they do not name is taken away. Grants are only
-ever added or changed by default: a grant that `collaborators` or `ml_repo_access` does not name
-(made from Python, from the bus, by hand) is shown as a removal (`- revoke`) and kept; with
-`prune` it is revoked. Each grant belongs to one field: a workspace's grants to its document's
+ever added or changed by default. The grants apply sends record `managed_by: apply`; one of
+those that `collaborators` or `ml_repo_access` no longer names is shown as a removal
+(`- revoke`) and kept, and revoked with `prune`. A grant made from Python, the bus or by hand
+(no manager, or regranted without one since) is never removed. Each grant belongs to one field: a workspace's grants to its document's
 `ml_repo_access`, every other subject's to the repo's `collaborators` — so a repo document never
 removes a grant a workspace document declares. A repo's admins are kept unless the document
 names admins of its own, so applying never leaves a repo without an admin. What the service
@@ -142,6 +143,9 @@ class Action:
     source: Source
     changes: list[Change] = field(default_factory=list)
 
+
+# The `managed_by` of the grants apply sends: `--prune` revokes only grants that bear it.
+APPLY = "apply"
 
 # The phases commands run in; within a phase, in the order planned.
 _ENVIRONMENTS, _STORAGE, _TEAMS, _CLUSTERS, _REPOS, _WORKSPACES, _GRANTS, _TAKE_AWAY = range(8)
@@ -478,9 +482,13 @@ class _Planner:
         self._check_subjects(wanted)
 
         held: dict[tuple[str, str], str] = {}
+        # The grants an apply made (and no grant since without a manager): only these are ever
+        # revoked; a grant made from Python or the bus is nobody's to take away.
+        ours: set[tuple[str, str]] = set()
         for name, current in self.state.ml_repos.items():
             if current.status not in _GONE:
                 held.update({(name, g.subject): g.role for g in current.grants})
+                ours.update((name, g.subject) for g in current.grants if g.managed_by == APPLY)
         for name in self.described["ml-repo"]:
             if name not in self.state.ml_repos:
                 held[(name, self.creator)] = "admin"
@@ -498,7 +506,7 @@ class _Planner:
             if before == role:
                 continue
             if subject in creations and before is None:
-                creations[subject].append({"repo": repo, "role": role})
+                creations[subject].append({"repo": repo, "role": role, "managed_by": APPLY})
                 continue
             grants.append((repo, subject, role, document))
             self._grant_change(document, repo, subject, before, role)
@@ -513,7 +521,7 @@ class _Planner:
                 owner = managed_subjects.get(subject)
             else:
                 owner = managed_repos.get(repo)
-            if owner is None:
+            if owner is None or (repo, subject) not in ours:
                 continue
             repo_document = managed_repos.get(repo)
             if role == "admin" and repo_document is not None and not _names_admins(wanted, repo):
@@ -536,7 +544,13 @@ class _Planner:
         # Admins first, so that a repo never lacks one between two commands.
         for repo, subject, role, document in sorted(grants, key=lambda g: g[2] != "admin"):
             grant = GrantRepoAccess.model_validate(
-                {"repo": repo, "subject": subject, "role": role, "reason": _reason(document)}
+                {
+                    "repo": repo,
+                    "subject": subject,
+                    "role": role,
+                    "reason": _reason(document),
+                    "managed_by": APPLY,
+                }
             )
             self._step(_GRANTS, grant, self.actions[document.key])
         for repo, subject, document in revokes:

@@ -239,7 +239,7 @@ async def test_apply_twice_dry_run_and_an_invalid_manifest(
     assert tenantry_up.stop() == 0, tenantry_up.log()
 
 
-async def test_grants_made_elsewhere_are_kept_unless_pruned_and_summary_counts(
+async def test_prune_revokes_only_what_apply_granted_and_summary_counts(
     tenantry_up: Tenantry, manifests: Path
 ) -> None:
     tenantry_up.start()
@@ -247,32 +247,45 @@ async def test_grants_made_elsewhere_are_kept_unless_pruned_and_summary_counts(
     ana = ("--actor", "user:ana@example.com")
     first = await _cli(tenantry_up, "apply", "-f", str(manifests), *ana)
     assert first.returncode == 0, first.stderr + first.stdout
-    # A grant made on the bus, which no manifest names.
+    # A grant made on the bus, which no manifest names: nobody's to take away.
     made = await tenantry_up.command(
         "grant_repo_access",
         {"repo": "fraud-models", "subject": "user:eve@example.com", "role": "viewer"},
         **{"Tenantry-Actor": "user:ana@example.com"},
     )
     assert made["ok"], made
+    untouched = await _cli(tenantry_up, "apply", "-f", str(manifests), "--prune", *ana)
+    assert untouched.returncode == 0, untouched.stderr
+    assert "eve@example.com" not in untouched.stdout, untouched.stdout
+    assert "Nothing to change." in untouched.stdout, untouched.stdout
+    check = await _cli(tenantry_up, "check-access", "user:eve@example.com", "fraud-models")
+    assert check.returncode == 0, "apply --prune revoked a grant made on the bus"
 
+    # A grant the manifests declared (apply granted it), then taken out of them.
+    (manifests / "10-team.yaml").write_text(
+        TEAM.replace("  - {subject: team:risk, role: viewer}\n", "")
+    )
     kept = await _cli(tenantry_up, "apply", "-f", str(manifests), *ana)
     assert kept.returncode == 0, kept.stderr
     assert (
-        '    - revoke collaborators[user:eve@example.com]: "viewer"  (kept: --prune revokes it)'
+        '    - revoke collaborators[team:risk]: "viewer"  (kept: --prune revokes it)'
         in kept.stdout
     ), kept.stdout
+    assert "eve@example.com" not in kept.stdout, kept.stdout
     assert "1 grant(s) the manifests do not name: kept (--prune revokes them)." in kept.stdout
     summary = await _cli(tenantry_up, "apply", "-f", str(manifests), "--summary", *ana)
     assert summary.stdout.strip().splitlines() == [
         "Plan: 0 to create, 0 to update, 6 unchanged; 0 command(s). 1 grant(s) the manifests "
         "do not name: kept (--prune revokes them). Nothing to change."
     ], summary.stdout
-    check = await _cli(tenantry_up, "check-access", "user:eve@example.com", "fraud-models")
-    assert check.returncode == 0, "a grant made elsewhere survived the apply"
+    check = await _cli(tenantry_up, "check-access", "user:bo@example.com", "fraud-models")
+    assert check.returncode == 0, "a grant taken out of the manifests survived without --prune"
 
     pruned = await _cli(tenantry_up, "apply", "-f", str(manifests), "--prune", *ana)
     assert pruned.returncode == 0, pruned.stderr
     assert "Applied 1 command(s)" in pruned.stdout, pruned.stdout
+    check = await _cli(tenantry_up, "check-access", "user:bo@example.com", "fraud-models")
+    assert check.returncode == 1, "--prune revokes what apply granted and the manifests dropped"
     check = await _cli(tenantry_up, "check-access", "user:eve@example.com", "fraud-models")
-    assert check.returncode == 1, "--prune revokes what the manifests do not name"
+    assert check.returncode == 0, "apply --prune revoked a grant made on the bus"
     assert tenantry_up.stop() == 0, tenantry_up.log()
