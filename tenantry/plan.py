@@ -10,14 +10,14 @@ Only what a document says is managed: a field left out of a document is left as 
 create command's default applies when the thing is created). `members` and a cluster's
 `environments`, when given, are complete: what they do not name is taken away. Grants are only
 ever added or changed by default. The grants apply sends record `managed_by: apply`; one of
-those that `collaborators` or `ml_repo_access` no longer names is shown as a removal
-(`- revoke`) and kept, and revoked with `prune`. A grant made from Python, the bus or by hand
-(no manager, or regranted without one since) is never removed. Each grant belongs to one field: a workspace's grants to its document's
-`ml_repo_access`, every other subject's to the repo's `collaborators` — so a repo document never
-removes a grant a workspace document declares. A repo's admins are kept unless the document
-names admins of its own, so applying never leaves a repo without an admin. What the service
-would refuse halfway (a reference to nothing, a change no command can make) is refused here,
-before anything is written."""
+those that `collaborators` or `ml_repo_access` no longer names is shown as a removal (`-
+revoke`) and kept, and revoked with `prune`. A grant made from Python, the bus or by hand (no
+manager, or regranted without one since) is never removed. Each grant belongs to one field: a
+workspace's grants to its document's `ml_repo_access`, every other subject's to the repo's
+`collaborators` — so a repo document never removes a grant a workspace document declares. A
+repo's admins are kept unless the document names admins of its own, so applying never leaves a
+repo without an admin. What the service would refuse halfway (a reference to nothing, a change
+no command can make) is refused here, before anything is written."""
 
 from __future__ import annotations
 
@@ -506,7 +506,7 @@ class _Planner:
             if before == role:
                 continue
             if subject in creations and before is None:
-                creations[subject].append({"repo": repo, "role": role, "managed_by": APPLY})
+                creations[subject].append({"repo": repo, "role": role})
                 continue
             grants.append((repo, subject, role, document))
             self._grant_change(document, repo, subject, before, role)
@@ -538,7 +538,10 @@ class _Planner:
                     Change("ml_repo_access", ABSENT, creations[subject])
                 )
             command = CreateWorkspace.model_validate(
-                {**_fields(m), "ml_repo_access": creations[subject]}
+                {
+                    **_fields(m),
+                    "ml_repo_access": [{**a, "managed_by": APPLY} for a in creations[subject]],
+                }
             )
             self.steps.append((_WORKSPACES, command))
         # Admins first, so that a repo never lacks one between two commands.

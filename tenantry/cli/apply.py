@@ -43,8 +43,9 @@ def register(verbs: Any) -> None:
     applying.add_argument(
         "--prune",
         action="store_true",
-        help="also revoke grants that collaborators / ml_repo_access do not name (shown as "
-        "'- revoke' in the plan; without --prune they are kept)",
+        help="also revoke grants apply made that collaborators / ml_repo_access no longer "
+        "name (shown as '- revoke' in the plan; without --prune they are kept; grants made "
+        "elsewhere are never revoked)",
     )
     applying.add_argument(
         "--summary",

@@ -268,8 +268,7 @@ async def test_prune_revokes_only_what_apply_granted_and_summary_counts(
     kept = await _cli(tenantry_up, "apply", "-f", str(manifests), *ana)
     assert kept.returncode == 0, kept.stderr
     assert (
-        '    - revoke collaborators[team:risk]: "viewer"  (kept: --prune revokes it)'
-        in kept.stdout
+        '    - revoke collaborators[team:risk]: "viewer"  (kept: --prune revokes it)' in kept.stdout
     ), kept.stdout
     assert "eve@example.com" not in kept.stdout, kept.stdout
     assert "1 grant(s) the manifests do not name: kept (--prune revokes them)." in kept.stdout

@@ -323,33 +323,33 @@ def test_grants_not_named_are_kept_unless_pruned_and_never_another_documents(
         "type: workspace\ncluster: prod-eu\nname: sandbox\nenvironment: dev\n"
         "ml_repo_access: [{repo: fraud-models, role: viewer}]\n"
     )
-    # A grant made elsewhere (from Python, from the bus): no manifest names it.
+    # A grant made elsewhere (from Python, from the bus): no manifest names it, nor manages it.
     world.send(
         [GrantRepoAccess(repo="fraud-models", subject="user:eve@example.com", role="viewer")]
     )
     # The repo's collaborators now name only the team. Without --prune nothing is revoked:
-    # bo's and eve's grants are shown as removals and kept.
+    # bo's grant (apply's) is shown as a removal and kept; eve's is not apply's to show.
     only_team = BASE.replace("  - {subject: user:bo@example.com, role: viewer}\n", "")
     kept = world.apply(only_team)
     assert names(kept) == []
-    assert kept.removals == 2
+    assert kept.removals == 1
     assert [c for c in changes(kept, "fraud-models") if c.removal] == [
         Change("collaborators[user:bo@example.com]", "viewer", ABSENT, removal=True),
-        Change("collaborators[user:eve@example.com]", "viewer", ABSENT, removal=True),
     ]
     assert world.grants("fraud-models")["user:bo@example.com"] == "viewer"
-    assert world.grants("fraud-models")["user:eve@example.com"] == "viewer"
-    # With --prune they go; the sandbox's grant belongs to the sandbox's document (not part of
-    # this apply) and stays, and so does the creator's admin grant.
+    # With --prune bo's goes; eve's (made on the bus) stays, the sandbox's grant belongs to the
+    # sandbox's document (not part of this apply) and stays, and so does the creator's admin
+    # grant (made by create_ml_repo, managed by nobody).
     revoked = world.apply(only_team, prune=True)
-    assert names(revoked) == ["revoke_repo_access", "revoke_repo_access"]
+    assert names(revoked) == ["revoke_repo_access"]
     assert world.grants("fraud-models") == {
         ADMIN: "admin",
         "team:risk": "editor",
+        "user:eve@example.com": "viewer",
         "workspace:prod-eu:fraud": "editor",
         "workspace:prod-eu:sandbox": "viewer",
     }
-    # Naming admins hands the repo over: the new admin first, then the creator goes.
+    # Naming admins: the new admin is granted; the creator's grant is not apply's to take away.
     handed = world.apply(
         only_team.replace(
             "  - {subject: team:risk, role: editor}\n",
@@ -360,10 +360,20 @@ def test_grants_not_named_are_kept_unless_pruned_and_never_another_documents(
     )
     assert [(c.wire_name, c.subject) for c in handed.commands] == [  # type: ignore[attr-defined]
         ("grant_repo_access", "user:dee@example.com"),
-        ("revoke_repo_access", ADMIN),
     ]
     assert world.grants("fraud-models")["user:dee@example.com"] == "admin"
-    assert ADMIN not in world.grants("fraud-models")
+    assert world.grants("fraud-models")[ADMIN] == "admin"
+
+
+def test_prune_revokes_a_grant_regranted_elsewhere_no_more(world: World) -> None:
+    world.apply(BASE)
+    # bo's grant was apply's; granted again on the bus (same role) it is nobody's.
+    world.send([GrantRepoAccess(repo="fraud-models", subject="user:bo@example.com", role="viewer")])
+    only_team = BASE.replace("  - {subject: user:bo@example.com, role: viewer}\n", "")
+    pruned = world.apply(only_team, prune=True)
+    assert pruned.removals == 0
+    assert names(pruned) == []
+    assert world.grants("fraud-models")["user:bo@example.com"] == "viewer"
 
 
 def test_a_workspace_document_manages_its_own_grants_on_every_repo(world: World) -> None:
