@@ -71,7 +71,12 @@ WORLD: list[Step] = [
     ),
     (
         "grant_repo_access",
-        {"repo": "churn-models", "subject": "workspace:dev-us:sandbox", "role": "viewer"},
+        {
+            "repo": "churn-models",
+            "subject": "workspace:dev-us:sandbox",
+            "role": "viewer",
+            "managed_by": "apply",
+        },
         ADMIN,
     ),
     (
@@ -98,7 +103,12 @@ CHANGES: list[Step] = [
     ("remove_team_member", {"team": "risk", "user": "cy@example.com"}, ADMIN),
     (
         "grant_repo_access",
-        {"repo": "fraud-models", "subject": "user:bo@example.com", "role": "admin"},
+        {
+            "repo": "fraud-models",
+            "subject": "user:bo@example.com",
+            "role": "admin",
+            "managed_by": "apply",
+        },
         ADMIN,
     ),
     ("revoke_repo_access", {"repo": "fraud-models", "subject": "team:risk"}, ADMIN),
