@@ -111,6 +111,9 @@ class World:
     def grants(self, repo: str) -> dict[str, str]:
         return {g.subject: g.role for g in self.state().ml_repos[repo].grants}
 
+    def managers(self, repo: str) -> dict[str, str | None]:
+        return {g.subject: g.managed_by for g in self.state().ml_repos[repo].grants}
+
 
 @pytest.fixture
 def world() -> World:
@@ -367,8 +370,15 @@ def test_grants_not_named_are_kept_unless_pruned_and_never_another_documents(
 
 def test_prune_revokes_a_grant_regranted_elsewhere_no_more(world: World) -> None:
     world.apply(BASE)
+    assert world.managers("fraud-models") == {
+        ADMIN: None,  # the creator's, by create_ml_repo
+        "team:risk": "apply",
+        "user:bo@example.com": "apply",
+        "workspace:prod-eu:fraud": "apply",  # in the workspace's creation
+    }
     # bo's grant was apply's; granted again on the bus (same role) it is nobody's.
     world.send([GrantRepoAccess(repo="fraud-models", subject="user:bo@example.com", role="viewer")])
+    assert world.managers("fraud-models")["user:bo@example.com"] is None
     only_team = BASE.replace("  - {subject: user:bo@example.com, role: viewer}\n", "")
     pruned = world.apply(only_team, prune=True)
     assert pruned.removals == 0
