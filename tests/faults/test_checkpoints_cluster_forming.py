@@ -14,33 +14,18 @@ import pytest
 from domain.service import TenancyService
 from tenantry.audit_checkpoint import generate_key_pair, load_public_key, signature_problem
 from tenantry.checkpoints import CHECKPOINT_STREAM
-from tenantry.settings import Settings
-from tenantry.store import event_store_env
 from tests.faults.nats_cluster import NatsCluster
 from tests.faults.processes import Served, serve_env, stop_all, wait_until
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    nats_cluster = NatsCluster.create(tmp_path / "nats")  # started by the test, node by node
-    yield nats_cluster
-    nats_cluster.stop()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TenancyService]:
-    service = TenancyService(event_store_env(Settings(state_dir=tmp_path / "state")))
-    service.seed_default_environments()  # three events to publish and sign
-    yield service
-    service.close()
-
-
-@pytest.fixture
-def roles(tmp_path: Path, cluster: NatsCluster, store: TenancyService) -> Iterator[list[Served]]:
+def roles(
+    tmp_path: Path, forming_cluster: NatsCluster, seeded_store: TenancyService
+) -> Iterator[list[Served]]:
     generate_key_pair(tmp_path / "signing.key")
     env = serve_env(
         tmp_path / "state",
-        cluster.url,
+        forming_cluster.url,
         TENANTRY_STREAM_REPLICAS="3",
         TENANTRY_SIGNING_KEY=str(tmp_path / "signing.key"),
         TENANTRY_CHECKPOINT_SECONDS="0.2",
@@ -54,10 +39,10 @@ def roles(tmp_path: Path, cluster: NatsCluster, store: TenancyService) -> Iterat
 
 
 async def test_checkpoints_started_before_the_cluster_has_a_quorum_wait_and_then_sign(
-    cluster: NatsCluster, roles: list[Served], tmp_path: Path
+    forming_cluster: NatsCluster, roles: list[Served], tmp_path: Path
 ) -> None:
     _, checkpoints = roles
-    first, *others = cluster.nodes.values()
+    first, *others = forming_cluster.nodes.values()
     first.start()
     for served in roles:
         served.start()
@@ -75,7 +60,9 @@ async def test_checkpoints_started_before_the_cluster_has_a_quorum_wait_and_then
         return bool(checkpoints.events("checkpoint.published"))
 
     await wait_until(signed, 60, "a checkpoint")
-    nc = await nats.connect(cluster.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    nc = await nats.connect(
+        forming_cluster.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.1
+    )
     try:
         js = nc.jetstream()
         info = await js.stream_info(CHECKPOINT_STREAM)

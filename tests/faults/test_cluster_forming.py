@@ -12,40 +12,25 @@ import nats
 import pytest
 
 from domain.service import TenancyService
-from tenantry.settings import Settings
-from tenantry.store import event_store_env
 from tests.faults.nats_cluster import NatsCluster
 from tests.faults.processes import Served, serve_env, stop_all, wait_until
 from tests.integration.streams import assert_stream_matches_store, wait_for_stream
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    nats_cluster = NatsCluster.create(tmp_path / "nats")  # started by the test, node by node
-    yield nats_cluster
-    nats_cluster.stop()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[TenancyService]:
-    service = TenancyService(event_store_env(Settings(state_dir=tmp_path / "state")))
-    service.seed_default_environments()  # events for the relay to publish
-    yield service
-    service.close()
-
-
-@pytest.fixture
-def relay(tmp_path: Path, cluster: NatsCluster, store: TenancyService) -> Iterator[Served]:
-    env = serve_env(tmp_path / "state", cluster.url, TENANTRY_STREAM_REPLICAS="3")
+def relay(
+    tmp_path: Path, forming_cluster: NatsCluster, seeded_store: TenancyService
+) -> Iterator[Served]:
+    env = serve_env(tmp_path / "state", forming_cluster.url, TENANTRY_STREAM_REPLICAS="3")
     served = Served("relay", env, tmp_path / "relay.log")
     yield served
     stop_all([served])
 
 
 async def test_a_relay_started_before_the_cluster_has_a_quorum_waits_for_it(
-    cluster: NatsCluster, relay: Served, store: TenancyService
+    forming_cluster: NatsCluster, relay: Served, seeded_store: TenancyService
 ) -> None:
-    first, *others = cluster.nodes.values()
+    first, *others = forming_cluster.nodes.values()
     first.start()
     relay.start()
 
@@ -59,10 +44,12 @@ async def test_a_relay_started_before_the_cluster_has_a_quorum_waits_for_it(
     for node in others:
         node.start()
 
-    nc = await nats.connect(cluster.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    nc = await nats.connect(
+        forming_cluster.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.1
+    )
     try:
-        messages = await wait_for_stream(nc.jetstream(), store.recorder, timeout=60)
+        messages = await wait_for_stream(nc.jetstream(), seeded_store.recorder, timeout=60)
     finally:
         await nc.close()
-    assert_stream_matches_store(messages, store.recorder)
+    assert_stream_matches_store(messages, seeded_store.recorder)
     assert relay.alive() and relay.starts == 1, relay.tail()
