@@ -39,6 +39,13 @@ class Published:
     service: TenancyService
     nats_url: str
     folder: Path
+    relay_stop: asyncio.Event
+    relay_task: asyncio.Task[None]
+
+    async def stop_relay(self) -> None:
+        """Stop the relay (which would otherwise heal what a test takes from the stream)."""
+        self.relay_stop.set()
+        await self.relay_task
 
     def run(self, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
         """The CLI in this process (its handlers run their own event loop): exit code, output."""
@@ -65,7 +72,7 @@ async def published(
     monkeypatch.setenv("TENANTRY_NATS_URL", nats_server.url)
     monkeypatch.setenv("TENANTRY_STATE_DIR", str(sqlite_settings.state_dir))
     monkeypatch.setenv("TENANTRY_LOG_LEVEL", "warning")
-    yield Published(service, nats_server.url, sqlite_settings.state_dir.parent)
+    yield Published(service, nats_server.url, sqlite_settings.state_dir.parent, stop, task)
     stop.set()
     await task
     await nc.close()
