@@ -21,7 +21,8 @@ from tests.integration.test_audit_export import (
 
 
 async def test_a_line_with_a_duplicated_key_is_refused(
-    published: Published, capsys: pytest.CaptureFixture[str]
+    published: Published,  # noqa: F811 (the fixture imported above)
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path, lines = await _export(published)
     target = len(lines) // 2
@@ -39,7 +40,8 @@ async def test_a_line_with_a_duplicated_key_is_refused(
 
 
 async def test_a_deleted_middle_message_and_an_altered_one_are_named(
-    published: Published, capsys: pytest.CaptureFixture[str]
+    published: Published,  # noqa: F811 (the fixture imported above)
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     await published.stop_relay()
     nc = await nats.connect(published.nats_url)
@@ -79,7 +81,8 @@ async def test_a_deleted_middle_message_and_an_altered_one_are_named(
 
 
 async def test_with_the_last_three_messages_deleted_verify_and_export_give_a_verdict(
-    published: Published, capsys: pytest.CaptureFixture[str]
+    published: Published,  # noqa: F811 (the fixture imported above)
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     await published.stop_relay()
     nc = await nats.connect(published.nats_url)
