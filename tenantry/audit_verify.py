@@ -14,8 +14,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.persistence import ApplicationRecorder
 from nats.aio.client import Client
+from nats.js.errors import NotFoundError
 
-from domain.event_log import ZERO_HASH, chained_body, published_bytes, verify_link
+from domain.event_log import STREAM_NAME, ZERO_HASH, chained_body, published_bytes, verify_link
 from domain.service import INTERNAL_TOPICS
 from tenantry.audit_checkpoint import ChainSpan, check_checkpoint, is_checkpoint
 from tenantry.audit_export import stream_messages
@@ -213,9 +214,9 @@ async def verify_live(recorder: ApplicationRecorder, nc: Client) -> Verdict:
     expected = 0  # index in `chain` of the next event the stream's chain needs
     copies = 0
     gap: tuple[int, int] | None = None  # (seq, position) of the first message past a gap
-    last_seq = last_on_chain = 0
+    last_seq = await _last_seq(nc)  # deleted messages at the end keep their sequences
+    last_on_chain = 0
     async for seq, data in stream_messages(nc):
-        last_seq = seq
         body = _parse(data)
         position = body.get("position") if body is not None else None
         if body is None or not isinstance(position, int):
@@ -280,6 +281,14 @@ async def verify_live(recorder: ApplicationRecorder, nc: Client) -> Verdict:
 
 
 _POSITION_IN = re.compile(r"position (\d+)")
+
+
+async def _last_seq(nc: Client) -> int:
+    try:
+        info = await nc.jetstream().stream_info(STREAM_NAME)
+    except NotFoundError:
+        return 0
+    return int(info.state.last_seq)
 
 
 def _differing(
