@@ -253,15 +253,13 @@ async def verify_live(recorder: ApplicationRecorder, nc: Client) -> Verdict:
         missing = chain[expected][0]
         where = "at the head" if expected == 0 else "after position " + str(chain[expected - 1][0])
         if gap is not None and index[gap[1]] > expected:
-            verdict.also.insert(
-                0,
+            verdict.also.append(
                 f"position {missing} is missing from the stream ({where}): the messages from "
                 f"seq {gap[0]} on do not follow it",
             )
-            verdict.position = missing
         elif last_seq > last_on_chain or (expected == 0 and last_seq):
-            verdict.also.insert(
-                0, f"positions {missing}-{chain[-1][0]} are missing from the stream ({where})"
+            verdict.also.append(
+                f"position {missing} to {chain[-1][0]} are missing from the stream ({where})"
             )
         else:
             unpublished = len(chain) - expected

@@ -23,7 +23,7 @@ import pytest
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS
-from domain.event_log import chain_hash
+from domain.event_log import chain_hash, published_bytes
 from domain.service import TenancyService
 from tenantry.nats_server import NatsServer
 from tenantry.relay import Relay
@@ -291,7 +291,7 @@ def _rewrite_from(lines: list[bytes], start: int, **changes: Any) -> list[bytes]
         unchained = {k: v for k, v in body.items() if k not in ("prev_hash", "hash")}
         body["prev_hash"], body["hash"] = prev_hash, chain_hash(prev_hash, unchained)
         prev_hash = body["hash"]
-        out.append(json.dumps(body).encode() + b"\n")
+        out.append(published_bytes(body) + b"\n")  # the canonical bytes, as verify requires
     return out
 
 

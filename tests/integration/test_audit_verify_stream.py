@@ -97,7 +97,7 @@ async def test_with_the_last_three_messages_deleted_verify_and_export_give_a_ver
         await nc.close()
     code, output = await asyncio.to_thread(published.run, "audit", "verify", capsys=capsys)
     assert code == 1, output
-    assert f"positions {gone[0]['position']}-{gone[-1]['position']} are missing" in output
+    assert f"position {gone[0]['position']} to {gone[-1]['position']} are missing" in output
     assert "Traceback" not in output and "Task exception" not in output
     out = published.folder / "export.jsonl"
     code, output = await asyncio.to_thread(
