@@ -198,6 +198,11 @@ class Relay:
                 # where it stands (as soon as the server answers) and go on from there.
                 log.warning("relay.resync", error=f"{type(exc).__name__}: {exc}")
                 self._pipeline.forget()
+                for future in (*unacked, *sent):
+                    # Their refusals are known (one is enough): retrieved, so that asyncio
+                    # does not log each as an exception never retrieved.
+                    if future.done() and not future.cancelled():
+                        future.exception()
                 unacked, sent = [], []
                 resynced = await self._resync(stop)
                 if resynced is None:

@@ -471,3 +471,30 @@ def _out_of_place(later: _Judged, body: dict[str, Any]) -> Finding:
         f"does not follow the intact message before it (position {body['position']}): "
         "events are missing before it, or it is a copy out of place",
     )
+
+
+async def standing_alert(nc: Client) -> dict[str, Any] | None:
+    """The newest alert on `tenantry.alert.stream` if it is critical (`tenantry health` fails
+    while there is one), else None. A critical alert stands until a live `tenantry audit
+    verify` passes (after someone removed what was forged), which publishes an all-clear."""
+    try:
+        msg = await nc.jetstream().get_last_msg(ALERT_STREAM, ALERT_SUBJECT)
+    except NotFoundError:
+        return None
+    alert = json.loads(msg.data or b"{}")
+    return alert if isinstance(alert, dict) and alert.get("severity") == "critical" else None
+
+
+async def publish_all_clear(nc: Client, detail: str) -> None:
+    """Say on `tenantry.alert.stream` that the whole stream was verified against the store."""
+    alert = {
+        "severity": "ok",
+        "kind": "verified",
+        "stream": STREAM_NAME,
+        "seq": None,
+        "position": None,
+        "detail": detail,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    await nc.publish(ALERT_SUBJECT, json.dumps(alert).encode())
+    await nc.flush()

@@ -230,6 +230,10 @@ async def _verify_live(settings: Settings) -> int:
             return 1
         try:
             verdict = await verify_live(service.recorder, nc)
+            if verdict.ok:
+                from tenantry.stream_check import publish_all_clear
+
+                await publish_all_clear(nc, verdict.report().splitlines()[0])
         finally:
             await nc.close()
     finally:

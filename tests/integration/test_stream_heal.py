@@ -23,11 +23,13 @@ from domain.commands import COMMANDS
 from domain.event_log import STREAM_NAME, canonical_json, chain_hash
 from domain.service import TenancyService
 from tenantry.audit_verify import verify_live
+from tenantry.cli.processes import _probe
 from tenantry.nats_server import NatsServer
 from tenantry.relay import Relay
 from tenantry.settings import Settings
 from tenantry.store import event_store_env
 from tenantry.stream_check import ALERT_SUBJECT
+from tests.integration.cli import cli
 from tests.integration.provisioning import ADMIN, running_tenancy, running_worker
 from tests.integration.streams import wait_for_chain
 from workers import BackendConfig
@@ -160,7 +162,7 @@ def _forged_grant(genuine: dict[str, Any], subject: str) -> bytes:
 
 
 async def test_a_forged_grant_is_reported_never_acted_on_and_published_past(
-    nats_server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mallory, bob = "user:mallory@example.com", "user:bob@example.com"
     root = tmp_path / "storage"
@@ -202,3 +204,11 @@ async def test_a_forged_grant_is_reported_never_acted_on_and_published_past(
             verdict = await verify_live(tenancy.service.recorder, tenancy.client)
             assert not verdict.ok
             assert f"seq {ack.seq}" in verdict.report()
+            # `tenantry health` fails until the forged message is removed and a live
+            # verification passes.
+            assert await _probe(tenancy.url) == 1
+            await js.delete_msg(STREAM_NAME, ack.seq)
+            monkeypatch.setenv("TENANTRY_NATS_URL", tenancy.url)
+            monkeypatch.setenv("TENANTRY_STATE_DIR", str(tmp_path / "state"))
+            assert await asyncio.to_thread(cli, ["audit", "verify"]) == 0
+            assert await _probe(tenancy.url) == 0
