@@ -4,8 +4,9 @@ ended by a signed checkpoint (`tenantry.audit_checkpoint`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,7 @@ Bound = int | datetime | None
 
 async def stream_messages(
     nc: Client, since_position: int | None = None, *, stall_timeout: float = 10.0
-) -> AsyncIterator[tuple[int, bytes]]:
+) -> AsyncGenerator[tuple[int, bytes], None]:
     """(stream sequence, the published bytes) of every message on the stream as it stands
     now, in order, from the first event at or after `since_position`. Ends at the last
     message there is (the stream's last sequence may be a deleted message)."""
@@ -62,16 +63,6 @@ async def stream_messages(
                 return
     finally:
         await sub.unsubscribe()
-
-
-async def stream_bodies(
-    nc: Client, since_position: int | None = None, *, stall_timeout: float = 10.0
-) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
-    """(the published bytes, the parsed body) of every message that parses as a JSON object."""
-    async for _, data in stream_messages(nc, since_position, stall_timeout=stall_timeout):
-        body = _parsed(data)
-        if body is not None:
-            yield data, body
 
 
 def _parsed(data: bytes) -> dict[str, Any] | None:
@@ -114,9 +105,24 @@ async def export(
     copy left on the stream before a heal) is left out and listed: from the start of the stream
     the chain begins at zeros; from `since` at the first event's own `prev_hash`."""
     result = Exported()
+    # aclosing: a `break` below unsubscribes now, not when the generator is collected (after
+    # the connection closed, with a traceback).
+    messages = stream_messages(nc, since if isinstance(since, int) else None)
+    async with contextlib.aclosing(messages):
+        await _export_run(messages, write, since, until, result)
+    return result
+
+
+async def _export_run(
+    messages: AsyncIterator[tuple[int, bytes]],
+    write: Callable[[bytes], object],
+    since: Bound,
+    until: Bound,
+    result: Exported,
+) -> None:
     waiting_for = since if isinstance(since, datetime) else None
     head: str | None = ZERO_HASH if since is None else None
-    async for seq, data in stream_messages(nc, since if isinstance(since, int) else None):
+    async for seq, data in messages:
         body = _parsed(data)
         if body is None or not isinstance(body.get("position"), int):
             result.skipped.append((seq, None, None))
@@ -138,7 +144,6 @@ async def export(
         head = body["hash"]
         result.chain_hashes.add(body["hash"])
         result.span = result.span.then(body)
-    return result
 
 
 def _occurred(body: dict[str, Any]) -> datetime:

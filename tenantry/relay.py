@@ -299,11 +299,14 @@ class Relay:
                     raise ConnectionError("the connection dropped before every ack came")
         results = [f.exception() or f.result() for f in acks]
         refused = [r for r in results if isinstance(r, BaseException)]
-        if refused:
-            raise refused[0]  # once one is refused, so is every later one: resync
-        self.published += len(acks)
+        # Those stored count, also before a refusal (a second relay may have taken over in
+        # the middle of a batch: its first publish refused, the next ones its own).
+        stored = len(acks) - len(refused)
+        self.published += stored
         if self._metrics is not None:
-            self._metrics.relay_published.inc(len(acks))
+            self._metrics.relay_published.inc(stored)
+        if refused:
+            raise refused[0]  # resync: the stream is read again
         log.debug("relay.published", events=len(acks))
 
 
