@@ -93,7 +93,7 @@ async def raw_messages(js: JetStreamContext) -> list[tuple[int, str, dict[str, s
     except NotFoundError:
         return []
     out = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+    for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
         try:
             msg = await js.get_msg(STREAM_NAME, seq=seq)
         except NotFoundError:
