@@ -27,7 +27,7 @@ from tenantry.cli.processes import _probe
 from tenantry.nats_server import NatsServer
 from tenantry.relay import Relay
 from tenantry.settings import Settings
-from tenantry.store import event_store_env
+from tenantry.store import event_store_env, postgres_env
 from tenantry.stream_check import ALERT_SUBJECT
 from tests.integration.cli import cli
 from tests.integration.provisioning import ADMIN, running_tenancy, running_worker
@@ -37,9 +37,13 @@ from workers import BackendConfig
 Chain = list[tuple[int, str, dict[str, str], bytes]]
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[TenancyService]:
-    svc = TenancyService(event_store_env(Settings(state_dir=tmp_path / "state")))
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TenancyService]:
+    if request.param == "sqlite":
+        env = event_store_env(Settings(state_dir=tmp_path / "state"))
+    else:
+        env = postgres_env(request.getfixturevalue("postgres_url"))
+    svc = TenancyService(env)
     svc.seed_default_environments()
     yield svc
     svc.close()
