@@ -54,7 +54,7 @@ class StreamFollower:
     ) -> None:
         self._js = js
         self._name = name
-        self._subjects = frozenset(subjects)  # exact subjects: what `fold` is given
+        self._subjects = list(subjects)  # what `fold` is given (NATS wildcards allowed)
         self._apply = apply
         self._chain = ChainGuard()
         # Stream sequences of the messages that failed the chain check, and why.
@@ -138,7 +138,7 @@ class StreamFollower:
             position = body.get("position") if isinstance(body, dict) else None
             log.error("follower.untrusted", seq=seq, position=position, reason=reason)
             return
-        if subject in self._subjects:
+        if any(_matches(subject, pattern) for pattern in self._subjects):
             self._apply(seq, body)
 
     async def _restart(self, after: int) -> None:
@@ -176,3 +176,14 @@ class StreamFollower:
                 pass  # it expires by itself after its inactive threshold
             except Exception as exc:  # the connection may be closing: not worth failing for
                 log.debug("follower.delete_failed", error=str(exc))
+
+
+def _matches(subject: str, pattern: str) -> bool:
+    """NATS subject matching: `*` one token, `>` the rest (one token or more)."""
+    parts, wanted = subject.split("."), pattern.split(".")
+    for i, part in enumerate(wanted):
+        if part == ">":
+            return len(parts) > i
+        if i >= len(parts) or part not in ("*", parts[i]):
+            return False
+    return len(parts) == len(wanted)
