@@ -336,8 +336,8 @@ class StreamGuard:
             seq = msg.seq + 1
         return False
 
-    def _first_published(self) -> int | None:
-        after = 0
+    def _first_published(self, after: int = 0) -> int | None:
+        """The store's first event (not an internal record) after position `after`."""
         while notifications := self._recorder.select_notifications(
             after, 100, inclusive_of_start=False
         ):
@@ -394,6 +394,23 @@ class StreamGuard:
             head = _Head(judged.seq, body["position"], body["hash"])
         if raw:
             self._verified_seq = raw[-1][0]
+        if self._verified_seq < last_seq and not await self._holds_after(self._verified_seq):
+            # The stream holds nothing after what was read, yet it reached `last_seq`: what
+            # was published there was deleted before this check read it (a deleted tail).
+            self._verified_seq = last_seq
+            after = head.position if head is not None else 0
+            if self._first_published(after) is not None:
+                findings.append(
+                    Finding(
+                        "missing",
+                        last_seq,
+                        after,
+                        f"the stream lost what it held after sequence "
+                        f"{head.seq if head is not None else 0} (deleted at its tail): "
+                        "re-publishing",
+                    )
+                )
+                lost = True
         if head is not None:
             await self._samples(store, info.state.first_seq, head.seq, findings)
         await self._report(findings)
@@ -406,6 +423,16 @@ class StreamGuard:
             log.warning("stream.behind", resume_after=head.position, seq=head.seq)
             return Resume(head.position, head.hash, last_seq, rewind=True)
         return None
+
+    async def _holds_after(self, seq: int) -> bool:
+        """Does the stream hold any message after sequence `seq`?"""
+        try:
+            await self._js.get_msg(
+                STREAM_NAME, seq=seq + 1, subject=SUBJECT_PREFIX + ">", next=True
+            )
+        except NotFoundError:
+            return False
+        return True
 
     async def _read(
         self, start: int, last_seq: int

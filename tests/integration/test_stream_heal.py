@@ -28,7 +28,7 @@ from tenantry.nats_server import NatsServer
 from tenantry.relay import Relay
 from tenantry.settings import Settings
 from tenantry.store import event_store_env, postgres_env
-from tenantry.stream_check import ALERT_SUBJECT
+from tenantry.stream_check import ALERT_SUBJECT, StreamGuard
 from tests.integration.cli import cli
 from tests.integration.provisioning import ADMIN, running_tenancy, running_worker
 from tests.integration.streams import wait_for_chain
@@ -133,6 +133,36 @@ async def test_the_last_three_messages_deleted_are_published_again_and_logged(
     assert "relay.healing" in events, events
     missing = [e for e in logs if e["event"] == "stream.finding" and e["kind"] == "missing"]
     assert missing, events
+
+
+async def test_a_tail_deleted_before_the_check_read_it_is_found_missing(
+    service: TenancyService, nc: Client
+) -> None:
+    """The check had verified the stream up to some message; the relay published more, and
+    those were deleted before the next check read them: nothing is left after the verified
+    head, yet the stream reached further. The check says where to publish again from."""
+    js = nc.jetstream()
+    running = _Running(Relay(service.recorder, nc, poll_interval=0.02, check_interval=3600))
+    await asyncio.to_thread(_teams, service, 0, 5)
+    await running.chain(js, service)
+    guard = StreamGuard(service.recorder, nc, sample=0)
+    verified = await guard.start()
+    await asyncio.to_thread(_teams, service, 5, 3)
+    await running.chain(js, service)
+    await running.finish()
+    last_seq = (await js.stream_info(STREAM_NAME)).state.last_seq
+    assert last_seq > verified.last_seq
+    for seq in range(verified.last_seq + 1, last_seq + 1):
+        await js.delete_msg(STREAM_NAME, seq)
+    resume = await guard.audit()
+    assert resume is not None, "the deleted tail went unnoticed"
+    assert (resume.position, resume.hash, resume.last_seq) == (
+        verified.position,
+        verified.hash,
+        last_seq,
+    )
+    assert resume.rewind
+    assert [f.kind for f in guard.findings] == ["missing"], guard.findings
 
 
 async def test_a_relay_starts_and_heals_when_the_last_message_was_deleted(
