@@ -240,9 +240,9 @@ async def test_a_forged_grant_is_reported_never_acted_on_and_published_past(
             assert f"seq {ack.seq}" in verdict.report()
             # `tenantry health` fails until the forged message is removed and a live
             # verification passes.
-            assert await _probe(tenancy.url) == 1
+            assert await _probe(Settings(nats_url=tenancy.url)) == 1
             await js.delete_msg(STREAM_NAME, ack.seq)
             monkeypatch.setenv("TENANTRY_NATS_URL", tenancy.url)
             monkeypatch.setenv("TENANTRY_STATE_DIR", str(tmp_path / "state"))
             assert await asyncio.to_thread(cli, ["audit", "verify"]) == 0
-            assert await _probe(tenancy.url) == 0
+            assert await _probe(Settings(nats_url=tenancy.url)) == 0
