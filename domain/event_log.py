@@ -142,5 +142,18 @@ def verify_link(body: dict[str, Any], prev_hash: str) -> bool:
     )
 
 
+def published_bytes(body: dict[str, Any]) -> bytes:
+    """The exact bytes the relay publishes for a chained `body`: the canonical JSON of every
+    field but `prev_hash` and `hash`, then those two appended (as `published` writes them).
+
+    A line or message whose bytes differ from this is not what the relay wrote, even if it
+    parses to the same fields: JSON readers keep the *last* of two equal keys, so a line with
+    a forged value first and the genuine one last would parse as genuine."""
+    unchained = {k: v for k, v in body.items() if k not in ("prev_hash", "hash")}
+    prev_hash, digest = body.get("prev_hash"), body.get("hash")
+    chained = f',"prev_hash":"{prev_hash}","hash":"{digest}"}}'
+    return canonical_json(unchained)[:-1] + chained.encode()
+
+
 def subject_of(body: dict[str, Any]) -> str:
     return SUBJECT_PREFIX + str(body["type"])

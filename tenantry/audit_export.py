@@ -5,8 +5,9 @@ ended by a signed checkpoint (`tenantry.audit_checkpoint`)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -15,25 +16,26 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from domain.event_log import STREAM_NAME, SUBJECT_PREFIX
+from domain.event_log import STREAM_NAME, SUBJECT_PREFIX, ZERO_HASH, published_bytes, verify_link
 from tenantry.audit_checkpoint import ChainSpan
 from tenantry.audit_tail import first_seq_at_position, reader_name
 
 Bound = int | datetime | None
 
 
-async def stream_bodies(
+async def stream_messages(
     nc: Client, since_position: int | None = None, *, stall_timeout: float = 10.0
-) -> AsyncGenerator[tuple[bytes, dict[str, Any]], None]:
-    """(the published bytes, the parsed body) of every message on the stream as it stands now,
-    in order, from the first event at or after `since_position`."""
+) -> AsyncGenerator[tuple[int, bytes], None]:
+    """(stream sequence, the published bytes) of every message on the stream as it stands
+    now, in order, from the first event at or after `since_position`. Ends at the last
+    message there is (the stream's last sequence may be a deleted message)."""
     js = nc.jetstream()
     try:
         info = await js.stream_info(STREAM_NAME)
     except NotFoundError:
         return
     last_seq = info.state.last_seq
-    if not last_seq:
+    if not last_seq or not info.state.messages:
         return
     start = info.state.first_seq
     if since_position is not None:
@@ -59,40 +61,93 @@ async def stream_bodies(
                 raise TimeoutError(
                     f"the stream stopped delivering before sequence {last_seq}"
                 ) from None
-            yield msg.data, json.loads(msg.data)
-            if msg.metadata.sequence.stream >= last_seq:
+            seq = msg.metadata.sequence.stream
+            yield seq, msg.data
+            if seq >= last_seq or not msg.metadata.num_pending:
                 return
     finally:
         await sub.unsubscribe()
 
 
+def _parsed(data: bytes) -> dict[str, Any] | None:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+@dataclass
+class Exported:
+    """The span written, and the messages left out because they are not on the chain."""
+
+    span: ChainSpan = field(default_factory=ChainSpan)
+    skipped: list[tuple[int, int | None, str | None]] = field(default_factory=list)
+    chain_hashes: set[str] = field(default_factory=set)
+
+    @property
+    def broken(self) -> list[str]:
+        """The left-out messages that are not copies of an event the export holds: what a
+        signature must not vouch for."""
+        return [
+            f"seq {seq}" + (f" (position {position})" if position is not None else "")
+            for seq, position, digest in self.skipped
+            if digest not in self.chain_hashes
+        ]
+
+
 async def export(
     nc: Client, write: Callable[[bytes], object], *, since: Bound = None, until: Bound = None
-) -> ChainSpan:
+) -> Exported:
     """Write each event from `since` (a position or a moment, inclusive) to `until` (exclusive)
-    as one line; return the span written.
+    as one line; return what was written and what was left out.
 
     The run is contiguous, so that its chain verifies: it begins at the first event at or after
     `since` and ends before the first event at or after `until`, in stream order (an event
-    stamped earlier than one before it, by a clock that disagrees, stays in)."""
-    span = ChainSpan()
+    stamped earlier than one before it, by a clock that disagrees, stays in). A message that
+    does not extend the chain written so far (forged, altered, not the canonical bytes, or a
+    copy left on the stream before a heal) is left out and listed: from the start of the stream
+    the chain begins at zeros; from `since` at the first event's own `prev_hash`."""
+    result = Exported()
+    # aclosing: a `break` below unsubscribes now, not when the generator is collected (after
+    # the connection closed, with a traceback).
+    messages = stream_messages(nc, since if isinstance(since, int) else None)
+    async with aclosing(messages):
+        await _export_run(messages, write, since, until, result)
+    return result
+
+
+async def _export_run(
+    messages: AsyncIterator[tuple[int, bytes]],
+    write: Callable[[bytes], object],
+    since: Bound,
+    until: Bound,
+    result: Exported,
+) -> None:
     waiting_for = since if isinstance(since, datetime) else None
-    # Closed here, not when collected: its subscription is ended while the connection is open
-    # (collected later, after the connection closed, it ended in a ConnectionClosedError).
-    bodies = stream_bodies(nc, since if isinstance(since, int) else None)
-    async with aclosing(bodies):
-        async for data, body in bodies:
-            if waiting_for is not None:
-                if _occurred(body) < waiting_for:
-                    continue
-                waiting_for = None
-            if isinstance(until, int) and body["position"] >= until:
-                break
-            if isinstance(until, datetime) and _occurred(body) >= until:
-                break
-            write(data + b"\n")
-            span = span.then(body)
-    return span
+    head: str | None = ZERO_HASH if since is None else None
+    async for seq, data in messages:
+        body = _parsed(data)
+        if body is None or not isinstance(body.get("position"), int):
+            result.skipped.append((seq, None, None))
+            continue
+        if waiting_for is not None:
+            if _occurred(body) < waiting_for:
+                continue
+            waiting_for = None
+        if isinstance(until, int) and body["position"] >= until:
+            break
+        if isinstance(until, datetime) and _occurred(body) >= until:
+            break
+        if head is None:
+            head = str(body.get("prev_hash"))
+        if not verify_link(body, head) or data != published_bytes(body):
+            result.skipped.append((seq, body["position"], str(body.get("hash"))))
+            continue
+        write(data + b"\n")
+        head = body["hash"]
+        result.chain_hashes.add(body["hash"])
+        result.span = result.span.then(body)
 
 
 def _occurred(body: dict[str, Any]) -> datetime:

@@ -4,6 +4,7 @@ position where they break."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -13,11 +14,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.persistence import ApplicationRecorder
 from nats.aio.client import Client
+from nats.js.errors import NotFoundError
 
-from domain.event_log import ZERO_HASH, chained_body, verify_link
+from domain.event_log import STREAM_NAME, ZERO_HASH, chained_body, published_bytes, verify_link
 from domain.service import INTERNAL_TOPICS
 from tenantry.audit_checkpoint import ChainSpan, check_checkpoint, is_checkpoint
-from tenantry.audit_export import stream_bodies
+from tenantry.audit_export import stream_messages
 
 _POSITION = re.compile(rb'"position":(\d+)')
 
@@ -33,6 +35,7 @@ class Verdict:
     notes: list[str] = field(default_factory=list)
     # Failed only for want of a signed checkpoint: every event's hash and link checked out.
     chain_intact: bool = False
+    also: list[str] = field(default_factory=list)  # further problems, after the first
 
     @property
     def ok(self) -> bool:
@@ -61,6 +64,9 @@ class Verdict:
             if self.line is not None:
                 where += f" (line {self.line})"
             lines.append(f"FAILED at {where}: {self.problem}")
+            lines += [f"FAILED also: {problem}" for problem in self.also[:50]]
+            if len(self.also) > 50:
+                lines.append(f"FAILED also: {len(self.also) - 50} more messages")
             lines.append(f"verified before it: {verified}")
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -111,6 +117,13 @@ def verify_export(lines: Iterable[bytes], public_key: Ed25519PublicKey | None = 
         if not verify_link(body, prev_hash):
             return verdict.fail(
                 "its contents do not match its hash: the event was altered", position, number
+            )
+        if raw.rstrip(b"\n") != published_bytes(body):
+            return verdict.fail(
+                "its bytes are not the canonical encoding of its fields (a duplicated key, "
+                "reordered keys, spaces or escapes): not the line that was published",
+                position,
+                number,
             )
         if span.last_position is not None and position <= span.last_position:
             return verdict.fail(
@@ -194,43 +207,105 @@ def _broken_link(
 
 
 async def verify_live(recorder: ApplicationRecorder, nc: Client) -> Verdict:
-    """Recompute every stored event's published body and chain from zero, and compare them,
-    field by field, with what the stream holds."""
+    """Recompute every stored event's published body and chain from zero, then read the
+    stream in order: each message must be a stored event byte for byte, and the messages that
+    extend the chain must reach the store's last event. Every message that is not a stored
+    event is named (foreign or altered); stored events missing at the head, in the middle or
+    at the tail fail; copies of events left on the stream before a heal are a note."""
     verdict = Verdict()
-    stored = _stored_bodies(recorder)
-    expected = next(stored, None)
-    first = True
-    async for _, got in stream_bodies(nc):
-        position = got.get("position")
-        if not isinstance(position, int):
-            return verdict.fail("a message on the stream is not an event", None)
-        if first and expected is not None and expected["position"] < position:
-            verdict.notes.append(f"the stream starts at position {position}")
-            while expected is not None and expected["position"] < position:
-                expected = next(stored, None)
-        first = False
-        if expected is not None and expected["position"] < position:
-            return verdict.fail(
-                "is in the store but not on the stream: dropped from the stream",
-                expected["position"],
+    chain = await asyncio.to_thread(_stored_chain, recorder)
+    index = {position: i for i, (position, _, _) in enumerate(chain)}
+    problems: list[str] = []
+    expected = 0  # index in `chain` of the next event the stream's chain needs
+    copies = 0
+    gap: tuple[int, int] | None = None  # (seq, position) of the first message past a gap
+    last_seq = await _last_seq(nc)  # deleted messages at the end keep their sequences
+    last_on_chain = 0
+    async for seq, data in stream_messages(nc):
+        body = _parse(data)
+        position = body.get("position") if body is not None else None
+        if body is None or not isinstance(position, int):
+            problems.append(f"seq {seq}: not an event")
+            continue
+        i = index.get(position)
+        if i is None:
+            problems.append(f"seq {seq} (position {position}): no event of the store")
+            continue
+        _, prev_hash, digest = chain[i]
+        if body.get("hash") != digest or not verify_link(body, prev_hash):
+            differ = (
+                await asyncio.to_thread(_differing, recorder, position, prev_hash, body)
+                if len(problems) < 50
+                else "some fields"
             )
-        if expected is None or expected["position"] > position:
-            return verdict.fail("is on the stream but not in the store", position)
-        if got != expected:
-            differ = sorted(k for k in {*got, *expected} if got.get(k) != expected.get(k))
-            return verdict.fail(
-                f"the stream and the store differ in {', '.join(differ)}: one was altered",
-                position,
+            problems.append(
+                f"seq {seq} (position {position}): the stream and the store differ in {differ}"
             )
-        verdict.span = verdict.span.then(got)
-        expected = next(stored, None)
-    # The rest of the store is only counted: there is nothing on the stream to compare it with.
-    unpublished = 0 if expected is None else 1 + _published_after(recorder, expected["position"])
-    if unpublished:
+            continue
+        if data != published_bytes(body):
+            problems.append(f"seq {seq} (position {position}): not the canonical bytes")
+            continue
+        if i == expected:
+            verdict.span = verdict.span.then(body)
+            expected += 1
+            last_on_chain = seq
+        elif i < expected:
+            copies += 1
+        elif gap is None or expected > index[gap[1]]:
+            gap = (seq, position)
+    verdict.also += [f"{problem}: altered or foreign" for problem in problems]
+    if expected < len(chain):
+        missing = chain[expected][0]
+        where = "at the head" if expected == 0 else "after position " + str(chain[expected - 1][0])
+        if gap is not None and index[gap[1]] > expected:
+            verdict.also.append(
+                f"position {missing} is missing from the stream ({where}): the messages from "
+                f"seq {gap[0]} on do not follow it",
+            )
+        elif last_seq > last_on_chain or (expected == 0 and last_seq):
+            verdict.also.append(
+                f"position {missing} to {chain[-1][0]} are missing from the stream ({where})"
+            )
+        else:
+            unpublished = len(chain) - expected
+            verdict.notes.append(
+                f"{unpublished} stored events are not on the stream yet (is the relay running?)"
+            )
+    if copies:
         verdict.notes.append(
-            f"{unpublished} stored events are not on the stream yet (is the relay running?)"
+            f"{copies} messages are second copies of events already on the chain (left "
+            "before the relay healed the stream)"
         )
+    if verdict.also:
+        first = verdict.also.pop(0)
+        named = _POSITION_IN.search(first)
+        return verdict.fail(first, int(named[1]) if named else None)
     return verdict
+
+
+_POSITION_IN = re.compile(r"position (\d+)")
+
+
+async def _last_seq(nc: Client) -> int:
+    try:
+        info = await nc.jetstream().stream_info(STREAM_NAME)
+    except NotFoundError:
+        return 0
+    return int(info.state.last_seq)
+
+
+def _differing(
+    recorder: ApplicationRecorder, position: int, prev_hash: str, body: dict[str, Any]
+) -> str:
+    """The fields in which `body` differs from the stored event at `position`."""
+    stored = recorder.select_notifications(position, 1)
+    expected = chained_body(stored[0], prev_hash)
+    return ", ".join(sorted(k for k in {*body, *expected} if body.get(k) != expected.get(k)))
+
+
+def _stored_chain(recorder: ApplicationRecorder) -> list[tuple[int, str, str]]:
+    """(position, prev_hash, hash) of every published stored event, chained from zero."""
+    return [(b["position"], b["prev_hash"], b["hash"]) for b in _stored_bodies(recorder)]
 
 
 def _published_after(recorder: ApplicationRecorder, after: int, batch: int = 5000) -> int:

@@ -49,6 +49,13 @@ class Metrics:
         self.relay_published = Counter(
             "tenantry_relay_published_events", "Events the relay published", registry=r
         )
+        self.stream_findings = Counter(
+            "tenantry_stream_findings",
+            "Messages on the event stream that are not the store's events, by kind "
+            "(foreign, altered: someone wrote them; missing, out_of_place: events lost)",
+            ["kind"],
+            registry=r,
+        )
         self.projection_lag = Gauge(
             "tenantry_projection_lag_positions",
             "Store positions written but not yet applied to the read models",

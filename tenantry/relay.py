@@ -3,13 +3,20 @@
 It resumes from the stream itself (the last message carries its position and hash), so a crash
 at any moment neither skips nor re-publishes; every publish is conditional on the previous one
 (`Nats-Expected-Last-Msg-Id`), so a second relay can't interleave: it gets refused, re-reads the
-stream's tail and carries on from there."""
+stream's tail and carries on from there.
+
+Where it resumes is decided by `tenantry.stream_check`, which checks the stream against the store
+on start, after every refusal and every `check_interval` seconds: after the last message of the
+stream that is the store's event byte for byte and linked to the one before it. So a purged or
+trimmed stream is healed (the missing events published again, the same bytes, after the
+stream's end) and a forged message is reported and published past, never resumed from."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -28,20 +35,20 @@ from domain.event_log import (
 )
 from domain.service import INTERNAL_TOPICS
 from tenantry.metrics import Metrics
+from tenantry.stream_check import Resume, StreamGuard, msg_id
 
 log = structlog.get_logger("tenantry.relay")
 
 
 @dataclass
 class Tail:
-    """The last event on the stream: where publishing resumes."""
+    """The last event on the stream: where publishing resumes. `seq`, when known, is the
+    stream's last sequence, which the next publish expects (after a check: the message
+    there may be a forged one, whose id no publish can expect)."""
 
     position: int = 0
     hash: str = ZERO_HASH
-
-
-def msg_id(position: int) -> str:
-    return f"tenantry:{position}"
+    seq: int | None = None
 
 
 class Relay:
@@ -56,6 +63,7 @@ class Relay:
         wakeup: asyncio.Event | None = None,
         metrics: Metrics | None = None,
         ack_timeout: float = 30.0,
+        check_interval: float = 5.0,
     ) -> None:
         self._recorder = recorder
         self._ack_timeout = ack_timeout
@@ -71,16 +79,27 @@ class Relay:
         self.position = 0
         self._metrics = metrics
         self._stop = asyncio.Event()  # run()'s, once it runs
+        self._guard = StreamGuard(recorder, nc, metrics=metrics, alert_replicas=replicas)
+        self._check_interval = check_interval
+        self._next_check = 0.0
 
-    async def ensure_stream(self) -> None:
-        config = StreamConfig(
+    @property
+    def findings(self) -> list[object]:
+        """What the stream checks found wrong so far (also logged, counted and alerted)."""
+        return list(self._guard.findings)
+
+    def _stream_config(self, duplicate_window: float = 120.0) -> StreamConfig:
+        return StreamConfig(
             name=STREAM_NAME,
             subjects=[SUBJECT_PREFIX + ">"],
             storage=StorageType.FILE,
             num_replicas=self._replicas,
-            duplicate_window=120.0,
+            duplicate_window=duplicate_window,
             description="Tenantry: every stored event, in store order, hash-chained",
         )
+
+    async def ensure_stream(self) -> None:
+        config = self._stream_config()
         try:
             await self._js.stream_info(STREAM_NAME)
         except NotFoundError:
@@ -90,13 +109,43 @@ class Relay:
             await self._js.update_stream(config)
 
     async def tail(self) -> Tail:
-        info = await self._js.stream_info(STREAM_NAME)
-        if not info.state.last_seq:
-            return Tail()
-        msg = await self._js.get_msg(STREAM_NAME, seq=info.state.last_seq)
-        assert msg.data is not None
-        body = json.loads(msg.data)
-        return Tail(int(body["position"]), str(body["hash"]))
+        """Where publishing resumes: after the stream's intact chain (see `stream_check`)."""
+        try:
+            resume = await self._guard.start()
+        except NotFoundError:
+            await self.ensure_stream()  # the stream itself was deleted: start it again
+            resume = await self._guard.start()
+        return await self._resume_at(resume)
+
+    async def _resume_at(self, resume: Resume) -> Tail:
+        if resume.rewind:
+            await self._forget_duplicates()
+            log.warning(
+                "relay.healing", resume_after=resume.position, stream_last_seq=resume.last_seq
+            )
+        return Tail(resume.position, resume.hash, resume.last_seq)
+
+    async def _forget_duplicates(self) -> None:
+        """Empty the server's duplicate window, so that events published again get stored.
+
+        JetStream remembers a `Nats-Msg-Id` for `duplicate_window` even after its message was
+        deleted or purged, and would drop the healed copy as a duplicate (acking it all the
+        same). Shrinking the window to its minimum makes the server expire the ids older than
+        that; the window is then restored. Only the relay publishes here, and the next
+        publish is conditional on the stream's last sequence, so nothing can slip in."""
+        await self._js.update_stream(self._stream_config(duplicate_window=0.1))
+        await asyncio.sleep(0.3)
+        await self._js.update_stream(self._stream_config())
+
+    async def _audit_if_due(self) -> Tail | None:
+        """Check what was published since the last check, every `check_interval` seconds;
+        a tail to resume from if the stream lost (or gained) what it must not have."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return None
+        self._next_check = now + self._check_interval
+        resume = await self._guard.audit()
+        return None if resume is None else await self._resume_at(resume)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set; wake on `wakeup` or every poll interval.
@@ -109,6 +158,7 @@ class Relay:
         if started is None:
             return
         tail = started
+        self._next_check = time.monotonic() + self._check_interval
         self.position = tail.position
         log.info("relay.resumed", position=tail.position)
         cursor = tail.position
@@ -125,9 +175,17 @@ class Relay:
                 unacked, unacked_on, sent = sent, sent_on, []
                 if last_id is not None:
                     cursor = self.position = last_id
-                    continue
+                    if time.monotonic() < self._next_check:
+                        continue
                 await self._settle(unacked, unacked_on)
                 unacked = []
+                healed = await self._audit_if_due()
+                if healed is not None:
+                    tail, cursor = healed, healed.position
+                    self.position = cursor
+                    continue
+                if last_id is not None:
+                    continue
             except PersistenceError as exc:
                 # The store can't be read (its database is restarting): nothing of this batch
                 # was sent; read again after a pause.
@@ -142,6 +200,11 @@ class Relay:
                 # where it stands (as soon as the server answers) and go on from there.
                 log.warning("relay.resync", error=f"{type(exc).__name__}: {exc}")
                 self._pipeline.forget()
+                for future in (*unacked, *sent):
+                    # Their refusals are known (one is enough): retrieved, so that asyncio
+                    # does not log each as an exception never retrieved.
+                    if future.done() and not future.cancelled():
+                        future.exception()
                 unacked, sent = [], []
                 resynced = await self._resync(stop)
                 if resynced is None:
@@ -171,6 +234,7 @@ class Relay:
         while not stop.is_set():
             try:
                 await self.ensure_stream()
+                await self._guard.ensure_alert_stream()
                 return await self.tail()
             except (APIError, TimeoutError, NatsError) as exc:
                 log.warning("relay.stream_unavailable", error=f"{type(exc).__name__}: {exc}")
@@ -209,14 +273,19 @@ class Relay:
                 continue
             payload, digest, type_ = chained_payload(notification, prev_hash)
             headers = {"Nats-Msg-Id": msg_id(notification.id)}
-            if position:
+            if tail.seq is not None and position == tail.position:
+                # The first publish after a check: right after the stream's last message,
+                # whatever it is (a forged one has no id of ours to expect).
+                headers["Nats-Expected-Last-Sequence"] = str(tail.seq)
+            elif position:
                 headers["Nats-Expected-Last-Msg-Id"] = msg_id(position)
             else:
                 headers["Nats-Expected-Last-Sequence"] = "0"
             messages.append((SUBJECT_PREFIX + type_, payload, headers))
             position, prev_hash = notification.id, digest
         last_id = notifications[-1].id if notifications else None
-        return last_id, messages, Tail(position, prev_hash)
+        # Nothing to send: the tail stays as it is (with its sequence, if a check gave one).
+        return last_id, messages, Tail(position, prev_hash) if messages else tail
 
     async def _settle(self, acks: list[asyncio.Future[None]], sent_on: int) -> None:
         """Wait for the acks of publishes sent on connection `sent_on`. Once the connection
@@ -235,11 +304,14 @@ class Relay:
                     raise ConnectionError("stopping while the bus is unreachable")
         results = [f.exception() or f.result() for f in acks]
         refused = [r for r in results if isinstance(r, BaseException)]
-        if refused:
-            raise refused[0]  # once one is refused, so is every later one: resync
-        self.published += len(acks)
+        # Those stored count, also before a refusal (a second relay may have taken over in
+        # the middle of a batch: its first publish refused, the next ones its own).
+        stored = len(acks) - len(refused)
+        self.published += stored
         if self._metrics is not None:
-            self._metrics.relay_published.inc(len(acks))
+            self._metrics.relay_published.inc(stored)
+        if refused:
+            raise refused[0]  # resync: the stream is read again
         log.debug("relay.published", events=len(acks))
 
 
@@ -290,6 +362,13 @@ class _Pipeline:
             return
         if msg.headers and msg.headers.get("Status") == "503":
             future.set_exception(NoStreamResponseError())
+            return
+        if b'"duplicate"' in msg.data and b'"error"' not in msg.data:
+            # Not stored: the server remembered the id. A second relay published it first,
+            # or a healed event's id was still in the window: read the stream again.
+            future.set_exception(
+                APIError(code=409, description="the stream dropped it as a duplicate")
+            )
             return
         if b'"error"' not in msg.data:  # the usual answer, {"stream": …, "seq": …}: stored
             future.set_result(None)

@@ -8,7 +8,12 @@ that message and maybe later ones). Actions then bring the world to the *latest*
 workspace or repo, whichever instance handled the events before and however old the message in
 hand is: a redelivered or replayed event never takes the world back to a past state, and a
 restarted instance rebuilds the same view from the stream (the truth), with no state file to
-keep consistent with its acks."""
+keep consistent with its acks.
+
+It reads the *whole* stream, not only the subjects its state needs: each event is believed only
+if it extends the hash chain verified so far (`workers.chain`), and a link spans subjects. A
+message that does not is logged as an error, never folded, and remembered, so the runtime
+refuses to act on it too."""
 
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from domain.event_log import STREAM_NAME
+from domain.event_log import STREAM_NAME, SUBJECT_PREFIX
+from workers.chain import ChainGuard
 from workers.errors import TransientError
 
 log = structlog.get_logger("workers.follower")
@@ -48,8 +54,11 @@ class StreamFollower:
     ) -> None:
         self._js = js
         self._name = name
-        self._subjects = list(subjects)
+        self._subjects = list(subjects)  # what `fold` is given (NATS wildcards allowed)
         self._apply = apply
+        self._chain = ChainGuard()
+        # Stream sequences of the messages that failed the chain check, and why.
+        self.untrusted: dict[int, str] = {}
         self._batch = batch
         self._sub: JetStreamContext.PullSubscription | None = None
         self._consumer: str | None = None
@@ -121,21 +130,31 @@ class StreamFollower:
                 await self._restart(self.position)
                 return True
             self._consumer_seq = meta.sequence.consumer
-            try:
-                body = json.loads(msg.data)
-            except ValueError:
-                log.error("follower.undecodable", seq=meta.sequence.stream)
-            else:
-                self._apply(meta.sequence.stream, body)
+            self._judge(meta.sequence.stream, msg.subject, msg.data)
             self.position = meta.sequence.stream
         return True
+
+    def _judge(self, seq: int, subject: str, data: bytes) -> None:
+        """Fold the message at `seq` if it extends the verified chain; otherwise say so."""
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = None
+        reason = self._chain.admit(body)
+        if reason is not None:
+            self.untrusted[seq] = reason
+            position = body.get("position") if isinstance(body, dict) else None
+            log.error("follower.untrusted", seq=seq, position=position, reason=reason)
+            return
+        if any(_matches(subject, pattern) for pattern in self._subjects):
+            self._apply(seq, body)
 
     async def _restart(self, after: int) -> None:
         await self.close()
         config = ConsumerConfig(
             name=f"{self._name}-{uuid.uuid4().hex[:12]}",
             ack_policy=AckPolicy.NONE,
-            filter_subjects=self._subjects,
+            filter_subjects=[SUBJECT_PREFIX + ">"],
             inactive_threshold=300.0,
             mem_storage=True,
             num_replicas=1,
@@ -165,3 +184,14 @@ class StreamFollower:
                 pass  # it expires by itself after its inactive threshold
             except Exception as exc:  # the connection may be closing: not worth failing for
                 log.debug("follower.delete_failed", error=str(exc))
+
+
+def _matches(subject: str, pattern: str) -> bool:
+    """NATS subject matching: `*` one token, `>` the rest (one token or more)."""
+    parts, wanted = subject.split("."), pattern.split(".")
+    for i, part in enumerate(wanted):
+        if part == ">":
+            return len(parts) > i
+        if i >= len(parts) or part not in ("*", parts[i]):
+            return False
+    return len(parts) == len(wanted)

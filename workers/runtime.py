@@ -303,6 +303,12 @@ class WorkerRuntime:
         keep_alive = asyncio.create_task(self._keep_alive(msg))
         try:
             await follower.catch_up(seq)
+            if (untrusted := follower.untrusted.get(seq)) is not None:
+                # Not on the verified chain (forged, altered, out of place): never acted on.
+                event_log.error("worker.untrusted", reason=untrusted)
+                self._on_outcome("untrusted")
+                await _settle(msg.term())
+                return
             caught_up = time.perf_counter()
             result = await self._provisioner.act(event, last_attempt=last_attempt)
             acted = time.perf_counter()

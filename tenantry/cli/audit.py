@@ -153,12 +153,30 @@ async def _write_export(settings: Settings, out: Any, since: Any, until: Any, ke
         return UNREACHABLE
     lines = audit_proofs.TreeOfLines(out.write)  # the Merkle root, for a signed checkpoint
     try:
-        span = await export(nc, lines.write if key else out.write, since=since, until=until)
+        exported = await export(nc, lines.write if key else out.write, since=since, until=until)
     except TimeoutError as exc:
         print(f"tenantry audit export: {exc}", file=sys.stderr)
         return 1
     finally:
         await nc.close()
+    span = exported.span
+    if exported.skipped:
+        copies = len(exported.skipped) - len(exported.broken)
+        print(
+            f"tenantry audit export: left out {len(exported.skipped)} messages that are not on "
+            f"the chain ({copies} copies of events exported)",
+            file=sys.stderr,
+        )
+    if exported.broken:
+        print(
+            "tenantry audit export: WARNING: THE STREAM'S CHAIN IS BROKEN: "
+            f"{', '.join(exported.broken[:20])} are not the store's events, or events are "
+            "missing before them; the export stops being complete there. "
+            + ("Not signed." if key is not None else "")
+            + " Run `tenantry audit verify` (without a file) to compare with the store.",
+            file=sys.stderr,
+        )
+        return 1
     if key is not None:
         out.write(checkpoint_line(span, key, datetime.now(UTC), lines.signed_fields(span)))
     out.flush()
@@ -217,6 +235,10 @@ async def _verify_live(settings: Settings) -> int:
             return UNREACHABLE
         try:
             verdict = await verify_live(service.recorder, nc)
+            if verdict.ok:
+                from tenantry.stream_check import publish_all_clear
+
+                await publish_all_clear(nc, verdict.report().splitlines()[0])
         finally:
             await nc.close()
     finally:

@@ -124,6 +124,24 @@ def _health(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_probe(settings))
 
 
+async def _stream_health(nc: Any) -> int:
+    """Unhealthy while the relay's newest alert about the event stream is critical (a message
+    on it that the store never held): see `tenantry.stream_check`."""
+    from tenantry.stream_check import standing_alert
+
+    alert = await standing_alert(nc)
+    if alert is not None:
+        print(
+            f"unhealthy: the event stream holds a message the store never wrote: seq "
+            f"{alert.get('seq')} ({alert.get('kind')}: {alert.get('detail')}); see "
+            "`tenantry audit verify`",
+            file=sys.stderr,
+        )
+        return 1
+    print("healthy")
+    return 0
+
+
 def _probe_process(port: int) -> int:
     """A role process serves /metrics for as long as its event loop runs."""
     import urllib.request
@@ -146,8 +164,7 @@ async def _probe(settings: Settings) -> int:
         # A deliberately invalid command: any live command service refuses it, writing nothing.
         reply = await nc.request("tenantry.cmd.create_environment", b"{", timeout=3)
         if json.loads(reply.data)["error"]["code"] == "validation_error":
-            print("healthy")
-            return 0
+            return await _stream_health(nc)
         print(f"unhealthy: unexpected reply {reply.data[:200]!r}", file=sys.stderr)
         return 1
     except Exception as exc:

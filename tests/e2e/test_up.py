@@ -4,6 +4,7 @@ and drains cleanly on SIGTERM."""
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from tests.e2e.conftest import Tenantry
 
@@ -352,4 +353,62 @@ async def test_up_says_where_everything_is_once_it_answers(tenantry_up: Tenantry
     assert "tenantry get environments" in log
     # /metrics on loopback only, unless TENANTRY_METRICS_HOST says otherwise.
     assert _listening_addresses(tenantry_up.metrics_port) == {"127.0.0.1"}
+    assert tenantry_up.stop() == 0, tenantry_up.log()
+
+
+async def test_up_starts_and_heals_when_the_streams_last_message_was_deleted(
+    tenantry_up: Tenantry,
+) -> None:
+    """The probe of issue 14: with the stream's last message deleted, `tenantry up` could never
+    start again (the relay read `get_msg(last_seq)`: not found)."""
+    import asyncio
+    import json
+    import time
+
+    import nats
+    from nats.js.errors import NotFoundError
+
+    from domain.event_log import STREAM_NAME
+    from tenantry.nats_server import NatsServer
+
+    tenantry_up.start()
+    await tenantry_up.wait_ready()
+    created = await tenantry_up.command("create_team", {"name": "fraud", "members": []})
+    assert created["ok"], created
+
+    async def last_team(url: str, deadline: float) -> dict[str, Any]:
+        nc = await nats.connect(url)
+        try:
+            while True:
+                try:
+                    msg = await nc.jetstream().get_last_msg(
+                        STREAM_NAME, "tenantry.evt.team.created"
+                    )
+                    return dict(json.loads(msg.data), seq=msg.seq)
+                except NotFoundError:
+                    assert time.monotonic() < deadline, "the event never reached the stream"
+                    await asyncio.sleep(0.05)
+        finally:
+            await nc.close()
+
+    published = await last_team(tenantry_up.url, time.monotonic() + 20)
+    assert tenantry_up.stop() == 0, tenantry_up.log()
+    # The stream's last message deleted while Tenantry is down (its own nats-server's data).
+    server = NatsServer(tenantry_up.state_dir / "nats").start()
+    try:
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        last_seq = (await js.stream_info(STREAM_NAME)).state.last_seq
+        assert last_seq == published["seq"]
+        await js.delete_msg(STREAM_NAME, last_seq)
+        await nc.close()
+    finally:
+        server.stop()
+    tenantry_up.start()
+    await tenantry_up.wait_ready()
+    healed = await last_team(tenantry_up.url, time.monotonic() + 20)
+    assert healed["seq"] > published["seq"]
+    assert {k: v for k, v in healed.items() if k != "seq"} == {
+        k: v for k, v in published.items() if k != "seq"
+    }
     assert tenantry_up.stop() == 0, tenantry_up.log()

@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.errors import APIError
 
-from domain.event_log import STREAM_NAME, SUBJECT_PREFIX
+from domain.event_log import STREAM_NAME, SUBJECT_PREFIX, ZERO_HASH, chain_hash
 from tests.faults.nats_cluster import NatsCluster, stream_leader
 from tests.faults.processes import wait_until
 from workers.errors import TransientError
@@ -52,10 +52,16 @@ async def test_a_follower_whose_consumer_died_with_its_node_makes_a_new_one(
 
     await wait_until(stream_created, 60, "the stream created")
 
+    head = ZERO_HASH
+
     async def publish(first: int, count: int) -> int:
+        """Hash-chained bodies, as the relay publishes them: the follower believes no other."""
+        nonlocal head
         last = 0
         for i in range(first, first + count):
-            ack = await js.publish(f"{SUBJECT_PREFIX}team.created", json.dumps({"i": i}).encode())
+            body = {"i": i, "prev_hash": head, "hash": chain_hash(head, {"i": i})}
+            head = body["hash"]
+            ack = await js.publish(f"{SUBJECT_PREFIX}team.created", json.dumps(body).encode())
             last = ack.seq
         return last
 

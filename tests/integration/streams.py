@@ -13,6 +13,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from domain.event_log import STREAM_NAME, ZERO_HASH, chained_body, subject_of
 from domain.service import INTERNAL_TOPICS
+from workers.chain import ChainGuard
 
 
 async def read_stream(js: JetStreamContext) -> list[tuple[str, dict[str, str], dict[str, Any]]]:
@@ -82,3 +83,44 @@ def assert_stream_matches_store(
         prev_hash = body["hash"]
         assert subject == subject_of(body)
         assert headers["Nats-Msg-Id"] == f"tenantry:{body['position']}"
+
+
+async def raw_messages(js: JetStreamContext) -> list[tuple[int, str, dict[str, str], bytes]]:
+    """(seq, subject, headers, bytes) of every message still on the stream (deleted and
+    purged sequences are skipped), in stream order."""
+    try:
+        info = await js.stream_info(STREAM_NAME)
+    except NotFoundError:
+        return []
+    out = []
+    for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
+        try:
+            msg = await js.get_msg(STREAM_NAME, seq=seq)
+        except NotFoundError:
+            continue
+        assert msg.data is not None
+        out.append((seq, msg.subject or "", dict(msg.headers or {}), msg.data))
+    return out
+
+
+async def chain_on_stream(js: JetStreamContext) -> list[tuple[int, str, dict[str, str], bytes]]:
+    """The messages a consumer believes: read in stream order, each one that extends the
+    hash chain verified so far (from zeros), as the workers read it (`workers.chain`)."""
+    guard = ChainGuard()
+    return [m for m in await raw_messages(js) if guard.admit(json.loads(m[3])) is None]
+
+
+async def wait_for_chain(
+    js: JetStreamContext, recorder: ApplicationRecorder, timeout: float = 30.0
+) -> list[tuple[int, str, dict[str, str], bytes]]:
+    """Until the chain a consumer believes holds every stored event (or the deadline)."""
+    want = [b["position"] for b in expected_bodies(recorder)]
+    deadline = time.monotonic() + timeout
+    while True:
+        chain = await chain_on_stream(js)
+        if [json.loads(m[3])["position"] for m in chain] == want:
+            return chain
+        if time.monotonic() > deadline:
+            got = [json.loads(m[3])["position"] for m in chain]
+            raise TimeoutError(f"the stream's chain holds {got[-5:]}, not up to {want[-5:]}")
+        await asyncio.sleep(0.1)

@@ -23,7 +23,7 @@ import pytest
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS
-from domain.event_log import chain_hash
+from domain.event_log import chain_hash, published_bytes
 from domain.service import TenancyService
 from tenantry.nats_server import NatsServer
 from tenantry.relay import Relay
@@ -39,6 +39,13 @@ class Published:
     service: TenancyService
     nats_url: str
     folder: Path
+    relay_stop: asyncio.Event
+    relay_task: asyncio.Task[None]
+
+    async def stop_relay(self) -> None:
+        """Stop the relay (which would otherwise heal what a test takes from the stream)."""
+        self.relay_stop.set()
+        await self.relay_task
 
     def run(self, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
         """The CLI in this process (its handlers run their own event loop): exit code, output."""
@@ -65,7 +72,7 @@ async def published(
     monkeypatch.setenv("TENANTRY_NATS_URL", nats_server.url)
     monkeypatch.setenv("TENANTRY_STATE_DIR", str(sqlite_settings.state_dir))
     monkeypatch.setenv("TENANTRY_LOG_LEVEL", "warning")
-    yield Published(service, nats_server.url, sqlite_settings.state_dir.parent)
+    yield Published(service, nats_server.url, sqlite_settings.state_dir.parent, stop, task)
     stop.set()
     await task
     await nc.close()
@@ -286,7 +293,7 @@ def _rewrite_from(lines: list[bytes], start: int, **changes: Any) -> list[bytes]
         unchained = {k: v for k, v in body.items() if k not in ("prev_hash", "hash")}
         body["prev_hash"], body["hash"] = prev_hash, chain_hash(prev_hash, unchained)
         prev_hash = body["hash"]
-        out.append(json.dumps(body).encode() + b"\n")
+        out.append(published_bytes(body) + b"\n")  # the canonical bytes, as verify requires
     return out
 
 

@@ -453,3 +453,33 @@ async def test_a_user_reads_its_own_replies_only(secured: SecuredBus) -> None:
         await nc.flush()
         await nc.close()
     assert overheard == []
+
+
+async def test_the_relay_reads_its_stream_back_and_alerts_with_its_own_rights(
+    secured: SecuredBus,
+) -> None:
+    """The relay's checks of the stream (a named ordered consumer, the TENANTRY_ALERTS stream,
+    tenantry.alert.*) work with the relay user's permissions alone."""
+    from tenantry.stream_check import ALERT_STREAM, StreamGuard
+
+    relay_nc = await secured.connect("relay")
+    stop = asyncio.Event()
+    relay = Relay(secured.service.recorder, relay_nc, poll_interval=0.05)
+    task = asyncio.create_task(relay.run(stop))
+    while relay.published < 3:  # noqa: ASYNC110 (the seeded environments, a counter)
+        await asyncio.sleep(0.02)
+    stop.set()
+    await task
+    js = relay_nc.jetstream()
+    guard = StreamGuard(secured.service.recorder, relay_nc, sample=0)
+    await guard.ensure_alert_stream()
+    assert (await guard.start()).last_seq == 3
+    # A message not of the store (here written with the relay's own rights, which may publish
+    # events): the periodic check reads it back through a consumer of its own and alerts.
+    await js.publish("tenantry.evt.workspace.created", b'{"forged": true}')
+    resume = await guard.audit()
+    assert resume is not None
+    assert [(f.kind, f.seq) for f in guard.findings] == [("foreign", 4)], guard.findings
+    alerts = (await js.stream_info(ALERT_STREAM)).state.messages
+    await relay_nc.close()
+    assert alerts == 1
