@@ -247,16 +247,22 @@ class Relay:
     async def _resync(self, stop: asyncio.Event) -> Tail | None:
         """The stream's tail, read again for as long as it takes (the server may be away for a
         while); None if `stop` is set first."""
+        pause = self._poll_interval
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval):
+                async with asyncio.timeout(pause):
                     await stop.wait()
             if stop.is_set():
+                return None
+            if self._nc.is_closed:
+                # Closed, not reconnecting: nothing will ever answer on it again.
+                log.error("relay.connection_closed")
                 return None
             try:
                 return await self.tail()
             except (APIError, TimeoutError, NatsError) as exc:
                 log.warning("relay.resync_failed", error=f"{type(exc).__name__}: {exc}")
+            pause = min(max(pause * 2, 0.1), 5.0)  # a server away for long: ask less often
 
     def _prepare(
         self, cursor: int, tail: Tail

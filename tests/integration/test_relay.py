@@ -114,6 +114,21 @@ async def test_a_restarted_relay_resumes_without_skipping_or_republishing(
     assert_stream_matches_store(await read_stream(js), service.recorder)
 
 
+async def test_a_relay_whose_connection_was_closed_ends_instead_of_asking_for_ever(
+    service: TenancyService, js: JetStreamContext, nats_server: NatsServer
+) -> None:
+    """A closed connection (not one reconnecting) never answers again: the relay's resync used
+    to ask it for the stream's tail every poll interval, for ever, logging each failure."""
+    own = await nats.connect(nats_server.url)
+    relay = Relay(service.recorder, own, poll_interval=0.01)
+    stop, task = await _running(relay)
+    await wait_for_stream(js, service.recorder)  # the seeded environments
+    await own.close()
+    await asyncio.to_thread(_command, service, 0)  # something to publish on the closed one
+    await asyncio.wait_for(task, timeout=30)
+    assert not stop.is_set()
+
+
 async def test_two_relays_at_once_never_interleave(
     service: TenancyService, nc: Client, js: JetStreamContext, nats_server: NatsServer
 ) -> None:
