@@ -105,3 +105,15 @@ def test_every_process_authenticates_as_its_own_nats_user(compose: dict[str, Any
 def test_two_command_services_share_the_queue_group(compose: dict[str, Any]) -> None:
     assert compose["services"]["command"]["deploy"]["replicas"] == 2
     assert compose["services"]["postgres"]["volumes"]
+
+
+def test_every_variable_compose_requires_is_in_the_env_example() -> None:
+    """`${VAR:?set in .env}` stops `docker compose up` when VAR is unset: .env.example, which an
+    operator copies to .env, must name every one (a new NATS user's password was missing)."""
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", (ROOT / "docker-compose.yml").read_text()))
+    example = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert required - example == set()
