@@ -34,6 +34,7 @@ from domain.service import INTERNAL_TOPICS
 from tenantry import wire
 from tenantry.audit_checkpoint import signed
 from tenantry.audit_proofs import PROOF_QUERIES, answer_proof
+from tenantry.jetstream import ensure_stream
 from tenantry.merkle import MerkleTree, leaf_hash
 
 log = structlog.get_logger("tenantry.checkpoints")
@@ -171,13 +172,8 @@ class Checkpointer:
             duplicate_window=120.0,
             description="Tenantry: signed checkpoints of TENANTRY_EVENTS (kept forever)",
         )
-        try:
-            await self._js.stream_info(CHECKPOINT_STREAM)
-        except NotFoundError:
-            await self._js.add_stream(config)
+        if await ensure_stream(self._js, config):
             log.info("checkpoint.stream_created", stream=CHECKPOINT_STREAM)
-        else:
-            await self._js.update_stream(config)
 
     async def run(self, stop: asyncio.Event) -> None:
         if not await self._start(stop):

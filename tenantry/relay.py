@@ -34,6 +34,7 @@ from domain.event_log import (
     chained_payload,
 )
 from domain.service import INTERNAL_TOPICS
+from tenantry.jetstream import ensure_stream
 from tenantry.metrics import Metrics
 from tenantry.stream_check import Resume, StreamGuard, msg_id
 
@@ -99,14 +100,8 @@ class Relay:
         )
 
     async def ensure_stream(self) -> None:
-        config = self._stream_config()
-        try:
-            await self._js.stream_info(STREAM_NAME)
-        except NotFoundError:
-            await self._js.add_stream(config)
+        if await ensure_stream(self._js, self._stream_config()):
             log.info("relay.stream_created", stream=STREAM_NAME, replicas=self._replicas)
-        else:
-            await self._js.update_stream(config)
 
     async def tail(self) -> Tail:
         """Where publishing resumes: after the stream's intact chain (see `stream_check`)."""

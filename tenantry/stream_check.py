@@ -53,6 +53,7 @@ from domain.event_log import (
 )
 from domain.service import INTERNAL_TOPICS
 from tenantry.audit_tail import reader_name
+from tenantry.jetstream import ensure_stream
 from tenantry.metrics import Metrics
 
 log = structlog.get_logger("tenantry.stream_check")
@@ -238,12 +239,7 @@ class StreamGuard:
             max_msgs_per_subject=10_000,
             description="Tenantry: what the relay found wrong with the event stream",
         )
-        try:
-            await self._js.stream_info(ALERT_STREAM)
-        except NotFoundError:
-            await self._js.add_stream(config)
-        else:
-            await self._js.update_stream(config)
+        await ensure_stream(self._js, config)
 
     # --- the check on start ----------------------------------------------------------------
 
