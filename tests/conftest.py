@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TextIO, cast
 
+import nats
 import pytest
 import structlog
+from nats.aio.client import Client
 
 from tenantry.logs import _CurrentStderr
 from tenantry.nats_server import NatsServer
@@ -91,3 +93,11 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server = NatsServer(tmp_path / "nats").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
+    """A plain connection to `nats_server`."""
+    connection = await nats.connect(nats_server.url)
+    yield connection
+    await connection.close()

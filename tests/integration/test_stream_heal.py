@@ -8,11 +8,10 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -47,13 +46,6 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TenancyS
     svc.seed_default_environments()
     yield svc
     svc.close()
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
-    connection = await nats.connect(nats_server.url)
-    yield connection
-    await connection.close()
 
 
 def _teams(service: TenancyService, first: int, count: int) -> None:
