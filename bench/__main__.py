@@ -11,7 +11,7 @@ from collections.abc import Callable
 import structlog
 
 from bench.harness import Result, machine, summary
-from tenantry.bootstrap import tune_process
+from tenantry.server.bootstrap import tune_process
 
 SCENARIOS: dict[str, str] = {
     "command_throughput": "bench.command_throughput",

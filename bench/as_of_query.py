@@ -34,8 +34,8 @@ from projections.queries import QUERIES, answer
 from projections.replay import Replay, access_in_force
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
+from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
-from tenantry.store import event_store_env
 
 ADMIN = "user:root@example.com"
 CLUSTER = "bench-eu"

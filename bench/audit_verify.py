@@ -1,6 +1,6 @@
 """How fast an auditor verifies an export: the shipped standalone verifier
-(`tenantry/standalone_verifier.py`: canonical bytes, hash chain, Merkle root) and `tenantry audit
-verify`'s own check, over synthetic grant events chained as the log chains them.
+(`tenantry/audit/standalone_verifier.py`: canonical bytes, hash chain, Merkle root) and
+`tenantry audit verify`'s own check, over synthetic grant events chained as the log chains them.
 
 The baseline is hashlib alone over the same bytes (one SHA-256 per line), measured in the same
 run: the ratio says what share of raw hashing speed verification keeps. The issue asks for at
@@ -19,8 +19,8 @@ from collections.abc import Iterator
 
 from bench.harness import Result
 from domain.event_log import ZERO_HASH, canonical_json
-from tenantry import standalone_verifier
-from tenantry.audit_verify import verify_export
+from tenantry.audit import standalone_verifier
+from tenantry.audit.verify import verify_export
 
 FLOOR_EVENTS_PER_SECOND = 50_000
 

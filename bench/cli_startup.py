@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.harness import Result
-from tenantry.nats_server import free_port
+from tenantry.server.nats_server import free_port
 
 
 def _median_seconds(command: list[str], runs: int, env: dict[str, str], cwd: Path) -> float:

@@ -22,10 +22,10 @@ from eventsourcing.domain import Aggregate, event
 from bench.harness import Result, stopwatch
 from bench.stores import Store, sqlite
 from domain.service import TenancyService
-from tenantry.command_endpoint import CommandEndpoint
-from tenantry.nats_server import NatsServer
+from tenantry.server.command_endpoint import CommandEndpoint
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
-from tenantry.store import event_store_env
 
 _REPO = Path(__file__).resolve().parents[1]  # where `python -m bench.clients` is found
 

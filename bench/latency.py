@@ -43,8 +43,8 @@ from nats.js.errors import NotFoundError
 
 from bench.harness import Result
 from domain.event_log import STREAM_NAME, SUBJECT_PREFIX
-from tenantry.bootstrap import serve
-from tenantry.nats_server import NatsServer, free_port
+from tenantry.server.bootstrap import serve
+from tenantry.server.nats_server import NatsServer, free_port
 from tenantry.settings import Settings
 
 ADMIN = "user:bench@example.com"

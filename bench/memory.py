@@ -34,7 +34,7 @@ from nats.errors import NoRespondersError
 
 from bench.harness import Result
 from domain.event_log import STREAM_NAME
-from tenantry.nats_server import free_port
+from tenantry.server.nats_server import free_port
 
 GOAL_MB = 300
 _SEEDED = 3  # dev, staging and prod, created at the first start

@@ -15,8 +15,8 @@ from domain.event_log import unchained_body
 from domain.service import INTERNAL_TOPICS, TenancyService
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
+from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
-from tenantry.store import event_store_env
 
 ADMIN = "user:ana@example.com"
 

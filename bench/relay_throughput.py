@@ -19,9 +19,9 @@ from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.event_log import STREAM_NAME, ZERO_HASH, canonical_json, chained_body, subject_of
 from domain.service import INTERNAL_TOPICS, TenancyService
-from tenantry.nats_server import NatsServer
-from tenantry.relay import Relay
-from tenantry.store import event_store_env
+from tenantry.log.relay import Relay
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.store import event_store_env
 
 
 def _fill(service: TenancyService, commands: int, group: int = 64) -> None:

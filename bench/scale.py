@@ -48,8 +48,8 @@ from projections import schema
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
+from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
-from tenantry.store import event_store_env
 
 ADMIN = "user:root@example.com"
 STEPS = (25_000, 100_000, 250_000, 1_000_000)

@@ -8,19 +8,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tenantry.client import Client
-    from tenantry.errors import TenantryError
+    from tenantry.sdk.client import Client
+    from tenantry.sdk.errors import TenantryError
 
 __all__ = ["Client", "TenantryError"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "Client":
-        from tenantry.client import Client
+        from tenantry.sdk.client import Client
 
         return Client
     if name == "TenantryError":
-        from tenantry.errors import TenantryError
+        from tenantry.sdk.errors import TenantryError
 
         return TenantryError
     raise AttributeError(f"module 'tenantry' has no attribute {name!r}")

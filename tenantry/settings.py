@@ -42,7 +42,7 @@ class Settings:
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_principal_account: str = "000000000000"
-    # Signed checkpoints of the log (tenantry.checkpoints): the Ed25519 private key (PEM) and
+    # Signed checkpoints of the log (tenantry.audit.checkpoints): the Ed25519 private key (PEM) and
     # how often: every N events or T seconds, whichever comes first.
     signing_key: Path | None = None
     checkpoint_events: int = 1000

@@ -15,9 +15,9 @@ import structlog
 from nats.aio.client import Client
 
 from tenantry.logs import _CurrentStderr
-from tenantry.nats_server import NatsServer
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
-from tenantry.store import event_store_env
 
 # The product's log lines at info and above, on the stderr pytest captures for each test
 # (unconfigured, structlog prints every level, debug too, on stdout). Not cached, so that

@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from domain.commands import Command
-    from tenantry.client import Client
-    from tenantry.plan import Action, Plan
-    from tenantry.results import CommandReply
+    from tenantry.apply.plan import Action, Plan
+    from tenantry.sdk.client import Client
+    from tenantry.sdk.results import CommandReply
 
 _MARK = {"create": ("+", "green"), "update": ("~", "yellow"), "unchanged": ("=", "dim")}
 
@@ -73,7 +73,7 @@ def register(verbs: Any) -> None:
 
 
 def _schema(args: argparse.Namespace, settings: Settings) -> int:
-    from tenantry.manifests import json_schema
+    from tenantry.apply.manifests import json_schema
 
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
     return 0
@@ -82,10 +82,10 @@ def _schema(args: argparse.Namespace, settings: Settings) -> int:
 def _apply(args: argparse.Namespace, settings: Settings) -> int:
     from rich.text import Text
 
+    from tenantry.apply.manifests import ManifestError, load
+    from tenantry.apply.plan import ApplyFailed, apply, plan, read_state
     from tenantry.cli.output import console, error, run_with_client
-    from tenantry.identity import DEFAULT_ACTOR
-    from tenantry.manifests import ManifestError, load
-    from tenantry.plan import ApplyFailed, apply, plan, read_state
+    from tenantry.server.identity import DEFAULT_ACTOR
 
     as_json = args.output == "json"
     try:
@@ -196,7 +196,7 @@ class _progress:
 def _action_lines(action: Action, prune: bool = False) -> Text:
     from rich.text import Text
 
-    from tenantry.plan import ABSENT
+    from tenantry.apply.plan import ABSENT
 
     mark, style = _MARK[action.kind]
     text = Text(f"{mark} {action.type} {for_terminal(action.name)}", style=style)
@@ -220,7 +220,7 @@ def _action_lines(action: Action, prune: bool = False) -> Text:
 
 
 def _value(value: Any) -> str:
-    from tenantry.plan import ABSENT
+    from tenantry.apply.plan import ABSENT
 
     if value is ABSENT:
         return "(none)"
@@ -248,7 +248,7 @@ def _print_problems(problems: Any) -> None:
 
 
 def _print_json(the_plan: Plan, applied: list[CommandReply], *, dry_run: bool) -> None:
-    from tenantry.plan import ABSENT
+    from tenantry.apply.plan import ABSENT
 
     def plain(value: Any) -> Any:
         return None if value is ABSENT else value

@@ -79,7 +79,7 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _audit_tail(settings: Settings, args: argparse.Namespace) -> int:
-    from tenantry.audit_tail import parse_since, tail
+    from tenantry.audit.tail import parse_since, tail
     from tenantry.cli.output import chosen_format
 
     as_json = chosen_format(args.output) == "json"
@@ -113,14 +113,14 @@ async def _audit_tail(settings: Settings, args: argparse.Namespace) -> int:
 def _tail_line(body: dict[str, Any], *, as_json: bool) -> str:
     """One event as `audit tail` prints it: a JSON line, or a line for a person in which
     nothing the event holds reaches the terminal as a control character."""
-    from tenantry.audit_tail import human_line
+    from tenantry.audit.tail import human_line
 
     return json.dumps(body, ensure_ascii=False) if as_json else for_terminal(human_line(body))
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from tenantry.audit_checkpoint import load_private_key
-    from tenantry.audit_tail import parse_since
+    from tenantry.audit.checkpoint import load_private_key
+    from tenantry.audit.tail import parse_since
 
     try:
         since, until = parse_since(args.since), parse_since(args.until)
@@ -145,8 +145,8 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _write_export(settings: Settings, out: Any, since: Any, until: Any, key: Any) -> int:
-    from tenantry.audit_checkpoint import checkpoint_line
-    from tenantry.audit_export import export
+    from tenantry.audit.checkpoint import checkpoint_line
+    from tenantry.audit.export import export
 
     nc = await connect_or_explain(settings, "audit export")
     if nc is None:
@@ -187,8 +187,8 @@ async def _write_export(settings: Settings, out: Any, since: Any, until: Any, ke
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
-    from tenantry.audit_checkpoint import load_public_key
-    from tenantry.audit_verify import verify_export
+    from tenantry.audit.checkpoint import load_public_key
+    from tenantry.audit.verify import verify_export
 
     if args.file is None:
         if args.public_key:
@@ -221,7 +221,7 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _verify_live(settings: Settings) -> int:
-    from tenantry.audit_verify import verify_live
+    from tenantry.audit.verify import verify_live
     from tenantry.cli.event_store import NoEventStore, open_event_store
 
     try:
@@ -236,7 +236,7 @@ async def _verify_live(settings: Settings) -> int:
         try:
             verdict = await verify_live(service.recorder, nc)
             if verdict.ok:
-                from tenantry.stream_check import publish_all_clear
+                from tenantry.log.stream_check import publish_all_clear
 
                 await publish_all_clear(nc, verdict.report().splitlines()[0])
         finally:
@@ -249,7 +249,7 @@ async def _verify_live(settings: Settings) -> int:
 
 
 def _keygen(args: argparse.Namespace, settings: Settings) -> int:
-    from tenantry.audit_checkpoint import generate_key_pair
+    from tenantry.audit.checkpoint import generate_key_pair
 
     try:
         public = generate_key_pair(args.output)

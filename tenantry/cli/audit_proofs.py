@@ -1,5 +1,5 @@
 """`tenantry audit prove|consistency|checkpoints`, and what `audit verify` does with proofs,
-checkpoints and `--checkpoint`: the Merkle side of the audit log (tenantry.audit_proofs)."""
+checkpoints and `--checkpoint`: the Merkle side of the audit log (tenantry.audit.proofs)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tenantry.audit.merkle import MerkleTree, leaf_hash
 from tenantry.cli.bus import UNREACHABLE, connect_or_explain
 from tenantry.cli.sanitize import for_terminal, lines_for_terminal
-from tenantry.merkle import MerkleTree, leaf_hash
 from tenantry.settings import Settings
 
 if TYPE_CHECKING:  # `tenantry --help` builds this module's parsers: no cryptography, no domain
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from tenantry.audit_checkpoint import ChainSpan
+    from tenantry.audit.checkpoint import ChainSpan
 
 
 def register(audit_verbs: Any) -> None:
@@ -131,7 +131,7 @@ async def _print_checkpoints(settings: Settings, follow: bool, last: bool) -> in
     from nats.js.api import ConsumerConfig, DeliverPolicy
     from nats.js.errors import NotFoundError
 
-    from tenantry.checkpoints import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT
+    from tenantry.audit.checkpoints import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT
 
     nc = await connect_or_explain(settings, "audit checkpoints")
     if nc is None:
@@ -186,7 +186,7 @@ def read_documents(path: Path) -> list[dict[str, Any]]:
 def first_document(path: Path) -> dict[str, Any] | None:
     """The first line of a file parsed, if it is a JSON object that is a proof or a published
     checkpoint (what `verify` tells apart from an export); else None."""
-    from tenantry.audit_proofs import is_proof, is_published_checkpoint
+    from tenantry.audit.proofs import is_proof, is_published_checkpoint
 
     try:
         documents = read_documents(path)
@@ -200,7 +200,7 @@ def first_document(path: Path) -> dict[str, Any] | None:
 
 def verify_document(path: Path, public_key: Any, checkpoint_files: list[Path]) -> int:
     """`audit verify` of a proof, or of a file of checkpoints."""
-    from tenantry.audit_proofs import checked_checkpoints, is_proof, verify_proof
+    from tenantry.audit.proofs import checked_checkpoints, is_proof, verify_proof
 
     documents = read_documents(path)
     given = [c for file in checkpoint_files for c in read_documents(file)]
@@ -221,7 +221,7 @@ def verify_document(path: Path, public_key: Any, checkpoint_files: list[Path]) -
 def export_signed(path: Path, checkpoint_files: list[Path]) -> bool:
     """Whether `audit verify` requires the export's own signed checkpoint: always, unless
     published checkpoints are given and the export has no checkpoint line of its own."""
-    from tenantry.audit_checkpoint import is_checkpoint
+    from tenantry.audit.checkpoint import is_checkpoint
 
     if not checkpoint_files:
         return True
@@ -237,8 +237,8 @@ def export_signed(path: Path, checkpoint_files: list[Path]) -> bool:
 
 def export_against(path: Path, checkpoint_files: list[Path], public_key: Any) -> int:
     """After an export's chain verified: the export against the checkpoints given."""
-    from tenantry.audit_checkpoint import is_checkpoint
-    from tenantry.audit_proofs import checked_checkpoints, export_against_checkpoints
+    from tenantry.audit.checkpoint import is_checkpoint
+    from tenantry.audit.proofs import checked_checkpoints, export_against_checkpoints
 
     given = [c for file in checkpoint_files for c in read_documents(file)]
     by_size, problems = checked_checkpoints(given, public_key)
@@ -282,7 +282,7 @@ def write_verifier(export: Path, key: Ed25519PrivateKey | None) -> list[Path]:
     """The standalone verifier (and the public key, when signed) beside `export`."""
     from cryptography.hazmat.primitives import serialization
 
-    from tenantry import standalone_verifier
+    from tenantry.audit import standalone_verifier
 
     script = export.with_name(VERIFIER_NAME)
     script.write_bytes(Path(standalone_verifier.__file__).read_bytes())

@@ -4,7 +4,7 @@ the server's settings (the SQLite state directory, or TENANTRY_DATABASE_URL), ne
 from __future__ import annotations
 
 from domain.service import TenancyService
-from tenantry.bootstrap import build_service
+from tenantry.server.bootstrap import build_service
 from tenantry.settings import Settings
 
 

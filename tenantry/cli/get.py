@@ -16,7 +16,7 @@ from tenantry.settings import Settings
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from tenantry.client import Client
+    from tenantry.sdk.client import Client
 
 # `-o` of `get` (tenantry.cli.output.FORMATS: not imported here, it pulls in the client).
 FORMATS = ("table", "json", "yaml")
@@ -45,7 +45,7 @@ def _status(thing: Any) -> str:
 
 
 async def _find(items: Awaitable[Sequence[Any]], name: str, kind: str) -> Any:
-    from tenantry.errors import NotFound
+    from tenantry.sdk.errors import NotFound
 
     for item in await items:
         if item.name == name:
@@ -161,7 +161,7 @@ def register(verbs: Any) -> None:
 
 def _get(args: argparse.Namespace, settings: Settings) -> int:
     from tenantry.cli.output import chosen_format, print_data, run_with_client
-    from tenantry.errors import NotFound
+    from tenantry.sdk.errors import NotFound
 
     kind = _KINDS[_ALIASES.get(args.kind, args.kind)]
     fmt = chosen_format(args.output)

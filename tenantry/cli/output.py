@@ -10,13 +10,13 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tenantry.cli.bus import CONNECT_WITHIN, reason, say_unreachable
-from tenantry.errors import TenantryError, Unavailable
+from tenantry.sdk.errors import TenantryError, Unavailable
 from tenantry.settings import Settings
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from tenantry.client import Client
+    from tenantry.sdk.client import Client
 
 FORMATS = ("table", "json", "yaml")
 
@@ -68,7 +68,7 @@ def run_with_client(
     """Connect, run `work`, close. A refusal or an unreachable bus is printed on stderr and
     answers `failure` as the exit code."""
 
-    from tenantry.client import Client
+    from tenantry.sdk.client import Client
 
     url = settings.client_nats_url()
 

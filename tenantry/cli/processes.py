@@ -11,7 +11,7 @@ from typing import Any
 from tenantry.cli.bus import connect_or_explain
 from tenantry.settings import Settings
 
-# What `tenantry serve` runs (tenantry.bootstrap.ROLES; a unit test holds them equal): named
+# What `tenantry serve` runs (tenantry.server.bootstrap.ROLES; a unit test holds them equal): named
 # here so that `tenantry --help` need not import the roles themselves.
 WORKER_KINDS = ("namespaces", "storage")
 
@@ -82,9 +82,9 @@ def register(verbs: Any) -> None:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    from tenantry.bootstrap import AlreadyRunning, run_until_signalled, up
-    from tenantry.identity import UntrustedBus
-    from tenantry.nats_server import PortInUse
+    from tenantry.server.bootstrap import AlreadyRunning, run_until_signalled, up
+    from tenantry.server.identity import UntrustedBus
+    from tenantry.server.nats_server import PortInUse
 
     try:
         run_until_signalled(lambda stop: up(settings, stop))
@@ -98,9 +98,9 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from tenantry.bootstrap import run_until_signalled, serve
-    from tenantry.identity import UntrustedBus
-    from tenantry.nats_server import PortInUse
+    from tenantry.server.bootstrap import run_until_signalled, serve
+    from tenantry.server.identity import UntrustedBus
+    from tenantry.server.nats_server import PortInUse
 
     if settings.nats_url is None:
         print(f"tenantry serve {args.role}: set TENANTRY_NATS_URL", file=sys.stderr)
@@ -126,8 +126,8 @@ def _health(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _stream_health(nc: Any) -> int:
     """Unhealthy while the relay's newest alert about the event stream is critical (a message
-    on it that the store never held): see `tenantry.stream_check`."""
-    from tenantry.stream_check import standing_alert
+    on it that the store never held): see `tenantry.log.stream_check`."""
+    from tenantry.log.stream_check import standing_alert
 
     alert = await standing_alert(nc)
     if alert is not None:

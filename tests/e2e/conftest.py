@@ -17,7 +17,7 @@ from typing import Any
 import nats
 import pytest
 
-from tenantry.nats_server import free_port
+from tenantry.server.nats_server import free_port
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nats
 
-from tenantry.nats_server import NatsServer, free_port
+from tenantry.server.nats_server import NatsServer, free_port
 from tests.e2e.conftest import Tenantry
 
 # Far more than a prompt stop takes, far less than what a stuck one does (drains that wait

@@ -206,7 +206,7 @@ async def test_up_runs_the_workers_on_local_backends(tenantry_up: Tenantry, tmp_
 async def test_up_makes_a_signing_key_once_and_says_its_public_key(tenantry_up: Tenantry) -> None:
     import json
 
-    from tenantry.audit_checkpoint import key_id, load_private_key, load_public_key
+    from tenantry.audit.checkpoint import key_id, load_private_key, load_public_key
 
     tenantry_up.start()
     await tenantry_up.wait_ready()
@@ -274,7 +274,7 @@ async def test_the_nats_port_taken_by_another_nats_server_is_not_used(
     import nats
 
     from domain.event_log import STREAM_NAME
-    from tenantry.nats_server import NatsServer
+    from tenantry.server.nats_server import NatsServer
 
     foreign = NatsServer(tmp_path / "foreign", port=tenantry_up.port).start()
     try:
@@ -369,7 +369,7 @@ async def test_up_starts_and_heals_when_the_streams_last_message_was_deleted(
     from nats.js.errors import NotFoundError
 
     from domain.event_log import STREAM_NAME
-    from tenantry.nats_server import NatsServer
+    from tenantry.server.nats_server import NatsServer
 
     tenantry_up.start()
     await tenantry_up.wait_ready()

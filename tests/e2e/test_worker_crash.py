@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tenantry.nats_server import NatsServer
+from tenantry.server.nats_server import NatsServer
 from tests.integration.provisioning import (
     Tenancy,
     commits,

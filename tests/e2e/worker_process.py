@@ -9,8 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from tenantry.bootstrap import connect, run_until_signalled
 from tenantry.logs import configure_logging
+from tenantry.server.bootstrap import connect, run_until_signalled
 from workers import BackendConfig, run_worker
 
 

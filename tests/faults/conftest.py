@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from domain.service import TenancyService
+from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
-from tenantry.store import event_store_env
 from tests.faults.nats_cluster import NatsCluster
 
 

@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.errors import APIError
 
-from tenantry.nats_server import NatsServer, free_port
+from tenantry.server.nats_server import NatsServer, free_port
 
 CLUSTER_NAME = "tenantry"
 

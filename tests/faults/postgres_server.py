@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tenantry.nats_server import free_port
+from tenantry.server.nats_server import free_port
 
 
 def postgres_bin() -> Path | None:

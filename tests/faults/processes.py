@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 
-from tenantry.nats_server import _die_with_parent
+from tenantry.server.nats_server import _die_with_parent
 
 T = TypeVar("T")
 # What a process inherits from the test run; every other TENANTRY_* is set per test.

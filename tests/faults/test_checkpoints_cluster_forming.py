@@ -12,8 +12,8 @@ import nats
 import pytest
 
 from domain.service import TenancyService
-from tenantry.audit_checkpoint import generate_key_pair, load_public_key, signature_problem
-from tenantry.checkpoints import CHECKPOINT_STREAM
+from tenantry.audit.checkpoint import generate_key_pair, load_public_key, signature_problem
+from tenantry.audit.checkpoints import CHECKPOINT_STREAM
 from tests.faults.nats_cluster import NatsCluster
 from tests.faults.processes import Served, serve_env, stop_all, wait_until
 

@@ -25,10 +25,10 @@ from nats.aio.client import Client
 
 from domain.command_record import CommandRecord
 from domain.service import TenancyService
-from tenantry.nats_server import NatsServer
-from tenantry.relay import Relay
+from tenantry.log.relay import Relay
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.store import event_store_env, postgres_env
 from tenantry.settings import Settings
-from tenantry.store import event_store_env, postgres_env
 from tests.faults.exactly_once import check_stored, command_records, events_by_command
 from tests.faults.processes import (
     Served,

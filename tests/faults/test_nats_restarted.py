@@ -23,9 +23,9 @@ from nats.aio.client import Client
 from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.service import TenancyService
-from tenantry.nats_server import NatsServer, free_port
+from tenantry.server.nats_server import NatsServer, free_port
+from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
-from tenantry.store import event_store_env
 from tests.faults.processes import (
     Served,
     request,

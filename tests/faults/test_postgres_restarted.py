@@ -25,8 +25,8 @@ from nats.aio.client import Client
 from domain.command_record import CommandRecord
 from domain.event_log import unchained_body
 from domain.service import INTERNAL_TOPICS, TenancyService
-from tenantry.nats_server import NatsServer
-from tenantry.store import postgres_env
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.store import postgres_env
 from tests.faults.postgres_server import PostgresServer, postgres_bin
 from tests.faults.processes import (
     Served,

@@ -31,7 +31,7 @@ from domain.event_log import STREAM_NAME
 from domain.service import TenancyService
 from projections.runner import rebuild
 from projections.store import ViewStore
-from tenantry.store import postgres_env
+from tenantry.server.store import postgres_env
 from tests.faults.exactly_once import check_stored, command_records, events_by_command
 from tests.faults.nats_cluster import NatsCluster, stream_leader
 from tests.faults.processes import (

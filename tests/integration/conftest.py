@@ -17,10 +17,10 @@ from domain.authorization import Authorization
 from domain.service import TenancyService
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
-from tenantry.command_endpoint import CommandEndpoint
-from tenantry.nats_server import NatsServer
-from tenantry.query_endpoint import QueryEndpoint
-from tenantry.wakeups import wake_on_save
+from tenantry.server.command_endpoint import CommandEndpoint
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.query_endpoint import QueryEndpoint
+from tenantry.server.wakeups import wake_on_save
 from tests.integration.views import Views
 
 

@@ -29,12 +29,12 @@ from domain.event_log import STREAM_NAME, event_id
 from domain.ml_repo import MlRepo
 from domain.service import TenancyService
 from domain.workspace import Workspace
-from tenantry.command_endpoint import CommandEndpoint
-from tenantry.nats_server import NatsServer, _die_with_parent
-from tenantry.relay import Relay
+from tenantry.log.relay import Relay
+from tenantry.server.command_endpoint import CommandEndpoint
+from tenantry.server.nats_server import NatsServer, _die_with_parent
+from tenantry.server.store import event_store_env
+from tenantry.server.wakeups import wake_on_save
 from tenantry.settings import Settings
-from tenantry.store import event_store_env
-from tenantry.wakeups import wake_on_save
 from workers import BackendConfig, run_worker
 
 ADMIN = "user:ana@example.com"

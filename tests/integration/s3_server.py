@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tenantry.nats_server import _die_with_parent, free_port
+from tenantry.server.nats_server import _die_with_parent, free_port
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"

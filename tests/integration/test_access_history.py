@@ -22,10 +22,10 @@ import nats
 import pytest
 
 from projections.store import ViewStore
-from tenantry.nats_server import NatsServer
-from tenantry.query_endpoint import serve_views
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.query_endpoint import serve_views
+from tenantry.server.wakeups import wake_on_save
 from tenantry.settings import Settings
-from tenantry.wakeups import wake_on_save
 from tests.integration.conftest import Bus
 from tests.integration.world import ADMIN, WORLD
 

@@ -26,18 +26,18 @@ from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.service import TenancyService
 from projections.store import ViewStore
-from tenantry.audit_checkpoint import (
+from tenantry.audit.checkpoint import (
     generate_key_pair,
     load_private_key,
     load_public_key,
     signature_problem,
 )
-from tenantry.checkpoints import Cadence, Checkpointer
-from tenantry.nats_server import NatsServer
-from tenantry.query_endpoint import QueryEndpoint
-from tenantry.relay import Relay
+from tenantry.audit.checkpoints import Cadence, Checkpointer
+from tenantry.log.relay import Relay
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.query_endpoint import QueryEndpoint
+from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
-from tenantry.store import event_store_env
 from tests.integration.cli import cli
 from tests.integration.provisioning import wait_until
 from tests.integration.streams import expected_bodies, wait_for_stream

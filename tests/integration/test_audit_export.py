@@ -25,10 +25,10 @@ from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.event_log import chain_hash, published_bytes
 from domain.service import TenancyService
-from tenantry.nats_server import NatsServer
-from tenantry.relay import Relay
+from tenantry.log.relay import Relay
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
-from tenantry.store import event_store_env
 from tests.integration.cli import cli
 from tests.integration.streams import expected_bodies, wait_for_stream
 from tests.integration.world import WORLD

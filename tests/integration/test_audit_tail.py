@@ -17,8 +17,8 @@ import pytest
 from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.service import TenancyService
-from tenantry.nats_server import NatsServer
-from tenantry.relay import Relay
+from tenantry.log.relay import Relay
+from tenantry.server.nats_server import NatsServer
 from tests.integration.streams import expected_bodies, wait_for_stream
 
 

@@ -20,21 +20,21 @@ from domain.authorization import Authorization
 from domain.event_log import STREAM_NAME
 from domain.service import TenancyService
 from projections.store import ViewStore
-from tenantry.audit_checkpoint import (
+from tenantry.audit.checkpoint import (
     generate_key_pair,
     load_private_key,
     load_public_key,
     signature_problem,
 )
-from tenantry.audit_tail import tail
-from tenantry.checkpoints import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, Cadence, Checkpointer
-from tenantry.client import Client
-from tenantry.command_endpoint import CommandEndpoint
-from tenantry.identity import ActorPolicy
+from tenantry.audit.checkpoints import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, Cadence, Checkpointer
+from tenantry.audit.tail import tail
 from tenantry.inboxes import inbox_options
-from tenantry.nats_server import NatsServer
-from tenantry.query_endpoint import serve_views
-from tenantry.relay import Relay
+from tenantry.log.relay import Relay
+from tenantry.sdk.client import Client
+from tenantry.server.command_endpoint import CommandEndpoint
+from tenantry.server.identity import ActorPolicy
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.query_endpoint import serve_views
 from workers import BackendConfig, run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -460,7 +460,7 @@ async def test_the_relay_reads_its_stream_back_and_alerts_with_its_own_rights(
 ) -> None:
     """The relay's checks of the stream (a named ordered consumer, the TENANTRY_ALERTS stream,
     tenantry.alert.*) work with the relay user's permissions alone."""
-    from tenantry.stream_check import ALERT_STREAM, StreamGuard
+    from tenantry.log.stream_check import ALERT_STREAM, StreamGuard
 
     relay_nc = await secured.connect("relay")
     stop = asyncio.Event()

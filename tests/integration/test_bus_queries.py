@@ -16,9 +16,9 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 
 from projections.store import ViewStore
-from tenantry.nats_server import NatsServer
-from tenantry.query_endpoint import serve_views
-from tenantry.wakeups import wake_on_save
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.query_endpoint import serve_views
+from tenantry.server.wakeups import wake_on_save
 from tests.integration.conftest import Bus
 from tests.integration.views import Views
 from tests.integration.world import NAMESPACES

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from domain.service import TenancyService
-from tenantry.nats_server import NatsServer, free_port
+from tenantry.server.nats_server import NatsServer, free_port
 from tests.integration.test_audit_tail import published  # noqa: F401 (a fixture)
 
 _HINT = "is `tenantry up` running? (or set TENANTRY_NATS_URL)"
@@ -105,7 +105,7 @@ async def test_a_command_nobody_answered_was_not_applied_and_the_client_says_so(
     nats_server: NatsServer,
 ) -> None:
     from tenantry import Client
-    from tenantry.errors import Unavailable
+    from tenantry.sdk.errors import Unavailable
 
     # A bus with no command service: every attempt finds no responder at all.
     async with await Client.connect(nats_server.url, retries=1, backoff=0.01) as client:

@@ -17,9 +17,8 @@ import pytest
 import tenantry
 from domain.authorization import Authorization
 from domain.service import TenancyService
-from tenantry.client import Client
-from tenantry.command_endpoint import CommandEndpoint
-from tenantry.errors import (
+from tenantry.sdk.client import Client
+from tenantry.sdk.errors import (
     AlreadyExists,
     Conflict,
     Forbidden,
@@ -30,8 +29,7 @@ from tenantry.errors import (
     TenantryError,
     Unavailable,
 )
-from tenantry.nats_server import NatsServer
-from tenantry.results import (
+from tenantry.sdk.results import (
     AccessCheck,
     AccessInForce,
     AuditPage,
@@ -41,6 +39,8 @@ from tenantry.results import (
     Team,
     Workspace,
 )
+from tenantry.server.command_endpoint import CommandEndpoint
+from tenantry.server.nats_server import NatsServer
 from tests.integration.conftest import Bus
 from tests.integration.test_bus_commands import EVERY_COMMAND, EXPECTED_REFUSALS
 from tests.integration.views import Views

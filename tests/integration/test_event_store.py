@@ -14,8 +14,8 @@ from domain.commands import COMMANDS
 from domain.environment import Environment
 from domain.errors import AlreadyExists, DomainError
 from domain.service import INTERNAL_TOPICS, CommandResult, TenancyService
+from tenantry.server.store import event_store_env, postgres_env
 from tenantry.settings import Settings
-from tenantry.store import event_store_env, postgres_env
 
 
 def _run(

@@ -41,13 +41,13 @@ from domain.commands import COMMANDS
 from domain.service import TenancyService
 from projections.queries import QUERIES
 from projections.store import ViewStore
-from tenantry.command_endpoint import CommandEndpoint
-from tenantry.nats_server import NatsServer
-from tenantry.query_endpoint import serve_views
+from tenantry.server.command_endpoint import CommandEndpoint
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.query_endpoint import serve_views
+from tenantry.server.store import event_store_env, postgres_env
+from tenantry.server.wakeups import wake_on_save
+from tenantry.server.wire import MAX_BODY_BYTES
 from tenantry.settings import Settings
-from tenantry.store import event_store_env, postgres_env
-from tenantry.wakeups import wake_on_save
-from tenantry.wire import MAX_BODY_BYTES
 from tests.unit.test_trailing_whitespace import TRAILING, _changed, _slots
 
 T = TypeVar("T")

@@ -16,8 +16,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from tenantry.identity import UntrustedBus, refuse_untrusted_headers
-from tenantry.nats_server import NatsServer, free_port, nats_server_binary
+from tenantry.server.identity import UntrustedBus, refuse_untrusted_headers
+from tenantry.server.nats_server import NatsServer, free_port, nats_server_binary
 from tests.faults.processes import serve_env
 
 ADMINS = "user:ana@example.com"

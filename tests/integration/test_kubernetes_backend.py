@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from tenantry.nats_server import NatsServer
+from tenantry.server.nats_server import NatsServer
 from tests.integration.provisioning import Tenancy, running_tenancy, running_worker
 from workers import BackendConfig
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tenantry.nats_server import NatsServer
+from tenantry.server.nats_server import NatsServer
 from tests.integration.provisioning import (
     Tenancy,
     commits,

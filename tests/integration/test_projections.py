@@ -22,8 +22,8 @@ from domain.service import INTERNAL_TOPICS, CommandResult, TenancyService
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner, rebuild
 from projections.store import Tracking, ViewStore
+from tenantry.server.store import event_store_env, postgres_env, view_store_url
 from tenantry.settings import Settings
-from tenantry.store import event_store_env, postgres_env, view_store_url
 from tests.integration.views import dump
 from tests.integration.world import ADMIN, CHANGES, WORLD, Step
 

@@ -19,10 +19,10 @@ from nats.aio.msg import Msg
 from domain.service import TenancyService
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
-from tenantry.command_endpoint import CommandEndpoint
-from tenantry.metrics import Metrics
-from tenantry.nats_server import NatsServer
-from tenantry.query_endpoint import QueryEndpoint, serve_views
+from tenantry.server.command_endpoint import CommandEndpoint
+from tenantry.server.metrics import Metrics
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.query_endpoint import QueryEndpoint, serve_views
 
 FAR = 10**9  # a position the views will not reach in these tests
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tenantry.client import Client
-from tenantry.nats_server import NatsServer
+from tenantry.sdk.client import Client
+from tenantry.server.nats_server import NatsServer
 from tests.integration.views import Views
 from tests.integration.world import ADMIN
 

@@ -22,11 +22,11 @@ from nats.js import JetStreamContext
 from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.service import TenancyService
-from tenantry.nats_server import NatsServer
-from tenantry.relay import Relay
+from tenantry.log.relay import Relay
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.store import event_store_env, postgres_env
+from tenantry.server.wakeups import listen_postgres, wake_on_save
 from tenantry.settings import Settings
-from tenantry.store import event_store_env, postgres_env
-from tenantry.wakeups import listen_postgres, wake_on_save
 from tests.integration.streams import assert_stream_matches_store, read_stream, wait_for_stream
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from domain.service import TenancyService
 from projections.store import ViewStore
-from tenantry.bootstrap import build_service, open_view_store
+from tenantry.server.bootstrap import build_service, open_view_store
+from tenantry.server.store import postgres_env
 from tenantry.settings import Settings
-from tenantry.store import postgres_env
 
 STARTERS = 8
 ROUNDS = 3  # fresh schemas raced on: the collision is likely, not certain, in any one round

@@ -28,8 +28,8 @@ from nats.aio.msg import Msg
 from psycopg import sql
 
 from domain.service import TenancyService
-from tenantry.nats_server import _die_with_parent, free_port, nats_server_binary
-from tenantry.store import postgres_env
+from tenantry.server.nats_server import _die_with_parent, free_port, nats_server_binary
+from tenantry.server.store import postgres_env
 from tests.faults.processes import (
     Served,
     serve_env,

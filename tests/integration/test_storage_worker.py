@@ -17,7 +17,7 @@ import boto3
 import pytest
 
 from domain.authorization import Authorization
-from tenantry.nats_server import NatsServer
+from tenantry.server.nats_server import NatsServer
 from tests.integration.provisioning import (
     ADMIN,
     Tenancy,

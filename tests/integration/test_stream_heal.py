@@ -21,13 +21,13 @@ from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.event_log import STREAM_NAME, canonical_json, chain_hash
 from domain.service import TenancyService
-from tenantry.audit_verify import verify_live
+from tenantry.audit.verify import verify_live
 from tenantry.cli.processes import _probe
-from tenantry.nats_server import NatsServer
-from tenantry.relay import Relay
+from tenantry.log.relay import Relay
+from tenantry.log.stream_check import ALERT_SUBJECT, StreamGuard
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.store import event_store_env, postgres_env
 from tenantry.settings import Settings
-from tenantry.store import event_store_env, postgres_env
-from tenantry.stream_check import ALERT_SUBJECT, StreamGuard
 from tests.integration.cli import cli
 from tests.integration.provisioning import ADMIN, running_tenancy, running_worker
 from tests.integration.streams import wait_for_chain

@@ -24,8 +24,8 @@ from projections.queries import QUERIES, answer
 from projections.replay import Replay, access_in_force
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
+from tenantry.server.store import event_store_env, postgres_env, view_store_url
 from tenantry.settings import Settings
-from tenantry.store import event_store_env, postgres_env, view_store_url
 from tests.clock import ControlledClock
 from tests.integration.world import ADMIN, CHANGES, WORLD
 

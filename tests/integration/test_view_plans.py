@@ -36,8 +36,8 @@ from projections.audit import utc_text
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
+from tenantry.server.store import event_store_env, postgres_env, view_store_url
 from tenantry.settings import Settings
-from tenantry.store import event_store_env, postgres_env, view_store_url
 from tests.clock import ControlledClock
 from tests.integration.world import ADMIN, CHANGES, WORLD
 

@@ -11,7 +11,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from domain.event_log import STREAM_NAME
-from tenantry.nats_server import NatsServer
+from tenantry.server.nats_server import NatsServer
 from tests.integration.provisioning import (
     Tenancy,
     git_init,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tenantry.manifests import MAX_DEPTH, parse
+from tenantry.apply.manifests import MAX_DEPTH, parse
 
 TOKENS = [
     "[",

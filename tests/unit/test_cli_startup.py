@@ -8,9 +8,9 @@ import sys
 
 from projections.queries import QUERIES, Paged
 from projections.query_params import PARAMS
-from tenantry.bootstrap import ROLES
 from tenantry.cli import parser
 from tenantry.cli.processes import _ROLE_HELP, WORKER_KINDS
+from tenantry.server.bootstrap import ROLES
 from workers import WORKER_KINDS as RUNNABLE_KINDS
 
 _HEAVY = ("sqlalchemy", "structlog", "rich", "domain.commands", "projections.queries", "yaml")
@@ -29,7 +29,9 @@ def test_help_imports_nothing_heavy() -> None:
 
 
 def test_what_get_needs_to_ask_imports_no_views_and_no_commands() -> None:
-    code = "from tenantry.cli import parser\nparser()\nimport tenantry.client, tenantry.cli.output"
+    code = (
+        "from tenantry.cli import parser\nparser()\nimport tenantry.sdk.client, tenantry.cli.output"
+    )
     assert _loaded_after(code) == []
 
 

@@ -11,7 +11,7 @@ import pytest
 import tenantry
 from domain.commands import COMMANDS
 from projections.queries import QUERIES, Paged
-from tenantry.client import Client
+from tenantry.sdk.client import Client
 
 _OPTIONS = {"options", "self"}
 # Python names for wire fields that are keywords.

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tenantry.bootstrap import ROLES
 from tenantry.cli import parser
+from tenantry.server.bootstrap import ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import textwrap
 
-from tenantry.manifests import parse
-from tenantry.plan import State, plan
-from tenantry.results import Cluster, Environment
+from tenantry.apply.manifests import parse
+from tenantry.apply.plan import State, plan
+from tenantry.sdk.results import Cluster, Environment
 
 
 def _problems(text: str) -> list[str]:

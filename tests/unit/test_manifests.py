@@ -19,9 +19,9 @@ from domain.errors import PreconditionFailed
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
-from tenantry.manifests import MAX_DEPTH, Document, ManifestError, json_schema, load, parse
-from tenantry.plan import ABSENT, Change, Plan, State, plan
-from tenantry.results import Cluster, Environment, MlRepo, StorageIntegration, Team, Workspace
+from tenantry.apply.manifests import MAX_DEPTH, Document, ManifestError, json_schema, load, parse
+from tenantry.apply.plan import ABSENT, Change, Plan, State, plan
+from tenantry.sdk.results import Cluster, Environment, MlRepo, StorageIntegration, Team, Workspace
 
 from .support import ADMIN, make_tenancy
 

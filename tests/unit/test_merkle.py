@@ -11,7 +11,7 @@ from functools import cache
 
 import pytest
 
-from tenantry.merkle import (
+from tenantry.audit.merkle import (
     MerkleTree,
     consistent,
     leaf_hash,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from domain.commands import COMMANDS
 from domain.names import Actor, Subject, WorkspaceFqn, is_valid_actor
 from projections.queries import QUERIES
-from tenantry.wire import is_valid_id
+from tenantry.server.wire import is_valid_id
 
 from .bodies import VALID_BODIES
 

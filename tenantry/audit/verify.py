@@ -18,8 +18,8 @@ from nats.js.errors import NotFoundError
 
 from domain.event_log import STREAM_NAME, ZERO_HASH, chained_body, published_bytes, verify_link
 from domain.service import INTERNAL_TOPICS
-from tenantry.audit_checkpoint import ChainSpan, check_checkpoint, is_checkpoint
-from tenantry.audit_export import stream_messages
+from tenantry.audit.checkpoint import ChainSpan, check_checkpoint, is_checkpoint
+from tenantry.audit.export import stream_messages
 
 _POSITION = re.compile(rb'"position":(\d+)')
 

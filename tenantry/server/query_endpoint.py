@@ -20,11 +20,11 @@ from projections.queries import QUERIES, Answer, answer_query
 from projections.query_params import QueryParams
 from projections.runner import Progress, ProjectionRunner
 from projections.store import ViewStore
-from tenantry import wire
-from tenantry.audit_proofs import PROOF_QUERIES
-from tenantry.discovery import Discovery, EndpointCounters
-from tenantry.dispatch import FairDispatch, Request, drain_subscription
-from tenantry.metrics import Metrics, sample_lag
+from tenantry.audit.proofs import PROOF_QUERIES
+from tenantry.server import wire
+from tenantry.server.discovery import Discovery, EndpointCounters
+from tenantry.server.dispatch import FairDispatch, Request, drain_subscription
+from tenantry.server.metrics import Metrics, sample_lag
 
 QUERY_SUBJECT_PREFIX = "tenantry.query."
 DEFAULT_WAIT_SECONDS = 5.0

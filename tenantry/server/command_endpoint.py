@@ -18,11 +18,11 @@ from nats.aio.subscription import Subscription
 from domain.base import CommandContext
 from domain.commands import COMMANDS, Command
 from domain.service import CommandResult, TenancyService
-from tenantry import wire
-from tenantry.discovery import EndpointCounters
-from tenantry.dispatch import BoundedDispatch, drain_subscription
-from tenantry.identity import DEFAULT_ACTOR, ActorPolicy
-from tenantry.metrics import Metrics
+from tenantry.server import wire
+from tenantry.server.discovery import EndpointCounters
+from tenantry.server.dispatch import BoundedDispatch, drain_subscription
+from tenantry.server.identity import DEFAULT_ACTOR, ActorPolicy
+from tenantry.server.metrics import Metrics
 
 COMMAND_SUBJECT_PREFIX = "tenantry.cmd."
 DENIED_SUBJECT_PREFIX = "tenantry.audit.denied."

@@ -52,11 +52,11 @@ from domain.event_log import (
     subject_of,
 )
 from domain.service import INTERNAL_TOPICS
-from tenantry.audit_tail import reader_name
-from tenantry.jetstream import ensure_stream
-from tenantry.metrics import Metrics
+from tenantry.audit.tail import reader_name
+from tenantry.log.jetstream import ensure_stream
+from tenantry.server.metrics import Metrics
 
-log = structlog.get_logger("tenantry.stream_check")
+log = structlog.get_logger("tenantry.log.stream_check")
 
 ALERT_STREAM = "TENANTRY_ALERTS"
 ALERT_SUBJECT = "tenantry.alert.stream"

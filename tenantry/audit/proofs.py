@@ -17,12 +17,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.event_log import ZERO_HASH, verify_link
-from tenantry import wire
-from tenantry.audit_checkpoint import signature_problem
-from tenantry.merkle import MerkleTree, consistent, leaf_hash, root_from_inclusion
+from tenantry.audit.checkpoint import signature_problem
+from tenantry.audit.merkle import MerkleTree, consistent, leaf_hash, root_from_inclusion
+from tenantry.server import wire
 
 if TYPE_CHECKING:
-    from tenantry.checkpoints import Checkpointer
+    from tenantry.audit.checkpoints import Checkpointer
 
 INCLUSION = "audit_inclusion_proof"
 CONSISTENCY = "audit_consistency_proof"

@@ -5,11 +5,11 @@ at any moment neither skips nor re-publishes; every publish is conditional on th
 (`Nats-Expected-Last-Msg-Id`), so a second relay can't interleave: it gets refused, re-reads the
 stream's tail and carries on from there.
 
-Where it resumes is decided by `tenantry.stream_check`, which checks the stream against the store
-on start, after every refusal and every `check_interval` seconds: after the last message of the
-stream that is the store's event byte for byte and linked to the one before it. So a purged or
-trimmed stream is healed (the missing events published again, the same bytes, after the
-stream's end) and a forged message is reported and published past, never resumed from."""
+Where it resumes is decided by `tenantry.log.stream_check`, which checks the stream against the
+store on start, after every refusal and every `check_interval` seconds: after the last message of
+the stream that is the store's event byte for byte and linked to the one before it. So a purged or
+trimmed stream is healed (the missing events published again, the same bytes, after the stream's
+end) and a forged message is reported and published past, never resumed from."""
 
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ from domain.event_log import (
     chained_payload,
 )
 from domain.service import INTERNAL_TOPICS
-from tenantry.jetstream import ensure_stream
-from tenantry.metrics import Metrics
-from tenantry.stream_check import Resume, StreamGuard, msg_id
+from tenantry.log.jetstream import ensure_stream
+from tenantry.log.stream_check import Resume, StreamGuard, msg_id
+from tenantry.server.metrics import Metrics
 
-log = structlog.get_logger("tenantry.relay")
+log = structlog.get_logger("tenantry.log.relay")
 
 
 @dataclass

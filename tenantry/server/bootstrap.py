@@ -21,19 +21,19 @@ from nats.aio.client import Client
 from domain.authorization import Authorization
 from domain.service import TenancyService
 from projections.store import ViewStore
-from tenantry.audit_checkpoint import generate_key_pair, key_id, load_private_key
-from tenantry.checkpoints import Cadence, Checkpointer
-from tenantry.command_endpoint import CommandEndpoint
-from tenantry.discovery import Discovery
-from tenantry.identity import ActorPolicy, refuse_untrusted_headers
+from tenantry.audit.checkpoint import generate_key_pair, key_id, load_private_key
+from tenantry.audit.checkpoints import Cadence, Checkpointer
 from tenantry.inboxes import inbox_options
-from tenantry.metrics import Metrics, sample_lag
-from tenantry.nats_server import NatsServer
-from tenantry.query_endpoint import serve_views
-from tenantry.relay import Relay
+from tenantry.log.relay import Relay
+from tenantry.server.command_endpoint import CommandEndpoint
+from tenantry.server.discovery import Discovery
+from tenantry.server.identity import ActorPolicy, refuse_untrusted_headers
+from tenantry.server.metrics import Metrics, sample_lag
+from tenantry.server.nats_server import NatsServer
+from tenantry.server.query_endpoint import serve_views
+from tenantry.server.store import creating_tables, event_store_env, view_store_url
+from tenantry.server.wakeups import listen_postgres, wake_on_save
 from tenantry.settings import Settings
-from tenantry.store import creating_tables, event_store_env, view_store_url
-from tenantry.wakeups import listen_postgres, wake_on_save
 from workers import WORKER_KINDS, BackendConfig, run_worker
 
 log = structlog.get_logger("tenantry")

@@ -10,8 +10,8 @@ if that fails too, raises `DatabaseUnavailable` without the library's retries; o
 connection works, the pool's stale connections are replaced at once; and the pool gives up its
 background reconnections after a second, so that connections are made again on demand.
 
-`PERSISTENCE_MODULE=tenantry.postgres` selects it (see `tenantry.store.postgres_env`, which
-also turns the pool's check of every connection before use off: a stale connection fails its
+`PERSISTENCE_MODULE=tenantry.server.postgres` selects it (see `tenantry.server.store.postgres_env`,
+which also turns the pool's check of every connection before use off: a stale connection fails its
 statement, which marks the store down, and the library's retry finds the pool renewed)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Manifests: the YAML documents `tenantry apply` reads — their models (each a create
 command's fields plus `type`; they extend the command models, so they cannot drift apart),
 their JSON Schema, and reading them with the place of every problem (file, document, line,
-field). What applying them does is `tenantry.plan`.
+field). What applying them does is `tenantry.apply.plan`.
 
 An ml-repo's `collaborators` and a workspace's `ml_repo_access` are the grants wanted."""
 

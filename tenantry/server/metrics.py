@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from tenantry.nats_server import PortInUse
+from tenantry.server.nats_server import PortInUse
 
 
 @dataclass

@@ -46,9 +46,7 @@ from domain.commands import (
     UpdateMlRepo,
     UpdateWorkspace,
 )
-from tenantry.client import Client
-from tenantry.errors import TenantryError
-from tenantry.manifests import (
+from tenantry.apply.manifests import (
     MANIFEST_TYPES,
     AnyManifest,
     ClusterManifest,
@@ -63,7 +61,9 @@ from tenantry.manifests import (
     check_unique,
     name_of,
 )
-from tenantry.results import (
+from tenantry.sdk.client import Client
+from tenantry.sdk.errors import TenantryError
+from tenantry.sdk.results import (
     Cluster,
     CommandReply,
     Environment,

@@ -18,7 +18,7 @@ from typing import Any
 
 from domain.errors import Forbidden
 from domain.names import is_valid_actor
-from tenantry import wire
+from tenantry.server import wire
 
 REQUEST_INFO_HEADER = "Nats-Request-Info"
 DEFAULT_ACTOR = "user:anonymous@localhost"

@@ -1,6 +1,6 @@
 """The checkpoints role: follows the event store, keeps the log's Merkle tree, signs a checkpoint
 every N events or T seconds on the TENANTRY_CHECKPOINTS stream (`tenantry.checkpoint`), and
-answers the Merkle proof queries (`tenantry.audit_proofs`).
+answers the Merkle proof queries (`tenantry.audit.proofs`).
 
 A checkpoint is the signed statement "the log had `tree_size` events, this root, this head":
 kept anywhere off the box, it makes events cut off the end of the log, or a history rewritten
@@ -31,13 +31,13 @@ from nats.js.errors import APIError, NotFoundError
 
 from domain.event_log import STREAM_NAME, ZERO_HASH, canonical_json, published
 from domain.service import INTERNAL_TOPICS
-from tenantry import wire
-from tenantry.audit_checkpoint import signed
-from tenantry.audit_proofs import PROOF_QUERIES, answer_proof
-from tenantry.jetstream import ensure_stream
-from tenantry.merkle import MerkleTree, leaf_hash
+from tenantry.audit.checkpoint import signed
+from tenantry.audit.merkle import MerkleTree, leaf_hash
+from tenantry.audit.proofs import PROOF_QUERIES, answer_proof
+from tenantry.log.jetstream import ensure_stream
+from tenantry.server import wire
 
-log = structlog.get_logger("tenantry.checkpoints")
+log = structlog.get_logger("tenantry.audit.checkpoints")
 
 CHECKPOINT_STREAM = "TENANTRY_CHECKPOINTS"
 CHECKPOINT_SUBJECT = "tenantry.checkpoint"

@@ -63,7 +63,7 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 def signed(checkpoint: dict[str, Any], private_key: Ed25519PrivateKey) -> dict[str, Any]:
     """`checkpoint` in its signed envelope: the signature is over its canonical JSON. Exports'
-    checkpoints and the published ones (`tenantry.checkpoints`) share it."""
+    checkpoints and the published ones (`tenantry.audit.checkpoints`) share it."""
     signature = private_key.sign(canonical_json(checkpoint))
     return {
         "checkpoint": checkpoint,

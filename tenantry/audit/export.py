@@ -1,6 +1,6 @@
 """`tenantry audit export`: a contiguous run of the TENANTRY_EVENTS stream as JSON lines, each
 line the message body exactly as published (so its hash chain verifies anywhere), optionally
-ended by a signed checkpoint (`tenantry.audit_checkpoint`)."""
+ended by a signed checkpoint (`tenantry.audit.checkpoint`)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from domain.event_log import STREAM_NAME, SUBJECT_PREFIX, ZERO_HASH, published_bytes, verify_link
-from tenantry.audit_checkpoint import ChainSpan
-from tenantry.audit_tail import first_seq_at_position, reader_name
+from tenantry.audit.checkpoint import ChainSpan
+from tenantry.audit.tail import first_seq_at_position, reader_name
 
 Bound = int | datetime | None
 

@@ -24,8 +24,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from domain.names import OptimizeFor, Provider, Role, StorageProvider, is_valid_actor
 from projections.query_params import PARAMS, Paged
-from tenantry import wire
-from tenantry.errors import (
+from tenantry.inboxes import inbox_options
+from tenantry.sdk.errors import (
     InternalError,
     InvalidRequest,
     QueryTimeout,
@@ -33,8 +33,7 @@ from tenantry.errors import (
     Unavailable,
     error_from_wire,
 )
-from tenantry.inboxes import inbox_options
-from tenantry.results import (
+from tenantry.sdk.results import (
     Access,
     AccessChange,
     AccessCheck,
@@ -51,6 +50,7 @@ from tenantry.results import (
     Team,
     Workspace,
 )
+from tenantry.server import wire
 from tenantry.settings import Settings
 
 if TYPE_CHECKING:

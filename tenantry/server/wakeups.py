@@ -10,7 +10,7 @@ import psycopg
 import structlog
 from eventsourcing.persistence import ApplicationRecorder
 
-log = structlog.get_logger("tenantry.wakeups")
+log = structlog.get_logger("tenantry.server.wakeups")
 
 
 def wake_on_save(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:

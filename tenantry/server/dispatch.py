@@ -14,7 +14,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-log = structlog.get_logger("tenantry.dispatch")
+log = structlog.get_logger("tenantry.server.dispatch")
 
 
 async def drain_subscription(subscription: Subscription, service: str) -> None:

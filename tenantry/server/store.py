@@ -34,7 +34,7 @@ def postgres_env(url: str) -> dict[str, str]:
     query = parse_qs(parts.query)
     env = {
         # eventsourcing's PostgreSQL store, failing fast while the database is down.
-        "PERSISTENCE_MODULE": "tenantry.postgres",
+        "PERSISTENCE_MODULE": "tenantry.server.postgres",
         "POSTGRES_DBNAME": unquote(parts.path.lstrip("/")) or "postgres",
         "POSTGRES_HOST": parts.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(parts.port or 5432),
@@ -45,7 +45,7 @@ def postgres_env(url: str) -> dict[str, str]:
         "POSTGRES_MAX_OVERFLOW": query.get("max_overflow", ["10"])[0],
         # No check of each pooled connection before use (a round trip each time, and after a
         # crash the pool backs off between failed checks past its timeout): a lost connection
-        # fails its statement, and tenantry.postgres then replaces the pool's connections.
+        # fails its statement, and tenantry.server.postgres then replaces the pool's connections.
         "POSTGRES_PRE_PING": "n",
         # Off on purpose: with database functions on, tracking records were silently not written.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
