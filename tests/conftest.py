@@ -18,6 +18,7 @@ from tenantry.logs import _CurrentStderr
 from tenantry.server.nats_server import NatsServer
 from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
+from tests.integration.s3_server import CountingProxy, MotoServer
 
 # The product's log lines at info and above, on the stderr pytest captures for each test
 # (unconfigured, structlog prints every level, debug too, on stdout). Not cached, so that
@@ -101,3 +102,23 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
     connection = await nats.connect(nats_server.url)
     yield connection
     await connection.close()
+
+
+# --- an S3-speaking server (moto), for the S3 storage backend ------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """moto_server, one per test module (started once: it takes a few seconds)."""
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_proxy(moto: MotoServer) -> Iterator[CountingProxy]:
+    """moto emptied, behind a proxy that counts requests and can fail the next few."""
+    moto.reset()
+    proxy = CountingProxy(moto.port).start()
+    yield proxy
+    proxy.stop()

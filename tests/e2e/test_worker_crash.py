@@ -15,7 +15,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ from tests.integration.provisioning import (
     start_worker_process,
     wait_settled,
 )
-from tests.integration.s3_server import ACCESS_KEY, SECRET_KEY, CountingProxy, MotoServer
+from tests.integration.s3_server import ACCESS_KEY, SECRET_KEY, CountingProxy
 from tests.integration.streams import wait_for_stream
 from workers import BackendConfig
 
@@ -136,21 +136,6 @@ async def test_the_namespace_worker_killed_mid_stream_commits_each_change_once(
         assert tenancy.workspace(fqn).status == "deleted"
         assert len(tenancy.events("workspace.namespace_deleted", fqn)) == 1
         assert tenancy.events("workspace.namespace_provisioned", fqn) == []
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3_proxy(moto: MotoServer) -> Iterator[CountingProxy]:
-    moto.reset()
-    proxy = CountingProxy(moto.port).start()
-    yield proxy
-    proxy.stop()
 
 
 async def test_the_storage_worker_killed_mid_stream_puts_each_object_once(

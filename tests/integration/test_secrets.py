@@ -36,7 +36,7 @@ from tests.faults.processes import (
     stop_all,
     wait_until,
 )
-from tests.integration.s3_server import CountingProxy, MotoServer
+from tests.integration.s3_server import CountingProxy
 
 pytestmark = pytest.mark.postgres
 
@@ -130,21 +130,6 @@ def auth_nats(tmp_path: Path, creds: Secrets) -> Iterator[AuthNats]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3(moto: MotoServer) -> Iterator[CountingProxy]:
-    moto.reset()
-    proxy = CountingProxy(moto.port).start()
-    yield proxy
-    proxy.stop()
-
-
 @pytest.fixture
 def database_url(postgres_url: str, creds: Secrets) -> str:
     """The test's schema, reached with a password in the URL."""
@@ -190,7 +175,7 @@ async def test_no_credential_appears_in_logs_events_stream_or_replies(
     auth_nats: AuthNats,
     client: Client,
     database_url: str,
-    s3: CountingProxy,
+    s3_proxy: CountingProxy,
     tmp_path: Path,
 ) -> None:
     env = serve_env(
@@ -198,7 +183,7 @@ async def test_no_credential_appears_in_logs_events_stream_or_replies(
         auth_nats.url,
         database_url,
         TENANTRY_STORAGE_BACKEND="s3",
-        TENANTRY_S3_ENDPOINT_URL=s3.url,
+        TENANTRY_S3_ENDPOINT_URL=s3_proxy.url,
         TENANTRY_S3_REGION="us-east-1",
         TENANTRY_S3_ACCESS_KEY_ID=creds.s3_access_key,
         TENANTRY_S3_SECRET_ACCESS_KEY=creds.s3_secret_key,
@@ -262,7 +247,7 @@ async def test_no_credential_appears_in_logs_events_stream_or_replies(
             "register_storage_integration",
             {"name": "s3-main", "provider": "s3", "storage_root": "s3://tenantry-secrets/repos"},
         )
-        s3.failing = 2  # an S3 outage (both of boto's attempts): transient, logged, retried
+        s3_proxy.failing = 2  # an S3 outage (both of boto's attempts): transient, logged, retried
         await ok("create_ml_repo", {"name": "fraud-models", "storage_integration": "s3-main"})
         last = await ok(
             "grant_repo_access",
@@ -358,7 +343,9 @@ async def test_no_credential_appears_in_logs_events_stream_or_replies(
         events = [n.state for n in service.recorder.select_notifications(None, 100_000)]
     finally:
         service.close()
-    assert any(b"gave up" in e or b"ServiceUnavailable" in e for e in events) or s3.count("PUT")
+    assert any(b"gave up" in e or b"ServiceUnavailable" in e for e in events) or s3_proxy.count(
+        "PUT"
+    )
     assert len(stream) > 10 and len(events) > len(stream)
     assert len(denied) == 1
     outputs: dict[str, bytes] = {

@@ -136,21 +136,6 @@ async def test_an_unwritable_root_ends_as_failed_and_the_next_repo_goes_on(
 # --- S3 ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3_proxy(moto: MotoServer) -> Iterator[CountingProxy]:
-    moto.reset()
-    proxy = CountingProxy(moto.port).start()
-    yield proxy
-    proxy.stop()
-
-
 def s3_config(proxy: CountingProxy, **changes: Any) -> BackendConfig:
     return BackendConfig(
         storage_backend="s3",
