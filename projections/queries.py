@@ -17,7 +17,8 @@ from sqlalchemy import ColumnElement, Connection, Table, func, select
 from domain.errors import NotFound, ValidationFailed
 from projections import schema as t
 from projections.audit import utc_text
-from projections.effective_access import GONE, allows, subject_access
+from projections.current_access import allows, subject_access
+from projections.directory import GONE
 from projections.query_params import (  # noqa: F401 (here too, as before)
     MAX_PAGE,
     MAX_WAIT_SECONDS,
