@@ -20,8 +20,6 @@ from sqlalchemy import Connection, select
 from domain.names import ROLE_RANK
 from projections import schema as t
 
-ACTION_RANK: dict[str, int] = {"read": 1, "write": 2, "admin": 3}
-
 
 @dataclass(frozen=True)
 class Access:
@@ -44,10 +42,6 @@ def subject_access(conn: Connection, subject: str, repo: str | None = None) -> l
         if held is None or _precedence(found.role, found.via) < _precedence(held.role, held.via):
             best[found.repo] = Access(found.repo, found.role, found.via)
     return [best[name] for name in sorted(best)]
-
-
-def allows(role: str | None, action: str) -> bool:
-    return role is not None and ROLE_RANK[role] >= ACTION_RANK[action]
 
 
 def _precedence(role: str, via: str) -> tuple[int, bool, str]:

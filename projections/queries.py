@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Table, func, select
 
 from domain.errors import NotFound, ValidationFailed
+from domain.names import allows
 from projections import schema as t
 from projections.audit import utc_text
-from projections.current_access import allows, subject_access
+from projections.current_access import subject_access
 from projections.directory import GONE
 from projections.query_params import (  # noqa: F401 (here too, as before)
     MAX_PAGE,
