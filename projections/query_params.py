@@ -158,9 +158,7 @@ class AuditLog(QueryParams):
     until: Moment | None = None
     actor: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
     fqn: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
-    type: (
-        Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+$", max_length=100)] | None
-    ) = None
+    type: EventType | None = None
     after: Position | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
