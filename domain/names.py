@@ -45,6 +45,16 @@ Provider = Literal["aws-eks", "gcp-gke-standard", "azure-aks", "generic"]
 StorageProvider = Literal["s3", "gcs", "azure-blob", "local"]
 
 ROLE_RANK: dict[str, int] = {"viewer": 1, "editor": 2, "admin": 3}
+# What a role lets a subject do: a viewer reads, an editor writes too, an admin also manages
+# the repo's grants (`check_access`, and the storage policies the worker writes).
+Action = Literal["read", "write", "admin"]
+ACTION_RANK: dict[str, int] = {"read": 1, "write": 2, "admin": 3}
+
+
+def allows(role: str | None, action: str) -> bool:
+    """Whether `role` (None: no access) lets its holder do `action`."""
+    return role is not None and ROLE_RANK[role] >= ACTION_RANK[action]
+
 
 _WS = CLUSTER_NAME_RE[1:-1]
 _WORKSPACE_FQN = re.compile(rf"^({_WS}):({_WS})$")

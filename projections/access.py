@@ -1,6 +1,6 @@
 """The grants view: the direct grants in force on each ML repo, with who granted them, when and
-why. Effective access (through teams, workspaces, applications) is derived from it at query time
-in `projections.effective_access`."""
+why (`repo_access`, a repo's `grants`). Effective access (through teams, workspaces,
+applications) is the temporal access view's (`projections.current_access`)."""
 
 from __future__ import annotations
 

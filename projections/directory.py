@@ -16,6 +16,9 @@ from projections import schema as t
 from projections.store import upsert
 
 Body = dict[str, Any]
+# The statuses of a workspace or ML repo that is being deleted or is deleted: it grants nothing
+# and is not listed among the live ones.
+GONE = ("deleting", "deleted", "deletion_failed")
 _Handler = Callable[[Connection, Body], None]
 _HANDLERS: dict[str, _Handler] = {}
 

@@ -15,18 +15,17 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Table, func, select
 
 from domain.errors import NotFound, ValidationFailed
+from domain.names import allows
 from projections import schema as t
 from projections.audit import utc_text
-from projections.effective_access import GONE, allows, subject_access
-from projections.query_params import (  # noqa: F401 (here too, as before)
-    MAX_PAGE,
-    MAX_WAIT_SECONDS,
+from projections.current_access import subject_access
+from projections.directory import GONE
+from projections.query_params import (
     AccessChanges,
     AccessReport,
     AuditLog,
     CheckAccess,
     EnvironmentTags,
-    EventType,
     GetMlRepo,
     GetStorageIntegration,
     GetTeam,
@@ -37,11 +36,8 @@ from projections.query_params import (  # noqa: F401 (here too, as before)
     ListStorageIntegrations,
     ListTeams,
     ListWorkspaces,
-    Moment,
     Paged,
-    Position,
     QueryParams,
-    QuerySubject,
     RepoAccess,
     SubjectAccess,
 )

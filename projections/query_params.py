@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +22,7 @@ from pydantic import (
 from domain.names import (
     CLUSTER_NAME_RE,
     DNS_LABEL_RE,
+    Action,
     ClusterName,
     DnsLabel,
     MlRepoName,
@@ -142,7 +143,7 @@ class SubjectAccess(Paged):
 class CheckAccess(QueryParams):
     subject: QuerySubject
     repo: MlRepoName
-    action: Literal["read", "write", "admin"]
+    action: Action
 
 
 class EnvironmentTags(Paged):
@@ -157,9 +158,7 @@ class AuditLog(QueryParams):
     until: Moment | None = None
     actor: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
     fqn: Annotated[str, StringConstraints(min_length=1, max_length=300)] | None = None
-    type: (
-        Annotated[str, StringConstraints(pattern=r"^[a-z_]+\.[a-z_]+$", max_length=100)] | None
-    ) = None
+    type: EventType | None = None
     after: Position | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
 

@@ -21,7 +21,6 @@ from domain.service import INTERNAL_TOPICS
 from projections import access, audit, directory
 from projections import schema as t
 from projections.audit import utc_text
-from projections.effective_access import DIRECT, GONE
 from projections.runner import Projector
 from projections.store import Tracking, ViewStore, read_tracking, write_tracking
 
@@ -105,11 +104,19 @@ class Replay:
 def access_in_force(
     conn: Connection, repo: str | None = None, subject: str | None = None
 ) -> list[dict[str, Any]]:
-    """`access_report`'s rows from the views as they stand (see `projections.effective_access`
-    for the rules): each live grant, each member of a team with a grant, each application of a
-    live workspace with a grant."""
+    """`access_report`'s rows from the views as they stand, by the rules of access stated
+    independently of the temporal view (which keeps them over time, and whose open rows answer
+    `check_access`; the tests hold the two to each other):
+
+    - a subject (user, team, live workspace) holds its own grant (`via` `direct`);
+    - a member of a team holds the team's grant (`via` `team:<name>`);
+    - a live application `app:<cluster>:<workspace>:<name>` holds its live workspace's grant
+      (`via` `workspace:<cluster>:<name>`);
+    - a repo being deleted, or deleted, grants nothing, nor does a workspace being deleted."""
     live_workspaces = set(
-        conn.execute(select(t.workspaces.c.fqn).where(t.workspaces.c.status.not_in(GONE))).scalars()
+        conn.execute(
+            select(t.workspaces.c.fqn).where(t.workspaces.c.status.not_in(directory.GONE))
+        ).scalars()
     )
     members: dict[str, list[str]] = defaultdict(list)
     for team, user in conn.execute(select(t.team_members.c.team, t.team_members.c.user)):
@@ -117,7 +124,7 @@ def access_in_force(
     for workspace, fqn in conn.execute(select(t.applications.c.workspace, t.applications.c.fqn)):
         members[f"workspace:{workspace}"].append(f"app:{fqn}")
     statement = select(t.grants).join(t.ml_repos, t.ml_repos.c.name == t.grants.c.repo)
-    statement = statement.where(t.ml_repos.c.status.not_in(GONE))
+    statement = statement.where(t.ml_repos.c.status.not_in(directory.GONE))
     if repo is not None:
         statement = statement.where(t.grants.c.repo == repo)
     rows = []
@@ -131,7 +138,7 @@ def access_in_force(
             "granted_by": grant.granted_by,
             "reason": grant.reason,
         }
-        rows.append({"repo": grant.repo, "subject": holder, **given, "via": DIRECT})
+        rows.append({"repo": grant.repo, "subject": holder, **given, "via": t.DIRECT})
         rows += [
             {"repo": grant.repo, "subject": member, **given, "via": holder}
             for member in members[holder]

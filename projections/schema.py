@@ -190,6 +190,7 @@ audit_events = Table(
 # workspace with a grant). A role change ends one row and begins the next at the same position.
 # The holders' open rows have a partial index of their own, as the statements say it.
 OPEN = "to_position IS NULL"
+DIRECT = "direct"  # the `via` of a subject's own grant
 
 
 def _columns(*, ended: bool) -> list[Column[Any]]:

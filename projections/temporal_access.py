@@ -2,7 +2,8 @@
 time with who began and ended it and why. `access_report` (as of a moment) and `access_changes`
 (between two moments) are answered from it, by indexed range queries, never by replaying the log.
 
-Ways to hold a role (the `via` of a row), the rules of `projections.effective_access` over time:
+Ways to hold a role (the `via` of a row), the rules of `projections.replay.access_in_force` over
+time (its open rows are today's access, `projections.current_access`):
 - `direct`: the subject's own grant (a user, a team or a workspace);
 - `team:<name>`: a member of a team holding a grant, while both the membership and the team's
   grant last;
@@ -27,7 +28,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, text, upda
 from domain.event_log import Published
 from projections import schema as t
 from projections.audit import utc_text_of
-from projections.effective_access import DIRECT
+from projections.schema import DIRECT
 from projections.store import Raw
 
 Body = dict[str, Any]

@@ -20,11 +20,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-ACCESS: dict[str, tuple[str, ...]] = {
-    "viewer": ("read",),
-    "editor": ("read", "write"),
-    "admin": ("read", "write"),
-}
+from domain.names import allows
+
 READ_ACTIONS = ["s3:GetObject"]
 WRITE_ACTIONS = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
 # Statements this worker owns start with it; any other statement of a bucket is left alone.
@@ -36,7 +33,8 @@ _IAM_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{1,64}")
 
 
 def access_of(role: str) -> tuple[str, ...]:
-    return ACCESS[role]
+    """What `role` may do to the repo's data (as `check_access` answers it)."""
+    return tuple(action for action in ("read", "write") if allows(role, action))
 
 
 def local_policy(repo: str, location: str, grants: Mapping[str, str]) -> dict[str, Any]:
