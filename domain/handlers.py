@@ -389,67 +389,42 @@ def remove_team_member(s: Session, cmd: c.RemoveTeamMember, actor: str) -> Aggre
 # --- what the workers report --------------------------------------------------------------
 
 
-def _recorded_workspace(s: Session, cmd: c.RecordNamespace) -> Workspace:
+# What each report does to its workspace or repo; one handler per kind of report.
+_NAMESPACE_REPORTS: dict[type[c.RecordNamespace], Callable[[Workspace, str, str], None]] = {
+    c.RecordNamespaceProvisioned: lambda w, ns, detail: w.record_provisioned(ns, detail),
+    c.RecordNamespaceFailed: lambda w, ns, detail: w.record_failed(ns, detail),
+    c.RecordNamespaceDeleted: lambda w, ns, detail: w.record_deleted(ns, detail),
+}
+_STORAGE_REPORTS: dict[type[c.RecordStorage], Callable[[MlRepo, str, str], None]] = {
+    c.RecordStorageProvisioned: lambda r, location, detail: r.record_provisioned(location, detail),
+    c.RecordStorageFailed: lambda r, location, detail: r.record_failed(location, detail),
+    c.RecordStorageDeleted: lambda r, location, detail: r.record_deleted(location, detail),
+}
+
+
+def record_namespace(s: Session, cmd: c.RecordNamespace, actor: str) -> Aggregate:
     cluster, name = split_workspace_fqn(cmd.workspace)
     workspace = s.find(Workspace, cluster, name)
     if workspace is None:
         raise NotFound(f"workspace {cmd.workspace!r} does not exist", name=cmd.workspace)
     check_version(workspace, cmd.expected_version)
+    _NAMESPACE_REPORTS[type(cmd)](workspace, cmd.namespace, cmd.detail)
     return workspace
 
 
-@_handles(c.RecordNamespaceProvisioned)
-def record_namespace_provisioned(
-    s: Session, cmd: c.RecordNamespaceProvisioned, actor: str
-) -> Aggregate:
-    workspace = _recorded_workspace(s, cmd)
-    workspace.record_provisioned(cmd.namespace, cmd.detail)
-    return workspace
-
-
-@_handles(c.RecordNamespaceFailed)
-def record_namespace_failed(s: Session, cmd: c.RecordNamespaceFailed, actor: str) -> Aggregate:
-    workspace = _recorded_workspace(s, cmd)
-    workspace.record_failed(cmd.namespace, cmd.detail)
-    return workspace
-
-
-@_handles(c.RecordNamespaceDeleted)
-def record_namespace_deleted(s: Session, cmd: c.RecordNamespaceDeleted, actor: str) -> Aggregate:
-    workspace = _recorded_workspace(s, cmd)
-    workspace.record_deleted(cmd.namespace, cmd.detail)
-    return workspace
-
-
-def _recorded_repo(s: Session, cmd: c.RecordStorage) -> MlRepo:
+def record_storage(s: Session, cmd: c.RecordStorage, actor: str) -> Aggregate:
     repo = s.find(MlRepo, cmd.repo)
     if repo is None:
         raise NotFound(f"ML repo {cmd.repo!r} does not exist", name=cmd.repo)
     check_version(repo, cmd.expected_version)
-    return repo
-
-
-@_handles(c.RecordStorageProvisioned)
-def record_storage_provisioned(
-    s: Session, cmd: c.RecordStorageProvisioned, actor: str
-) -> Aggregate:
-    repo = _recorded_repo(s, cmd)
-    repo.record_provisioned(cmd.location, cmd.detail)
-    return repo
-
-
-@_handles(c.RecordStorageFailed)
-def record_storage_failed(s: Session, cmd: c.RecordStorageFailed, actor: str) -> Aggregate:
-    repo = _recorded_repo(s, cmd)
-    if cmd.removal:
+    if isinstance(cmd, c.RecordStorageFailed) and cmd.removal:
         repo.record_removal_failed(cmd.location, cmd.detail)
     else:
-        repo.record_failed(cmd.location, cmd.detail)
+        _STORAGE_REPORTS[type(cmd)](repo, cmd.location, cmd.detail)
     return repo
 
 
-@_handles(c.RecordStorageDeleted)
-def record_storage_deleted(s: Session, cmd: c.RecordStorageDeleted, actor: str) -> Aggregate:
-    repo = _recorded_repo(s, cmd)
-    repo.record_deleted(cmd.location, cmd.detail)
-    return repo
+for _namespace_report in _NAMESPACE_REPORTS:
+    _handles(_namespace_report)(record_namespace)
+for _storage_report in _STORAGE_REPORTS:
+    _handles(_storage_report)(record_storage)

@@ -30,21 +30,7 @@ from domain.names import (
     WorkspaceFqn,
     has_nul,
 )
-from projections.results import (
-    Access,
-    AccessChange,
-    AccessCheck,
-    AccessInForce,
-    AuditPage,
-    Cluster,
-    Environment,
-    Grant,
-    MlRepo,
-    StorageIntegration,
-    Team,
-    Workspace,
-)
-from projections.results import EnvironmentTags as EnvironmentTagsRow
+from projections import results as r
 
 MAX_WAIT_SECONDS = 30.0
 
@@ -143,51 +129,51 @@ class Paged(Query[list[R]], Generic[R]):
     after: Annotated[str, StringConstraints(min_length=2, max_length=4000)] | None = None
 
 
-class ListEnvironments(Paged[Environment]):
+class ListEnvironments(Paged[r.Environment]):
     pass
 
 
-class ListClusters(Paged[Cluster]):
+class ListClusters(Paged[r.Cluster]):
     environment: DnsLabel | None = None
 
 
-class GetWorkspace(Query[Workspace]):
+class GetWorkspace(Query[r.Workspace]):
     fqn: WorkspaceFqn
 
 
-class ListWorkspaces(Paged[Workspace]):
+class ListWorkspaces(Paged[r.Workspace]):
     cluster: ClusterName | None = None
     environment: DnsLabel | None = None
     production: bool | None = None
 
 
-class GetMlRepo(Query[MlRepo]):
+class GetMlRepo(Query[r.MlRepo]):
     name: MlRepoName
 
 
-class ListMlRepos(Paged[MlRepo]):
+class ListMlRepos(Paged[r.MlRepo]):
     subject: QuerySubject | None = None
 
 
-class RepoAccess(Paged[Grant]):
+class RepoAccess(Paged[r.Grant]):
     repo: MlRepoName
 
 
-class SubjectAccess(Paged[Access]):
+class SubjectAccess(Paged[r.Access]):
     subject: QuerySubject
 
 
-class CheckAccess(Query[AccessCheck]):
+class CheckAccess(Query[r.AccessCheck]):
     subject: QuerySubject
     repo: MlRepoName
     action: Literal["read", "write", "admin"]
 
 
-class EnvironmentTags(Paged[EnvironmentTagsRow]):
+class EnvironmentTags(Paged[r.EnvironmentTags]):
     environment: DnsLabel | None = None
 
 
-class AuditLog(Query[AuditPage]):
+class AuditLog(Query[r.AuditPage]):
     """`since` is inclusive and `until` exclusive; `after` is a position (exclusive), for paging
     with the `next` of the previous page."""
 
@@ -202,7 +188,7 @@ class AuditLog(Query[AuditPage]):
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
-class AccessReport(Paged[AccessInForce]):
+class AccessReport(Paged[r.AccessInForce]):
     """What was in force at `as_of` (any RFC 3339 offset), events at that very moment included."""
 
     as_of: Moment
@@ -210,7 +196,7 @@ class AccessReport(Paged[AccessInForce]):
     subject: QuerySubject | None = None
 
 
-class AccessChanges(Paged[AccessChange]):
+class AccessChanges(Paged[r.AccessChange]):
     """Changes after `from` up to and including `to`: exactly what turns `access_report` at
     `from` into `access_report` at `to`."""
 
@@ -226,19 +212,19 @@ class AccessChanges(Paged[AccessChange]):
         return self
 
 
-class ListTeams(Paged[Team]):
+class ListTeams(Paged[r.Team]):
     pass
 
 
-class GetTeam(Query[Team]):
+class GetTeam(Query[r.Team]):
     name: DnsLabel
 
 
-class ListStorageIntegrations(Paged[StorageIntegration]):
+class ListStorageIntegrations(Paged[r.StorageIntegration]):
     pass
 
 
-class GetStorageIntegration(Query[StorageIntegration]):
+class GetStorageIntegration(Query[r.StorageIntegration]):
     name: DnsLabel
 
 

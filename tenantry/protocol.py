@@ -122,20 +122,7 @@ class Unavailable(TenantryError):
     status = "503"
 
 
-ERRORS: dict[str, type[TenantryError]] = {
-    cls.code: cls
-    for cls in (
-        InvalidRequest,
-        NotFound,
-        AlreadyExists,
-        Conflict,
-        PreconditionFailed,
-        Forbidden,
-        QueryTimeout,
-        InternalError,
-        Unavailable,
-    )
-}
+ERRORS: dict[str, type[TenantryError]] = {cls.code: cls for cls in TenantryError.__subclasses__()}
 # What a command may be answered with (DESIGN §3); queries may also answer `timeout`.
 COMMAND_ERROR_CODES: tuple[str, ...] = tuple(
     code for code in ERRORS if code not in ("timeout", "unavailable")

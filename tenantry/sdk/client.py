@@ -10,12 +10,10 @@ twice (the service answers a known id with its first answer, `replayed: true`)."
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, overload
 
@@ -23,7 +21,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from domain.names import is_valid_actor
 from projections.query_params import PARAMS, Query, name_of
@@ -43,6 +41,7 @@ from tenantry.protocol import (
     error_from_wire,
     query_subject,
 )
+from tenantry.sdk.by_name import as_json, by_name, valid
 from tenantry.server import wire
 from tenantry.settings import Settings
 
@@ -60,8 +59,6 @@ PAGE_SIZE = 1000
 
 R = TypeVar("R")
 M = TypeVar("M", bound=BaseModel)
-# What every query method takes besides the query's own parameters.
-_READ_OPTIONS = ("min_position", "min_position_timeout")
 
 
 class CommandOptions(TypedDict, total=False):
@@ -99,10 +96,7 @@ class Client:
         read_your_writes: bool = True,
         owns_connection: bool = False,
     ) -> None:
-        if actor is not None and not is_valid_actor(actor):
-            raise InvalidRequest(
-                "an actor is 'user:<email>' or 'service:<name>'", {"actor": actor[:300]}
-            )
+        _check_actor(actor)
         self._nc = nc
         self.actor = actor
         self.timeout = timeout
@@ -136,10 +130,7 @@ class Client:
         settings = Settings.from_env()
         url = url or settings.client_nats_url()
         actor = actor if actor is not None else settings.actor
-        if actor is not None and not is_valid_actor(actor):
-            raise InvalidRequest(
-                "an actor is 'user:<email>' or 'service:<name>'", {"actor": actor[:300]}
-            )
+        _check_actor(actor)
         options: dict[str, Any] = {
             "name": "tenantry-client",
             "connect_timeout": 2,
@@ -215,7 +206,7 @@ class Client:
         model = COMMANDS.get(name)
         if model is None:
             raise InvalidRequest(f"unknown command {name!r}", {"commands": sorted(COMMANDS)})
-        return await self.send(_valid(model, name, "command", body), **options)
+        return await self.send(valid(model, name, "command", body), **options)
 
     # --- queries -------------------------------------------------------------------------
 
@@ -252,10 +243,10 @@ class Client:
         params = {k: v for k, v in params.items() if v is not None}
         if self.read_your_writes and "min_position" not in params and self.position:
             params["min_position"] = self.position
-        body = _json(params)
+        body = as_json(params)
         model = PARAMS.get(name)
         if model is not None:
-            _valid(model, name, "query", params)
+            valid(model, name, "query", params)
         wait = float(params.get("min_position_timeout", 5.0)) if "min_position" in params else 0
         within = self.timeout + wait
         # Past this the query service drops the request unanswered: nobody would read it.
@@ -336,83 +327,18 @@ class Client:
         `min_position`/`min_position_timeout`)."""
         if name.startswith("_"):
             raise AttributeError(name)
-        return _convenience(self, name)
+        return by_name(self, name)
 
 
-def _convenience(client: Client, name: str) -> Callable[..., Awaitable[Any]]:
-    query = PARAMS.get(name)
-    if query is not None:
-        fields = query.model_fields
-
-        async def ask(**arguments: Any) -> Any:
-            params = {k: v for k, v in arguments.items() if k in fields}
-            options = {k: v for k, v in arguments.items() if k not in params}
-            wire_names = {f: info.alias or f for f, info in fields.items()}
-            body = {wire_names.get(k, k): v for k, v in params.items()}
-            return await client.query(_valid(query, name, "query", body), **options)
-
-        paging = ("limit", "after") if query.pages else ()  # a list comes whole
-        return _signed(ask, name, fields, skip=(*_READ_OPTIONS, *paging))
-    from domain.commands import COMMANDS
-
-    model = COMMANDS.get(name)
-    if model is None:
-        raise AttributeError(f"Client has no command or query {name!r}")
-
-    async def send(**arguments: Any) -> CommandReply:
-        options = {k: arguments.pop(k) for k in ("command_id", "correlation_id") if k in arguments}
-        return await client.command(name, arguments, **options)
-
-    return _signed(send, name, model.model_fields, skip=())
-
-
-def _signed(
-    call: Callable[..., Awaitable[Any]], name: str, fields: Mapping[str, Any], skip: tuple[str, ...]
-) -> Callable[..., Awaitable[Any]]:
-    """`call` with the model's fields as its signature (keyword-only; required where the model
-    requires them), for help(), editors and tests."""
-    parameters = [
-        inspect.Parameter(
-            field,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=inspect.Parameter.empty if info.is_required() else None,
-        )
-        for field, info in fields.items()
-        if field not in skip
-    ]
-    parameters.append(inspect.Parameter("options", inspect.Parameter.VAR_KEYWORD))
-    call.__name__ = call.__qualname__ = name
-    call.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-    return call
-
-
-def _valid(model: type[M], name: str, kind: str, body: Mapping[str, Any]) -> M:
-    try:
-        return model.model_validate_json(_json(body))
-    except ValidationError as exc:
+def _check_actor(actor: str | None) -> None:
+    if actor is not None and not is_valid_actor(actor):
         raise InvalidRequest(
-            f"the {name} {kind} is not valid", {"errors": wire.validation_errors(exc)}
-        ) from exc
+            "an actor is 'user:<email>' or 'service:<name>'", {"actor": actor[:300]}
+        )
 
 
 async def _quiet(error: Exception) -> None:
     return None
-
-
-def _json(value: Any) -> str:
-    """JSON of a body: None fields left out (the server's default applies), models and times
-    as on the wire."""
-    if isinstance(value, Mapping):
-        value = {k: v for k, v in value.items() if v is not None}
-    return json.dumps(value, default=_wire_value, ensure_ascii=False)
-
-
-def _wire_value(value: object) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_none=True)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} cannot be sent on the bus")
 
 
 def _smaller_page(refused: InvalidRequest, limit: int) -> int:
