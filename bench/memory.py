@@ -34,7 +34,7 @@ from nats.errors import NoRespondersError
 
 from bench.harness import Result
 from domain.event_log import STREAM_NAME
-from tenantry.protocol import COMMAND_ID_HEADER, command_subject, query_subject
+from tenantry.protocol import COMMAND_ID_HEADER, QueryTimeout, command_subject, query_subject
 from tenantry.server.nats_server import free_port
 
 GOAL_MB = 300
@@ -161,7 +161,7 @@ async def _caught_up(nc: Client, events: int, position: int) -> None:
         )
         if reply["ok"]:
             return
-        assert reply["error"]["code"] == "timeout", reply
+        assert reply["error"]["code"] == QueryTimeout.code, reply
 
 
 async def _measure(up: _Up, events: int) -> tuple[list[dict[str, Any]], float]:

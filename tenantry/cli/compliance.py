@@ -92,7 +92,7 @@ async def _ask(settings: Settings, query: str, params: dict[str, Any]) -> dict[s
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeoutError
 
-    from tenantry.protocol import query_subject
+    from tenantry.protocol import Unavailable, query_subject
 
     body = json.dumps({k: v for k, v in params.items() if v is not None}).encode()
     nc = await connect_or_explain(settings, "access-report")
@@ -105,7 +105,7 @@ async def _ask(settings: Settings, query: str, params: dict[str, Any]) -> dict[s
         return {
             "ok": False,
             "error": {
-                "code": "unavailable",
+                "code": Unavailable.code,
                 "message": f"no query service answered on {url} (is `tenantry up` running?)",
             },
         }
