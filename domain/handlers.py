@@ -79,17 +79,10 @@ def delete_environment(s: Session, cmd: c.DeleteEnvironment, actor: str) -> Aggr
 # --- clusters -----------------------------------------------------------------------------
 
 
-def _live_environment(s: Session, name: str) -> Environment:
-    env = s.find(Environment, name)
-    if env is None or not env.live:
-        raise PreconditionFailed(f"environment {name!r} does not exist", environment=name)
-    return env
-
-
 @_handles(c.RegisterCluster)
 def register_cluster(s: Session, cmd: c.RegisterCluster, actor: str) -> Aggregate:
     environments = list(dict.fromkeys(cmd.environments))
-    linked = [_live_environment(s, name) for name in environments]
+    linked = [s.referred(Environment, name, "environment") for name in environments]
     cluster = s.find(Cluster, cmd.name)
     if cluster is None:
         cluster = s.add(Cluster(cmd.name, cmd.region, cmd.provider, environments, cmd.labels))
@@ -105,7 +98,7 @@ def register_cluster(s: Session, cmd: c.RegisterCluster, actor: str) -> Aggregat
 @_handles(c.AddClusterEnvironment)
 def add_cluster_environment(s: Session, cmd: c.AddClusterEnvironment, actor: str) -> Aggregate:
     cluster = s.get(Cluster, cmd.cluster, expected_version=cmd.expected_version)
-    env = _live_environment(s, cmd.environment)
+    env = s.referred(Environment, cmd.environment, "environment")
     cluster.add_environment(cmd.environment)
     env.link_cluster(cmd.cluster)
     return cluster
@@ -160,9 +153,7 @@ def _grant(
 
 @_handles(c.CreateWorkspace)
 def create_workspace(s: Session, cmd: c.CreateWorkspace, actor: str) -> Aggregate:
-    cluster = s.find(Cluster, cmd.cluster)
-    if cluster is None or not cluster.live:
-        raise PreconditionFailed(f"cluster {cmd.cluster!r} does not exist", cluster=cmd.cluster)
+    cluster = s.referred(Cluster, cmd.cluster, "cluster")
     workspace = s.find(Workspace, cmd.cluster, cmd.name)
     if workspace is None:
         workspace = s.add(
@@ -174,7 +165,7 @@ def create_workspace(s: Session, cmd: c.CreateWorkspace, actor: str) -> Aggregat
         workspace.recreate(cmd.environment, cmd.labels, cmd.annotations)
     cluster.attach_workspace(cmd.name, cmd.environment)
     for access in cmd.ml_repo_access:
-        repo = _live_repo(s, access.repo)
+        repo = s.referred(MlRepo, access.repo, "repo")
         _grant(
             s,
             repo,
@@ -273,21 +264,9 @@ def remove_storage_integration(
     return integration
 
 
-def _live_repo(s: Session, name: str) -> MlRepo:
-    repo = s.find(MlRepo, name)
-    if repo is None or not repo.live:
-        raise PreconditionFailed(f"ML repo {name!r} does not exist", repo=name)
-    return repo
-
-
 @_handles(c.CreateMlRepo)
 def create_ml_repo(s: Session, cmd: c.CreateMlRepo, actor: str) -> Aggregate:
-    integration = s.find(StorageIntegration, cmd.storage_integration)
-    if integration is None or not integration.live:
-        raise PreconditionFailed(
-            f"storage integration {cmd.storage_integration!r} does not exist",
-            storage_integration=cmd.storage_integration,
-        )
+    integration = s.referred(StorageIntegration, cmd.storage_integration, "storage_integration")
     location = integration.location_of(cmd.name)
     repo = s.find(MlRepo, cmd.name)
     if repo is None:

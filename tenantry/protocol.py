@@ -72,11 +72,15 @@ class InvalidRequest(TenantryError):
 
 
 class NotFound(TenantryError):
+    """A command or a `get_*` names something that does not exist."""
+
     code = "not_found"
     status = "404"
 
 
 class AlreadyExists(TenantryError):
+    """A create names something live (names are unique: DESIGN §2, Identity)."""
+
     code = "already_exists"
     status = "409"
 
@@ -96,6 +100,9 @@ class PreconditionFailed(TenantryError):
 
 
 class Forbidden(TenantryError):
+    """The actor may not send this command (its policy: domain.policies); it is also published
+    on `tenantry.audit.denied.<command>`."""
+
     code = "forbidden"
     status = "403"
 
@@ -109,6 +116,8 @@ class QueryTimeout(TenantryError):
 
 
 class InternalError(TenantryError):
+    """Something failed that is not the request's fault; nothing was applied."""
+
     code = "internal"
     status = "500"
 
@@ -122,6 +131,7 @@ class Unavailable(TenantryError):
     status = "503"
 
 
+# Every code's class: each one is a direct subclass of TenantryError.
 ERRORS: dict[str, type[TenantryError]] = {cls.code: cls for cls in TenantryError.__subclasses__()}
 # What a command may be answered with (DESIGN §3); queries may also answer `timeout`.
 COMMAND_ERROR_CODES: tuple[str, ...] = tuple(
