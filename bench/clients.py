@@ -13,6 +13,8 @@ import uuid
 
 import nats
 
+from tenantry.protocol import COMMAND_ID_HEADER, command_subject
+
 
 def send_commands(url: str, count: int, in_flight: int) -> tuple[float, list[float]]:
     """`count` create_team commands, `in_flight` at a time: (elapsed s, each one's latency)."""
@@ -27,10 +29,10 @@ def send_commands(url: str, count: int, in_flight: int) -> tuple[float, list[flo
                 body = json.dumps({"name": f"team-{i}", "members": ["ana@example.com"]}).encode()
                 started = time.perf_counter()
                 reply = await client.request(
-                    "tenantry.cmd.create_team",
+                    command_subject("create_team"),
                     body,
                     timeout=60,
-                    headers={"Tenantry-Command-Id": str(uuid.uuid4())},
+                    headers={COMMAND_ID_HEADER: str(uuid.uuid4())},
                 )
                 latencies.append(time.perf_counter() - started)
                 assert json.loads(reply.data)["ok"], reply.data

@@ -43,6 +43,7 @@ from nats.js.errors import NotFoundError
 
 from bench.harness import Result
 from domain.event_log import STREAM_NAME, SUBJECT_PREFIX
+from tenantry.protocol import ACTOR_HEADER, COMMAND_ID_HEADER, command_subject, query_subject
 from tenantry.server.bootstrap import serve
 from tenantry.server.nats_server import NatsServer, free_port
 from tenantry.settings import Settings
@@ -93,8 +94,8 @@ async def _until_serving(nc: Client, serving: asyncio.Task[None]) -> None:
             serving.result()  # raises what stopped it
             raise RuntimeError("serve() returned before it was ready")
         try:
-            await nc.request("tenantry.cmd.create_team", b"{", timeout=2)
-            await nc.request("tenantry.query.list_environments", b"{}", timeout=2)
+            await nc.request(command_subject("create_team"), b"{", timeout=2)
+            await nc.request(query_subject("list_environments"), b"{}", timeout=2)
             await js.stream_info(STREAM_NAME)
             return
         except (NoRespondersError, NotFoundError, TimeoutError):
@@ -103,8 +104,8 @@ async def _until_serving(nc: Client, serving: asyncio.Task[None]) -> None:
 
 async def _command(nc: Client, i: int) -> tuple[float, dict[str, Any]]:
     body = json.dumps({"name": f"team-{i}", "members": ["ana@example.com"]}).encode()
-    headers = {"Tenantry-Command-Id": str(uuid.uuid4()), "Tenantry-Actor": ADMIN}
-    reply = await nc.request("tenantry.cmd.create_team", body, timeout=10, headers=headers)
+    headers = {COMMAND_ID_HEADER: str(uuid.uuid4()), ACTOR_HEADER: ADMIN}
+    reply = await nc.request(command_subject("create_team"), body, timeout=10, headers=headers)
     received = time.perf_counter()
     answer: dict[str, Any] = json.loads(reply.data)
     assert answer["ok"], answer
@@ -114,7 +115,7 @@ async def _command(nc: Client, i: int) -> tuple[float, dict[str, Any]]:
 async def _query(nc: Client, min_position: int | None) -> float:
     params = {} if min_position is None else {"min_position": min_position}
     reply = await nc.request(
-        "tenantry.query.list_environments", json.dumps(params).encode(), timeout=10
+        query_subject("list_environments"), json.dumps(params).encode(), timeout=10
     )
     answered = time.perf_counter()
     answer = json.loads(reply.data)

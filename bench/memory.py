@@ -34,6 +34,7 @@ from nats.errors import NoRespondersError
 
 from bench.harness import Result
 from domain.event_log import STREAM_NAME
+from tenantry.protocol import COMMAND_ID_HEADER, QueryTimeout, command_subject, query_subject
 from tenantry.server.nats_server import free_port
 
 GOAL_MB = 300
@@ -97,8 +98,8 @@ class _Up:
                 continue
             nc = await nats.connect(self.url, connect_timeout=1, max_reconnect_attempts=0)
             try:
-                await nc.request("tenantry.cmd.create_team", b"{", timeout=2)
-                await nc.request("tenantry.query.list_environments", b"{}", timeout=2)
+                await nc.request(command_subject("create_team"), b"{", timeout=2)
+                await nc.request(query_subject("list_environments"), b"{}", timeout=2)
             except (NoRespondersError, TimeoutError):
                 await nc.close()
                 await asyncio.sleep(0.05)
@@ -135,10 +136,10 @@ async def _push(nc: Client, names: Iterator[int], count: int) -> int:
         for i in batch:  # shared: each sender takes the next name
             body = json.dumps({"name": f"team-{i}", "members": _MEMBERS}).encode()
             reply = await nc.request(
-                "tenantry.cmd.create_team",
+                command_subject("create_team"),
                 body,
                 timeout=60,
-                headers={"Tenantry-Command-Id": str(uuid.uuid4())},
+                headers={COMMAND_ID_HEADER: str(uuid.uuid4())},
             )
             answer: dict[str, Any] = json.loads(reply.data)
             assert answer["ok"], answer
@@ -156,11 +157,11 @@ async def _caught_up(nc: Client, events: int, position: int) -> None:
     params = json.dumps({"min_position": position, "min_position_timeout": 30}).encode()
     while True:
         reply = json.loads(
-            (await nc.request("tenantry.query.list_environments", params, timeout=35)).data
+            (await nc.request(query_subject("list_environments"), params, timeout=35)).data
         )
         if reply["ok"]:
             return
-        assert reply["error"]["code"] == "timeout", reply
+        assert reply["error"]["code"] == QueryTimeout.code, reply
 
 
 async def _measure(up: _Up, events: int) -> tuple[list[dict[str, Any]], float]:

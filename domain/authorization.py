@@ -1,18 +1,22 @@
-"""Who may send which command: tenant admins, repo admins, and workers' service actors."""
+"""Who may send which command: each command's declared policy (`domain.policies`), checked here
+once, before its handler runs, against TENANTRY_ADMINS, the repo's admins and the actor's kind."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain.commands import Command
 from domain.errors import Forbidden
-
-RECORD_COMMAND_PREFIX = "record_"
+from domain.ml_repo import MlRepo
+from domain.policies import AnyUser, TenantAdmin, Worker
+from domain.session import Session
+from domain.team import Team
 
 
 @dataclass(frozen=True)
 class Authorization:
     """`admins` is None when authorization is off (TENANTRY_ADMINS unset): anyone may do anything
-    a user may do. Service actors may only ever send `record_*` commands."""
+    a user may do. Service actors may only ever send the workers' commands."""
 
     admins: frozenset[str] | None = None
 
@@ -23,40 +27,60 @@ class Authorization:
     def is_tenant_admin(self, actor: str) -> bool:
         return self.admins is None or actor in self.admins
 
-    def check_command(self, actor: str, command: str) -> None:
-        """The rules that depend only on who is asking: checked before anything is loaded."""
-        is_record = command.startswith(RECORD_COMMAND_PREFIX)
+    def authorize(self, command: Command, actor: str, session: Session) -> None:
+        """Refuse (`Forbidden`) unless `actor` may send `command`. A repo admin's command loads
+        its repo into `session` first (so a repo that does not exist answers `not_found`, and
+        a stale `expected_version` `conflict`, as the handler would)."""
+        name, policy = command.wire_name, command.policy
         if actor.startswith("service:"):
-            if not is_record:
+            if not isinstance(policy, Worker):
                 raise Forbidden(
                     f"{actor} may only send record_* commands: service: actors are reserved for "
                     "Tenantry's own workers, even with authorization off; automation should act "
                     "as user:<email> (for example user:ci@example.com)",
                     actor=actor,
-                    command=command,
+                    command=name,
                 )
             return
-        if is_record and not self.is_tenant_admin(actor):
+        if self.is_tenant_admin(actor):
+            return
+        if isinstance(policy, Worker):
             raise Forbidden(
-                f"{command} is for workers; {actor} may not send it", actor=actor, command=command
+                f"{name} is for workers; {actor} may not send it", actor=actor, command=name
             )
-
-    def require_tenant_admin(self, actor: str, command: str) -> None:
-        if actor.startswith("service:"):
-            return  # record_* commands, already allowed by check_command
-        if not self.is_tenant_admin(actor):
+        if isinstance(policy, TenantAdmin):
+            raise _needs_tenant_admin(name, actor)
+        if isinstance(policy, AnyUser):
+            if policy.admin_when is not None and getattr(command, policy.admin_when):
+                raise _needs_tenant_admin(f"{name} with {policy.admin_when}", actor)
+            return
+        repo = session.get(
+            MlRepo,
+            getattr(command, policy.repo_field),
+            expected_version=getattr(command, "expected_version", None),
+        )
+        if not is_repo_admin(session, repo, actor):
             raise Forbidden(
-                f"{command} needs a tenant admin; {actor} is not one",
-                actor=actor,
-                command=command,
-            )
-
-    def require_repo_admin(self, actor: str, command: str, repo: str, is_repo_admin: bool) -> None:
-        if not (self.is_tenant_admin(actor) or is_repo_admin):
-            raise Forbidden(
-                f"{command} on ML repo {repo!r} needs a tenant admin or an admin of the repo; "
+                f"{name} on ML repo {repo.name!r} needs a tenant admin or an admin of the repo; "
                 f"{actor} is neither",
                 actor=actor,
-                command=command,
-                repo=repo,
+                command=name,
+                repo=repo.name,
             )
+
+
+def _needs_tenant_admin(what: str, actor: str) -> Forbidden:
+    return Forbidden(f"{what} needs a tenant admin; {actor} is not one", actor=actor, command=what)
+
+
+def is_repo_admin(session: Session, repo: MlRepo, actor: str) -> bool:
+    """A user's role is the highest of its own grant and its teams' grants (DESIGN §2, Team)."""
+    if repo.is_admin(actor):
+        return True
+    user = actor.removeprefix("user:")
+    for subject, grant in repo.grants.items():
+        if grant.role == "admin" and subject.startswith("team:"):
+            team = session.find(Team, subject.removeprefix("team:"))
+            if team is not None and user in team.members:
+                return True
+    return False

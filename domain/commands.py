@@ -29,6 +29,7 @@ from domain.names import (
     check_storage_root,
     has_nul,
 )
+from domain.policies import AnyUser, Policy, RepoAdmin, TenantAdmin, Worker
 
 Version = Annotated[int, Field(ge=1, le=2**53)]
 Namespace = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
@@ -37,8 +38,12 @@ StorageRoot = Annotated[str, Field(min_length=6, max_length=1024)]
 
 
 class Command(BaseModel):
+    """A command: its subject's name (`wire_name`), its fields, and who may send it (`policy`:
+    a tenant admin unless the command says otherwise)."""
+
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
     wire_name: ClassVar[str]
+    policy: ClassVar[Policy] = TenantAdmin()
 
     @model_validator(mode="after")
     def _no_nul(self) -> Self:
@@ -175,7 +180,11 @@ class RemoveStorageIntegration(ChangeCommand):
 
 
 class CreateMlRepo(Command):
+    """Any user may create a repo (its creator becomes its admin); taking over data already at
+    its location (`adopt_storage`) is a tenant admin's decision."""
+
     wire_name: ClassVar[str] = "create_ml_repo"
+    policy: ClassVar[Policy] = AnyUser(admin_when="adopt_storage")
     name: MlRepoName
     storage_integration: DnsLabel
     description: Description = ""
@@ -185,6 +194,7 @@ class CreateMlRepo(Command):
 
 class UpdateMlRepo(ChangeCommand):
     wire_name: ClassVar[str] = "update_ml_repo"
+    policy: ClassVar[Policy] = RepoAdmin("name")
     name: MlRepoName
     description: Description
     # Accepted only to refuse it clearly: the storage integration of a repo is immutable.
@@ -193,6 +203,7 @@ class UpdateMlRepo(ChangeCommand):
 
 class GrantRepoAccess(ChangeCommand):
     wire_name: ClassVar[str] = "grant_repo_access"
+    policy: ClassVar[Policy] = RepoAdmin("repo")
     repo: MlRepoName
     subject: Subject
     role: Role
@@ -203,6 +214,7 @@ class GrantRepoAccess(ChangeCommand):
 
 class RevokeRepoAccess(ChangeCommand):
     wire_name: ClassVar[str] = "revoke_repo_access"
+    policy: ClassVar[Policy] = RepoAdmin("repo")
     repo: MlRepoName
     subject: Subject
     reason: Reason | None = None
@@ -210,6 +222,7 @@ class RevokeRepoAccess(ChangeCommand):
 
 class DeleteMlRepo(ChangeCommand):
     wire_name: ClassVar[str] = "delete_ml_repo"
+    policy: ClassVar[Policy] = RepoAdmin("name")
     name: MlRepoName
     delete_storage: bool = False
 
@@ -233,6 +246,7 @@ class RemoveTeamMember(ChangeCommand):
 
 
 class RecordNamespace(ChangeCommand):
+    policy: ClassVar[Policy] = Worker()
     workspace: WorkspaceFqn
     namespace: Namespace
     detail: Detail = ""
@@ -251,6 +265,7 @@ class RecordNamespaceDeleted(RecordNamespace):
 
 
 class RecordStorage(ChangeCommand):
+    policy: ClassVar[Policy] = Worker()
     repo: MlRepoName
     location: Location
     detail: Detail = ""

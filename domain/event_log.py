@@ -17,11 +17,12 @@ import orjson
 from eventsourcing.persistence import Notification
 
 from domain.base import snake_case
+from tenantry.protocol import EVENT_PREFIX
 
 ZERO_HASH = "0" * 64
 SCHEMA_VERSION = 1
 STREAM_NAME = "TENANTRY_EVENTS"
-SUBJECT_PREFIX = "tenantry.evt."
+SUBJECT_PREFIX = EVENT_PREFIX
 # Stored alongside every event but published as top-level fields, not as `data`.
 _METADATA = {"timestamp", "actor", "command_id", "correlation_id", "fqn", "originator_topic"}
 

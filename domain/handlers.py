@@ -5,11 +5,10 @@ service saves them all in one transaction."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from domain import commands as c
 from domain.application import Application
-from domain.authorization import Authorization
 from domain.base import Aggregate
 from domain.cluster import Cluster
 from domain.environment import Environment
@@ -21,16 +20,28 @@ from domain.storage_integration import StorageIntegration
 from domain.team import Team
 from domain.workspace import Workspace
 
-Handler = Callable[[Session, Any, str, Authorization], Aggregate]
-HANDLERS: dict[str, Handler] = {}
+C = TypeVar("C", bound=c.Command)
+# A handler gets the session, its command and the actor; who may send the command was checked
+# before, by the command's declared policy (domain.authorization).
+Handler = Callable[[Session, C, str], Aggregate]
+_HANDLERS: dict[type[c.Command], Handler[Any]] = {}
 
 
-def _handles(command: type[c.Command]) -> Callable[[Handler], Handler]:
-    def register(handler: Handler) -> Handler:
-        HANDLERS[command.wire_name] = handler
+def _handles(command: type[C]) -> Callable[[Handler[C]], Handler[C]]:
+    def register(handler: Handler[C]) -> Handler[C]:
+        _HANDLERS[command] = handler
         return handler
 
     return register
+
+
+def handler_for(command: C) -> Handler[C]:
+    return cast("Handler[C]", _HANDLERS[type(command)])
+
+
+def handled() -> frozenset[type[c.Command]]:
+    """The command types that have a handler."""
+    return frozenset(_HANDLERS)
 
 
 def _exists(kind: str, name: str) -> AlreadyExists:
@@ -41,10 +52,7 @@ def _exists(kind: str, name: str) -> AlreadyExists:
 
 
 @_handles(c.CreateEnvironment)
-def create_environment(
-    s: Session, cmd: c.CreateEnvironment, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def create_environment(s: Session, cmd: c.CreateEnvironment, actor: str) -> Aggregate:
     env = s.find(Environment, cmd.name)
     if env is None:
         return s.add(Environment(cmd.name, cmd.is_production, cmd.optimize_for, cmd.color))
@@ -55,20 +63,14 @@ def create_environment(
 
 
 @_handles(c.UpdateEnvironment)
-def update_environment(
-    s: Session, cmd: c.UpdateEnvironment, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def update_environment(s: Session, cmd: c.UpdateEnvironment, actor: str) -> Aggregate:
     env = s.get(Environment, cmd.name, expected_version=cmd.expected_version)
     env.update(cmd.is_production, cmd.optimize_for, cmd.color)
     return env
 
 
 @_handles(c.DeleteEnvironment)
-def delete_environment(
-    s: Session, cmd: c.DeleteEnvironment, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def delete_environment(s: Session, cmd: c.DeleteEnvironment, actor: str) -> Aggregate:
     env = s.get(Environment, cmd.name, expected_version=cmd.expected_version)
     env.delete()
     return env
@@ -77,20 +79,10 @@ def delete_environment(
 # --- clusters -----------------------------------------------------------------------------
 
 
-def _live_environment(s: Session, name: str) -> Environment:
-    env = s.find(Environment, name)
-    if env is None or not env.live:
-        raise PreconditionFailed(f"environment {name!r} does not exist", environment=name)
-    return env
-
-
 @_handles(c.RegisterCluster)
-def register_cluster(
-    s: Session, cmd: c.RegisterCluster, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def register_cluster(s: Session, cmd: c.RegisterCluster, actor: str) -> Aggregate:
     environments = list(dict.fromkeys(cmd.environments))
-    linked = [_live_environment(s, name) for name in environments]
+    linked = [s.referred(Environment, name, "environment") for name in environments]
     cluster = s.find(Cluster, cmd.name)
     if cluster is None:
         cluster = s.add(Cluster(cmd.name, cmd.region, cmd.provider, environments, cmd.labels))
@@ -104,12 +96,9 @@ def register_cluster(
 
 
 @_handles(c.AddClusterEnvironment)
-def add_cluster_environment(
-    s: Session, cmd: c.AddClusterEnvironment, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def add_cluster_environment(s: Session, cmd: c.AddClusterEnvironment, actor: str) -> Aggregate:
     cluster = s.get(Cluster, cmd.cluster, expected_version=cmd.expected_version)
-    env = _live_environment(s, cmd.environment)
+    env = s.referred(Environment, cmd.environment, "environment")
     cluster.add_environment(cmd.environment)
     env.link_cluster(cmd.cluster)
     return cluster
@@ -117,9 +106,8 @@ def add_cluster_environment(
 
 @_handles(c.RemoveClusterEnvironment)
 def remove_cluster_environment(
-    s: Session, cmd: c.RemoveClusterEnvironment, actor: str, auth: Authorization
+    s: Session, cmd: c.RemoveClusterEnvironment, actor: str
 ) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
     cluster = s.get(Cluster, cmd.cluster, expected_version=cmd.expected_version)
     cluster.remove_environment(cmd.environment)
     env = s.find(Environment, cmd.environment)
@@ -129,10 +117,7 @@ def remove_cluster_environment(
 
 
 @_handles(c.DeregisterCluster)
-def deregister_cluster(
-    s: Session, cmd: c.DeregisterCluster, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def deregister_cluster(s: Session, cmd: c.DeregisterCluster, actor: str) -> Aggregate:
     cluster = s.get(Cluster, cmd.cluster, expected_version=cmd.expected_version)
     cluster.deregister()
     for name in cluster.environments:
@@ -167,13 +152,8 @@ def _grant(
 
 
 @_handles(c.CreateWorkspace)
-def create_workspace(
-    s: Session, cmd: c.CreateWorkspace, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
-    cluster = s.find(Cluster, cmd.cluster)
-    if cluster is None or not cluster.live:
-        raise PreconditionFailed(f"cluster {cmd.cluster!r} does not exist", cluster=cmd.cluster)
+def create_workspace(s: Session, cmd: c.CreateWorkspace, actor: str) -> Aggregate:
+    cluster = s.referred(Cluster, cmd.cluster, "cluster")
     workspace = s.find(Workspace, cmd.cluster, cmd.name)
     if workspace is None:
         workspace = s.add(
@@ -185,7 +165,7 @@ def create_workspace(
         workspace.recreate(cmd.environment, cmd.labels, cmd.annotations)
     cluster.attach_workspace(cmd.name, cmd.environment)
     for access in cmd.ml_repo_access:
-        repo = _live_repo(s, access.repo)
+        repo = s.referred(MlRepo, access.repo, "repo")
         _grant(
             s,
             repo,
@@ -203,10 +183,7 @@ def _workspace(s: Session, fqn: str, expected_version: int | None = None) -> Wor
 
 
 @_handles(c.SetWorkspaceEnvironment)
-def set_workspace_environment(
-    s: Session, cmd: c.SetWorkspaceEnvironment, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def set_workspace_environment(s: Session, cmd: c.SetWorkspaceEnvironment, actor: str) -> Aggregate:
     workspace = _workspace(s, cmd.workspace, cmd.expected_version)
     cluster = s.get(Cluster, workspace.cluster)
     cluster.attach_workspace(workspace.name, cmd.environment)
@@ -215,20 +192,14 @@ def set_workspace_environment(
 
 
 @_handles(c.UpdateWorkspace)
-def update_workspace(
-    s: Session, cmd: c.UpdateWorkspace, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def update_workspace(s: Session, cmd: c.UpdateWorkspace, actor: str) -> Aggregate:
     workspace = _workspace(s, cmd.workspace, cmd.expected_version)
     workspace.update(cmd.labels, cmd.annotations)
     return workspace
 
 
 @_handles(c.DeleteWorkspace)
-def delete_workspace(
-    s: Session, cmd: c.DeleteWorkspace, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def delete_workspace(s: Session, cmd: c.DeleteWorkspace, actor: str) -> Aggregate:
     workspace = _workspace(s, cmd.workspace, cmd.expected_version)
     workspace.request_deletion(cmd.force)
     for name in sorted(workspace.applications):
@@ -246,10 +217,7 @@ def delete_workspace(
 
 
 @_handles(c.RegisterApplication)
-def register_application(
-    s: Session, cmd: c.RegisterApplication, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def register_application(s: Session, cmd: c.RegisterApplication, actor: str) -> Aggregate:
     workspace = _workspace(s, cmd.workspace, cmd.expected_version)
     app = s.find(Application, workspace.fqn(), cmd.name)
     if app is None:
@@ -263,10 +231,7 @@ def register_application(
 
 
 @_handles(c.RemoveApplication)
-def remove_application(
-    s: Session, cmd: c.RemoveApplication, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def remove_application(s: Session, cmd: c.RemoveApplication, actor: str) -> Aggregate:
     workspace = _workspace(s, cmd.workspace)
     app = s.get(Application, workspace.fqn(), cmd.name, expected_version=cmd.expected_version)
     app.remove()
@@ -279,9 +244,8 @@ def remove_application(
 
 @_handles(c.RegisterStorageIntegration)
 def register_storage_integration(
-    s: Session, cmd: c.RegisterStorageIntegration, actor: str, auth: Authorization
+    s: Session, cmd: c.RegisterStorageIntegration, actor: str
 ) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
     integration = s.find(StorageIntegration, cmd.name)
     if integration is None:
         return s.add(StorageIntegration(cmd.name, cmd.provider, cmd.storage_root, cmd.region))
@@ -293,33 +257,16 @@ def register_storage_integration(
 
 @_handles(c.RemoveStorageIntegration)
 def remove_storage_integration(
-    s: Session, cmd: c.RemoveStorageIntegration, actor: str, auth: Authorization
+    s: Session, cmd: c.RemoveStorageIntegration, actor: str
 ) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
     integration = s.get(StorageIntegration, cmd.name, expected_version=cmd.expected_version)
     integration.remove()
     return integration
 
 
-def _live_repo(s: Session, name: str) -> MlRepo:
-    repo = s.find(MlRepo, name)
-    if repo is None or not repo.live:
-        raise PreconditionFailed(f"ML repo {name!r} does not exist", repo=name)
-    return repo
-
-
 @_handles(c.CreateMlRepo)
-def create_ml_repo(s: Session, cmd: c.CreateMlRepo, actor: str, auth: Authorization) -> Aggregate:
-    # Any user may create a repo: its creator becomes its admin. Taking over data already at
-    # its location (adopt_storage) is a tenant admin's decision.
-    if cmd.adopt_storage:
-        auth.require_tenant_admin(actor, f"{cmd.wire_name} with adopt_storage")
-    integration = s.find(StorageIntegration, cmd.storage_integration)
-    if integration is None or not integration.live:
-        raise PreconditionFailed(
-            f"storage integration {cmd.storage_integration!r} does not exist",
-            storage_integration=cmd.storage_integration,
-        )
+def create_ml_repo(s: Session, cmd: c.CreateMlRepo, actor: str) -> Aggregate:
+    integration = s.referred(StorageIntegration, cmd.storage_integration, "storage_integration")
     location = integration.location_of(cmd.name)
     repo = s.find(MlRepo, cmd.name)
     if repo is None:
@@ -346,31 +293,9 @@ def create_ml_repo(s: Session, cmd: c.CreateMlRepo, actor: str, auth: Authorizat
     return repo
 
 
-def _is_repo_admin(s: Session, repo: MlRepo, actor: str) -> bool:
-    """A user's role is the highest of its own grant and its teams' grants (DESIGN §2, Team)."""
-    if repo.is_admin(actor):
-        return True
-    user = actor.removeprefix("user:")
-    for subject, grant in repo.grants.items():
-        if grant.role == "admin" and subject.startswith("team:"):
-            team = s.find(Team, subject.removeprefix("team:"))
-            if team is not None and user in team.members:
-                return True
-    return False
-
-
-def _managed_repo(
-    s: Session, name: str, actor: str, auth: Authorization, command: str, version: int | None
-) -> MlRepo:
-    repo = s.get(MlRepo, name, expected_version=version)
-    is_admin = auth.is_tenant_admin(actor) or _is_repo_admin(s, repo, actor)
-    auth.require_repo_admin(actor, command, name, is_admin)
-    return repo
-
-
 @_handles(c.UpdateMlRepo)
-def update_ml_repo(s: Session, cmd: c.UpdateMlRepo, actor: str, auth: Authorization) -> Aggregate:
-    repo = _managed_repo(s, cmd.name, actor, auth, cmd.wire_name, cmd.expected_version)
+def update_ml_repo(s: Session, cmd: c.UpdateMlRepo, actor: str) -> Aggregate:
+    repo = s.get(MlRepo, cmd.name, expected_version=cmd.expected_version)
     if cmd.storage_integration is not None and cmd.storage_integration != repo.storage_integration:
         raise PreconditionFailed(
             f"the storage integration of ML repo {cmd.name!r} cannot be changed",
@@ -382,19 +307,15 @@ def update_ml_repo(s: Session, cmd: c.UpdateMlRepo, actor: str, auth: Authorizat
 
 
 @_handles(c.GrantRepoAccess)
-def grant_repo_access(
-    s: Session, cmd: c.GrantRepoAccess, actor: str, auth: Authorization
-) -> Aggregate:
-    repo = _managed_repo(s, cmd.repo, actor, auth, cmd.wire_name, cmd.expected_version)
+def grant_repo_access(s: Session, cmd: c.GrantRepoAccess, actor: str) -> Aggregate:
+    repo = s.get(MlRepo, cmd.repo, expected_version=cmd.expected_version)
     _grant(s, repo, cmd.subject, cmd.role, cmd.reason, cmd.managed_by)
     return repo
 
 
 @_handles(c.RevokeRepoAccess)
-def revoke_repo_access(
-    s: Session, cmd: c.RevokeRepoAccess, actor: str, auth: Authorization
-) -> Aggregate:
-    repo = _managed_repo(s, cmd.repo, actor, auth, cmd.wire_name, cmd.expected_version)
+def revoke_repo_access(s: Session, cmd: c.RevokeRepoAccess, actor: str) -> Aggregate:
+    repo = s.get(MlRepo, cmd.repo, expected_version=cmd.expected_version)
     repo.revoke(cmd.subject, cmd.reason)
     if cmd.subject.startswith("workspace:"):
         cluster, name = split_workspace_fqn(cmd.subject.removeprefix("workspace:"))
@@ -405,8 +326,8 @@ def revoke_repo_access(
 
 
 @_handles(c.DeleteMlRepo)
-def delete_ml_repo(s: Session, cmd: c.DeleteMlRepo, actor: str, auth: Authorization) -> Aggregate:
-    repo = _managed_repo(s, cmd.name, actor, auth, cmd.wire_name, cmd.expected_version)
+def delete_ml_repo(s: Session, cmd: c.DeleteMlRepo, actor: str) -> Aggregate:
+    repo = s.get(MlRepo, cmd.name, expected_version=cmd.expected_version)
     for subject in sorted(repo.grants):
         if subject.startswith("workspace:"):
             cluster, name = split_workspace_fqn(subject.removeprefix("workspace:"))
@@ -424,26 +345,21 @@ def delete_ml_repo(s: Session, cmd: c.DeleteMlRepo, actor: str, auth: Authorizat
 
 
 @_handles(c.CreateTeam)
-def create_team(s: Session, cmd: c.CreateTeam, actor: str, auth: Authorization) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def create_team(s: Session, cmd: c.CreateTeam, actor: str) -> Aggregate:
     if s.find(Team, cmd.name) is not None:
         raise _exists("team", cmd.name)
     return s.add(Team(cmd.name, list(cmd.members)))
 
 
 @_handles(c.AddTeamMember)
-def add_team_member(s: Session, cmd: c.AddTeamMember, actor: str, auth: Authorization) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def add_team_member(s: Session, cmd: c.AddTeamMember, actor: str) -> Aggregate:
     team = s.get(Team, cmd.team, expected_version=cmd.expected_version)
     team.add_member(cmd.user)
     return team
 
 
 @_handles(c.RemoveTeamMember)
-def remove_team_member(
-    s: Session, cmd: c.RemoveTeamMember, actor: str, auth: Authorization
-) -> Aggregate:
-    auth.require_tenant_admin(actor, cmd.wire_name)
+def remove_team_member(s: Session, cmd: c.RemoveTeamMember, actor: str) -> Aggregate:
     team = s.get(Team, cmd.team, expected_version=cmd.expected_version)
     team.remove_member(cmd.user)
     return team
@@ -452,75 +368,42 @@ def remove_team_member(
 # --- what the workers report --------------------------------------------------------------
 
 
-def _recorded_workspace(s: Session, cmd: c.RecordNamespace) -> Workspace:
+# What each report does to its workspace or repo; one handler per kind of report.
+_NAMESPACE_REPORTS: dict[type[c.RecordNamespace], Callable[[Workspace, str, str], None]] = {
+    c.RecordNamespaceProvisioned: lambda w, ns, detail: w.record_provisioned(ns, detail),
+    c.RecordNamespaceFailed: lambda w, ns, detail: w.record_failed(ns, detail),
+    c.RecordNamespaceDeleted: lambda w, ns, detail: w.record_deleted(ns, detail),
+}
+_STORAGE_REPORTS: dict[type[c.RecordStorage], Callable[[MlRepo, str, str], None]] = {
+    c.RecordStorageProvisioned: lambda r, location, detail: r.record_provisioned(location, detail),
+    c.RecordStorageFailed: lambda r, location, detail: r.record_failed(location, detail),
+    c.RecordStorageDeleted: lambda r, location, detail: r.record_deleted(location, detail),
+}
+
+
+def record_namespace(s: Session, cmd: c.RecordNamespace, actor: str) -> Aggregate:
     cluster, name = split_workspace_fqn(cmd.workspace)
     workspace = s.find(Workspace, cluster, name)
     if workspace is None:
         raise NotFound(f"workspace {cmd.workspace!r} does not exist", name=cmd.workspace)
     check_version(workspace, cmd.expected_version)
+    _NAMESPACE_REPORTS[type(cmd)](workspace, cmd.namespace, cmd.detail)
     return workspace
 
 
-@_handles(c.RecordNamespaceProvisioned)
-def record_namespace_provisioned(
-    s: Session, cmd: c.RecordNamespaceProvisioned, actor: str, auth: Authorization
-) -> Aggregate:
-    workspace = _recorded_workspace(s, cmd)
-    workspace.record_provisioned(cmd.namespace, cmd.detail)
-    return workspace
-
-
-@_handles(c.RecordNamespaceFailed)
-def record_namespace_failed(
-    s: Session, cmd: c.RecordNamespaceFailed, actor: str, auth: Authorization
-) -> Aggregate:
-    workspace = _recorded_workspace(s, cmd)
-    workspace.record_failed(cmd.namespace, cmd.detail)
-    return workspace
-
-
-@_handles(c.RecordNamespaceDeleted)
-def record_namespace_deleted(
-    s: Session, cmd: c.RecordNamespaceDeleted, actor: str, auth: Authorization
-) -> Aggregate:
-    workspace = _recorded_workspace(s, cmd)
-    workspace.record_deleted(cmd.namespace, cmd.detail)
-    return workspace
-
-
-def _recorded_repo(s: Session, cmd: c.RecordStorage) -> MlRepo:
+def record_storage(s: Session, cmd: c.RecordStorage, actor: str) -> Aggregate:
     repo = s.find(MlRepo, cmd.repo)
     if repo is None:
         raise NotFound(f"ML repo {cmd.repo!r} does not exist", name=cmd.repo)
     check_version(repo, cmd.expected_version)
-    return repo
-
-
-@_handles(c.RecordStorageProvisioned)
-def record_storage_provisioned(
-    s: Session, cmd: c.RecordStorageProvisioned, actor: str, auth: Authorization
-) -> Aggregate:
-    repo = _recorded_repo(s, cmd)
-    repo.record_provisioned(cmd.location, cmd.detail)
-    return repo
-
-
-@_handles(c.RecordStorageFailed)
-def record_storage_failed(
-    s: Session, cmd: c.RecordStorageFailed, actor: str, auth: Authorization
-) -> Aggregate:
-    repo = _recorded_repo(s, cmd)
-    if cmd.removal:
+    if isinstance(cmd, c.RecordStorageFailed) and cmd.removal:
         repo.record_removal_failed(cmd.location, cmd.detail)
     else:
-        repo.record_failed(cmd.location, cmd.detail)
+        _STORAGE_REPORTS[type(cmd)](repo, cmd.location, cmd.detail)
     return repo
 
 
-@_handles(c.RecordStorageDeleted)
-def record_storage_deleted(
-    s: Session, cmd: c.RecordStorageDeleted, actor: str, auth: Authorization
-) -> Aggregate:
-    repo = _recorded_repo(s, cmd)
-    repo.record_deleted(cmd.location, cmd.detail)
-    return repo
+for _namespace_report in _NAMESPACE_REPORTS:
+    _handles(_namespace_report)(record_namespace)
+for _storage_report in _STORAGE_REPORTS:
+    _handles(_storage_report)(record_storage)

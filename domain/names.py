@@ -39,7 +39,6 @@ Description = Annotated[str, StringConstraints(max_length=4000)]
 Detail = Annotated[str, StringConstraints(max_length=4000)]
 
 Role = Literal["viewer", "editor", "admin"]
-WorkspaceRole = Literal["viewer", "editor"]
 OptimizeFor = Literal["cost", "availability"]
 Provider = Literal["aws-eks", "gcp-gke-standard", "azure-aks", "generic"]
 StorageProvider = Literal["s3", "gcs", "azure-blob", "local"]
@@ -171,7 +170,6 @@ _ROOT_SCHEMES: dict[str, tuple[str, str | None]] = {
     "azure-blob": ("az", r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]"),
     "local": ("file", None),
 }
-PROVIDER_OF_SCHEME = {scheme: provider for provider, (scheme, _) in _ROOT_SCHEMES.items()}
 _PATH_SEGMENT = re.compile(r"[A-Za-z0-9._~+=,@-]+")
 
 

@@ -22,11 +22,12 @@ from domain.command_record import CommandRecord
 from domain.commands import Command
 from domain.environment import Environment as EnvironmentAggregate
 from domain.errors import Conflict, DomainError
-from domain.handlers import HANDLERS
+from domain.handlers import handler_for
 from domain.mapper import JsonTranscoder, PydanticMapper
 from domain.positions import position_of
 from domain.seeding import DEFAULT_ENVIRONMENTS, Seed
 from domain.session import Session
+from tenantry.protocol import CommandReply
 
 SEED_ACTOR = "service:tenantry"
 # Events that are bookkeeping, not facts about the tenancy: never published, never projected.
@@ -35,15 +36,8 @@ INTERNAL_TOPICS: frozenset[str] = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    command_id: str
-    fqn: str
-    aggregate_id: str
-    version: int
-    position: int
-    events: list[str]
-    replayed: bool
+# The name the domain used for the command reply before it had one shape (tenantry.protocol).
+CommandResult = CommandReply
 
 
 @dataclass(frozen=True)
@@ -59,8 +53,8 @@ class _Decision:
     names: list[str]
     touched: frozenset[UUID]
 
-    def result(self, position: int) -> CommandResult:
-        return CommandResult(
+    def result(self, position: int) -> CommandReply:
+        return CommandReply(
             command_id=self.command_id,
             fqn=self.fqn,
             aggregate_id=self.aggregate_id,
@@ -119,7 +113,7 @@ class TenancyService(EventSourcedApplication[UUID]):
         # Only what the composition root passes: never the process environment.
         return Environment(name, {**type(self).env, **(env or {})})
 
-    def handle(self, command: Command, context: CommandContext) -> CommandResult:
+    def handle(self, command: Command, context: CommandContext) -> CommandReply:
         """Apply `command` all-or-nothing. A command id seen before returns its first answer.
 
         Raises a DomainError (with its wire code) when the command is refused."""
@@ -127,7 +121,7 @@ class TenancyService(EventSourcedApplication[UUID]):
             # The first attempt takes the command id for new (see `_decide`): a clash of its
             # record with one already stored sends it round again, looking this time.
             decision = self._decide(command, context, seen_before=attempt > 0)
-            if isinstance(decision, CommandResult):
+            if isinstance(decision, CommandReply):
                 return decision
             try:
                 recordings = self.save(*decision.events, decision.record)
@@ -142,14 +136,14 @@ class TenancyService(EventSourcedApplication[UUID]):
 
     def handle_batch(
         self, items: Sequence[tuple[Command, CommandContext]]
-    ) -> list[CommandResult | DomainError]:
+    ) -> list[CommandReply | DomainError]:
         """Apply concurrent commands, grouping the independent ones into one transaction.
 
         Commands whose decisions read or wrote the same aggregate (or share a command id) as an
         earlier one in the batch are run alone afterwards, as is everything in the batch if the
         group's save clashes with another writer: each command stays all-or-nothing and the
         group is equivalent to running its members one after another."""
-        results: list[CommandResult | DomainError | None] = [None] * len(items)
+        results: list[CommandReply | DomainError | None] = [None] * len(items)
         group: list[tuple[int, _Decision]] = []
         alone: list[int] = []
         touched: set[UUID] = set()
@@ -159,7 +153,7 @@ class TenancyService(EventSourcedApplication[UUID]):
             except DomainError as refusal:
                 results[index] = refusal
                 continue
-            if isinstance(decision, CommandResult):
+            if isinstance(decision, CommandReply):
                 results[index] = decision
             elif decision.touched & touched:
                 alone.append(index)
@@ -189,7 +183,7 @@ class TenancyService(EventSourcedApplication[UUID]):
 
     def _decide(
         self, command: Command, context: CommandContext, *, seen_before: bool
-    ) -> CommandResult | _Decision:
+    ) -> CommandReply | _Decision:
         """What `command` would write, decided on the current state (nothing is saved), or the
         first answer if its command id was handled before.
 
@@ -198,8 +192,6 @@ class TenancyService(EventSourcedApplication[UUID]):
         aggregate named by the id, and saving it again clashes (RecordConflictError) like any
         concurrent write; the caller then decides again with `seen_before`. A refusal is
         checked against a stored record either way (a retry of a command that committed)."""
-        self.authorization.check_command(context.actor, command.wire_name)
-        handler = HANDLERS[command.wire_name]
         print_ = fingerprint(command, context.actor)
         if seen_before:
             replay = self._replay(command, context.command_id, print_)
@@ -208,7 +200,9 @@ class TenancyService(EventSourcedApplication[UUID]):
         session = Session(self.repository)
         with acting_as(context, self.clock):
             try:
-                subject = handler(session, command, context.actor, self.authorization)
+                # Who may send it, once for every command, from the policy its model declares.
+                self.authorization.authorize(command, context.actor, session)
+                subject = handler_for(command)(session, command, context.actor)
             except DomainError:
                 # The same command may have committed since we looked (a client retrying
                 # concurrently): its record and its effects commit together, so if we were
@@ -239,7 +233,7 @@ class TenancyService(EventSourcedApplication[UUID]):
             touched=session.touched() | {record.id},
         )
 
-    def _replay(self, command: Command, command_id: str, print_: str) -> CommandResult | None:
+    def _replay(self, command: Command, command_id: str, print_: str) -> CommandReply | None:
         try:
             record: CommandRecord = self.repository.get(CommandRecord.create_id(command_id))
         except AggregateNotFoundError:
@@ -250,7 +244,7 @@ class TenancyService(EventSourcedApplication[UUID]):
                 command_id=command_id,
                 first_command=record.command,
             )
-        return CommandResult(
+        return CommandReply(
             command_id=command_id,
             fqn=record.result_fqn,
             aggregate_id=record.aggregate_id,

@@ -8,7 +8,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Repository
 
 from domain.base import Aggregate
-from domain.errors import Conflict, NotFound
+from domain.errors import Conflict, NotFound, PreconditionFailed
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -52,6 +52,15 @@ class Session:
             name = ":".join(key)
             raise NotFound(f"{label} {name!r} does not exist", kind=cls.kind(), name=name)
         check_version(aggregate, expected_version)
+        return aggregate
+
+    def referred(self, cls: type[A], name: str, field: str) -> A:
+        """The live aggregate named `name` that a command refers to (not the one it is about):
+        one that does not exist is a broken precondition, reported under the command's `field`."""
+        aggregate = self.find(cls, name)
+        if aggregate is None or not getattr(aggregate, "live", True):
+            label = _LABELS.get(cls.__name__, cls.__name__)
+            raise PreconditionFailed(f"{label} {name!r} does not exist", **{field: name})
         return aggregate
 
     def add(self, aggregate: A) -> A:

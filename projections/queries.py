@@ -558,7 +558,7 @@ def answer_query(store: ViewStore, name: str, params: QueryParams) -> Answer:
     return Answer(position, rows, params.limit is not None, next_)
 
 
-def _page(rows: list[Row], key: Key, params: Paged) -> tuple[list[Row], str | None]:
+def _page(rows: list[Row], key: Key, params: Paged[Any]) -> tuple[list[Row], str | None]:
     rows = sorted(rows, key=key)  # already in this order: a linear check, and a guarantee
     if params.after is not None:
         rows = rows[_start_after(rows, key, params.after) :]

@@ -1,11 +1,12 @@
-"""The queries' parameter models (DESIGN §5): strict, and light to import — the client validates
-with them without loading the views (SQLAlchemy) that `projections.queries` answers from."""
+"""The queries of DESIGN §5 as models: each one's parameters (strict) and the result model its
+answer's `data` is (`Query[R]`). Light to import: the client validates and reads with them
+without loading the views (SQLAlchemy) that `projections.queries` answers from."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Self
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -30,6 +31,7 @@ from domain.names import (
     WorkspaceFqn,
     has_nul,
 )
+from projections import results as r
 
 MAX_WAIT_SECONDS = 30.0
 
@@ -91,10 +93,31 @@ class QueryParams(BaseModel):
         return self
 
 
+R = TypeVar("R")
+
+
+class Query(QueryParams, Generic[R]):
+    """A query whose answer's `data` is an `R`; `result` reads (validates) one."""
+
+    result: ClassVar[TypeAdapter[Any]]
+    pages: ClassVar[bool] = False  # a list, asked for page by page (Paged)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for base in cls.__mro__:
+            meta = getattr(base, "__pydantic_generic_metadata__", None) or {}
+            origin, args = meta.get("origin"), meta.get("args")
+            if origin is not None and args and not meta.get("parameters"):
+                row = args[0]
+                cls.result = TypeAdapter(list[row] if origin.pages else row)  # type: ignore[valid-type]
+                return
+
+
 MAX_PAGE = 10_000
 
 
-class Paged(QueryParams):
+class Paged(Query[list[R]], Generic[R]):
     """A query answering a list. Without `limit`, the whole list; with it, at most `limit` rows
     and the reply's `next`: pass it as `after` for the rows that follow (null: no more).
 
@@ -102,55 +125,56 @@ class Paged(QueryParams):
     and `after` is the place of the last row seen, so a page never repeats a row of an earlier
     one. A reply larger than the bus carries is refused (`validation_error`): ask with `limit`."""
 
+    pages: ClassVar[bool] = True
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] | None = None
     after: Annotated[str, StringConstraints(min_length=2, max_length=4000)] | None = None
 
 
-class ListEnvironments(Paged):
+class ListEnvironments(Paged[r.Environment]):
     pass
 
 
-class ListClusters(Paged):
+class ListClusters(Paged[r.Cluster]):
     environment: DnsLabel | None = None
 
 
-class GetWorkspace(QueryParams):
+class GetWorkspace(Query[r.Workspace]):
     fqn: WorkspaceFqn
 
 
-class ListWorkspaces(Paged):
+class ListWorkspaces(Paged[r.Workspace]):
     cluster: ClusterName | None = None
     environment: DnsLabel | None = None
     production: bool | None = None
 
 
-class GetMlRepo(QueryParams):
+class GetMlRepo(Query[r.MlRepo]):
     name: MlRepoName
 
 
-class ListMlRepos(Paged):
+class ListMlRepos(Paged[r.MlRepo]):
     subject: QuerySubject | None = None
 
 
-class RepoAccess(Paged):
+class RepoAccess(Paged[r.Grant]):
     repo: MlRepoName
 
 
-class SubjectAccess(Paged):
+class SubjectAccess(Paged[r.Access]):
     subject: QuerySubject
 
 
-class CheckAccess(QueryParams):
+class CheckAccess(Query[r.AccessCheck]):
     subject: QuerySubject
     repo: MlRepoName
     action: Action
 
 
-class EnvironmentTags(Paged):
+class EnvironmentTags(Paged[r.EnvironmentTags]):
     environment: DnsLabel | None = None
 
 
-class AuditLog(QueryParams):
+class AuditLog(Query[r.AuditPage]):
     """`since` is inclusive and `until` exclusive; `after` is a position (exclusive), for paging
     with the `next` of the previous page."""
 
@@ -163,7 +187,7 @@ class AuditLog(QueryParams):
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
-class AccessReport(Paged):
+class AccessReport(Paged[r.AccessInForce]):
     """What was in force at `as_of` (any RFC 3339 offset), events at that very moment included."""
 
     as_of: Moment
@@ -171,7 +195,7 @@ class AccessReport(Paged):
     subject: QuerySubject | None = None
 
 
-class AccessChanges(Paged):
+class AccessChanges(Paged[r.AccessChange]):
     """Changes after `from` up to and including `to`: exactly what turns `access_report` at
     `from` into `access_report` at `to`."""
 
@@ -187,24 +211,24 @@ class AccessChanges(Paged):
         return self
 
 
-class ListTeams(Paged):
+class ListTeams(Paged[r.Team]):
     pass
 
 
-class GetTeam(QueryParams):
+class GetTeam(Query[r.Team]):
     name: DnsLabel
 
 
-class ListStorageIntegrations(Paged):
+class ListStorageIntegrations(Paged[r.StorageIntegration]):
     pass
 
 
-class GetStorageIntegration(QueryParams):
+class GetStorageIntegration(Query[r.StorageIntegration]):
     name: DnsLabel
 
 
 # Every query's parameters, by name (projections.queries.QUERIES holds the same models).
-PARAMS: dict[str, type[QueryParams]] = {
+PARAMS: dict[str, type[Query[Any]]] = {
     "list_environments": ListEnvironments,
     "list_clusters": ListClusters,
     "get_workspace": GetWorkspace,
@@ -223,3 +247,9 @@ PARAMS: dict[str, type[QueryParams]] = {
     "list_storage_integrations": ListStorageIntegrations,
     "get_storage_integration": GetStorageIntegration,
 }
+_NAMES: dict[type[Query[Any]], str] = {query: name for name, query in PARAMS.items()}
+
+
+def name_of(query: Query[Any]) -> str:
+    """The name a query is asked by on the bus (`tenantry.query.<name>`)."""
+    return _NAMES[type(query)]

@@ -9,15 +9,22 @@ import structlog
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from tenantry.protocol import (
+    ACTOR_HEADER,
+    COMMAND_ID_HEADER,
+    CORRELATION_ID_HEADER,
+    Conflict,
+    InternalError,
+    NotFound,
+    PreconditionFailed,
+    QueryTimeout,
+    command_subject,
+    error_from_wire,
+)
 from workers.errors import PermanentError, TransientError
 from workers.events import Event, Report
 
 log = structlog.get_logger("workers.reporter")
-
-COMMAND_SUBJECT_PREFIX = "tenantry.cmd."
-COMMAND_ID_HEADER = "Tenantry-Command-Id"
-ACTOR_HEADER = "Tenantry-Actor"
-CORRELATION_ID_HEADER = "Tenantry-Correlation-Id"
 
 
 class Reporter:
@@ -36,7 +43,7 @@ class Reporter:
             headers[CORRELATION_ID_HEADER] = event.correlation_id
         try:
             reply = await self._nc.request(
-                COMMAND_SUBJECT_PREFIX + report.command,
+                command_subject(report.command),
                 json.dumps(report.body, separators=(",", ":")).encode(),
                 timeout=self._timeout,
                 headers=headers,
@@ -48,18 +55,16 @@ class Reporter:
             ) from exc
         if answer.get("ok"):
             return "replayed" if answer.get("replayed") else "recorded"
-        error = answer.get("error") or {}
-        code = error.get("code")
-        details = error.get("details") or {}
-        if code in ("precondition_failed", "not_found"):
+        refusal = error_from_wire(answer.get("error") or {})
+        if isinstance(refusal, PreconditionFailed | NotFound):
             # The report is about a state that has moved on (provisioned, then deleted since):
             # the later event has its own action and report.
-            log.info("worker.report_stale", command=report.command, reason=error.get("message"))
+            log.info("worker.report_stale", command=report.command, reason=refusal.message)
             return "stale"
-        if code == "conflict" and "first_command" in details:
+        if isinstance(refusal, Conflict) and "first_command" in refusal.details:
             # This id was recorded before with another body (a reason worded differently on a
             # redelivery): the outcome is on record already.
             return "replayed"
-        if code in ("conflict", "internal", "timeout"):
-            raise TransientError(f"reporting {report.command}: {code}: {error.get('message')}")
-        raise PermanentError(f"{report.command} refused: {code}: {error.get('message')}")
+        if isinstance(refusal, Conflict | InternalError | QueryTimeout):
+            raise TransientError(f"reporting {report.command}: {refusal}")
+        raise PermanentError(f"{report.command} refused: {refusal}")

@@ -35,12 +35,12 @@ from tenantry.audit.checkpoint import signed
 from tenantry.audit.merkle import MerkleTree, leaf_hash
 from tenantry.audit.proofs import PROOF_QUERIES, answer_proof
 from tenantry.log.jetstream import ensure_stream
+from tenantry.protocol import CHECKPOINT_SUBJECT, QUERY_PREFIX, InternalError
 from tenantry.server import wire
 
 log = structlog.get_logger("tenantry.audit.checkpoints")
 
 CHECKPOINT_STREAM = "TENANTRY_CHECKPOINTS"
-CHECKPOINT_SUBJECT = "tenantry.checkpoint"
 PROOF_QUEUE_GROUP = "tenantry-checkpoints"
 
 
@@ -105,8 +105,8 @@ class LogTree:
         (notification,) = recorder.select_notifications(position, 1)
         body = published(notification, prev_hash).body
         if body["hash"] != self.chain_hash(index):
-            raise wire.WireError(
-                "internal", f"the stored event at position {position} changed since it was read"
+            raise InternalError(
+                f"the stored event at position {position} changed since it was read"
             )
         return body
 
@@ -179,9 +179,7 @@ class Checkpointer:
         if not await self._start(stop):
             return
         subscriptions = [
-            await self._nc.subscribe(
-                f"tenantry.query.{name}", queue=PROOF_QUEUE_GROUP, cb=self._answer
-            )
+            await self._nc.subscribe(QUERY_PREFIX + name, queue=PROOF_QUEUE_GROUP, cb=self._answer)
             for name in PROOF_QUERIES
         ]
         log.info("checkpoint.started", tree_size=self.log_tree.size, signed=self.newest_size)
@@ -325,16 +323,16 @@ class Checkpointer:
         return envelope
 
     async def _answer(self, msg: Msg) -> None:
-        name = msg.subject.removeprefix("tenantry.query.")
+        name = msg.subject.removeprefix(QUERY_PREFIX)
         try:
             wire.require_body_size(msg.data)
             data = await answer_proof(self, name, msg.data)
             body, headers = wire.ok_reply({"position": self.log_tree.read_to, "data": data})
         except Exception as exc:
-            code, message, details = wire.error_of(exc)
-            if code == "internal":
+            refusal = wire.error_of(exc)
+            if isinstance(refusal, InternalError):
                 log.exception("checkpoint.proof_failed", query=name)
-            body, headers = wire.error_reply(code, message, details)
+            body, headers = wire.error_reply(refusal)
         if msg.reply:
             await self._nc.publish(msg.reply, body, headers=headers or None)
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.event_log import ZERO_HASH, verify_link
 from tenantry.audit.checkpoint import signature_problem
 from tenantry.audit.merkle import MerkleTree, consistent, leaf_hash, root_from_inclusion
-from tenantry.server import wire
+from tenantry.protocol import InvalidRequest, NotFound
 
 if TYPE_CHECKING:
     from tenantry.audit.checkpoints import Checkpointer
@@ -48,7 +48,7 @@ async def answer_proof(checkpointer: Checkpointer, name: str, data: bytes) -> di
     if name == CONSISTENCY:
         params = ConsistencyParams.model_validate_json(data or b"{}")
         return await _consistency(checkpointer, params)
-    raise wire.WireError("validation_error", f"unknown query {name[:64]!r}")
+    raise InvalidRequest(f"unknown query {name[:64]!r}")
 
 
 async def _signed_size(checkpointer: Checkpointer, size: int | None, at_least: int) -> int:
@@ -60,14 +60,12 @@ async def _signed_size(checkpointer: Checkpointer, size: int | None, at_least: i
             await checkpointer.maybe_checkpoint(force=True)
         size = checkpointer.newest_size
     if size < at_least:
-        raise wire.WireError(
-            "not_found",
+        raise NotFound(
             f"the log on the stream has {size} events; it does not reach event {at_least} yet",
             tree_size=size,
         )
     if size > checkpointer.log_tree.size:
-        raise wire.WireError(
-            "validation_error",
+        raise InvalidRequest(
             f"the log has {checkpointer.log_tree.size} events, not {size}",
             tree_size=checkpointer.log_tree.size,
         )
@@ -81,9 +79,7 @@ async def _inclusion(checkpointer: Checkpointer, params: InclusionParams) -> dic
         await checkpointer.catch_up()
         index = log_tree.index_of(params.position)
     if index is None:
-        raise wire.WireError(
-            "not_found", f"no published event at position {params.position}", **params.model_dump()
-        )
+        raise NotFound(f"no published event at position {params.position}", **params.model_dump())
     size = await _signed_size(checkpointer, params.size, index + 1)
     return {
         "kind": "inclusion_proof",

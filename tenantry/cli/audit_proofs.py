@@ -98,11 +98,13 @@ async def _ask(
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeoutError
 
+    from tenantry.protocol import query_subject
+
     nc = await connect_or_explain(settings, f"audit {verb}")
     if nc is None:
         return UNREACHABLE
     try:
-        reply = await nc.request(f"tenantry.query.{query}", json.dumps(params).encode(), 10)
+        reply = await nc.request(query_subject(query), json.dumps(params).encode(), 10)
     except (NoRespondersError, NatsTimeoutError):
         print(
             f"tenantry audit {verb}: no answer: is the checkpoints role running "
@@ -131,7 +133,8 @@ async def _print_checkpoints(settings: Settings, follow: bool, last: bool) -> in
     from nats.js.api import ConsumerConfig, DeliverPolicy
     from nats.js.errors import NotFoundError
 
-    from tenantry.audit.checkpoints import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT
+    from tenantry.audit.checkpoints import CHECKPOINT_STREAM
+    from tenantry.protocol import CHECKPOINT_SUBJECT
 
     nc = await connect_or_explain(settings, "audit checkpoints")
     if nc is None:

@@ -92,18 +92,20 @@ async def _ask(settings: Settings, query: str, params: dict[str, Any]) -> dict[s
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeoutError
 
+    from tenantry.protocol import Unavailable, query_subject
+
     body = json.dumps({k: v for k, v in params.items() if v is not None}).encode()
     nc = await connect_or_explain(settings, "access-report")
     if nc is None:
         return None
     url = nats_url_for_client(settings)
     try:
-        reply = await nc.request(f"tenantry.query.{query}", body, timeout=30)
+        reply = await nc.request(query_subject(query), body, timeout=30)
     except (NoRespondersError, NatsTimeoutError):
         return {
             "ok": False,
             "error": {
-                "code": "unavailable",
+                "code": Unavailable.code,
                 "message": f"no query service answered on {url} (is `tenantry up` running?)",
             },
         }

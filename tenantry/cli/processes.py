@@ -157,13 +157,15 @@ def _probe_process(port: int) -> int:
 
 
 async def _probe(settings: Settings) -> int:
+    from tenantry.protocol import InvalidRequest, command_subject
+
     nc = await connect_or_explain(settings, "health")
     if nc is None:
         return 1  # Docker's "unhealthy"
     try:
         # A deliberately invalid command: any live command service refuses it, writing nothing.
-        reply = await nc.request("tenantry.cmd.create_environment", b"{", timeout=3)
-        if json.loads(reply.data)["error"]["code"] == "validation_error":
+        reply = await nc.request(command_subject("create_environment"), b"{", timeout=3)
+        if json.loads(reply.data)["error"]["code"] == InvalidRequest.code:
             return await _stream_health(nc)
         print(f"unhealthy: unexpected reply {reply.data[:200]!r}", file=sys.stderr)
         return 1

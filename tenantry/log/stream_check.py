@@ -54,12 +54,12 @@ from domain.event_log import (
 from domain.service import INTERNAL_TOPICS
 from tenantry.audit.tail import reader_name
 from tenantry.log.jetstream import ensure_stream
+from tenantry.protocol import ALERT_PREFIX, STREAM_ALERT_SUBJECT
 from tenantry.server.metrics import Metrics
 
 log = structlog.get_logger("tenantry.log.stream_check")
 
 ALERT_STREAM = "TENANTRY_ALERTS"
-ALERT_SUBJECT = "tenantry.alert.stream"
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 # Top-level `position` comes after `data` in the canonical key order: the last match is it (a
 # wrong guess only means the slow path; it can't make a message pass).
@@ -233,7 +233,7 @@ class StreamGuard:
     async def ensure_alert_stream(self) -> None:
         config = StreamConfig(
             name=ALERT_STREAM,
-            subjects=["tenantry.alert.>"],
+            subjects=[ALERT_PREFIX + ">"],
             storage=StorageType.FILE,
             num_replicas=self._alert_replicas,
             max_msgs_per_subject=10_000,
@@ -501,7 +501,9 @@ class StreamGuard:
             if self._metrics is not None:
                 self._metrics.stream_findings.labels(finding.kind).inc()
             try:
-                await self._js.publish(ALERT_SUBJECT, json.dumps(finding.as_alert()).encode())
+                await self._js.publish(
+                    STREAM_ALERT_SUBJECT, json.dumps(finding.as_alert()).encode()
+                )
             except Exception as exc:  # the alert is also in the log: never stop publishing
                 log.warning("stream.alert_failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -522,7 +524,7 @@ async def standing_alert(nc: Client) -> dict[str, Any] | None:
     while there is one), else None. A critical alert stands until a live `tenantry audit
     verify` passes (after someone removed what was forged), which publishes an all-clear."""
     try:
-        msg = await nc.jetstream().get_last_msg(ALERT_STREAM, ALERT_SUBJECT)
+        msg = await nc.jetstream().get_last_msg(ALERT_STREAM, STREAM_ALERT_SUBJECT)
     except NotFoundError:
         return None
     alert = json.loads(msg.data or b"{}")
@@ -540,5 +542,5 @@ async def publish_all_clear(nc: Client, detail: str) -> None:
         "detail": detail,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    await nc.publish(ALERT_SUBJECT, json.dumps(alert).encode())
+    await nc.publish(STREAM_ALERT_SUBJECT, json.dumps(alert).encode())
     await nc.flush()

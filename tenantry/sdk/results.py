@@ -1,164 +1,39 @@
-"""What the bus answers, as pydantic models: a command's reply and the shapes of DESIGN §5.
-
-They ignore fields they do not know, so that a client keeps working when the server learns to
-say more."""
+"""What the bus answers, as pydantic models, for the SDK's users: the command and query replies
+(tenantry.protocol) and each query's result (projections.results, shared with the server)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from projections.results import (
+    Access,
+    AccessChange,
+    AccessCheck,
+    AccessInForce,
+    AuditPage,
+    Cluster,
+    Environment,
+    EnvironmentTags,
+    Grant,
+    MlRepo,
+    StorageIntegration,
+    Team,
+    Workspace,
+)
+from tenantry.protocol import CommandReply, QueryAnswer
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from domain.names import OptimizeFor, Role
-
-
-class _Result(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class CommandReply(_Result):
-    """A command's success: `position` is what to pass as `min_position` (or to `wait_for`)
-    to read this write; `replayed` says that the command id had been handled before and
-    nothing was written this time."""
-
-    command_id: str
-    fqn: str
-    aggregate_id: str
-    version: int
-    position: int
-    events: list[str]
-    replayed: bool
-
-
-class QueryAnswer(_Result):
-    """A query's raw answer: the position the answering views stood at, and the data."""
-
-    position: int
-    data: Any
-    next: str | None = None  # a paged list's cursor for the rows that follow (null: no more)
-
-
-class Environment(_Result):
-    name: str
-    is_production: bool
-    optimize_for: OptimizeFor
-    color: str | None = None
-
-
-class Cluster(_Result):
-    name: str
-    region: str
-    provider: str
-    environments: list[str]
-    labels: dict[str, str] = Field(default_factory=dict)
-
-
-class Workspace(_Result):
-    fqn: str
-    cluster: str
-    name: str
-    environment: str
-    is_production: bool
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    status: str
-    # Why the namespace failed, as the worker reported it, while `status` is `failed`.
-    failure: str | None = None
-    applications: list[str] = Field(default_factory=list)
-
-
-class Grant(_Result):
-    """A direct grant in force on a repo."""
-
-    subject: str
-    role: Role
-    granted_by: str
-    granted_at: datetime
-    reason: str | None = None
-    # Who manages it (`apply`: `apply --prune` may revoke it); None: nobody's.
-    managed_by: str | None = None
-
-
-class MlRepo(_Result):
-    name: str
-    storage_integration: str
-    location: str
-    description: str
-    status: str
-    # Why the storage failed, as the worker reported it, while `status` is `failed`.
-    failure: str | None = None
-    grants: list[Grant] = Field(default_factory=list)
-
-
-class StorageIntegration(_Result):
-    name: str
-    provider: str
-    storage_root: str
-    region: str | None = None
-
-
-class Team(_Result):
-    name: str
-    members: list[str] = Field(default_factory=list)
-
-
-class Access(_Result):
-    """A repo a subject may use, with the grant that decided (`direct`, `team:…`,
-    `workspace:…`)."""
-
-    repo: str
-    role: Role
-    via: str
-
-
-class AccessCheck(_Result):
-    allowed: bool
-    role: Role | None = None
-    via: str | None = None
-
-
-class EnvironmentTags(_Result):
-    environment: str
-    is_production: bool
-    optimize_for: OptimizeFor
-    clusters: list[str]
-    workspaces: list[str]
-    applications: list[str]
-
-
-class AuditPage(_Result):
-    """Event bodies as on the stream (DESIGN §4); `next` is the `after` of the next page."""
-
-    events: list[dict[str, Any]]
-    next: int | None = None
-
-
-class AccessInForce(_Result):
-    """A role a subject held on a repo at the `as_of` of an access report; `via` names the
-    grant it held it through (`direct`, `team:…`, `workspace:…`) where the server says."""
-
-    repo: str
-    subject: str
-    role: Role
-    granted_at: datetime
-    granted_by: str
-    reason: str | None = None
-    via: str | None = None
-
-
-class AccessChange(_Result):
-    """A grant, a change of role or an end of access; `event` and `position` find it in the
-    audit log where the server says."""
-
-    at: datetime
-    change: str
-    repo: str
-    subject: str
-    role: Role | None = None
-    previous_role: Role | None = None
-    actor: str
-    reason: str | None = None
-    via: str | None = None
-    event: str | None = None
-    position: int | None = None
+__all__ = [
+    "Access",
+    "AccessChange",
+    "AccessCheck",
+    "AccessInForce",
+    "AuditPage",
+    "Cluster",
+    "CommandReply",
+    "Environment",
+    "EnvironmentTags",
+    "Grant",
+    "MlRepo",
+    "QueryAnswer",
+    "StorageIntegration",
+    "Team",
+    "Workspace",
+]

@@ -17,15 +17,23 @@ from nats.aio.subscription import Subscription
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS, Command
-from domain.service import CommandResult, TenancyService
+from domain.service import TenancyService
+from tenantry.protocol import (
+    ACTOR_HEADER,
+    COMMAND_ID_HEADER,
+    COMMAND_PREFIX,
+    CORRELATION_ID_HEADER,
+    DENIED_PREFIX,
+    CommandReply,
+    Forbidden,
+    InternalError,
+    InvalidRequest,
+)
 from tenantry.server import wire
 from tenantry.server.discovery import EndpointCounters
 from tenantry.server.dispatch import BoundedDispatch, drain_subscription
 from tenantry.server.identity import DEFAULT_ACTOR, ActorPolicy
 from tenantry.server.metrics import Metrics
-
-COMMAND_SUBJECT_PREFIX = "tenantry.cmd."
-DENIED_SUBJECT_PREFIX = "tenantry.audit.denied."
 
 log = structlog.get_logger("tenantry.command")
 
@@ -34,7 +42,7 @@ log = structlog.get_logger("tenantry.command")
 class _Pending:
     command: Command
     context: CommandContext
-    outcome: asyncio.Future[CommandResult]
+    outcome: asyncio.Future[CommandReply]
 
 
 class CommandEndpoint:
@@ -62,12 +70,12 @@ class CommandEndpoint:
         self._writer: asyncio.Task[None] | None = None
         self._max_batch = max_batch
         self._metrics = metrics
-        self.counters = EndpointCounters("commands", COMMAND_SUBJECT_PREFIX + "*", queue_group)
+        self.counters = EndpointCounters("commands", COMMAND_PREFIX + "*", queue_group)
 
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_batches())
         self._subscription = await self._nc.subscribe(
-            COMMAND_SUBJECT_PREFIX + "*", queue=self._queue_group, cb=self._dispatch.take
+            COMMAND_PREFIX + "*", queue=self._queue_group, cb=self._dispatch.take
         )
         log.info("command_service.started", queue_group=self._queue_group)
 
@@ -105,16 +113,16 @@ class CommandEndpoint:
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
         started_ns = time.perf_counter_ns()
-        name = msg.subject.removeprefix(COMMAND_SUBJECT_PREFIX)
+        name = msg.subject.removeprefix(COMMAND_PREFIX)
         code = "ok"
         headers = msg.headers or {}
-        command_id = headers.get(wire.COMMAND_ID_HEADER) or str(uuid.uuid4())
-        correlation_id = headers.get(wire.CORRELATION_ID_HEADER) or command_id
+        command_id = headers.get(COMMAND_ID_HEADER) or str(uuid.uuid4())
+        correlation_id = headers.get(CORRELATION_ID_HEADER) or command_id
         actor_refusal: Exception | None = None
         try:
             actor = self._actors.actor_of(headers)
         except Exception as exc:  # refused below, with the claim kept for the audit
-            actor, actor_refusal = (headers.get(wire.ACTOR_HEADER) or DEFAULT_ACTOR)[:300], exc
+            actor, actor_refusal = (headers.get(ACTOR_HEADER) or DEFAULT_ACTOR)[:300], exc
         structlog.contextvars.bind_contextvars(
             command=name[:64],
             command_id=command_id[:128],
@@ -126,27 +134,18 @@ class CommandEndpoint:
                 raise actor_refusal
             result = await self._execute(name, msg.data, command_id, correlation_id, actor)
         except Exception as exc:
-            code, message, details = wire.error_of(exc)
-            body, reply_headers = wire.error_reply(code, message, details)
-            if code == "internal":
+            refusal = wire.error_of(exc)
+            code, message = refusal.code, refusal.message
+            body, reply_headers = wire.error_reply(refusal)
+            if isinstance(refusal, InternalError):
                 log.exception("command.failed")
             else:
                 log.info("command.refused", code=code, reason=message)
-            if code == "forbidden":
+            if isinstance(refusal, Forbidden):
                 await self._publish_denied(name, actor, command_id, correlation_id, message)
             self.counters.record(started_ns, error=f"{code}: {message}"[:200])
         else:
-            body, reply_headers = wire.ok_reply(
-                {
-                    "command_id": result.command_id,
-                    "fqn": result.fqn,
-                    "aggregate_id": result.aggregate_id,
-                    "version": result.version,
-                    "position": result.position,
-                    "events": result.events,
-                    "replayed": result.replayed,
-                }
-            )
+            body, reply_headers = wire.ok_reply(result.model_dump())
             self.counters.record(started_ns)
             log.info(
                 "command.handled",
@@ -165,26 +164,23 @@ class CommandEndpoint:
 
     async def _execute(
         self, name: str, data: bytes, command_id: str, correlation_id: str, actor: str
-    ) -> CommandResult:
+    ) -> CommandReply:
         model = COMMANDS.get(name)
         if model is None:
-            raise wire.WireError(
-                "validation_error", f"unknown command {name[:64]!r}", commands=sorted(COMMANDS)
-            )
+            raise InvalidRequest(f"unknown command {name[:64]!r}", commands=sorted(COMMANDS))
         wire.require_body_size(data)
         for header, value in (
-            (wire.COMMAND_ID_HEADER, command_id),
-            (wire.CORRELATION_ID_HEADER, correlation_id),
+            (COMMAND_ID_HEADER, command_id),
+            (CORRELATION_ID_HEADER, correlation_id),
         ):
             if not wire.is_valid_id(value):
-                raise wire.WireError(
-                    "validation_error",
+                raise InvalidRequest(
                     f"{header} must be 1-128 letters, digits or ._:@/+=-",
                     header=header,
                 )
         command = model.model_validate_json(data or b"{}")
         context = CommandContext(actor=actor, command_id=command_id, correlation_id=correlation_id)
-        outcome: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        outcome: asyncio.Future[CommandReply] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(command, context, outcome))
         return await outcome
 
@@ -199,4 +195,4 @@ class CommandEndpoint:
             "reason": reason,
             "at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
-        await self._nc.publish(DENIED_SUBJECT_PREFIX + name, wire.dumps(record))
+        await self._nc.publish(DENIED_PREFIX + name, wire.dumps(record))

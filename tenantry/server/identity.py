@@ -18,7 +18,7 @@ from typing import Any
 
 from domain.errors import Forbidden
 from domain.names import is_valid_actor
-from tenantry.server import wire
+from tenantry.protocol import ACTOR_HEADER, InvalidRequest
 
 REQUEST_INFO_HEADER = "Nats-Request-Info"
 DEFAULT_ACTOR = "user:anonymous@localhost"
@@ -34,14 +34,13 @@ class ActorPolicy:
             raise ValueError("TENANTRY_AUTH must be 'header' or 'nats'")
 
     def actor_of(self, headers: Mapping[str, str]) -> str:
-        claimed = headers.get(wire.ACTOR_HEADER)
+        claimed = headers.get(ACTOR_HEADER)
         if self.mode == "header":
             actor = claimed or DEFAULT_ACTOR
             if not is_valid_actor(actor):
-                raise wire.WireError(
-                    "validation_error",
-                    f"{wire.ACTOR_HEADER} must be 'user:<email>' or 'service:<name>'",
-                    header=wire.ACTOR_HEADER,
+                raise InvalidRequest(
+                    f"{ACTOR_HEADER} must be 'user:<email>' or 'service:<name>'",
+                    header=ACTOR_HEADER,
                 )
             return actor
         stamp = headers.get(REQUEST_INFO_HEADER)

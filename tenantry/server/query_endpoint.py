@@ -21,12 +21,18 @@ from projections.query_params import QueryParams
 from projections.runner import Progress, ProjectionRunner
 from projections.store import ViewStore
 from tenantry.audit.proofs import PROOF_QUERIES
+from tenantry.protocol import (
+    QUERY_PREFIX,
+    TIMEOUT_HEADER,
+    InternalError,
+    InvalidRequest,
+    QueryTimeout,
+)
 from tenantry.server import wire
 from tenantry.server.discovery import Discovery, EndpointCounters
 from tenantry.server.dispatch import FairDispatch, Request, drain_subscription
 from tenantry.server.metrics import Metrics, sample_lag
 
-QUERY_SUBJECT_PREFIX = "tenantry.query."
 DEFAULT_WAIT_SECONDS = 5.0
 # How often a reader waiting for a position looks again when no runner tells it of progress.
 _FIRST_LOOK = 0.005
@@ -67,7 +73,7 @@ class QueryEndpoint:
         self._nc = nc
         self._store = store
         self._metrics = metrics
-        self.counters = EndpointCounters("queries", QUERY_SUBJECT_PREFIX + "*", queue_group)
+        self.counters = EndpointCounters("queries", QUERY_PREFIX + "*", queue_group)
         self._position = runner_position_fn
         self._queue_group = queue_group
         self._progress = progress
@@ -75,7 +81,7 @@ class QueryEndpoint:
         self._dispatch = FairDispatch(
             self._answer,
             max_in_flight,
-            timeout_header=wire.TIMEOUT_HEADER,
+            timeout_header=TIMEOUT_HEADER,
             on_expired=self._expired,
         )
         self._threads = threads
@@ -96,7 +102,7 @@ class QueryEndpoint:
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="tenantry-query")
         self._dispatch.start()
         self._subscription = await self._nc.subscribe(
-            QUERY_SUBJECT_PREFIX + "*", queue=self._queue_group, cb=self._take
+            QUERY_PREFIX + "*", queue=self._queue_group, cb=self._take
         )
         # Started means the server knows the subscription: a request sent next is ours.
         with contextlib.suppress(Exception):
@@ -120,7 +126,7 @@ class QueryEndpoint:
 
     async def _take(self, msg: Msg) -> None:
         """The subscription callback: queue the request, unless another role answers it."""
-        if msg.subject.removeprefix(QUERY_SUBJECT_PREFIX) in PROOF_QUERIES:
+        if msg.subject.removeprefix(QUERY_PREFIX) in PROOF_QUERIES:
             return  # the checkpoints role answers these (it holds the Merkle tree)
         await self._dispatch.take(msg)
 
@@ -130,14 +136,13 @@ class QueryEndpoint:
 
     async def _answer(self, request: Request) -> None:
         msg = request.msg
-        name = msg.subject.removeprefix(QUERY_SUBJECT_PREFIX)
+        name = msg.subject.removeprefix(QUERY_PREFIX)
         try:
             params = self._parse(name, msg.data)
             wanted = params.min_position
             if wanted is not None and await self._run(self._position) < wanted:
                 if len(self._waiting) >= self._max_waiting:
-                    raise wire.WireError(
-                        "timeout",
+                    raise QueryTimeout(
                         f"{len(self._waiting)} readers are waiting for positions already: "
                         "try again later",
                         min_position=wanted,
@@ -182,9 +187,10 @@ class QueryEndpoint:
             self._dispatch.put(request)
 
     async def _refuse(self, request: Request, name: str, exc: Exception) -> None:
-        code, message, details = wire.error_of(exc)
-        body, headers = wire.error_reply(code, message, details)
-        if code == "internal":
+        refusal = wire.error_of(exc)
+        code, message = refusal.code, refusal.message
+        body, headers = wire.error_reply(refusal)
+        if isinstance(refusal, InternalError):
             log.error("query.failed", query=name[:64], exc_info=exc)
         else:
             log.info("query.refused", query=name[:64], code=code, reason=message)
@@ -194,7 +200,7 @@ class QueryEndpoint:
 
     def _expired(self, request: Request) -> None:
         self.expired += 1
-        name = request.msg.subject.removeprefix(QUERY_SUBJECT_PREFIX)
+        name = request.msg.subject.removeprefix(QUERY_PREFIX)
         log.info(
             "query.expired",
             query=name[:64],
@@ -219,9 +225,7 @@ class QueryEndpoint:
     def _parse(self, name: str, data: bytes) -> QueryParams:
         query = QUERIES.get(name)
         if query is None:
-            raise wire.WireError(
-                "validation_error", f"unknown query {name[:64]!r}", queries=sorted(QUERIES)
-            )
+            raise InvalidRequest(f"unknown query {name[:64]!r}", queries=sorted(QUERIES))
         wire.require_body_size(data)
         params: QueryParams = query.params.model_validate_json(data or b"{}")
         return params
@@ -246,8 +250,7 @@ class QueryEndpoint:
                 raise (
                     _stopping()
                     if self._closing.is_set()
-                    else wire.WireError(
-                        "timeout",
+                    else QueryTimeout(
                         f"the views reached position {reached}, not {position} (in {limit:g} s); "
                         "try again later",
                         position=reached,
@@ -264,10 +267,8 @@ class QueryEndpoint:
                 look_again = min(look_again * 2, _LAST_LOOK)
 
 
-def _stopping() -> wire.WireError:
-    return wire.WireError(
-        "timeout", "the query service is stopping; try again (another instance answers)"
-    )
+def _stopping() -> QueryTimeout:
+    return QueryTimeout("the query service is stopping; try again (another instance answers)")
 
 
 def _started_ns(request: Request) -> int:
@@ -344,8 +345,7 @@ def _fits(body: bytes, max_payload: int, found: Answer) -> None:
     if len(body) <= max_payload:
         return
     rows = len(found.data) if isinstance(found.data, list) else None
-    raise wire.WireError(
-        "validation_error",
+    raise InvalidRequest(
         f"the answer is {len(body):,} bytes, more than the bus carries in one message "
         f"({max_payload:,}): ask for pages with `limit` and `after`",
         bytes=len(body),

@@ -26,10 +26,11 @@ from tenantry.audit.checkpoint import (
     load_public_key,
     signature_problem,
 )
-from tenantry.audit.checkpoints import CHECKPOINT_STREAM, CHECKPOINT_SUBJECT, Cadence, Checkpointer
+from tenantry.audit.checkpoints import CHECKPOINT_STREAM, Cadence, Checkpointer
 from tenantry.audit.tail import tail
 from tenantry.inboxes import inbox_options
 from tenantry.log.relay import Relay
+from tenantry.protocol import CHECKPOINT_SUBJECT
 from tenantry.sdk.client import Client
 from tenantry.server.command_endpoint import CommandEndpoint
 from tenantry.server.identity import ActorPolicy

@@ -15,6 +15,7 @@ import pytest
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 
+from projections.query_params import PARAMS
 from projections.store import ViewStore
 from tenantry.server.nats_server import NatsServer
 from tenantry.server.query_endpoint import serve_views
@@ -325,3 +326,38 @@ async def _until_answered(nc: Client, body: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = json.loads(reply.data)
         return answer
     raise AssertionError("serve_views never answered")
+
+
+# --- one result model per query, shared with the client -----------------------------------
+
+_SAMPLES: dict[str, dict[str, Any]] = {
+    "get_workspace": {"fqn": "prod-eu:fraud"},
+    "get_ml_repo": {"name": "fraud-models"},
+    "repo_access": {"repo": "fraud-models"},
+    "subject_access": {"subject": "user:bo@example.com"},
+    "check_access": {"subject": "user:bo@example.com", "repo": "fraud-models", "action": "read"},
+    "access_report": {"as_of": "2999-01-01T00:00:00Z"},
+    "access_changes": {"from": "2000-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z"},
+    "get_team": {"name": "risk"},
+    "get_storage_integration": {"name": "s3-main"},
+}
+
+
+def _keys(value: Any) -> Any:
+    """The shape of an answer: its keys, all the way down (values left out)."""
+    if isinstance(value, dict):
+        return {k: _keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_keys(v) for v in value]
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+async def test_every_answer_is_exactly_its_querys_result_model(views: Views, name: str) -> None:
+    """What the server sends is what the one result model declares (no field the client
+    would drop, none it would wait for in vain): the model both sides read."""
+    last = await views.build_world()
+    data = await views.data(name, min_position=last, **_SAMPLES.get(name, {}))
+    assert data, f"{name} answered nothing to compare"
+    read = PARAMS[name].result.validate_python(data)
+    assert _keys(PARAMS[name].result.dump_python(read, mode="json")) == _keys(data), name

@@ -16,7 +16,9 @@ import pytest
 
 import tenantry
 from domain.authorization import Authorization
+from domain.commands import CreateTeam
 from domain.service import TenancyService
+from projections.query_params import GetTeam, ListTeams
 from tenantry.sdk.client import Client
 from tenantry.sdk.errors import (
     AlreadyExists,
@@ -35,6 +37,7 @@ from tenantry.sdk.results import (
     AuditPage,
     CommandReply,
     MlRepo,
+    QueryAnswer,
     StorageIntegration,
     Team,
     Workspace,
@@ -75,6 +78,22 @@ async def test_every_command_has_a_typed_method_that_the_service_accepts(
         assert isinstance(reply, CommandReply), name
         assert reply.events and not reply.replayed, name
         assert reply.position == stored(bus) == client.position, name
+
+
+async def test_models_are_sent_and_queries_answer_their_result_model(client: Client) -> None:
+    reply = await client.send(CreateTeam(name="risk", members=["bo@example.com"]))
+    assert isinstance(reply, CommandReply) and reply.events == ["team.created"]
+    await client.send(CreateTeam(name="ops"))
+
+    team = await client.query(GetTeam(name="risk"))
+    assert team == Team(name="risk", members=["bo@example.com"])
+    # A list comes whole, page after page, into the query's own result model.
+    teams = await client.query(ListTeams(limit=1))
+    assert teams == [Team(name="ops"), Team(name="risk", members=["bo@example.com"])]
+    # By name: one raw page.
+    raw = await client.query("list_teams", limit=1)
+    assert isinstance(raw, QueryAnswer) and raw.data == [{"name": "ops", "members": []}]
+    assert raw.next is not None and raw.position >= reply.position
 
 
 async def test_queries_answer_models_and_read_the_clients_own_writes(client: Client) -> None:

@@ -13,14 +13,15 @@ from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.environment import Environment
 from domain.errors import AlreadyExists, DomainError
-from domain.service import INTERNAL_TOPICS, CommandResult, TenancyService
+from domain.service import INTERNAL_TOPICS, TenancyService
+from tenantry.protocol import CommandReply
 from tenantry.server.store import event_store_env, postgres_env
 from tenantry.settings import Settings
 
 
 def _run(
     service: TenancyService, name: str, body: dict[str, object], command_id: str | None = None
-) -> CommandResult:
+) -> CommandReply:
     context = CommandContext("user:ana@example.com", command_id or str(uuid.uuid4()), "corr")
     return service.handle(COMMANDS[name].model_validate(body), context)
 

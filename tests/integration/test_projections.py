@@ -18,10 +18,11 @@ from eventsourcing.persistence import StoredEvent
 from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.event_log import ZERO_HASH, chained_body
-from domain.service import INTERNAL_TOPICS, CommandResult, TenancyService
+from domain.service import INTERNAL_TOPICS, TenancyService
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner, rebuild
 from projections.store import Tracking, ViewStore
+from tenantry.protocol import CommandReply
 from tenantry.server.store import event_store_env, postgres_env, view_store_url
 from tenantry.settings import Settings
 from tests.integration.views import dump
@@ -67,7 +68,7 @@ class ProjectionContract:
         return ProjectionRunner(service.recorder, store)
 
     @staticmethod
-    def send(service: TenancyService, steps: list[Step]) -> CommandResult:
+    def send(service: TenancyService, steps: list[Step]) -> CommandReply:
         result = None
         for name, body, actor in steps:
             context = CommandContext(actor, str(uuid.uuid4()), "corr-1")

@@ -24,7 +24,8 @@ from domain.service import TenancyService
 from tenantry.audit.verify import verify_live
 from tenantry.cli.processes import _probe
 from tenantry.log.relay import Relay
-from tenantry.log.stream_check import ALERT_SUBJECT, StreamGuard
+from tenantry.log.stream_check import StreamGuard
+from tenantry.protocol import STREAM_ALERT_SUBJECT
 from tenantry.server.nats_server import NatsServer
 from tenantry.server.store import event_store_env, postgres_env
 from tenantry.settings import Settings
@@ -194,7 +195,7 @@ async def test_a_forged_grant_is_reported_never_acted_on_and_published_past(
     root = tmp_path / "storage"
     async with running_tenancy(nats_server, tmp_path / "state") as tenancy:
         js = tenancy.client.jetstream()
-        alerts = await tenancy.client.subscribe(ALERT_SUBJECT)
+        alerts = await tenancy.client.subscribe(STREAM_ALERT_SUBJECT)
         await tenancy.integration("local", f"file://{root}")
         async with running_worker("storage", tenancy.url, BackendConfig()):
             await tenancy.ok(

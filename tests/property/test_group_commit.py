@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS
-from domain.service import CommandResult, TenancyService
+from domain.service import TenancyService
+from tenantry.protocol import CommandReply
 
 ADMIN = "user:ana@example.com"
 REPOS = ("fraud-models", "churn-data")
@@ -122,7 +123,7 @@ def test_a_batch_writes_what_its_successes_write_one_by_one(batches: list[list[I
         results = grouped.handle_batch(items)
         assert len(results) == len(items)
         for (name, body), (_, context), result in zip(batch, items, results, strict=True):
-            if isinstance(result, CommandResult):
+            if isinstance(result, CommandReply):
                 succeeded.append((result.position, name, body, context))
     positions = [position for position, *_ in succeeded]
     assert len(set(positions)) == len(positions)  # each success its own place in the log

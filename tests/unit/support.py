@@ -12,7 +12,8 @@ from domain.authorization import Authorization
 from domain.base import Aggregate, CommandContext, snake_case
 from domain.commands import COMMANDS
 from domain.errors import DomainError
-from domain.service import CommandResult, TenancyService
+from domain.service import TenancyService
+from tenantry.protocol import CommandReply
 
 ADMIN = "user:ana@example.com"
 ALICE = "user:alice@example.com"
@@ -40,14 +41,14 @@ class Tenancy:
         actor: str = ADMIN,
         command_id: str | None = None,
         correlation_id: str | None = None,
-    ) -> CommandResult:
+    ) -> CommandReply:
         command = COMMANDS[name].model_validate(body)
         context = CommandContext(
             actor, command_id or str(uuid.uuid4()), correlation_id or str(uuid.uuid4())
         )
         return self.svc.handle(command, context)
 
-    def allow(self, name: str, body: dict[str, Any], actor: str = ADMIN) -> CommandResult:
+    def allow(self, name: str, body: dict[str, Any], actor: str = ADMIN) -> CommandReply:
         """Send a command that must be accepted: it writes events, each recorded with `actor`,
         and its answer names exactly the domain events it wrote."""
         before = self.position()

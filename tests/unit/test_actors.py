@@ -8,13 +8,17 @@ import pytest
 from domain.authorization import Authorization
 from domain.errors import Forbidden
 
+from .support import make_tenancy
+
 
 @pytest.mark.parametrize("admins", [None, frozenset({"user:ana@example.com"})])
 def test_a_service_actor_is_told_that_automation_acts_as_a_user(
     admins: frozenset[str] | None,
 ) -> None:
-    with pytest.raises(Forbidden) as refused:
-        Authorization(admins).check_command("service:ci", "create_team")
-    message = str(refused.value)
+    tenancy = make_tenancy(authorization=Authorization(admins))
+    refused = tenancy.refuse(
+        "create_team", {"name": "ci"}, Forbidden, "forbidden", actor="service:ci"
+    )
+    message = refused.message
     assert "reserved for Tenantry's own workers" in message, message
     assert "act as user:<email>" in message, message

@@ -14,7 +14,8 @@ from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.environment import Environment
 from domain.errors import AlreadyExists, Conflict, DomainError, PreconditionFailed
-from domain.service import CommandResult, TenancyService
+from domain.service import TenancyService
+from tenantry.protocol import CommandReply
 
 from .support import ADMIN, Tenancy
 
@@ -180,7 +181,7 @@ def test_a_lost_update_is_caught(tenancy: Tenancy) -> None:
 
 
 def _race(
-    services: list[TenancyService], send: Callable[[TenancyService], CommandResult]
+    services: list[TenancyService], send: Callable[[TenancyService], CommandReply]
 ) -> list[Any]:
     barrier = threading.Barrier(len(services))
     answers: list[Any] = [None] * len(services)
@@ -221,7 +222,7 @@ def test_two_writers_creating_the_same_name_end_with_one_already_exists(
         lambda svc: svc.handle(command, CommandContext(ADMIN, f"id-{id(svc)}", "corr")),
     )
 
-    assert sorted(type(a).__name__ for a in answers) == ["AlreadyExists", "CommandResult"]
+    assert sorted(type(a).__name__ for a in answers) == ["AlreadyExists", "CommandReply"]
     refused = next(a for a in answers if isinstance(a, AlreadyExists))
     assert refused.code == "already_exists"
     teams = services[0].recorder.select_notifications(
@@ -239,7 +240,7 @@ def test_the_same_command_id_sent_concurrently_is_applied_once(
 
     answers = _race(services, lambda svc: svc.handle(command, CommandContext(ADMIN, "same", "c")))
 
-    assert all(isinstance(a, CommandResult) for a in answers), answers
+    assert all(isinstance(a, CommandReply) for a in answers), answers
     assert sorted(a.replayed for a in answers) == [False, True]
     assert answers[0].position == answers[1].position
     assert services[0].recorder.max_notification_id() == 2  # team.created, its command record

@@ -1,0 +1,34 @@
+"""Who may send a command, as a declaration its model carries (`Command.policy`); checked once,
+before the command's handler, by `domain.authorization.Authorization.authorize`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TenantAdmin:
+    """Only a tenant admin (anyone while authorization is off)."""
+
+
+@dataclass(frozen=True)
+class RepoAdmin:
+    """A tenant admin or an admin of the ML repo named by the command's field `repo_field`
+    (through a direct grant or a team's)."""
+
+    repo_field: str
+
+
+@dataclass(frozen=True)
+class AnyUser:
+    """Any user; a tenant admin's decision when the command's bool field `admin_when` is set."""
+
+    admin_when: str | None = None
+
+
+@dataclass(frozen=True)
+class Worker:
+    """Tenantry's own workers (`service:` actors) reporting what they did, or a tenant admin."""
+
+
+Policy = TenantAdmin | RepoAdmin | AnyUser | Worker
