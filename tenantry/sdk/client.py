@@ -317,7 +317,11 @@ class Client:
         if not issubclass(PARAMS[query], Paged):
             answer = await self.query(query, **params)
             return adapter.validate_python(answer.data)
-        # A list: asked page by page, so that a list of any size comes through the bus.
+        return adapter.validate_python(await self.rows(query, **params))
+
+    async def rows(self, query: str, /, **params: Any) -> list[Any]:
+        """Every row of the list query `query`, as the wire has them: asked page by page, so
+        that a list of any size comes through the bus."""
         rows: list[Any] = []
         after = None
         limit = PAGE_SIZE
@@ -329,7 +333,7 @@ class Client:
                 continue
             rows += answer.data
             if answer.next is None:
-                return adapter.validate_python(rows)
+                return rows
             after = answer.next
 
     # --- commands: environments -----------------------------------------------------------
