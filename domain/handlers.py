@@ -174,6 +174,7 @@ def create_workspace(
     cluster = s.find(Cluster, cmd.cluster)
     if cluster is None or not cluster.live:
         raise PreconditionFailed(f"cluster {cmd.cluster!r} does not exist", cluster=cmd.cluster)
+    _live_environment(s, cmd.environment)  # told apart from one the cluster does not offer
     workspace = s.find(Workspace, cmd.cluster, cmd.name)
     if workspace is None:
         workspace = s.add(
@@ -208,6 +209,7 @@ def set_workspace_environment(
 ) -> Aggregate:
     auth.require_tenant_admin(actor, cmd.wire_name)
     workspace = _workspace(s, cmd.workspace, cmd.expected_version)
+    _live_environment(s, cmd.environment)
     cluster = s.get(Cluster, workspace.cluster)
     cluster.attach_workspace(workspace.name, cmd.environment)
     workspace.set_environment(cmd.environment)

@@ -38,6 +38,7 @@ from tenantry.sdk.results import (
     AccessChange,
     AccessCheck,
     AccessInForce,
+    ApplyReply,
     AuditPage,
     Cluster,
     CommandReply,
@@ -208,23 +209,40 @@ class Client:
     async def send(self, command: Command, **options: Unpack[CommandOptions]) -> CommandReply:
         """Send a command model (already valid: it was built)."""
         command_id = options.get("command_id") or str(uuid.uuid4())
-        headers = {wire.COMMAND_ID_HEADER: command_id}
-        correlation_id = options.get("correlation_id")
-        if correlation_id is not None:
-            headers[wire.CORRELATION_ID_HEADER] = correlation_id
-        for header, value in headers.items():
-            if not wire.is_valid_id(value):
-                raise InvalidRequest(
-                    f"{header} must be 1-128 letters, digits or ._:@/+=-", {"header": header}
-                )
-        if self.actor is not None:
-            headers[wire.ACTOR_HEADER] = self.actor
+        headers = self._command_headers(command_id, options.get("correlation_id"))
         payload = command.model_dump_json(exclude_none=True).encode()
         data = await self._request(
             f"tenantry.cmd.{command.wire_name}", payload, headers, self.timeout, command_id
         )
         reply = CommandReply.model_validate(data)
         self.position = max(self.position, reply.position)
+        return reply
+
+    async def apply(
+        self,
+        commands: Sequence[Command],
+        *,
+        dry_run: bool = False,
+        **options: Unpack[CommandOptions],
+    ) -> ApplyReply:
+        """Send `commands` as one apply: decided in order (each sees what those before it did)
+        and saved in one transaction, or none is and the first refusal is raised, its
+        `details` naming the command's `index` and name. With `dry_run`, the service decides
+        the same and writes nothing. `command_id` is the apply id (same id, same commands:
+        the first answer again). A body over the bus's 64 KiB is refused here: split the
+        commands into several applies (each all or nothing)."""
+        apply_id = options.get("command_id") or str(uuid.uuid4())
+        try:
+            payload = wire.apply_body(commands, dry_run)
+        except wire.WireError as exc:
+            raise InvalidRequest(exc.message, exc.details) from exc
+        headers = self._command_headers(apply_id, options.get("correlation_id"))
+        data = await self._request(
+            f"tenantry.cmd.{wire.APPLY}", payload, headers, self.timeout, apply_id
+        )
+        reply = ApplyReply.model_validate(data)
+        if reply.position is not None:
+            self.position = max(self.position, reply.position)
         return reply
 
     async def query(self, name: str, /, **params: Any) -> QueryAnswer:
@@ -248,6 +266,19 @@ class Client:
         headers = {wire.TIMEOUT_HEADER: f"{within:g}"}
         data = await self._request(f"tenantry.query.{name}", body.encode(), headers, within, None)
         return QueryAnswer.model_validate(data)
+
+    def _command_headers(self, command_id: str, correlation_id: str | None) -> dict[str, str]:
+        headers = {wire.COMMAND_ID_HEADER: command_id}
+        if correlation_id is not None:
+            headers[wire.CORRELATION_ID_HEADER] = correlation_id
+        for header, value in headers.items():
+            if not wire.is_valid_id(value):
+                raise InvalidRequest(
+                    f"{header} must be 1-128 letters, digits or ._:@/+=-", {"header": header}
+                )
+        if self.actor is not None:
+            headers[wire.ACTOR_HEADER] = self.actor
+        return headers
 
     async def wait_for(self, position: int, timeout: float = 30.0) -> int:  # noqa: ASYNC109
         """Until the views have applied `position` (a command reply's `position`); returns the

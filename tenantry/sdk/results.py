@@ -31,6 +31,28 @@ class CommandReply(_Result):
     replayed: bool
 
 
+class AppliedCommand(_Result):
+    """What one command of an apply did."""
+
+    command: str
+    fqn: str
+    aggregate_id: str
+    version: int
+    events: list[str]
+
+
+class ApplyReply(_Result):
+    """An apply's success: what each command did, in order. `position` is the last written
+    (None for a dry run, which writes nothing); `replayed`: the apply id had been applied
+    before and nothing was written this time."""
+
+    apply_id: str
+    dry_run: bool
+    position: int | None
+    commands: list[AppliedCommand]
+    replayed: bool
+
+
 class QueryAnswer(_Result):
     """A query's raw answer: the position the answering views stood at, and the data."""
 

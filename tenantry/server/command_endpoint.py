@@ -1,4 +1,5 @@
-"""The command service on the bus: `tenantry.cmd.<name>` request/reply in a queue group."""
+"""The command service on the bus: `tenantry.cmd.<name>` request/reply in a queue group, and
+`tenantry.cmd.apply`, many commands in one request (all or nothing)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from domain.apply import ApplyResult
 from domain.base import CommandContext
 from domain.commands import COMMANDS, Command
 from domain.service import CommandResult, TenancyService
@@ -35,6 +37,14 @@ class _Pending:
     command: Command
     context: CommandContext
     outcome: asyncio.Future[CommandResult]
+
+
+@dataclass
+class _PendingApply:
+    commands: list[Command]
+    context: CommandContext
+    dry_run: bool
+    outcome: asyncio.Future[ApplyResult]
 
 
 class CommandEndpoint:
@@ -58,7 +68,7 @@ class CommandEndpoint:
         self._subscription: Subscription | None = None
         # Decided commands wait here for the writer, which saves the independent ones of
         # everything waiting in one transaction (group commit) on one thread.
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Pending | _PendingApply] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._max_batch = max_batch
         self._metrics = metrics
@@ -85,10 +95,20 @@ class CommandEndpoint:
         log.info("command_service.stopped")
 
     async def _write_batches(self) -> None:
+        held: _Pending | _PendingApply | None = None
         while True:
-            batch = [await self._queue.get()]
+            first = held or await self._queue.get()
+            held = None
+            if isinstance(first, _PendingApply):  # an apply is a transaction of its own
+                await self._write_apply(first)
+                continue
+            batch = [first]
             while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                waiting = self._queue.get_nowait()
+                if isinstance(waiting, _PendingApply):
+                    held = waiting  # next, after this batch: the order they came in
+                    break
+                batch.append(waiting)
             items = [(p.command, p.context) for p in batch]
             try:
                 results = await asyncio.to_thread(self._service.handle_batch, items)
@@ -101,6 +121,16 @@ class CommandEndpoint:
                     pending.outcome.set_exception(result)
                 else:
                     pending.outcome.set_result(result)
+
+    async def _write_apply(self, pending: _PendingApply) -> None:
+        try:
+            result = await asyncio.to_thread(
+                self._service.apply, pending.commands, pending.context, dry_run=pending.dry_run
+            )
+        except Exception as exc:
+            pending.outcome.set_exception(exc)
+        else:
+            pending.outcome.set_result(result)
 
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
@@ -124,7 +154,7 @@ class CommandEndpoint:
         try:
             if actor_refusal is not None:
                 raise actor_refusal
-            result = await self._execute(name, msg.data, command_id, correlation_id, actor)
+            reply = await self._execute(name, msg.data, command_id, correlation_id, actor)
         except Exception as exc:
             code, message, details = wire.error_of(exc)
             body, reply_headers = wire.error_reply(code, message, details)
@@ -133,31 +163,24 @@ class CommandEndpoint:
             else:
                 log.info("command.refused", code=code, reason=message)
             if code == "forbidden":
-                await self._publish_denied(name, actor, command_id, correlation_id, message)
+                # In an apply, the command that was refused.
+                denied = str(details.get("command", name)) if name == wire.APPLY else name
+                await self._publish_denied(denied, actor, command_id, correlation_id, message)
             self.counters.record(started_ns, error=f"{code}: {message}"[:200])
         else:
-            body, reply_headers = wire.ok_reply(
-                {
-                    "command_id": result.command_id,
-                    "fqn": result.fqn,
-                    "aggregate_id": result.aggregate_id,
-                    "version": result.version,
-                    "position": result.position,
-                    "events": result.events,
-                    "replayed": result.replayed,
-                }
-            )
+            body, reply_headers = wire.ok_reply(reply)
             self.counters.record(started_ns)
             log.info(
                 "command.handled",
-                position=result.position,
-                replayed=result.replayed,
+                position=reply["position"],
+                replayed=reply["replayed"],
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
         finally:
             structlog.contextvars.clear_contextvars()
         if self._metrics is not None:
-            label = name if name in COMMANDS else "unknown"  # never a label per random subject
+            # Never a label per random subject.
+            label = name if name in COMMANDS or name == wire.APPLY else "unknown"
             self._metrics.commands.labels(label, code).inc()
             self._metrics.command_seconds.labels(label).observe(time.perf_counter() - started)
         if msg.reply:
@@ -165,13 +188,15 @@ class CommandEndpoint:
 
     async def _execute(
         self, name: str, data: bytes, command_id: str, correlation_id: str, actor: str
-    ) -> CommandResult:
+    ) -> dict[str, Any]:
+        """The reply's fields (all but `ok`)."""
         model = COMMANDS.get(name)
-        if model is None:
+        if model is None and name != wire.APPLY:
             raise wire.WireError(
                 "validation_error", f"unknown command {name[:64]!r}", commands=sorted(COMMANDS)
             )
-        wire.require_body_size(data)
+        if model is not None:
+            wire.require_body_size(data)
         for header, value in (
             (wire.COMMAND_ID_HEADER, command_id),
             (wire.CORRELATION_ID_HEADER, correlation_id),
@@ -182,11 +207,35 @@ class CommandEndpoint:
                     f"{header} must be 1-128 letters, digits or ._:@/+=-",
                     header=header,
                 )
-        command = model.model_validate_json(data or b"{}")
         context = CommandContext(actor=actor, command_id=command_id, correlation_id=correlation_id)
+        if model is None:
+            return await self._execute_apply(data, context)
+        command = model.model_validate_json(data or b"{}")
         outcome: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(command, context, outcome))
-        return await outcome
+        result = await outcome
+        return {
+            "command_id": result.command_id,
+            "fqn": result.fqn,
+            "aggregate_id": result.aggregate_id,
+            "version": result.version,
+            "position": result.position,
+            "events": result.events,
+            "replayed": result.replayed,
+        }
+
+    async def _execute_apply(self, data: bytes, context: CommandContext) -> dict[str, Any]:
+        commands, dry_run = wire.read_apply(data)
+        outcome: asyncio.Future[ApplyResult] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_PendingApply(commands, context, dry_run, outcome))
+        result = await outcome
+        return {
+            "apply_id": result.apply_id,
+            "dry_run": result.dry_run,
+            "position": result.position,
+            "commands": [asdict(c) for c in result.commands],
+            "replayed": result.replayed,
+        }
 
     async def _publish_denied(
         self, name: str, actor: str, command_id: str, correlation_id: str, reason: str
