@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from domain.commands import Command
+    from tenantry.apply.manifests import Source
     from tenantry.apply.plan import Action, Plan
     from tenantry.sdk.client import Client
     from tenantry.sdk.errors import TenantryError
@@ -130,14 +131,8 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         if as_json:
             _print_json(the_plan, reply, dry_run=args.dry_run)
-        elif args.dry_run:
-            out.print(
-                Text(
-                    f"Dry run: the command service accepts all {len(reply.commands)} "
-                    "command(s); nothing was written.",
-                    style="bold",
-                )
-            )
+        elif args.dry_run:  # the command service accepts every command
+            out.print(Text("Dry run: nothing was written.", style="bold"))
         else:
             out.print(
                 Text(
@@ -171,7 +166,7 @@ def _refusal(the_plan: Plan, exc: TenantryError) -> dict[str, Any]:
     }
 
 
-def _source_json(source: Any) -> dict[str, Any]:
+def _source_json(source: Source) -> dict[str, Any]:
     return {"file": source.file, "index": source.index, "line": source.line}
 
 
@@ -285,8 +280,10 @@ def _print_json(
             {"command": c.wire_name, "body": c.model_dump(mode="json", exclude_none=True)}
             for c in the_plan.commands
         ],
-        # What each command did (a dry run: would do); empty when refused or nothing to do.
-        "applied": [] if reply is None else [c.model_dump(mode="json") for c in reply.commands],
+        # What each command did: empty for a dry run, a refusal, or nothing to do.
+        "applied": []
+        if reply is None or dry_run
+        else [c.model_dump(mode="json") for c in reply.commands],
     }
     if reply is not None and reply.position is not None:
         document["position"] = reply.position
