@@ -244,21 +244,24 @@ class TenancyService(EventSourcedApplication[UUID]):
         self.authorization.check_command(actor, command.wire_name)
         return HANDLERS[command.wire_name](session, command, actor, self.authorization)
 
-    def _replay(self, command: Command, command_id: str, print_: str) -> CommandResult | None:
+    def _record_of(self, command_id: str) -> Aggregate | None:
+        """The record of the command or apply that used `command_id`, if one did."""
         try:
             record: Aggregate = self.repository.get(CommandRecord.create_id(command_id))
         except AggregateNotFoundError:
+            return None
+        return record
+
+    def _replay(self, command: Command, command_id: str, print_: str) -> CommandResult | None:
+        record = self._record_of(command_id)
+        if record is None:
             return None
         if (
             not isinstance(record, CommandRecord)
             or record.command != command.wire_name
             or record.fingerprint != print_
         ):
-            raise Conflict(
-                f"command id {command_id!r} was already used for a different command",
-                command_id=command_id,
-                first_command=record.command if isinstance(record, CommandRecord) else "apply",
-            )
+            raise _reused("command", command_id, "a different command", record)
         return CommandResult(
             command_id=command_id,
             fqn=record.result_fqn,
@@ -346,16 +349,11 @@ class TenancyService(EventSourcedApplication[UUID]):
         return events, record, results
 
     def _replay_apply(self, apply_id: str, print_: str) -> ApplyResult | None:
-        try:
-            record: Aggregate = self.repository.get(ApplyRecord.create_id(apply_id))
-        except AggregateNotFoundError:
+        record = self._record_of(apply_id)
+        if record is None:
             return None
         if not isinstance(record, ApplyRecord) or record.fingerprint != print_:
-            raise Conflict(
-                f"apply id {apply_id!r} was already used for a different apply or command",
-                command_id=apply_id,
-                first_command=record.command if isinstance(record, CommandRecord) else "apply",
-            )
+            raise _reused("apply", apply_id, "a different apply or command", record)
         return ApplyResult(
             apply_id=apply_id,
             position=position_of(self.recorder, record.id, record.version),
@@ -384,3 +382,12 @@ class TenancyService(EventSourcedApplication[UUID]):
         except RecordConflictError:
             return False
         return True
+
+
+def _reused(kind: str, the_id: str, other: str, record: Aggregate) -> Conflict:
+    """An id sent again with something other than what first used it."""
+    return Conflict(
+        f"{kind} id {the_id!r} was already used for {other}",
+        command_id=the_id,
+        first_command=record.command if isinstance(record, CommandRecord) else "apply",
+    )

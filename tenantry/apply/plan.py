@@ -1,4 +1,5 @@
-"""The plan of `tenantry apply`: what to send so that the tenancy matches the manifests.
+"""The plan of `tenantry apply`: what to send so that the tenancy matches the manifests (over
+~400 lines: the diff of every type and of the grants between documents is one walk, read whole).
 
 The plan compares every document with what the views hold and lists the commands that close
 the gap, in dependency order: environments, storage integrations, teams, clusters, ML repos,
