@@ -69,7 +69,6 @@ from tenantry.apply.manifests import (
 )
 from tenantry.sdk.client import Client
 from tenantry.sdk.results import (
-    ApplyReply,
     Cluster,
     Environment,
     MlRepo,
@@ -594,14 +593,3 @@ async def read_state(client: Client) -> State:
         ml_repos=repos,
         workspaces=workspaces,
     )
-
-
-async def apply(client: Client, the_plan: Plan, *, dry_run: bool = False) -> ApplyReply:
-    """Send the plan's commands as one apply (`Client.apply`: all or nothing, a refusal raised
-    naming the command's index, which `Plan.source_of` maps to its document); then wait until
-    the views show what was written, so that what runs next reads it. With `dry_run` the
-    service decides the same and writes nothing."""
-    reply = await client.apply(the_plan.commands, dry_run=dry_run)
-    if reply.position is not None:
-        await client.wait_for(reply.position)
-    return reply

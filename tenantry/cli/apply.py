@@ -84,9 +84,9 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
     from rich.text import Text
 
     from tenantry.apply.manifests import ManifestError, load
-    from tenantry.apply.plan import apply, plan, read_state
+    from tenantry.apply.plan import plan, read_state
     from tenantry.cli.output import console, error, run_with_client
-    from tenantry.sdk.errors import TenantryError
+    from tenantry.sdk.errors import TenantryError, Unavailable
     from tenantry.server.identity import DEFAULT_ACTOR
 
     as_json = args.output == "json"
@@ -122,13 +122,18 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         # One request, all or nothing; a dry run asks the service what it would say.
         try:
-            reply = await apply(client, the_plan, dry_run=args.dry_run)
+            reply = await client.apply(the_plan.commands, dry_run=args.dry_run)
+        except Unavailable:
+            raise  # no answer: applied or not is unknown, and the message says so
         except TenantryError as exc:
             refusal = _refusal(the_plan, exc)
             if as_json:
                 _print_json(the_plan, None, dry_run=args.dry_run, refused=refusal)
             error(refusal["text"])
             return 1
+        if reply.position is not None:
+            # What runs next (a `get`, another apply) reads what was written.
+            await client.wait_for(reply.position)
         if as_json:
             _print_json(the_plan, reply, dry_run=args.dry_run)
         elif args.dry_run:  # the command service accepts every command
