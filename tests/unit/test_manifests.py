@@ -581,7 +581,8 @@ def test_conflicting_roles_and_a_repo_without_admin_are_refused(world: World) ->
         )
     )
     assert refusal.code == "precondition_failed"
-    assert "admin" in refusal.message
+    assert refusal.details["command"] == "grant_repo_access"
+    assert f"{ADMIN!r} is the last admin of ML repo 'fraud-models'" in refusal.message
     assert where.startswith("tenancy.yaml: document 4")
 
 
@@ -594,7 +595,8 @@ def test_an_environment_still_in_use_is_not_taken_from_its_cluster(world: World)
         BASE.replace("environments: [prod, dev]", "environments: [prod]")
     )
     assert refusal.details["command"] == "remove_cluster_environment"
-    assert "prod-eu:sandbox" in refusal.message or "sandbox" in str(refusal.details)
+    assert refusal.details["workspaces"] == ["prod-eu:sandbox"]
+    assert "environment 'dev' is used by workspaces ['sandbox']" in refusal.message
     assert where.startswith("tenancy.yaml: document 2")
 
 
