@@ -174,14 +174,14 @@ def create_workspace(
     cluster = s.find(Cluster, cmd.cluster)
     if cluster is None or not cluster.live:
         raise PreconditionFailed(f"cluster {cmd.cluster!r} does not exist", cluster=cmd.cluster)
-    _live_environment(s, cmd.environment)  # told apart from one the cluster does not offer
     workspace = s.find(Workspace, cmd.cluster, cmd.name)
+    if workspace is not None and workspace.live:
+        raise _exists("workspace", f"{cmd.cluster}:{cmd.name}")
+    _live_environment(s, cmd.environment)  # told apart from one the cluster does not offer
     if workspace is None:
         workspace = s.add(
             Workspace(cmd.cluster, cmd.name, cmd.environment, cmd.labels, cmd.annotations)
         )
-    elif workspace.live:
-        raise _exists("workspace", f"{cmd.cluster}:{cmd.name}")
     else:
         workspace.recreate(cmd.environment, cmd.labels, cmd.annotations)
     cluster.attach_workspace(cmd.name, cmd.environment)
