@@ -124,7 +124,7 @@ class _Tenancy:
             self.send("add_team_member", {"team": pick(self.teams), "user": pick(self.users)})
         elif kind < 0.92:
             team = pick(self.teams)
-            members = self.service.repository.get(_team_id(team)).members
+            members: list[str] = self.service.repository.get(_team_id(team)).members
             if members:
                 self.send("remove_team_member", {"team": team, "user": pick(members)})
         elif kind < 0.97:
@@ -140,9 +140,9 @@ class _Tenancy:
             self.send("create_ml_repo", {"name": repo, "storage_integration": "s3-main"})
 
     def granted(self, repo: str) -> list[str]:
-        from domain.ml_repo import MlRepo
+        from domain.ml_repo import Grant, MlRepo
 
-        grants = self.service.repository.get(MlRepo.create_id(repo)).grants
+        grants: dict[str, Grant] = self.service.repository.get(MlRepo.create_id(repo)).grants
         return [s for s in grants if grants[s].role != "admin"]
 
 
@@ -203,9 +203,9 @@ def run(quick: bool) -> Result:
             audit = schema.audit_events.c
             published = conn.execute(select(func.count()).select_from(schema.audit_events)).scalar()
             # The latest time any event bears: a replay to it replays everything.
-            moment = datetime.fromisoformat(
-                conn.execute(select(func.max(audit.occurred_at))).scalar()
-            )
+            latest = conn.execute(select(func.max(audit.occurred_at))).scalar()
+            assert latest is not None, "the views hold no event"
+            moment = datetime.fromisoformat(latest)
         repos = sorted({r["repo"] for r in _query(live, "access_report", as_of=moment.isoformat())})
         replays, rates = [], []
         for round_ in range(rounds):  # alternating rounds, medians: the machine is shared

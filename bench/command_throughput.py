@@ -14,6 +14,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from uuid import UUID
 
 import nats
 from eventsourcing.application import Application
@@ -40,7 +41,7 @@ class _RawTeam(Aggregate):
 
 
 def baseline(count: int, settings: Settings) -> float:
-    app: Application = Application(event_store_env(settings))
+    app: Application[UUID] = Application(event_store_env(settings))
     teams = [_RawTeam(name=f"team-{i}", members=["ana@example.com"]) for i in range(count)]
     with stopwatch() as elapsed:
         for team in teams:

@@ -7,7 +7,7 @@ import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -79,7 +79,3 @@ def summary(results: list[Result]) -> dict[str, Any]:
         "below_floor": [r.scenario for r in results if r.ratio < r.gate],
         "below_goal": [r.scenario for r in results if r.ratio < r.goal],
     }
-
-
-def asdict_result(result: Result) -> dict[str, Any]:
-    return {**asdict(result), "ratio": result.ratio}

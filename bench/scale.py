@@ -68,8 +68,10 @@ class _Grower:
         self.tenancy = tenancy
         self.random = random.Random(seed)
         get = service.repository.get
-        self.repos = {name: get(MlRepo.create_id(name)) for name in tenancy.repos}
-        self.teams = {name: get(Team.create_id(name)) for name in tenancy.teams}
+        self.repos: dict[str, MlRepo] = {
+            name: get(MlRepo.create_id(name)) for name in tenancy.repos
+        }
+        self.teams: dict[str, Team] = {name: get(Team.create_id(name)) for name in tenancy.teams}
         self.published = _published(service)
 
     def grow_to(self, events: int) -> None:

@@ -1,11 +1,14 @@
-"""The record of a handled command, saved with its events so a retry returns the first answer."""
+"""The records of handled commands and applies, saved with their events so that a retry returns
+the first answer."""
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import event
 
+from domain.apply import applied_command
 from domain.base import Aggregate
 from domain.names import identity
 
@@ -42,3 +45,26 @@ class CommandRecord(Aggregate):
         self.aggregate_id = aggregate_id
         self.result_version = result_version
         self.events = events
+
+
+class ApplyRecord(Aggregate):
+    """The record of an applied plan (many commands, one transaction), saved with their events.
+
+    Its id is taken from the same space as command ids: an id used for a command cannot be used
+    for an apply, nor the other way round (either answers `conflict`)."""
+
+    @staticmethod
+    def create_id(apply_id: str) -> UUID:
+        return CommandRecord.create_id(apply_id)
+
+    class Handled(Aggregate.Created):
+        apply_id: str
+        fingerprint: str
+        # What each command did, in order: {command, fqn, aggregate_id, version, events}.
+        results: list[dict[str, Any]]
+
+    @event(Handled)
+    def __init__(self, apply_id: str, fingerprint: str, results: list[dict[str, Any]]) -> None:
+        self.apply_id = apply_id
+        self.fingerprint = fingerprint
+        self.results = [applied_command(r) for r in results]

@@ -155,12 +155,13 @@ def _grant(
 def create_workspace(s: Session, cmd: c.CreateWorkspace, actor: str) -> Aggregate:
     cluster = s.referred(Cluster, cmd.cluster, "cluster")
     workspace = s.find(Workspace, cmd.cluster, cmd.name)
+    if workspace is not None and workspace.live:
+        raise _exists("workspace", f"{cmd.cluster}:{cmd.name}")
+    s.referred(Environment, cmd.environment, "environment")  # not the same as not offered
     if workspace is None:
         workspace = s.add(
             Workspace(cmd.cluster, cmd.name, cmd.environment, cmd.labels, cmd.annotations)
         )
-    elif workspace.live:
-        raise _exists("workspace", f"{cmd.cluster}:{cmd.name}")
     else:
         workspace.recreate(cmd.environment, cmd.labels, cmd.annotations)
     cluster.attach_workspace(cmd.name, cmd.environment)
@@ -185,6 +186,7 @@ def _workspace(s: Session, fqn: str, expected_version: int | None = None) -> Wor
 @_handles(c.SetWorkspaceEnvironment)
 def set_workspace_environment(s: Session, cmd: c.SetWorkspaceEnvironment, actor: str) -> Aggregate:
     workspace = _workspace(s, cmd.workspace, cmd.expected_version)
+    s.referred(Environment, cmd.environment, "environment")
     cluster = s.get(Cluster, workspace.cluster)
     cluster.attach_workspace(workspace.name, cmd.environment)
     workspace.set_environment(cmd.environment)

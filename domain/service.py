@@ -1,5 +1,5 @@
-"""The command service: turns one command into aggregate changes saved in one transaction,
-together with the command's idempotency record."""
+"""The command service: turns one command — or one apply, many commands decided in turn — into
+aggregate changes saved in one transaction, together with its idempotency record."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from eventsourcing.application import Application as EventSourcedApplication
 from eventsourcing.persistence import RecordConflictError
 from eventsourcing.utils import Environment, get_topic
 
+from domain.apply import AppliedCommand, ApplyReply, apply_fingerprint, refused_at
 from domain.authorization import Authorization
-from domain.base import CommandContext, acting_as, event_type, in_trigger_order
+from domain.base import Aggregate, CommandContext, acting_as, event_type, in_trigger_order
 from domain.clock import Clock, system_clock
-from domain.command_record import CommandRecord
+from domain.command_record import ApplyRecord, CommandRecord
 from domain.commands import Command
 from domain.environment import Environment as EnvironmentAggregate
-from domain.errors import Conflict, DomainError
+from domain.errors import Conflict, DomainError, ValidationFailed
 from domain.handlers import handler_for
 from domain.mapper import JsonTranscoder, PydanticMapper
 from domain.positions import position_of
@@ -32,7 +33,7 @@ from tenantry.protocol import CommandReply
 SEED_ACTOR = "service:tenantry"
 # Events that are bookkeeping, not facts about the tenancy: never published, never projected.
 INTERNAL_TOPICS: frozenset[str] = frozenset(
-    {get_topic(CommandRecord.Handled), get_topic(Seed.Planted)}
+    {get_topic(CommandRecord.Handled), get_topic(ApplyRecord.Handled), get_topic(Seed.Planted)}
 )
 
 
@@ -200,9 +201,7 @@ class TenancyService(EventSourcedApplication[UUID]):
         session = Session(self.repository)
         with acting_as(context, self.clock):
             try:
-                # Who may send it, once for every command, from the policy its model declares.
-                self.authorization.authorize(command, context.actor, session)
-                subject = handler_for(command)(session, command, context.actor)
+                subject = self._rules(session, command, context.actor)
             except DomainError:
                 # The same command may have committed since we looked (a client retrying
                 # concurrently): its record and its effects commit together, so if we were
@@ -233,17 +232,30 @@ class TenancyService(EventSourcedApplication[UUID]):
             touched=session.touched() | {record.id},
         )
 
-    def _replay(self, command: Command, command_id: str, print_: str) -> CommandReply | None:
+    def _rules(self, session: Session, command: Command, actor: str) -> Aggregate:
+        """Decide `command` on `session` (who may send it, from the policy its model declares,
+        then its handler): the aggregate it is about. Nothing is saved."""
+        self.authorization.authorize(command, actor, session)
+        return handler_for(command)(session, command, actor)
+
+    def _record_of(self, command_id: str) -> Aggregate | None:
+        """The record of the command or apply that used `command_id`, if one did."""
         try:
-            record: CommandRecord = self.repository.get(CommandRecord.create_id(command_id))
+            record: Aggregate = self.repository.get(CommandRecord.create_id(command_id))
         except AggregateNotFoundError:
             return None
-        if record.command != command.wire_name or record.fingerprint != print_:
-            raise Conflict(
-                f"command id {command_id!r} was already used for a different command",
-                command_id=command_id,
-                first_command=record.command,
-            )
+        return record
+
+    def _replay(self, command: Command, command_id: str, print_: str) -> CommandReply | None:
+        record = self._record_of(command_id)
+        if record is None:
+            return None
+        if (
+            not isinstance(record, CommandRecord)
+            or record.command != command.wire_name
+            or record.fingerprint != print_
+        ):
+            raise _reused("command", command_id, "a different command", record)
         return CommandReply(
             command_id=command_id,
             fqn=record.result_fqn,
@@ -251,6 +263,104 @@ class TenancyService(EventSourcedApplication[UUID]):
             version=record.result_version,
             position=position_of(self.recorder, record.id, record.version),
             events=list(record.events),
+            replayed=True,
+        )
+
+    # --- apply: many commands, one transaction ---------------------------------------------
+
+    def apply(
+        self, commands: Sequence[Command], context: CommandContext, *, dry_run: bool = False
+    ) -> ApplyReply:
+        """Decide `commands` in order in one session — each sees what those before it did — and
+        save all their events in one transaction, or nothing: the first refusal is raised with
+        the command's `index` (from 0) and name in its details. `context.command_id` is the
+        apply id: seen before, the first answer is returned (as `handle` does for a command).
+        With `dry_run`, the same decisions and nothing saved nor looked up."""
+        if not commands:
+            raise ValidationFailed("an apply carries at least one command")
+        print_ = apply_fingerprint(commands, context.actor)
+        for attempt in range(self.max_attempts):
+            # As in `handle`: the first attempt takes the id for new; its record clashes if not.
+            if attempt > 0:
+                replay = self._replay_apply(context.command_id, print_)
+                if replay is not None:
+                    return replay
+            decided = self._decide_apply(commands, context, print_, dry_run=dry_run)
+            if isinstance(decided, ApplyReply):
+                return decided
+            events, record, results = decided
+            if dry_run:
+                return ApplyReply(
+                    apply_id=context.command_id,
+                    position=None,
+                    commands=results,
+                    dry_run=True,
+                    replayed=False,
+                )
+            try:
+                recordings = self.save(*events, record)
+            except RecordConflictError:
+                continue  # another writer got there first: decide again on fresh state
+            position = recordings[-1].notification.id
+            return ApplyReply(
+                apply_id=context.command_id,
+                position=position,
+                commands=results,
+                dry_run=False,
+                replayed=False,
+            )
+        raise Conflict(
+            f"the apply kept clashing with concurrent writes ({self.max_attempts} attempts); "
+            "try again",
+            attempts=self.max_attempts,
+        )
+
+    def _decide_apply(
+        self,
+        commands: Sequence[Command],
+        context: CommandContext,
+        print_: str,
+        *,
+        dry_run: bool,
+    ) -> ApplyReply | tuple[list[Any], ApplyRecord, list[AppliedCommand]]:
+        session = Session(self.repository)
+        events: list[Any] = []
+        results: list[AppliedCommand] = []
+        with acting_as(context, self.clock):
+            for index, command in enumerate(commands):
+                try:
+                    subject = self._rules(session, command, context.actor)
+                except DomainError as refusal:
+                    # As in `_decide`: the same apply may have committed since (a retry).
+                    replay = None if dry_run else self._replay_apply(context.command_id, print_)
+                    if replay is not None:
+                        return replay
+                    raise refused_at(refusal, index, command) from refusal
+                done = in_trigger_order(e for a in session.changed() for e in a.collect_events())
+                events += done
+                results.append(
+                    AppliedCommand(
+                        command=command.wire_name,
+                        fqn=subject.fqn(),
+                        aggregate_id=str(subject.id),
+                        version=subject.version,
+                        events=[event_type(e) for e in done],
+                    )
+                )
+            record = ApplyRecord(context.command_id, print_, [r.model_dump() for r in results])
+        return events, record, results
+
+    def _replay_apply(self, apply_id: str, print_: str) -> ApplyReply | None:
+        record = self._record_of(apply_id)
+        if record is None:
+            return None
+        if not isinstance(record, ApplyRecord) or record.fingerprint != print_:
+            raise _reused("apply", apply_id, "a different apply or command", record)
+        return ApplyReply(
+            apply_id=apply_id,
+            position=position_of(self.recorder, record.id, record.version),
+            commands=record.results,
+            dry_run=False,
             replayed=True,
         )
 
@@ -274,3 +384,12 @@ class TenancyService(EventSourcedApplication[UUID]):
         except RecordConflictError:
             return False
         return True
+
+
+def _reused(kind: str, the_id: str, other: str, record: Aggregate) -> Conflict:
+    """An id sent again with something other than what first used it."""
+    return Conflict(
+        f"{kind} id {the_id!r} was already used for {other}",
+        command_id=the_id,
+        first_command=record.command if isinstance(record, CommandRecord) else "apply",
+    )

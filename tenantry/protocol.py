@@ -172,6 +172,32 @@ class CommandReply(BaseModel):
     replayed: bool
 
 
+class AppliedCommand(BaseModel):
+    """What one command of an apply did."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    command: str
+    fqn: str
+    aggregate_id: str
+    version: int
+    events: list[str]
+
+
+class ApplyReply(BaseModel):
+    """An apply's success: what each command did, in order. `position` is the last written
+    (None for a dry run, which writes nothing); `replayed`: the apply id had been applied
+    before and nothing was written this time."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    apply_id: str
+    dry_run: bool
+    position: int | None
+    commands: list[AppliedCommand]
+    replayed: bool
+
+
 class QueryAnswer(BaseModel):
     """A query's success (DESIGN §5 without `ok`): the position the answering views stood at,
     and the data; a paged list's `next` is the cursor for the rows that follow (null: no more)."""

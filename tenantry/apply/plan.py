@@ -1,4 +1,5 @@
-"""The plan of `tenantry apply`: what to send so that the tenancy matches the manifests.
+"""The plan of `tenantry apply`: what to send so that the tenancy matches the manifests (over
+~400 lines: the diff of every type and of the grants between documents is one walk, read whole).
 
 The plan compares every document with what the views hold and lists the commands that close
 the gap, in dependency order: environments, storage integrations, teams, clusters, ML repos,
@@ -15,15 +16,20 @@ revoke`) and kept, and revoked with `prune`. A grant made from Python, the bus o
 manager, or regranted without one since) is never removed. Each grant belongs to one field: a
 workspace's grants to its document's `ml_repo_access`, every other subject's to the repo's
 `collaborators` — so a repo document never removes a grant a workspace document declares. A
-repo's admins are kept unless the document names admins of its own, so applying never leaves a
-repo without an admin. What the service would refuse halfway (a reference to nothing, a change
-no command can make) is refused here, before anything is written."""
+repo's admins are kept unless the document names admins of its own.
+
+The plan decides no domain rule: whether an environment, a cluster or a team exists, whether a
+cluster offers an environment, whether a repo would be left without an admin — the command
+service decides, once, for the whole plan (`Client.apply`: one request, all or nothing; the
+refusal names the command, which `Plan.sources` maps back to its document). What the plan
+refuses itself is what it cannot turn into commands: the same thing described twice, two roles
+for one grant, a change no command makes (a cluster's region, a storage integration's root)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,10 +68,8 @@ from tenantry.apply.manifests import (
     name_of,
 )
 from tenantry.sdk.client import Client
-from tenantry.sdk.errors import TenantryError
 from tenantry.sdk.results import (
     Cluster,
-    CommandReply,
     Environment,
     MlRepo,
     StorageIntegration,
@@ -104,10 +108,11 @@ class State:
             storage_integrations={s.name: s for s in storage_integrations},
             teams={t.name: t for t in teams},
             clusters={c.name: c for c in clusters},
-            # A deleted repo whose storage could not be removed is deleted: re-creating it is
-            # the command service's decision (a tenant admin, with adopt_storage).
-            ml_repos={r.name: r for r in ml_repos if r.status != "deletion_failed"},
-            workspaces={w.fqn: w for w in workspaces},
+            # A repo or workspace being deleted, or deleted, is not there: the plan creates it
+            # again, and whether it may be (a repo's storage left behind, adopt_storage) is the
+            # command service's decision.
+            ml_repos={r.name: r for r in ml_repos if r.status not in _GONE},
+            workspaces={w.fqn: w for w in workspaces if w.status not in _GONE},
         )
 
 
@@ -147,6 +152,9 @@ class Action:
 # The `managed_by` of the grants apply sends: `--prune` revokes only grants that bear it.
 APPLY = "apply"
 
+# A repo or workspace with one of these statuses is not there for the plan.
+_GONE = ("deleting", "deleted", "deletion_failed")
+
 # The phases commands run in; within a phase, in the order planned.
 _ENVIRONMENTS, _STORAGE, _TEAMS, _CLUSTERS, _REPOS, _WORKSPACES, _GRANTS, _TAKE_AWAY = range(8)
 
@@ -157,6 +165,12 @@ class Plan:
     commands: list[Command]
     problems: list[Problem]
     prune: bool = False
+    # The document each command comes from (same order as `commands`).
+    sources: list[Source] = field(default_factory=list)
+
+    def source_of(self, index: int) -> Source | None:
+        """The document of the command at `index` (what a refusal's `index` names)."""
+        return self.sources[index] if 0 <= index < len(self.sources) else None
 
     @property
     def removals(self) -> int:
@@ -178,9 +192,6 @@ def plan(documents: Sequence[Document], state: State, creator: str, *, prune: bo
     return _Planner(documents, state, creator, prune).run()
 
 
-_GONE = ("deleting", "deleted")
-
-
 class _Planner:
     def __init__(
         self, documents: Sequence[Document], state: State, creator: str, prune: bool = False
@@ -190,12 +201,9 @@ class _Planner:
         self.documents = sorted(documents, key=lambda d: order.index(d.manifest.kind))
         self.state = state
         self.creator = creator
-        self.steps: list[tuple[int, Command]] = []
+        self.steps: list[tuple[int, Command, Source]] = []
         self.actions: dict[tuple[str, str], Action] = {}
         self.problems: list[Problem] = []
-        self.described: dict[str, dict[str, AnyManifest]] = {kind: {} for kind in order}
-        for d in self.documents:
-            self.described[d.manifest.kind][name_of(d.manifest)] = d.manifest
 
     def run(self) -> Plan:
         self.problems.extend(check_unique(self.documents))
@@ -212,17 +220,23 @@ class _Planner:
             elif isinstance(m, ClusterManifest):
                 self._cluster(document, m, action)
             elif isinstance(m, MlRepoManifest):
-                self._ml_repo(document, m, action)
+                self._ml_repo(m, action)
             else:
-                self._workspace(document, m, action)
+                self._workspace(m, action)
         self._grants()
-        ordered = [command for _, command in sorted(self.steps, key=lambda s: s[0])]
-        return Plan(list(self.actions.values()), ordered, self.problems, self.prune)
+        ordered = sorted(self.steps, key=lambda s: s[0])
+        return Plan(
+            list(self.actions.values()),
+            [command for _, command, _ in ordered],
+            self.problems,
+            self.prune,
+            [source for _, _, source in ordered],
+        )
 
     # --- helpers --------------------------------------------------------------------------
 
     def _step(self, phase: int, command: Command, action: Action) -> None:
-        self.steps.append((phase, command))
+        self.steps.append((phase, command, action.source))
         if action.kind == "unchanged":
             action.kind = "update"
 
@@ -260,9 +274,6 @@ class _Planner:
                     f"is {json.dumps(before)} and cannot be changed to {json.dumps(after)}: "
                     f"no command changes {what}",
                 )
-
-    def _live_environments(self) -> set[str]:
-        return set(self.state.environments) | set(self.described["environment"])
 
     # --- by type --------------------------------------------------------------------------
 
@@ -319,14 +330,6 @@ class _Planner:
             self._step(_TAKE_AWAY, RemoveTeamMember(team=m.name, user=user), action)
 
     def _cluster(self, document: Document, m: ClusterManifest, action: Action) -> None:
-        known = self._live_environments()
-        for i, environment in enumerate(m.environments):
-            if environment not in known:
-                self._refuse(
-                    document,
-                    f"environments[{i}]",
-                    f"environment {environment!r} does not exist and no document describes it",
-                )
         current = self.state.clusters.get(m.name)
         if current is None:
             self._created(action, m)
@@ -354,95 +357,40 @@ class _Planner:
                 )
         for environment in before:
             if environment not in after:
-                self._check_no_workspace_on(document, m.name, environment)
                 self._step(
                     _TAKE_AWAY,
                     RemoveClusterEnvironment(cluster=m.name, environment=environment),
                     action,
                 )
 
-    def _check_no_workspace_on(self, document: Document, cluster: str, environment: str) -> None:
-        """Refuse, before writing, to take from a cluster an environment that one of its live
-        workspaces will still be tagged with."""
-        for fqn, workspace in self.state.workspaces.items():
-            if workspace.cluster != cluster or workspace.status in _GONE:
-                continue
-            described = self.described["workspace"].get(fqn)
-            tagged = described.environment if isinstance(described, WorkspaceManifest) else None
-            if (tagged or workspace.environment) == environment:
-                self._refuse(
-                    document,
-                    "environments",
-                    f"cannot take {environment!r} from cluster {cluster!r}: workspace {fqn} "
-                    "is tagged with it",
-                )
-
-    def _ml_repo(self, document: Document, m: MlRepoManifest, action: Action) -> None:
-        if (
-            m.storage_integration not in self.state.storage_integrations
-            and m.storage_integration not in self.described["storage-integration"]
-        ):
-            self._refuse(
-                document,
-                "storage_integration",
-                f"storage integration {m.storage_integration!r} does not exist and no document "
-                "describes it",
-            )
+    def _ml_repo(self, m: MlRepoManifest, action: Action) -> None:
         current = self.state.ml_repos.get(m.name)
         if current is None:
             self._created(action, m)
             command = CreateMlRepo.model_validate(_fields(m, exclude={"collaborators"}))
             self._step(_REPOS, command, action)
             return
-        if current.status in _GONE:
-            self._refuse(document, "", f"ML repo {m.name!r} is being deleted; apply again later")
-            return
-        self._unchangeable(
-            document,
-            {"storage_integration": (current.storage_integration, m.storage_integration)},
-            "an ML repo's storage integration (it is immutable)",
-        )
+        changed: dict[str, str] = {}
         if self._given(m, "description") and m.description != current.description:
-            action.changes.append(Change("description", current.description, m.description))
-            self._step(_REPOS, UpdateMlRepo(name=m.name, description=m.description), action)
+            changed["description"] = m.description
+        # Sent for the command service to refuse (a repo's storage integration is immutable).
+        if m.storage_integration != current.storage_integration:
+            changed["storage_integration"] = m.storage_integration
+        for name, after in changed.items():
+            action.changes.append(Change(name, getattr(current, name), after))
+        if changed:
+            update = UpdateMlRepo(
+                name=m.name,
+                description=changed.get("description", current.description),
+                storage_integration=changed.get("storage_integration"),
+            )
+            self._step(_REPOS, update, action)
 
-    def _workspace(self, document: Document, m: WorkspaceManifest, action: Action) -> None:
-        cluster = self.state.clusters.get(m.cluster)
-        described = self.described["cluster"].get(m.cluster)
-        if isinstance(described, ClusterManifest):
-            offered = list(described.environments)
-        elif cluster is not None:
-            offered = cluster.environments
-        else:
-            offered = []
-            self._refuse(
-                document,
-                "cluster",
-                f"cluster {m.cluster!r} does not exist and no document describes it",
-            )
-        environment_known = (
-            m.environment in self.state.environments
-            or m.environment in self.described["environment"]
-        )
-        if not environment_known:
-            self._refuse(
-                document,
-                "environment",
-                f"environment {m.environment!r} does not exist and no document describes it",
-            )
-        elif offered and m.environment not in offered:
-            self._refuse(
-                document,
-                "environment",
-                f"cluster {m.cluster!r} offers {', '.join(offered)}, not {m.environment!r}",
-            )
+    def _workspace(self, m: WorkspaceManifest, action: Action) -> None:
         current = self.state.workspaces.get(m.fqn)
-        if current is None or current.status == "deleted":
+        if current is None:
             self._created(action, m)
-            # Its grants go with the creation (same transaction), once they are known.
-            return
-        if current.status == "deleting":
-            self._refuse(document, "", f"workspace {m.fqn} is being deleted; apply again later")
+            # Its grants go with the creation (same command), once they are known.
             return
         if m.environment != current.environment:
             action.changes.append(Change("environment", current.environment, m.environment))
@@ -479,19 +427,18 @@ class _Planner:
                 for i, a in enumerate(m.ml_repo_access):
                     key = (a.repo, f"workspace:{m.fqn}")
                     self._want(wanted, key, a.role, d, f"ml_repo_access[{i}]")
-        self._check_subjects(wanted)
 
         held: dict[tuple[str, str], str] = {}
         # The grants an apply made (and no grant since without a manager): only these are ever
         # revoked; a grant made from Python or the bus is nobody's to take away.
         ours: set[tuple[str, str]] = set()
         for name, current in self.state.ml_repos.items():
-            if current.status not in _GONE:
-                held.update({(name, g.subject): g.role for g in current.grants})
-                ours.update((name, g.subject) for g in current.grants if g.managed_by == APPLY)
-        for name in self.described["ml-repo"]:
-            if name not in self.state.ml_repos:
-                held[(name, self.creator)] = "admin"
+            held.update({(name, g.subject): g.role for g in current.grants})
+            ours.update((name, g.subject) for g in current.grants if g.managed_by == APPLY)
+        # A repo this plan creates starts with its creator as admin.
+        for d in self.documents:
+            if isinstance(d.manifest, MlRepoManifest) and self.actions[d.key].kind == "create":
+                held[(d.manifest.name, self.creator)] = "admin"
 
         # A workspace created by this plan gets its grants in its creation.
         new_workspaces: dict[str, tuple[Document, WorkspaceManifest]] = {}
@@ -530,8 +477,6 @@ class _Planner:
             if self.prune:
                 revokes.append((repo, subject, owner))
 
-        self._check_admins(held, wanted, managed_repos, revokes)
-
         for subject, (document, m) in new_workspaces.items():
             if creations[subject]:
                 self.actions[document.key].changes.append(
@@ -543,7 +488,7 @@ class _Planner:
                     "ml_repo_access": [{**a, "managed_by": APPLY} for a in creations[subject]],
                 }
             )
-            self.steps.append((_WORKSPACES, command))
+            self.steps.append((_WORKSPACES, command, document.source))
         # Admins first, so that a repo never lacks one between two commands.
         for repo, subject, role, document in sorted(grants, key=lambda g: g[2] != "admin"):
             grant = GrantRepoAccess.model_validate(
@@ -581,61 +526,6 @@ class _Planner:
             )
             return
         wanted.setdefault(key, (role, document, path))
-
-    def _check_subjects(self, wanted: Mapping[tuple[str, str], tuple[str, Document, str]]) -> None:
-        """Every team and workspace granted to must exist, or be described."""
-        live_repos = {n for n, r in self.state.ml_repos.items() if r.status not in _GONE}
-        for (repo, subject), (_, document, path) in wanted.items():
-            if repo not in live_repos and repo not in self.described["ml-repo"]:
-                self._refuse(
-                    document,
-                    f"{path}.repo",
-                    f"ML repo {repo!r} does not exist and no document describes it",
-                )
-            kind, _, name = subject.partition(":")
-            if kind == "team":
-                known = name in self.state.teams or name in self.described["team"]
-            elif kind == "workspace":
-                current = self.state.workspaces.get(name)
-                known = (current is not None and current.status not in _GONE) or (
-                    name in self.described["workspace"]
-                )
-            else:
-                continue
-            if not known:
-                self._refuse(
-                    document,
-                    f"{path}.subject",
-                    f"{kind} {name!r} does not exist and no document describes it",
-                )
-
-    def _check_admins(
-        self,
-        held: Mapping[tuple[str, str], str],
-        wanted: Mapping[tuple[str, str], tuple[str, Document, str]],
-        managed_repos: Mapping[str, Document],
-        revokes: Sequence[tuple[str, str, Document]],
-    ) -> None:
-        """Refuse a plan that would leave a repo without an admin (the service would refuse
-        its last step, halfway through)."""
-        revoked = {(r, s) for r, s, _ in revokes}
-        for repo, document in managed_repos.items():
-            admins = {
-                s
-                for (r, s), role in held.items()
-                if r == repo and role == "admin" and (r, s) not in revoked
-            }
-            for (r, s), (role, _, _) in wanted.items():
-                if r == repo and role == "admin":
-                    admins.add(s)
-                elif r == repo:
-                    admins.discard(s)
-            if not admins:
-                self._refuse(
-                    document,
-                    "collaborators",
-                    f"would leave ML repo {repo!r} without an admin: name one (role admin)",
-                )
 
     def _grant_change(
         self,
@@ -703,36 +593,3 @@ async def read_state(client: Client) -> State:
         ml_repos=repos,
         workspaces=workspaces,
     )
-
-
-class ApplyFailed(Exception):
-    """A command of the plan was refused: those before it were applied, none after it."""
-
-    def __init__(
-        self, command: Command, error: TenantryError, applied: Sequence[CommandReply]
-    ) -> None:
-        super().__init__(f"{command.wire_name} was refused: {error}")
-        self.command = command
-        self.error = error
-        self.applied = list(applied)
-
-
-async def apply(
-    client: Client,
-    commands: Sequence[Command],
-    on_applied: Callable[[Command, CommandReply], None] | None = None,
-) -> list[CommandReply]:
-    """Send the plan's commands in order, stopping at the first refusal (`ApplyFailed`); then
-    wait until the views show everything written, so that what runs next reads it."""
-    applied: list[CommandReply] = []
-    for command in commands:
-        try:
-            reply = await client.send(command)
-        except TenantryError as exc:
-            raise ApplyFailed(command, exc, applied) from exc
-        applied.append(reply)
-        if on_applied is not None:
-            on_applied(command, reply)
-    if applied:
-        await client.wait_for(max(r.position for r in applied))
-    return applied

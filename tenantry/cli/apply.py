@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tenantry.cli.sanitize import for_terminal
@@ -16,9 +15,11 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from domain.commands import Command
+    from tenantry.apply.manifests import Source
     from tenantry.apply.plan import Action, Plan
     from tenantry.sdk.client import Client
-    from tenantry.sdk.results import CommandReply
+    from tenantry.sdk.errors import TenantryError
+    from tenantry.sdk.results import ApplyReply
 
 _MARK = {"create": ("+", "green"), "update": ("~", "yellow"), "unchanged": ("=", "dim")}
 
@@ -83,8 +84,9 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
     from rich.text import Text
 
     from tenantry.apply.manifests import ManifestError, load
-    from tenantry.apply.plan import ApplyFailed, apply, plan, read_state
+    from tenantry.apply.plan import plan, read_state
     from tenantry.cli.output import console, error, run_with_client
+    from tenantry.sdk.errors import TenantryError, Unavailable
     from tenantry.server.identity import DEFAULT_ACTOR
 
     as_json = args.output == "json"
@@ -112,37 +114,65 @@ def _apply(args: argparse.Namespace, settings: Settings) -> int:
         out = console()
         if not as_json:
             _print_plan(out, the_plan, summary_only=args.summary)
-        if args.dry_run or the_plan.changes_nothing:
+        if the_plan.changes_nothing:
             if as_json:
-                _print_json(the_plan, [], dry_run=args.dry_run)
+                _print_json(the_plan, None, dry_run=args.dry_run)
             elif args.dry_run:
                 out.print(Text("Dry run: nothing was written.", style="bold"))
             return 0
+        # One request, all or nothing; a dry run asks the service what it would say.
         try:
-            with _progress(len(the_plan.commands)) as advance:
-                applied = await apply(client, the_plan.commands, on_applied=advance)
-        except ApplyFailed as exc:
+            reply = await client.apply(the_plan.commands, dry_run=args.dry_run)
+        except Unavailable:
+            raise  # no answer: applied or not is unknown, and the message says so
+        except TenantryError as exc:
+            refusal = _refusal(the_plan, exc)
             if as_json:
-                _print_json(the_plan, exc.applied, dry_run=False)
-            error(
-                f"{exc.command.wire_name} {_target(exc.command)} was refused: {exc.error}\n"
-                f"{len(exc.applied)} of {len(the_plan.commands)} command(s) were applied "
-                "before it; none after it"
-            )
+                _print_json(the_plan, None, dry_run=args.dry_run, refused=refusal)
+            error(refusal["text"])
             return 1
+        if reply.position is not None:
+            # What runs next (a `get`, another apply) reads what was written.
+            await client.wait_for(reply.position)
         if as_json:
-            _print_json(the_plan, applied, dry_run=False)
+            _print_json(the_plan, reply, dry_run=args.dry_run)
+        elif args.dry_run:  # the command service accepts every command
+            out.print(Text("Dry run: nothing was written.", style="bold"))
         else:
             out.print(
                 Text(
-                    f"Applied {len(applied)} command(s); the views are at position "
-                    f"{max(r.position for r in applied)}.",
+                    f"Applied {len(reply.commands)} command(s); the views are at position "
+                    f"{reply.position}.",
                     style="bold",
                 )
             )
         return 0
 
     return run_with_client(settings, work, actor=actor, failure=1)
+
+
+def _refusal(the_plan: Plan, exc: TenantryError) -> dict[str, Any]:
+    """What the service refused, and where in the manifests: its `index` names the command."""
+    from tenantry.cli.output import describe
+
+    index = exc.details.get("index")
+    source = the_plan.source_of(index) if isinstance(index, int) else None
+    where = ""
+    if source is not None and isinstance(index, int):
+        command = the_plan.commands[index]
+        where = f"{source}: {command.wire_name} {_target(command)}: "
+    text = f"{where}{describe(exc)}\nnothing was applied (an apply is all or nothing)"
+    return {
+        "code": exc.code,
+        "message": exc.message,
+        "index": index,
+        "source": None if source is None else _source_json(source),
+        "text": text,
+    }
+
+
+def _source_json(source: Source) -> dict[str, Any]:
+    return {"file": source.file, "index": source.index, "line": source.line}
 
 
 def _print_plan(out: Console, the_plan: Plan, *, summary_only: bool = False) -> None:
@@ -162,35 +192,6 @@ def _print_plan(out: Console, the_plan: Plan, *, summary_only: bool = False) -> 
     if the_plan.changes_nothing:
         summary += " Nothing to change."
     out.print(Text(summary, style="bold"))
-
-
-class _progress:
-    """A progress bar of the commands sent, on stderr when it is a terminal; silent otherwise."""
-
-    def __init__(self, total: int) -> None:
-        self._total = total
-        self._bar: Any = None
-
-    def __enter__(self) -> Callable[[Command, CommandReply], None]:
-        if not sys.stderr.isatty() or self._total < 2:
-            return lambda _command, _reply: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self._bar = Progress(
-            TextColumn("applying"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._bar.start()
-        task = self._bar.add_task("apply", total=self._total)
-        return lambda _command, _reply: self._bar.advance(task)
-
-    def __exit__(self, *_: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 def _action_lines(action: Action, prune: bool = False) -> Text:
@@ -247,13 +248,19 @@ def _print_problems(problems: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
-def _print_json(the_plan: Plan, applied: list[CommandReply], *, dry_run: bool) -> None:
+def _print_json(
+    the_plan: Plan,
+    reply: ApplyReply | None,
+    *,
+    dry_run: bool,
+    refused: dict[str, Any] | None = None,
+) -> None:
     from tenantry.apply.plan import ABSENT
 
     def plain(value: Any) -> Any:
         return None if value is ABSENT else value
 
-    document = {
+    document: dict[str, Any] = {
         "dry_run": dry_run,
         "prune": the_plan.prune,
         "actions": [
@@ -261,7 +268,7 @@ def _print_json(the_plan: Plan, applied: list[CommandReply], *, dry_run: bool) -
                 "action": a.kind,
                 "type": a.type,
                 "name": a.name,
-                "source": {"file": a.source.file, "index": a.source.index, "line": a.source.line},
+                "source": _source_json(a.source),
                 "changes": [
                     {
                         "field": c.field,
@@ -278,6 +285,13 @@ def _print_json(the_plan: Plan, applied: list[CommandReply], *, dry_run: bool) -
             {"command": c.wire_name, "body": c.model_dump(mode="json", exclude_none=True)}
             for c in the_plan.commands
         ],
-        "applied": [r.model_dump(mode="json") for r in applied],
+        # What each command did: empty for a dry run, a refusal, or nothing to do.
+        "applied": []
+        if reply is None or dry_run
+        else [c.model_dump(mode="json") for c in reply.commands],
     }
+    if reply is not None and reply.position is not None:
+        document["position"] = reply.position
+    if refused is not None:
+        document["refused"] = {k: v for k, v in refused.items() if k != "text"}
     sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")

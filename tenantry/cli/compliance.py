@@ -4,19 +4,19 @@ and `tenantry replay` (the same answer rebuilt from the event store itself)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 import shutil
 import sys
 import time
 from datetime import UTC, date, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from tenantry.cli.bus import UNREACHABLE, connect_or_explain
-from tenantry.cli.common import nats_url_for_client
 from tenantry.cli.sanitize import for_csv, for_rich, for_terminal
 from tenantry.settings import Settings
+
+if TYPE_CHECKING:
+    from tenantry.sdk.client import Client
 
 COLUMNS = ("repo", "subject", "role", "via", "granted_at", "granted_by", "reason")
 
@@ -75,44 +75,17 @@ def parse_moment(text: str) -> datetime:
 
 
 def _access_report(args: argparse.Namespace, settings: Settings) -> int:
+    from tenantry.cli.output import run_with_client
+
     params = {"as_of": args.moment.isoformat(), "repo": args.repo, "subject": args.subject}
-    answer = asyncio.run(_ask(settings, "access_report", params))
-    if answer is None:
-        return UNREACHABLE
-    if not answer.get("ok"):
-        error = answer.get("error", {})
-        message = f"{error.get('code')}: {error.get('message')}"
-        print(f"tenantry access-report: {for_terminal(message)}", file=sys.stderr)
-        return 1
-    render(answer["data"], args.output, f"access in force at {_utc(args.moment)}")
-    return 0
 
+    async def work(client: Client) -> int:
+        # Page by page (the query's `limit` / `after`): a report of any size comes through.
+        rows = await client.rows("access_report", **params)
+        render(rows, args.output, f"access in force at {_utc(args.moment)}")
+        return 0
 
-async def _ask(settings: Settings, query: str, params: dict[str, Any]) -> dict[str, Any] | None:
-    from nats.errors import NoRespondersError
-    from nats.errors import TimeoutError as NatsTimeoutError
-
-    from tenantry.protocol import Unavailable, query_subject
-
-    body = json.dumps({k: v for k, v in params.items() if v is not None}).encode()
-    nc = await connect_or_explain(settings, "access-report")
-    if nc is None:
-        return None
-    url = nats_url_for_client(settings)
-    try:
-        reply = await nc.request(query_subject(query), body, timeout=30)
-    except (NoRespondersError, NatsTimeoutError):
-        return {
-            "ok": False,
-            "error": {
-                "code": Unavailable.code,
-                "message": f"no query service answered on {url} (is `tenantry up` running?)",
-            },
-        }
-    finally:
-        await nc.close()
-    answer: dict[str, Any] = json.loads(reply.data)
-    return answer
+    return run_with_client(settings, work, failure=1)
 
 
 # --- replay -------------------------------------------------------------------------------

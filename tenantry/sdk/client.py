@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, overload
 
@@ -31,6 +31,7 @@ from tenantry.protocol import (
     COMMAND_ID_HEADER,
     CORRELATION_ID_HEADER,
     TIMEOUT_HEADER,
+    ApplyReply,
     CommandReply,
     InternalError,
     InvalidRequest,
@@ -178,22 +179,35 @@ class Client:
     async def send(self, command: Command, **options: Unpack[CommandOptions]) -> CommandReply:
         """Send a command model (already valid: it was built)."""
         command_id = options.get("command_id") or str(uuid.uuid4())
-        headers = {COMMAND_ID_HEADER: command_id}
-        correlation_id = options.get("correlation_id")
-        if correlation_id is not None:
-            headers[CORRELATION_ID_HEADER] = correlation_id
-        for header, value in headers.items():
-            if not wire.is_valid_id(value):
-                raise InvalidRequest(
-                    f"{header} must be 1-128 letters, digits or ._:@/+=-", {"header": header}
-                )
-        if self.actor is not None:
-            headers[ACTOR_HEADER] = self.actor
+        headers = self._command_headers(command_id, options.get("correlation_id"))
         payload = command.model_dump_json(exclude_none=True).encode()
         subject = command_subject(command.wire_name)
         data = await self._request(subject, payload, headers, self.timeout, command_id)
         reply = CommandReply.model_validate(data)
         self.position = max(self.position, reply.position)
+        return reply
+
+    async def apply(
+        self,
+        commands: Sequence[Command],
+        *,
+        dry_run: bool = False,
+        **options: Unpack[CommandOptions],
+    ) -> ApplyReply:
+        """Send `commands` as one apply: decided in order (each sees what those before it did)
+        and saved in one transaction, or none is and the first refusal is raised, its
+        `details` naming the command's `index` and name. With `dry_run`, the service decides
+        the same and writes nothing. `command_id` is the apply id (same id, same commands:
+        the first answer again). A body over the bus's 64 KiB is refused here: split the
+        commands into several applies (each all or nothing)."""
+        apply_id = options.get("command_id") or str(uuid.uuid4())
+        payload = wire.apply_body(commands, dry_run)
+        headers = self._command_headers(apply_id, options.get("correlation_id"))
+        subject = command_subject(wire.APPLY)
+        data = await self._request(subject, payload, headers, self.timeout, apply_id)
+        reply = ApplyReply.model_validate(data)
+        if reply.position is not None:
+            self.position = max(self.position, reply.position)
         return reply
 
     async def command(
@@ -225,19 +239,7 @@ class Client:
         body = {**query.model_dump(mode="json", by_alias=True, exclude_none=True), **params}
         if not query.pages:
             return query.result.validate_python((await self._ask(name, body)).data)
-        rows: list[Any] = []
-        limit = body.pop("limit", None) or PAGE_SIZE
-        after = body.pop("after", None)
-        while True:
-            try:
-                answer = await self._ask(name, {**body, "limit": limit, "after": after})
-            except InvalidRequest as refused:
-                limit = _smaller_page(refused, limit)
-                continue
-            rows += answer.data
-            if answer.next is None:
-                return query.result.validate_python(rows)
-            after = answer.next
+        return query.result.validate_python(await self.rows(name, **body))
 
     async def _ask(self, name: str, params: Mapping[str, Any]) -> QueryAnswer:
         params = {k: v for k, v in params.items() if v is not None}
@@ -253,6 +255,19 @@ class Client:
         headers = {TIMEOUT_HEADER: f"{within:g}"}
         data = await self._request(query_subject(name), body.encode(), headers, within, None)
         return QueryAnswer.model_validate(data)
+
+    def _command_headers(self, command_id: str, correlation_id: str | None) -> dict[str, str]:
+        headers = {COMMAND_ID_HEADER: command_id}
+        if correlation_id is not None:
+            headers[CORRELATION_ID_HEADER] = correlation_id
+        for header, value in headers.items():
+            if not wire.is_valid_id(value):
+                raise InvalidRequest(
+                    f"{header} must be 1-128 letters, digits or ._:@/+=-", {"header": header}
+                )
+        if self.actor is not None:
+            headers[ACTOR_HEADER] = self.actor
+        return headers
 
     async def wait_for(self, position: int, timeout: float = 30.0) -> int:  # noqa: ASYNC109
         """Until the views have applied `position` (a command reply's `position`); returns the
@@ -317,6 +332,23 @@ class Client:
         if not answer.get("ok"):
             raise error_from_wire(answer.get("error") or {})
         return answer
+
+    async def rows(self, query: str, /, **params: Any) -> list[Any]:
+        """Every row of the list query `query`, as the wire has them: asked page by page, so
+        that a list of any size comes through the bus."""
+        rows: list[Any] = []
+        limit = params.pop("limit", None) or PAGE_SIZE
+        after = params.pop("after", None)
+        while True:
+            try:
+                answer = await self._ask(query, {**params, "limit": limit, "after": after})
+            except InvalidRequest as refused:
+                limit = _smaller_page(refused, limit)
+                continue
+            rows += answer.data
+            if answer.next is None:
+                return rows
+            after = answer.next
 
     # --- conveniences: client.<name>(**fields), built from the models -------------------
 

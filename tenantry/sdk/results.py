@@ -18,13 +18,15 @@ from projections.results import (
     Team,
     Workspace,
 )
-from tenantry.protocol import CommandReply, QueryAnswer
+from tenantry.protocol import AppliedCommand, ApplyReply, CommandReply, QueryAnswer
 
 __all__ = [
     "Access",
     "AccessChange",
     "AccessCheck",
     "AccessInForce",
+    "AppliedCommand",
+    "ApplyReply",
     "AuditPage",
     "Cluster",
     "CommandReply",

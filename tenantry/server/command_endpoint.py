@@ -1,4 +1,5 @@
-"""The command service on the bus: `tenantry.cmd.<name>` request/reply in a queue group."""
+"""The command service on the bus: `tenantry.cmd.<name>` request/reply in a queue group, and
+`tenantry.cmd.apply`, many commands in one request (all or nothing)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tenantry.protocol import (
     COMMAND_PREFIX,
     CORRELATION_ID_HEADER,
     DENIED_PREFIX,
+    ApplyReply,
     CommandReply,
     Forbidden,
     InternalError,
@@ -43,6 +45,14 @@ class _Pending:
     command: Command
     context: CommandContext
     outcome: asyncio.Future[CommandReply]
+
+
+@dataclass
+class _PendingApply:
+    commands: list[Command]
+    context: CommandContext
+    dry_run: bool
+    outcome: asyncio.Future[ApplyReply]
 
 
 class CommandEndpoint:
@@ -66,7 +76,7 @@ class CommandEndpoint:
         self._subscription: Subscription | None = None
         # Decided commands wait here for the writer, which saves the independent ones of
         # everything waiting in one transaction (group commit) on one thread.
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Pending | _PendingApply] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._max_batch = max_batch
         self._metrics = metrics
@@ -93,10 +103,20 @@ class CommandEndpoint:
         log.info("command_service.stopped")
 
     async def _write_batches(self) -> None:
+        held: _Pending | _PendingApply | None = None
         while True:
-            batch = [await self._queue.get()]
+            first = held or await self._queue.get()
+            held = None
+            if isinstance(first, _PendingApply):  # an apply is a transaction of its own
+                await self._write_apply(first)
+                continue
+            batch = [first]
             while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+                waiting = self._queue.get_nowait()
+                if isinstance(waiting, _PendingApply):
+                    held = waiting  # next, after this batch: the order they came in
+                    break
+                batch.append(waiting)
             items = [(p.command, p.context) for p in batch]
             try:
                 results = await asyncio.to_thread(self._service.handle_batch, items)
@@ -109,6 +129,16 @@ class CommandEndpoint:
                     pending.outcome.set_exception(result)
                 else:
                     pending.outcome.set_result(result)
+
+    async def _write_apply(self, pending: _PendingApply) -> None:
+        try:
+            result = await asyncio.to_thread(
+                self._service.apply, pending.commands, pending.context, dry_run=pending.dry_run
+            )
+        except Exception as exc:
+            pending.outcome.set_exception(exc)
+        else:
+            pending.outcome.set_result(result)
 
     async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
@@ -132,7 +162,7 @@ class CommandEndpoint:
         try:
             if actor_refusal is not None:
                 raise actor_refusal
-            result = await self._execute(name, msg.data, command_id, correlation_id, actor)
+            reply = await self._execute(name, msg.data, command_id, correlation_id, actor)
         except Exception as exc:
             refusal = wire.error_of(exc)
             code, message = refusal.code, refusal.message
@@ -142,21 +172,24 @@ class CommandEndpoint:
             else:
                 log.info("command.refused", code=code, reason=message)
             if isinstance(refusal, Forbidden):
-                await self._publish_denied(name, actor, command_id, correlation_id, message)
+                # In an apply, the command that was refused.
+                denied = str(refusal.details.get("command", name)) if name == wire.APPLY else name
+                await self._publish_denied(denied, actor, command_id, correlation_id, message)
             self.counters.record(started_ns, error=f"{code}: {message}"[:200])
         else:
-            body, reply_headers = wire.ok_reply(result.model_dump())
+            body, reply_headers = wire.ok_reply(reply)
             self.counters.record(started_ns)
             log.info(
                 "command.handled",
-                position=result.position,
-                replayed=result.replayed,
+                position=reply["position"],
+                replayed=reply["replayed"],
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
         finally:
             structlog.contextvars.clear_contextvars()
         if self._metrics is not None:
-            label = name if name in COMMANDS else "unknown"  # never a label per random subject
+            # Never a label per random subject.
+            label = name if name in COMMANDS or name == wire.APPLY else "unknown"
             self._metrics.commands.labels(label, code).inc()
             self._metrics.command_seconds.labels(label).observe(time.perf_counter() - started)
         if msg.reply:
@@ -164,11 +197,13 @@ class CommandEndpoint:
 
     async def _execute(
         self, name: str, data: bytes, command_id: str, correlation_id: str, actor: str
-    ) -> CommandReply:
+    ) -> dict[str, Any]:
+        """The reply's fields (all but `ok`)."""
         model = COMMANDS.get(name)
-        if model is None:
+        if model is None and name != wire.APPLY:
             raise InvalidRequest(f"unknown command {name[:64]!r}", commands=sorted(COMMANDS))
-        wire.require_body_size(data)
+        if model is not None:
+            wire.require_body_size(data)
         for header, value in (
             (COMMAND_ID_HEADER, command_id),
             (CORRELATION_ID_HEADER, correlation_id),
@@ -178,11 +213,19 @@ class CommandEndpoint:
                     f"{header} must be 1-128 letters, digits or ._:@/+=-",
                     header=header,
                 )
-        command = model.model_validate_json(data or b"{}")
         context = CommandContext(actor=actor, command_id=command_id, correlation_id=correlation_id)
+        if model is None:
+            return await self._execute_apply(data, context)
+        command = model.model_validate_json(data or b"{}")
         outcome: asyncio.Future[CommandReply] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(command, context, outcome))
-        return await outcome
+        return (await outcome).model_dump()
+
+    async def _execute_apply(self, data: bytes, context: CommandContext) -> dict[str, Any]:
+        commands, dry_run = wire.read_apply(data)
+        outcome: asyncio.Future[ApplyReply] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_PendingApply(commands, context, dry_run, outcome))
+        return (await outcome).model_dump()
 
     async def _publish_denied(
         self, name: str, actor: str, command_id: str, correlation_id: str, reason: str

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from tenantry.protocol import (
     SERVICE_ERROR_CODE_HEADER,
@@ -17,6 +18,9 @@ from tenantry.protocol import (
     TenantryError,
 )
 
+if TYPE_CHECKING:
+    from domain.commands import Command
+
 MAX_BODY_BYTES = 64 * 1024
 _ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
@@ -25,12 +29,81 @@ def is_valid_id(value: str) -> bool:
     return bool(_ID.fullmatch(value))
 
 
-def require_body_size(data: bytes) -> None:
+def require_body_size(data: bytes, what: str = "the body", hint: str = "") -> None:
     """Refuse a body over MAX_BODY_BYTES before parsing it."""
     if len(data) > MAX_BODY_BYTES:
         raise InvalidRequest(
-            f"the body is {len(data)} bytes; at most {MAX_BODY_BYTES} are accepted",
+            f"{what} is {len(data)} bytes; at most {MAX_BODY_BYTES} are accepted{hint}",
+            bytes=len(data),
+            max_bytes=MAX_BODY_BYTES,
         )
+
+
+# --- apply: many commands in one request (docs/design.md) ---------------------------------
+
+# `tenantry.cmd.apply`: no command has this name.
+APPLY = "apply"
+_APPLY_TOO_BIG = (
+    ": an apply is one request, decided and saved all or nothing, so it is not split; "
+    "apply the manifests in smaller parts"
+)
+
+
+class _ApplyItem(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    command: Annotated[str, StringConstraints(max_length=64)]
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
+class _ApplyRequest(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    commands: list[_ApplyItem]
+    dry_run: bool = False
+
+
+def apply_body(commands: Sequence[Command], dry_run: bool) -> bytes:
+    """The body of an apply request; refused here as on the server when over the limit."""
+    body = dumps(
+        {
+            "commands": [
+                {"command": c.wire_name, "body": c.model_dump(mode="json", exclude_none=True)}
+                for c in commands
+            ],
+            "dry_run": dry_run,
+        }
+    )
+    require_body_size(body, "the apply", _APPLY_TOO_BIG)
+    return body
+
+
+def read_apply(data: bytes) -> tuple[list[Command], bool]:
+    """The commands of an apply request, each validated as if sent alone, and `dry_run`."""
+    from domain.commands import COMMANDS
+
+    require_body_size(data, "the apply", _APPLY_TOO_BIG)
+    request = _ApplyRequest.model_validate_json(data or b"{}")
+    commands: list[Command] = []
+    for index, item in enumerate(request.commands):
+        model = COMMANDS.get(item.command)
+        if model is None:
+            raise InvalidRequest(
+                f"command {index}: unknown command {item.command!r}",
+                index=index,
+                commands=sorted(COMMANDS),
+            )
+        try:
+            # Through JSON, as a command alone is read: strict models take JSON's forms.
+            commands.append(model.model_validate_json(dumps(item.body)))
+        except ValidationError as exc:
+            raise InvalidRequest(
+                f"command {index} ({item.command}) is not valid",
+                index=index,
+                command=item.command,
+                errors=validation_errors(exc),
+            ) from exc
+    return commands, request.dry_run
 
 
 def dumps(payload: Any) -> bytes:

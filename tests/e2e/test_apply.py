@@ -288,3 +288,69 @@ async def test_prune_revokes_only_what_apply_granted_and_summary_counts(
     check = await _cli(tenantry_up, "check-access", "user:eve@example.com", "fraud-models")
     assert check.returncode == 0, "apply --prune revoked a grant made on the bus"
     assert tenantry_up.stop() == 0, tenantry_up.log()
+
+
+# The third document names an environment nobody has: the command service refuses the third
+# command (index 2), which the first two would otherwise have been written before.
+REFUSED_THIRD = """\
+type: environment
+name: gpu-dev
+---
+type: storage-integration
+name: s3-main
+provider: s3
+storage_root: s3://ml-bucket/repos
+---
+type: cluster
+name: gpu-eu
+region: eu-west-1
+provider: generic
+environments: [gpu-dev, nowhere]
+"""
+
+
+async def test_a_manifest_refused_at_its_third_document_writes_nothing(
+    tenantry_up: Tenantry, tmp_path: Path
+) -> None:
+    tenantry_up.start()
+    await tenantry_up.wait_ready()
+    manifest = tmp_path / "refused.yaml"
+    manifest.write_text(REFUSED_THIRD)
+    before = await _positions_settled(tenantry_up)
+    views_before = [
+        (await _cli(tenantry_up, "get", kind, "-o", "json")).stdout
+        for kind in ("environments", "storage-integrations", "clusters")
+    ]
+
+    # The dry run asks the command service: its refusal, at the third document.
+    dry = await _cli(tenantry_up, "apply", "-f", str(manifest), "--dry-run")
+    assert dry.returncode == 1, dry.stdout + dry.stderr
+    assert f"{manifest}: document 3 (line 9): register_cluster gpu-eu:" in dry.stderr
+    assert "precondition_failed" in dry.stderr and "'nowhere' does not exist" in dry.stderr
+    dry_json = await _cli(tenantry_up, "apply", "-f", str(manifest), "--dry-run", "-o", "json")
+    assert dry_json.returncode == 1
+    dry_refused = json.loads(dry_json.stdout)["refused"]
+    assert (dry_refused["code"], dry_refused["index"]) == ("precondition_failed", 2)
+    assert dry_refused["source"] == {"file": str(manifest), "index": 3, "line": 9}
+
+    # Applied: the same refusal, and nothing written — not the first two documents either.
+    real = await _cli(tenantry_up, "apply", "-f", str(manifest), "-o", "json")
+    assert real.returncode == 1
+    refused = json.loads(real.stdout)
+    assert refused["refused"] == dry_refused
+    assert refused["applied"] == []
+    assert "nothing was applied" in real.stderr
+    assert await _positions_settled(tenantry_up) == before, "a refused apply wrote events"
+    views_after = [
+        (await _cli(tenantry_up, "get", kind, "-o", "json")).stdout
+        for kind in ("environments", "storage-integrations", "clusters")
+    ]
+    assert views_after == views_before
+    assert "gpu-dev" not in views_after[0]
+
+    # Mended, the same three documents go in as one apply.
+    manifest.write_text(REFUSED_THIRD.replace(", nowhere]", "]"))
+    applied = await _cli(tenantry_up, "apply", "-f", str(manifest))
+    assert applied.returncode == 0, applied.stderr
+    assert "Applied 3 command(s)" in applied.stdout
+    assert tenantry_up.stop() == 0, tenantry_up.log()

@@ -198,6 +198,33 @@ async def test_a_refused_command_is_visible_on_the_denied_audit_subject(bus: Bus
     assert record["command_id"] == "evil-1"
 
 
+@pytest.mark.parametrize("admins", [frozenset({ADMIN})])
+async def test_a_command_refused_in_an_apply_is_visible_on_the_denied_audit_subject(
+    bus: Bus,
+) -> None:
+    """Creating a team takes a tenant admin: eve's apply is refused at its first command, the
+    audit names that command (not `apply`), and nothing is written."""
+    denied = await bus.nc.subscribe("tenantry.audit.denied.>")
+    before = bus.stored_positions()
+    body = {
+        "commands": [
+            {"command": "create_team", "body": {"name": "eve-team", "members": []}},
+            {"command": "deregister_cluster", "body": {"cluster": "prod-eu"}},
+        ]
+    }
+    answer = await bus.command("apply", body, actor="user:eve@example.com", command_id="evil-2")
+    assert answer["error"]["code"] == "forbidden"
+    assert (answer["error"]["details"]["index"], answer["error"]["details"]["command"]) == (
+        0,
+        "create_team",
+    )
+    msg = await denied.next_msg(timeout=5)
+    assert msg.subject == "tenantry.audit.denied.create_team"
+    record = json.loads(msg.data)
+    assert (record["actor"], record["command_id"]) == ("user:eve@example.com", "evil-2")
+    assert bus.stored_positions() == before
+
+
 async def test_eight_concurrent_creates_of_one_name_give_exactly_one_success(bus: Bus) -> None:
     before = bus.stored_positions()
     answers = await asyncio.gather(

@@ -4,7 +4,11 @@ the whole answer, an answer too big for one message is refused with a hint (not 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -155,3 +159,33 @@ async def test_a_query_that_is_not_a_list_takes_no_limit(views: Views) -> None:
     answer = await views.query("get_ml_repo", {"name": "fraud-models", "limit": 1})
     assert answer["ok"] is False
     assert answer["error"]["code"] == "validation_error"
+
+
+async def test_tenantry_access_report_pages_a_report_bigger_than_one_message(
+    views: Views, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """`tenantry access-report` used to send one unpaged request: a report bigger than the bus
+    carries was refused. It follows the query's paging now and prints the whole report."""
+    last = await _many_repos(views)
+    as_of = "2999-01-01T00:00:00Z"
+    unpaged = json.loads((await views.raw("access_report", {"as_of": as_of})).data)
+    assert unpaged["ok"] is False and unpaged["error"]["code"] == "validation_error"
+    assert unpaged["error"]["details"]["bytes"] > MAX_PAYLOAD
+    whole = await _all_pages(views, "access_report", {"as_of": as_of, "min_position": last}, 40)
+    env = {
+        **os.environ,
+        "TENANTRY_NATS_URL": nats_server.url,
+        "TENANTRY_STATE_DIR": str(tmp_path / "cli-state"),
+        "TENANTRY_LOG_LEVEL": "warning",
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tenantry.cli", "access-report", "--as-of", as_of, "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == whole
+    assert len(whole) > REPOS  # a page of this bus holds far fewer

@@ -13,9 +13,10 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from domain.application import Application
-from domain.base import Aggregate
+from domain.base import Aggregate, CommandContext
 from domain.cluster import Cluster
-from domain.command_record import CommandRecord
+from domain.command_record import ApplyRecord, CommandRecord
+from domain.commands import CreateEnvironment
 from domain.environment import Environment
 from domain.ml_repo import MlRepo
 from domain.seeding import Seed
@@ -79,10 +80,15 @@ def _busy(tenancy: Tenancy) -> list[Aggregate]:
 
 def test_every_aggregate_holds_immutable_values_and_flat_containers(tenancy: Tenancy) -> None:
     aggregates = _busy(tenancy)
-    assert {type(a) for a in aggregates} | {CommandRecord} == set(_all_aggregate_classes())
+    records = {CommandRecord, ApplyRecord}
+    assert {type(a) for a in aggregates} | records == set(_all_aggregate_classes())
     last = tenancy.run("remove_team_member", {"team": "risk", "user": "bo@example.com"})
     record = tenancy.svc.repository.get(CommandRecord.create_id(last.command_id))
-    for aggregate in [*aggregates, record]:
+    context = CommandContext("user:ana@example.com", "apply-1", "corr-1")
+    tenancy.svc.apply([CreateEnvironment(name="gpu")], context)
+    applied = tenancy.svc.repository.get(ApplyRecord.create_id("apply-1"))
+    assert isinstance(applied, ApplyRecord) and applied.results
+    for aggregate in [*aggregates, record, applied]:
         for name, value in vars(aggregate).items():
             assert _immutable(value) or _flat_container_of_immutables(value), (
                 type(aggregate).__name__,

@@ -1,13 +1,20 @@
 """Manifest errors a person can act on: a did-you-mean for a misspelled field, plan problems at
-the field's own line, a missing environment told apart from one the cluster doesn't offer."""
+the field's own line, a missing environment told apart (by the command service) from one the
+cluster doesn't offer."""
 
 from __future__ import annotations
 
 import textwrap
 
+import pytest
+
+from domain.base import CommandContext
+from domain.errors import PreconditionFailed
 from tenantry.apply.manifests import parse
 from tenantry.apply.plan import State, plan
 from tenantry.sdk.results import Cluster, Environment
+
+from .support import ADMIN, make_tenancy
 
 
 def _problems(text: str) -> list[str]:
@@ -59,14 +66,26 @@ _STATE = State.of(
 )
 
 
-def _plan_problems(text: str) -> list[str]:
+def _refusal(text: str) -> tuple[str, str]:
+    """What the command service answers the plan of `text` (a dry run), and the document of
+    the command it refused."""
     documents, problems = parse(textwrap.dedent(text), "t.yaml")
     assert not problems
-    return [str(p) for p in plan(documents, _STATE, "user:ana@example.com").problems]
+    the_plan = plan(documents, _STATE, ADMIN)
+    assert not the_plan.problems
+    tenancy = make_tenancy()
+    tenancy.run(
+        "register_cluster",
+        {"name": "prod-eu", "region": "eu-west-1", "provider": "aws-eks", "environments": ["prod"]},
+    )
+    with pytest.raises(PreconditionFailed) as refused:
+        tenancy.svc.apply(the_plan.commands, CommandContext(ADMIN, "a-1", "c-1"), dry_run=True)
+    return refused.value.message, str(the_plan.source_of(refused.value.details["index"]))
 
 
 def test_no_such_environment_is_not_the_cluster_not_offering_it() -> None:
-    missing = _plan_problems(
+    """The command service tells them apart (the plan holds no copy of the rule)."""
+    missing, where = _refusal(
         """
         type: workspace
         cluster: prod-eu
@@ -75,11 +94,9 @@ def test_no_such_environment_is_not_the_cluster_not_offering_it() -> None:
         environment: qa
         """
     )
-    assert missing == [
-        "t.yaml: document 1 (line 6): environment: environment 'qa' does not exist and no "
-        "document describes it"
-    ]
-    not_offered = _plan_problems(
+    assert missing.endswith("environment 'qa' does not exist")
+    assert where == "t.yaml: document 1 (line 2)"
+    not_offered, _ = _refusal(
         """
         type: workspace
         cluster: prod-eu
@@ -87,9 +104,7 @@ def test_no_such_environment_is_not_the_cluster_not_offering_it() -> None:
         environment: dev
         """
     )
-    assert not_offered == [
-        "t.yaml: document 1 (line 5): environment: cluster 'prod-eu' offers prod, not 'dev'"
-    ]
+    assert "environment 'dev' is not one of cluster 'prod-eu''s environments" in not_offered
 
 
 def test_apply_o_json_says_its_problems_in_json(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from domain.base import CommandContext
 from domain.commands import Command, GrantRepoAccess
-from domain.errors import PreconditionFailed
+from domain.errors import DomainError, PreconditionFailed
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
@@ -93,10 +93,27 @@ class World:
     def plan(self, text: str, actor: str = ADMIN, prune: bool = False) -> Plan:
         return plan(documents(text), self.state(), actor, prune=prune)
 
-    def send(self, commands: list[Command], actor: str = ADMIN) -> None:
-        for command in commands:
-            context = CommandContext(actor, str(uuid.uuid4()), str(uuid.uuid4()))
-            self.tenancy.svc.handle(command, context)
+    def send(self, commands: list[Command], actor: str = ADMIN, dry_run: bool = False) -> None:
+        """As `tenantry apply` sends a plan: one apply, all or nothing (none when empty)."""
+        if not commands:
+            return
+        context = CommandContext(actor, str(uuid.uuid4()), str(uuid.uuid4()))
+        self.tenancy.svc.apply(commands, context, dry_run=dry_run)
+
+    def refusal(self, text: str, actor: str = ADMIN) -> tuple[DomainError, str]:
+        """The command service's refusal of the plan of `text` (which the plan itself finds
+        no problem with), and the document of the command refused; nothing was written."""
+        the_plan = self.plan(text, actor)
+        assert not the_plan.problems, [str(p) for p in the_plan.problems]
+        before = self.tenancy.position()
+        with pytest.raises(DomainError) as dry:
+            self.send(the_plan.commands, actor, dry_run=True)
+        with pytest.raises(DomainError) as refused:
+            self.send(the_plan.commands, actor)
+        assert self.tenancy.position() == before
+        # A dry run answers what the apply does: the same code, details and index.
+        assert (dry.value.code, dry.value.details) == (refused.value.code, refused.value.details)
+        return refused.value, str(the_plan.source_of(refused.value.details["index"]))
 
     def apply(self, text: str, actor: str = ADMIN, prune: bool = False) -> Plan:
         """Plan and send; then assert that planning again finds nothing to do."""
@@ -265,12 +282,9 @@ def test_documents_are_applied_in_dependency_order_whatever_their_order(world: W
 
 def test_applying_the_same_documents_again_writes_nothing(world: World) -> None:
     world.apply(BASE)
-    before = world.tenancy.position()
     again = world.plan(BASE)
     assert again.changes_nothing
     assert [a.kind for a in again.actions] == ["unchanged"] * 5
-    world.send(again.commands)
-    assert world.tenancy.position() == before
 
 
 def test_what_differs_is_updated_field_by_field(world: World) -> None:
@@ -460,7 +474,7 @@ def test_what_no_command_can_change_is_refused(world: World) -> None:
         + "---\ntype: storage-integration\nname: s3-other\nprovider: s3\n"
         "storage_root: s3://other\n"
     )
-    assert len(the_plan.problems) == 3
+    assert len(the_plan.problems) == 2
     found = problems(the_plan)
     assert any(
         # At the field's own line, not the document's (line 7).
@@ -468,7 +482,16 @@ def test_what_no_command_can_change_is_refused(world: World) -> None:
         for p in found
     )
     assert any("storage_root" in p and "remove it and register it again" in p for p in found)
-    assert any("storage_integration" in p and "immutable" in p for p in found)
+    # A repo's storage integration: update_ml_repo carries it, the command service refuses it.
+    refusal, where = world.refusal(
+        BASE.replace("storage_integration: s3-main", "storage_integration: s3-other")
+        + "---\ntype: storage-integration\nname: s3-other\nprovider: s3\n"
+        "storage_root: s3://other\n"
+    )
+    assert isinstance(refusal, PreconditionFailed)
+    assert refusal.details["command"] == "update_ml_repo"
+    assert "storage integration of ML repo 'fraud-models' cannot be changed" in refusal.message
+    assert where.startswith("tenancy.yaml: document 4")
 
 
 def test_a_repo_whose_storage_could_not_be_removed_is_recreated_only_by_adopting_it(
@@ -492,43 +515,50 @@ def test_a_repo_whose_storage_could_not_be_removed_is_recreated_only_by_adopting
     assert world.state().ml_repos["fraud-models"].status == "pending"
 
 
-def test_references_to_what_does_not_exist_are_refused(world: World) -> None:
-    the_plan = world.plan(
-        """
-        type: cluster
-        name: prod-eu
-        region: eu-west-1
-        provider: aws-eks
-        environments: [prod, gpu]
-        ---
-        type: workspace
-        cluster: prod-eu
-        name: fraud
-        environment: staging
-        ml_repo_access: [{repo: ghost-models, role: viewer}]
-        ---
-        type: workspace
-        cluster: dev-us
-        name: sandbox
-        environment: dev
-        ---
-        type: ml-repo
-        name: fraud-models
-        storage_integration: s3-main
-        collaborators: [{subject: team:nobody, role: viewer}]
-        """
-    )
-    found = problems(the_plan)
-    assert len(found) == 6, found
-    for expected in (
-        "environments[1]: environment 'gpu' does not exist",
-        "environment: cluster 'prod-eu' offers prod, gpu, not 'staging'",
-        "ml_repo_access[0].repo: ML repo 'ghost-models' does not exist",
-        "cluster: cluster 'dev-us' does not exist",
-        "storage_integration: storage integration 's3-main' does not exist",
-        "collaborators[0].subject: team 'nobody' does not exist",
-    ):
-        assert any(expected in p for p in found), (expected, found)
+@pytest.mark.parametrize(
+    ("text", "document", "message"),
+    [
+        (
+            "type: cluster\nname: prod-eu\nregion: eu-west-1\nprovider: aws-eks\n"
+            "environments: [prod, gpu]\n",
+            1,
+            "environment 'gpu' does not exist",
+        ),
+        (
+            "type: workspace\ncluster: dev-us\nname: sandbox\nenvironment: dev\n",
+            1,
+            "cluster 'dev-us' does not exist",
+        ),
+        (
+            "type: ml-repo\nname: fraud-models\nstorage_integration: s3-main\n",
+            1,
+            "storage integration 's3-main' does not exist",
+        ),
+        (
+            "type: storage-integration\nname: s3-main\nprovider: s3\n"
+            "storage_root: s3://ml-bucket/r\n---\n"
+            "type: ml-repo\nname: fraud-models\nstorage_integration: s3-main\n"
+            "collaborators: [{subject: team:nobody, role: viewer}]\n",
+            2,
+            "team 'nobody' does not exist",
+        ),
+        (
+            "type: cluster\nname: prod-eu\nregion: eu-west-1\nprovider: aws-eks\n"
+            "environments: [prod]\n---\n"
+            "type: workspace\ncluster: prod-eu\nname: fraud\nenvironment: prod\n"
+            "ml_repo_access: [{repo: ghost-models, role: viewer}]\n",
+            2,
+            "ML repo 'ghost-models' does not exist",
+        ),
+    ],
+)
+def test_references_to_what_does_not_exist_are_refused_by_the_service(
+    world: World, text: str, document: int, message: str
+) -> None:
+    refusal, where = world.refusal(text)
+    assert isinstance(refusal, PreconditionFailed)
+    assert message in refusal.message
+    assert where.startswith(f"tenancy.yaml: document {document} ")
 
 
 def test_conflicting_roles_and_a_repo_without_admin_are_refused(world: World) -> None:
@@ -543,15 +573,17 @@ def test_conflicting_roles_and_a_repo_without_admin_are_refused(world: World) ->
     [conflict] = problems(conflicting)
     assert "ml_repo_access[0]: gives workspace:prod-eu:fraud the role editor" in conflict
     assert "gives it viewer" in conflict
-    # The creator (the only admin) made a viewer while no admin is named: refused.
-    headless = world.plan(
+    # The creator (the only admin) made a viewer while no admin is named: the service refuses.
+    refusal, where = world.refusal(
         BASE.replace(
             "  - {subject: team:risk, role: editor}\n",
             f"  - {{subject: '{ADMIN}', role: viewer}}\n",
         )
     )
-    [problem] = problems(headless)
-    assert "would leave ML repo 'fraud-models' without an admin" in problem
+    assert refusal.code == "precondition_failed"
+    assert refusal.details["command"] == "grant_repo_access"
+    assert f"{ADMIN!r} is the last admin of ML repo 'fraud-models'" in refusal.message
+    assert where.startswith("tenancy.yaml: document 4")
 
 
 def test_an_environment_still_in_use_is_not_taken_from_its_cluster(world: World) -> None:
@@ -559,9 +591,13 @@ def test_an_environment_still_in_use_is_not_taken_from_its_cluster(world: World)
     world.tenancy.run(
         "create_workspace", {"cluster": "prod-eu", "name": "sandbox", "environment": "dev"}
     )
-    the_plan = world.plan(BASE.replace("environments: [prod, dev]", "environments: [prod]"))
-    [problem] = problems(the_plan)
-    assert "cannot take 'dev' from cluster 'prod-eu': workspace prod-eu:sandbox" in problem
+    refusal, where = world.refusal(
+        BASE.replace("environments: [prod, dev]", "environments: [prod]")
+    )
+    assert refusal.details["command"] == "remove_cluster_environment"
+    assert refusal.details["workspaces"] == ["prod-eu:sandbox"]
+    assert "environment 'dev' is used by workspaces ['sandbox']" in refusal.message
+    assert where.startswith("tenancy.yaml: document 2")
 
 
 # --- the verbs, where no bus is needed ------------------------------------------------------
