@@ -231,8 +231,9 @@ class Client:
 
     async def query(self, query: Query[Any] | str, /, **params: Any) -> Any:
         """A query model's answer, read into its result model (a list is asked for page by
-        page, so that a list of any size comes through the bus); or, by name, one raw answer.
-        `min_position` defaults to the last position this client wrote."""
+        page, its `limit` the page size, so that a list of any size comes through the bus); or,
+        by name, one raw answer. `min_position` defaults to the last position this client
+        wrote."""
         if isinstance(query, str):
             return await self._ask(query, params)
         name = name_of(query)
