@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from domain.apply import ApplyResult
+from domain.apply import ApplyReply
 from domain.base import CommandContext
 from domain.commands import COMMANDS, Command
 from domain.errors import Conflict, DomainError, Forbidden, NotFound, PreconditionFailed
@@ -44,7 +44,7 @@ def _apply(
     apply_id: str = "apply-1",
     actor: str = ADMIN,
     dry_run: bool = False,
-) -> ApplyResult:
+) -> ApplyReply:
     context = CommandContext(actor, apply_id, "corr-1")
     return t.svc.apply(_commands(bodies), context, dry_run=dry_run)
 
@@ -78,7 +78,7 @@ def test_each_command_sees_the_ones_before_it_and_all_are_saved_together(
     grant = result.commands[-1]
     assert (grant.fqn, grant.events) == (
         "vision-models",
-        ("workspace.repo_linked", "ml_repo.access_granted"),
+        ["workspace.repo_linked", "ml_repo.access_granted"],
     )
     repo = t.aggregate(MlRepo, "vision-models")
     assert str(repo.id) == grant.aggregate_id
