@@ -1,10 +1,11 @@
 """Feeds the event log into the views, exactly once.
 
 Each batch of notifications is applied in one view-store transaction together with the tracking
-row (position and chain hash): a crash loses a whole batch or nothing, and a batch is never
-applied twice. Internal notifications (idempotency records, the seed marker) are skipped but
-still move the position, so a command reply's `position` is reached once its command is
-applied."""
+row (position and chain hash) and the last published event applied (its position and chain
+hash, which the projections role compares with the stream: `tenantry.log.agreement`): a crash
+loses a whole batch or nothing, and a batch is never applied twice. Internal notifications
+(idempotency records, the seed marker) are skipped but still move the position, so a command
+reply's `position` is reached once its command is applied."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from sqlalchemy import Connection, inspect
 
 from domain.event_log import NotificationLog, Published, read_batch
 from projections import access, audit, directory, temporal_access
-from projections.store import Tracking, ViewStore, read_tracking, write_tracking
+from projections.store import (
+    Tracking,
+    ViewStore,
+    read_tracking,
+    write_last_event,
+    write_tracking,
+)
 
 # A view's part of a batch: applies the published event bodies, in log order, on `conn`.
 Projector = Callable[[Connection, Sequence[Published]], None]
@@ -99,6 +106,8 @@ class ProjectionRunner:
                 project(conn, batch.events)
             after = Tracking(batch.position, batch.hash)
             write_tracking(conn, before, after)
+            if batch.events:
+                write_last_event(conn, batch.events[-1].body["position"], batch.hash)
         log.debug(
             "projection.applied",
             notifications=batch.read,
