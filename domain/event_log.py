@@ -147,12 +147,6 @@ def chained_body(notification: Notification, prev_hash: str) -> dict[str, Any]:
     return published(notification, prev_hash).body
 
 
-def chained_payload(notification: Notification, prev_hash: str) -> tuple[bytes, str, str]:
-    """(the JSON to publish, its hash, its type)."""
-    body, payload = published(notification, prev_hash)
-    return payload, str(body["hash"]), str(body["type"])
-
-
 def verify_link(body: dict[str, Any], prev_hash: str) -> bool:
     """True if `body` follows `prev_hash` and its own hash is right."""
     unchained = {k: v for k, v in body.items() if k not in ("prev_hash", "hash")}
