@@ -342,7 +342,10 @@ async def serve_views(
         await endpoint.stop()
         halt.set()
         await running
-        await checking
+        # Not awaited to its end: a look at the stream may wait for a bus that is away.
+        checking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checking
         if sampling is not None:
             await sampling
 
