@@ -28,7 +28,8 @@ from bench.harness import Result, stopwatch
 from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.errors import DomainError
-from domain.service import INTERNAL_TOPICS, TenancyService
+from domain.event_log import INTERNAL_TOPICS
+from domain.service import TenancyService
 from projections import schema
 from projections.queries import QUERIES, answer
 from projections.replay import Replay, access_in_force

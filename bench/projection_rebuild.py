@@ -11,8 +11,8 @@ from pathlib import Path
 from bench.harness import Result, stopwatch
 from domain.base import CommandContext
 from domain.commands import COMMANDS, Command
-from domain.event_log import unchained_body
-from domain.service import INTERNAL_TOPICS, TenancyService
+from domain.event_log import INTERNAL_TOPICS, unchained_body
+from domain.service import TenancyService
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
 from tenantry.server.store import event_store_env

@@ -17,8 +17,15 @@ from bench.harness import Result, stopwatch
 from bench.stores import Store, sqlite
 from domain.base import CommandContext
 from domain.commands import COMMANDS
-from domain.event_log import STREAM_NAME, ZERO_HASH, canonical_json, chained_body, subject_of
-from domain.service import INTERNAL_TOPICS, TenancyService
+from domain.event_log import (
+    INTERNAL_TOPICS,
+    STREAM_NAME,
+    ZERO_HASH,
+    canonical_json,
+    chained_body,
+    subject_of,
+)
+from domain.service import TenancyService
 from tenantry.log.relay import Relay
 from tenantry.server.nats_server import NatsServer
 from tenantry.server.store import event_store_env

@@ -41,8 +41,9 @@ from bench.harness import Result
 from domain.base import CommandContext, acting_as
 from domain.commands import COMMANDS
 from domain.errors import DomainError
+from domain.event_log import INTERNAL_TOPICS
 from domain.ml_repo import MlRepo
-from domain.service import INTERNAL_TOPICS, TenancyService
+from domain.service import TenancyService
 from domain.team import Team
 from projections import schema
 from projections.queries import QUERIES, answer

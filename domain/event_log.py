@@ -1,22 +1,28 @@
-"""The published form of stored events (DESIGN §4) and their SHA-256 hash chain.
+"""The published form of stored events (DESIGN §4), their SHA-256 hash chain, and the one reader
+of the published log (`read_batch`, `read_published`).
 
-The same functions serve the relay, the audit views and exports, so the chain computed from the
-store, read from the stream or recomputed from an export is byte-for-byte the same."""
+The same functions serve the relay, the views, replay, the checkpoints and `audit verify`, so
+the chain computed from the store, read from the stream or recomputed from an export is
+byte-for-byte the same, and which stored records are published is decided here only."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 import orjson
 from eventsourcing.persistence import Notification
+from eventsourcing.utils import get_topic
 
 from domain.base import snake_case
+from domain.command_record import ApplyRecord, CommandRecord
+from domain.seeding import Seed
 from tenantry.protocol import EVENT_PREFIX
 
 ZERO_HASH = "0" * 64
@@ -25,6 +31,18 @@ STREAM_NAME = "TENANTRY_EVENTS"
 SUBJECT_PREFIX = EVENT_PREFIX
 # Stored alongside every event but published as top-level fields, not as `data`.
 _METADATA = {"timestamp", "actor", "command_id", "correlation_id", "fqn", "originator_topic"}
+# Stored records that are bookkeeping, not facts about the tenancy (a command's or an apply's
+# idempotency record, the seed marker): never published, never projected, never in the chain.
+# They still take store positions, which is why readers track the last position *read* apart
+# from the last event published.
+INTERNAL_TOPICS: frozenset[str] = frozenset(
+    {get_topic(CommandRecord.Handled), get_topic(ApplyRecord.Handled), get_topic(Seed.Planted)}
+)
+
+
+def is_published(notification: Notification) -> bool:
+    """Whether a stored record is an event of the published log (not internal bookkeeping)."""
+    return notification.topic not in INTERNAL_TOPICS
 
 
 @lru_cache(maxsize=512)
@@ -129,12 +147,6 @@ def chained_body(notification: Notification, prev_hash: str) -> dict[str, Any]:
     return published(notification, prev_hash).body
 
 
-def chained_payload(notification: Notification, prev_hash: str) -> tuple[bytes, str, str]:
-    """(the JSON to publish, its hash, its type)."""
-    body, payload = published(notification, prev_hash)
-    return payload, str(body["hash"]), str(body["type"])
-
-
 def verify_link(body: dict[str, Any], prev_hash: str) -> bool:
     """True if `body` follows `prev_hash` and its own hash is right."""
     unchained = {k: v for k, v in body.items() if k not in ("prev_hash", "hash")}
@@ -158,3 +170,72 @@ def published_bytes(body: dict[str, Any]) -> bytes:
 
 def subject_of(body: dict[str, Any]) -> str:
     return SUBJECT_PREFIX + str(body["type"])
+
+
+# --- the one reader of the published log --------------------------------------------------
+
+
+class NotificationLog(Protocol):
+    """What a reader of the log needs of the event store: the eventsourcing library's
+    application recorder has it (`select_notifications`, `max_notification_id`); a follower of
+    the log (relay, views, checkpoints, replay, verify) needs nothing else of it."""
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]: ...
+
+    def max_notification_id(self) -> int | None: ...
+
+
+class Batch(NamedTuple):
+    """What one read gave: the published events, chained, and where the reader stands after it
+    (`position`: the last store position read, internal records included; `hash`: the chain
+    hash of the last published event up to there). `read` counts the stored records read."""
+
+    events: list[Published]
+    position: int
+    hash: str
+    read: int
+    stopped: bool = False  # `until` met an event: it and what follows it were not read
+
+
+def read_batch(
+    log: NotificationLog,
+    position: int,
+    prev_hash: str,
+    limit: int,
+    until: Callable[[dict[str, Any]], bool] | None = None,
+) -> Batch:
+    """The published events among the next `limit` stored records after `position`, chained
+    from `prev_hash` (the hash of the last published event up to `position`). With `until`, the
+    read ends before the first event whose body it holds true for."""
+    events: list[Published] = []
+    read_to, read = position, 0
+    for notification in log.select_notifications(position, limit, inclusive_of_start=False):
+        if notification.topic not in INTERNAL_TOPICS:
+            event = published(notification, prev_hash)
+            if until is not None and until(event.body):
+                return Batch(events, read_to, prev_hash, read, stopped=True)
+            events.append(event)
+            prev_hash = event.body["hash"]
+        read_to, read = notification.id, read + 1
+    return Batch(events, read_to, prev_hash, read)
+
+
+def read_published(
+    log: NotificationLog, position: int = 0, prev_hash: str = ZERO_HASH, batch_size: int = 1000
+) -> Iterator[Published]:
+    """Every published event after store `position` (from the start by default), chained from
+    `prev_hash`, read `batch_size` stored records at a time."""
+    while True:
+        batch = read_batch(log, position, prev_hash, batch_size)
+        if not batch.read:
+            return
+        yield from batch.events
+        position, prev_hash = batch.position, batch.hash

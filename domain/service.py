@@ -31,10 +31,6 @@ from domain.session import Session
 from tenantry.protocol import CommandReply
 
 SEED_ACTOR = "service:tenantry"
-# Events that are bookkeeping, not facts about the tenancy: never published, never projected.
-INTERNAL_TOPICS: frozenset[str] = frozenset(
-    {get_topic(CommandRecord.Handled), get_topic(ApplyRecord.Handled), get_topic(Seed.Planted)}
-)
 
 
 # The name the domain used for the command reply before it had one shape (tenantry.protocol).

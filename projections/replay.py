@@ -13,11 +13,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from eventsourcing.persistence import ApplicationRecorder
 from sqlalchemy import Connection, select
 
-from domain.event_log import published
-from domain.service import INTERNAL_TOPICS
+from domain.event_log import NotificationLog, read_batch
 from projections import access, audit, directory
 from projections import schema as t
 from projections.audit import utc_text
@@ -38,7 +36,7 @@ class Replay:
 
     def __init__(
         self,
-        recorder: ApplicationRecorder,
+        recorder: NotificationLog,
         store: ViewStore,
         *,
         batch_size: int = 1000,
@@ -74,31 +72,23 @@ class Replay:
         """(notifications applied, whether an event after `limit` was met)."""
         with self._store.write() as conn:
             before = read_tracking(conn, lock=True)
-            notifications = self._recorder.select_notifications(
-                before.position, self._batch_size, inclusive_of_start=False
+            batch = read_batch(
+                self._recorder,
+                before.position,
+                before.hash,
+                self._batch_size,
+                until=lambda body: bool(body["occurred_at"] > limit),
             )
-            after, stopped, applied, events = before, False, 0, []
-            for notification in notifications:
-                if notification.topic in INTERNAL_TOPICS:
-                    after = Tracking(notification.id, after.hash)
-                    applied += 1
-                    continue
-                event = published(notification, after.hash)
-                body = event.body
-                if body["occurred_at"] > limit:
-                    stopped = True
-                    break
-                events.append(event)
-                after = Tracking(notification.id, body["hash"])
-                applied += 1
-                self.events += 1
-                self.last_occurred_at = body["occurred_at"]
             for project in self._projectors:
-                project(conn, events)
+                project(conn, batch.events)
+            after = Tracking(batch.position, batch.hash)
             if after != before:
                 write_tracking(conn, before, after)
+        if batch.events:
+            self.events += len(batch.events)
+            self.last_occurred_at = batch.events[-1].body["occurred_at"]
         self.position = after.position
-        return applied, stopped
+        return batch.read, batch.stopped
 
 
 def access_in_force(

@@ -1,10 +1,11 @@
 """Feeds the event log into the views, exactly once.
 
 Each batch of notifications is applied in one view-store transaction together with the tracking
-row (position and chain hash): a crash loses a whole batch or nothing, and a batch is never
-applied twice. Internal notifications (idempotency records, the seed marker) are skipped but
-still move the position, so a command reply's `position` is reached once its command is
-applied."""
+row (position and chain hash) and the last published event applied (its position and chain
+hash, which the projections role compares with the stream: `tenantry.log.agreement`): a crash
+loses a whole batch or nothing, and a batch is never applied twice. Internal notifications
+(idempotency records, the seed marker) are skipped but still move the position, so a command
+reply's `position` is reached once its command is applied."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ import time
 from collections.abc import Callable, Sequence
 
 import structlog
-from eventsourcing.persistence import ApplicationRecorder
 from sqlalchemy import Connection, inspect
 
-from domain.event_log import Published, published
-from domain.service import INTERNAL_TOPICS
+from domain.event_log import NotificationLog, Published, read_batch
 from projections import access, audit, directory, temporal_access
-from projections.store import Tracking, ViewStore, read_tracking, write_tracking
+from projections.store import (
+    Tracking,
+    ViewStore,
+    read_tracking,
+    write_last_event,
+    write_tracking,
+)
 
 # A view's part of a batch: applies the published event bodies, in log order, on `conn`.
 Projector = Callable[[Connection, Sequence[Published]], None]
@@ -55,7 +60,7 @@ class Progress:
 class ProjectionRunner:
     def __init__(
         self,
-        recorder: ApplicationRecorder,
+        recorder: NotificationLog,
         store: ViewStore,
         *,
         batch_size: int = 500,
@@ -94,30 +99,22 @@ class ProjectionRunner:
         with self._store.write() as conn:
             # Read under the lock: another runner on this store may just have moved it.
             before = read_tracking(conn, lock=True)
-            notifications = self._recorder.select_notifications(
-                before.position, size, inclusive_of_start=False
-            )
-            if not notifications:
+            batch = read_batch(self._recorder, before.position, before.hash, size)
+            if not batch.read:
                 return 0
-            prev_hash = before.hash
-            events = []
-            for notification in notifications:
-                if notification.topic in INTERNAL_TOPICS:
-                    continue
-                event = published(notification, prev_hash)
-                events.append(event)
-                prev_hash = event.body["hash"]
             for project in self._projectors:
-                project(conn, events)
-            after = Tracking(notifications[-1].id, prev_hash)
+                project(conn, batch.events)
+            after = Tracking(batch.position, batch.hash)
             write_tracking(conn, before, after)
+            if batch.events:
+                write_last_event(conn, batch.events[-1].body["position"], batch.hash)
         log.debug(
             "projection.applied",
-            notifications=len(notifications),
+            notifications=batch.read,
             position=after.position,
             ms=round((time.perf_counter() - started) * 1000, 2),
         )
-        return len(notifications)
+        return batch.read
 
     async def run(
         self, stop: asyncio.Event, wakeup: asyncio.Event, poll_interval: float = 0.25
@@ -166,7 +163,7 @@ def refuse_old_layout(store: ViewStore) -> None:
 
 
 def rebuild(
-    recorder: ApplicationRecorder, new_store: ViewStore, *, batch_size: int = 500
+    recorder: NotificationLog, new_store: ViewStore, *, batch_size: int = 500
 ) -> ProjectionRunner:
     """Build every view from position zero into `new_store`, which must be empty; return its
     runner, caught up, to keep it going."""

@@ -35,6 +35,10 @@ from domain.event_log import ZERO_HASH
 from projections import schema
 
 _TRACKING_NAME = "views"
+# The tracking table's second row: the last published event the views applied, its position
+# and chain hash (the first row's position may be an internal record's, after it). Compared
+# with the stream's message for that position (`tenantry.log.agreement`).
+_LAST_EVENT_NAME = "views.last_event"
 _WRITE = "tenantry_write"
 
 
@@ -170,6 +174,22 @@ def write_tracking(conn: Connection, before: Tracking, after: Tracking) -> None:
         raise RuntimeError(
             f"the views' tracking position moved from {before.position} under this transaction"
         )
+
+
+def write_last_event(conn: Connection, position: int, chain_hash: str) -> None:
+    """Record the last published event applied and its chain hash (in the batch's transaction)."""
+    upsert(
+        conn, schema.tracking, {"name": _LAST_EVENT_NAME, "position": position, "hash": chain_hash}
+    )
+
+
+def read_last_event(conn: Connection) -> Tracking | None:
+    """The last published event the views applied (position, chain hash); None before any."""
+    statement = select(schema.tracking.c.position, schema.tracking.c.hash).where(
+        schema.tracking.c.name == _LAST_EVENT_NAME
+    )
+    row = conn.execute(statement).one_or_none()
+    return None if row is None else Tracking(int(row.position), str(row.hash))
 
 
 def upsert(conn: Connection, table: Table, values: Mapping[str, Any]) -> None:

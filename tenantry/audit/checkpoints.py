@@ -22,15 +22,21 @@ from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from eventsourcing.persistence import ApplicationRecorder, PersistenceError
+from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
-from domain.event_log import STREAM_NAME, ZERO_HASH, canonical_json, published
-from domain.service import INTERNAL_TOPICS
+from domain.event_log import (
+    STREAM_NAME,
+    ZERO_HASH,
+    NotificationLog,
+    canonical_json,
+    published,
+    read_batch,
+)
 from tenantry.audit.checkpoint import signed
 from tenantry.audit.merkle import MerkleTree, leaf_hash
 from tenantry.audit.proofs import PROOF_QUERIES, answer_proof
@@ -64,19 +70,13 @@ class LogTree:
         return self.tree.size
 
     def read_batch(
-        self, recorder: ApplicationRecorder, limit: int = 1000
+        self, recorder: NotificationLog, limit: int = 1000
     ) -> tuple[int, list[tuple[int, str]]]:
         """The next stored events after `read_to` as (position, chain hash), and the last store
         position read (in a worker thread: it reads the database and hashes; `extend` in the
         event loop then adds them, so proofs never see a half-added leaf)."""
-        notifications = recorder.select_notifications(self.read_to, limit, inclusive_of_start=False)
-        prev_hash, found = self.head, []
-        for notification in notifications:
-            if notification.topic in INTERNAL_TOPICS:
-                continue
-            prev_hash = str(published(notification, prev_hash).body["hash"])
-            found.append((notification.id, prev_hash))
-        return (notifications[-1].id if notifications else self.read_to), found
+        batch = read_batch(recorder, self.read_to, self.head, limit)
+        return batch.position, [(e.body["position"], e.body["hash"]) for e in batch.events]
 
     def extend(self, read_to: int, leaves: list[tuple[int, str]]) -> None:
         for position, chain_hash in leaves:
@@ -98,7 +98,7 @@ class LogTree:
     def chain_hash(self, index: int) -> str:
         return self._hashes[index * 32 : index * 32 + 32].hex()
 
-    def event(self, recorder: ApplicationRecorder, index: int) -> dict[str, Any]:
+    def event(self, recorder: NotificationLog, index: int) -> dict[str, Any]:
         """The published body of leaf `index`, recomputed from the store (worker thread)."""
         position = self.position_of(index)
         prev_hash = self.chain_hash(index - 1) if index else ZERO_HASH
@@ -137,7 +137,7 @@ class Checkpointer:
 
     def __init__(
         self,
-        recorder: ApplicationRecorder,
+        recorder: NotificationLog,
         nc: Client,
         key: Ed25519PrivateKey,
         *,

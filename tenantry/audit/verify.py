@@ -12,12 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from eventsourcing.persistence import ApplicationRecorder
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
-from domain.event_log import STREAM_NAME, ZERO_HASH, chained_body, published_bytes, verify_link
-from domain.service import INTERNAL_TOPICS
+from domain.event_log import (
+    STREAM_NAME,
+    ZERO_HASH,
+    NotificationLog,
+    chained_body,
+    published_bytes,
+    read_published,
+    verify_link,
+)
 from tenantry.audit.checkpoint import ChainSpan, check_checkpoint, is_checkpoint
 from tenantry.audit.export import stream_messages
 
@@ -206,7 +212,7 @@ def _broken_link(
 # --- the live store against the stream ----------------------------------------------------
 
 
-async def verify_live(recorder: ApplicationRecorder, nc: Client) -> Verdict:
+async def verify_live(recorder: NotificationLog, nc: Client) -> Verdict:
     """Recompute every stored event's published body and chain from zero, then read the
     stream in order: each message must be a stored event byte for byte, and the messages that
     extend the chain must reach the store's last event. Every message that is not a stored
@@ -295,7 +301,7 @@ async def _last_seq(nc: Client) -> int:
 
 
 def _differing(
-    recorder: ApplicationRecorder, position: int, prev_hash: str, body: dict[str, Any]
+    recorder: NotificationLog, position: int, prev_hash: str, body: dict[str, Any]
 ) -> str:
     """The fields in which `body` differs from the stored event at `position`."""
     stored = recorder.select_notifications(position, 1)
@@ -303,30 +309,8 @@ def _differing(
     return ", ".join(sorted(k for k in {*body, *expected} if body.get(k) != expected.get(k)))
 
 
-def _stored_chain(recorder: ApplicationRecorder) -> list[tuple[int, str, str]]:
+def _stored_chain(recorder: NotificationLog) -> list[tuple[int, str, str]]:
     """(position, prev_hash, hash) of every published stored event, chained from zero."""
-    return [(b["position"], b["prev_hash"], b["hash"]) for b in _stored_bodies(recorder)]
-
-
-def _published_after(recorder: ApplicationRecorder, after: int, batch: int = 5000) -> int:
-    """How many published (not internal) events the store holds after position `after`."""
-    count = 0
-    while notifications := recorder.select_notifications(after, batch, inclusive_of_start=False):
-        count += sum(n.topic not in INTERNAL_TOPICS for n in notifications)
-        after = notifications[-1].id
-    return count
-
-
-def _stored_bodies(recorder: ApplicationRecorder, batch: int = 1000) -> Iterator[dict[str, Any]]:
-    prev_hash, after = ZERO_HASH, 0
-    while True:
-        notifications = recorder.select_notifications(after, batch, inclusive_of_start=False)
-        if not notifications:
-            return
-        for notification in notifications:
-            if notification.topic in INTERNAL_TOPICS:
-                continue
-            body = chained_body(notification, prev_hash)
-            prev_hash = body["hash"]
-            yield body
-        after = notifications[-1].id
+    return [
+        (e.body["position"], e.body["prev_hash"], e.body["hash"]) for e in read_published(recorder)
+    ]

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 
 import structlog
-from eventsourcing.persistence import ApplicationRecorder, PersistenceError
+from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -31,9 +31,10 @@ from domain.event_log import (
     STREAM_NAME,
     SUBJECT_PREFIX,
     ZERO_HASH,
-    chained_payload,
+    NotificationLog,
+    read_batch,
+    subject_of,
 )
-from domain.service import INTERNAL_TOPICS
 from tenantry.log.jetstream import ensure_stream
 from tenantry.log.stream_check import Resume, StreamGuard, msg_id
 from tenantry.server.metrics import Metrics
@@ -55,7 +56,7 @@ class Tail:
 class Relay:
     def __init__(
         self,
-        recorder: ApplicationRecorder,
+        recorder: NotificationLog,
         nc: Client,
         *,
         replicas: int = 1,
@@ -264,16 +265,11 @@ class Relay:
     ) -> tuple[int | None, list[tuple[str, bytes, dict[str, str]]], Tail]:
         """Read the next batch after `cursor` and build its messages (in a worker thread, so
         the event loop keeps receiving acks meanwhile). The returned tail assumes they land."""
-        notifications = self._recorder.select_notifications(
-            cursor, self._batch_size, inclusive_of_start=False
-        )
+        batch = read_batch(self._recorder, cursor, tail.hash, self._batch_size)
         messages = []
-        position, prev_hash = tail.position, tail.hash
-        for notification in notifications:
-            if notification.topic in INTERNAL_TOPICS:
-                continue
-            payload, digest, type_ = chained_payload(notification, prev_hash)
-            headers = {"Nats-Msg-Id": msg_id(notification.id)}
+        position = tail.position
+        for event in batch.events:
+            headers = {"Nats-Msg-Id": msg_id(event.body["position"])}
             if tail.seq is not None and position == tail.position:
                 # The first publish after a check: right after the stream's last message,
                 # whatever it is (a forged one has no id of ours to expect).
@@ -282,11 +278,11 @@ class Relay:
                 headers["Nats-Expected-Last-Msg-Id"] = msg_id(position)
             else:
                 headers["Nats-Expected-Last-Sequence"] = "0"
-            messages.append((SUBJECT_PREFIX + type_, payload, headers))
-            position, prev_hash = notification.id, digest
-        last_id = notifications[-1].id if notifications else None
+            messages.append((subject_of(event.body), event.payload, headers))
+            position = event.body["position"]
+        last_id = batch.position if batch.read else None
         # Nothing to send: the tail stays as it is (with its sequence, if a check gave one).
-        return last_id, messages, Tail(position, prev_hash) if messages else tail
+        return last_id, messages, Tail(position, batch.hash) if messages else tail
 
     async def _settle(self, acks: list[asyncio.Future[None]], sent_on: int) -> None:
         """Wait for the acks of publishes sent on connection `sent_on`. Once the connection

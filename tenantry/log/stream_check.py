@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 import structlog
-from eventsourcing.persistence import ApplicationRecorder, Notification
+from eventsourcing.persistence import Notification
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -48,10 +48,11 @@ from domain.event_log import (
     STREAM_NAME,
     SUBJECT_PREFIX,
     ZERO_HASH,
+    NotificationLog,
+    is_published,
     published,
     subject_of,
 )
-from domain.service import INTERNAL_TOPICS
 from tenantry.audit.tail import reader_name
 from tenantry.log.jetstream import ensure_stream
 from tenantry.protocol import ALERT_PREFIX, STREAM_ALERT_SUBJECT
@@ -129,7 +130,7 @@ class _Judged:
 class _StoreWindow:
     """Stored events by position, read a window at a time (positions come mostly in order)."""
 
-    recorder: ApplicationRecorder
+    recorder: NotificationLog
     size: int = 500
     rows: dict[int, Notification] = field(default_factory=dict)
     low: int = 0
@@ -142,7 +143,7 @@ class _StoreWindow:
             self.low = position
             self.high = found[-1].id if found else position
         notification = self.rows.get(position)
-        if notification is None or notification.topic in INTERNAL_TOPICS:
+        if notification is None or not is_published(notification):
             return None
         return notification
 
@@ -210,7 +211,7 @@ class StreamGuard:
 
     def __init__(
         self,
-        recorder: ApplicationRecorder,
+        recorder: NotificationLog,
         nc: Client,
         *,
         metrics: Metrics | None = None,
@@ -338,7 +339,7 @@ class StreamGuard:
             after, 100, inclusive_of_start=False
         ):
             for notification in notifications:
-                if notification.topic not in INTERNAL_TOPICS:
+                if is_published(notification):
                     return notification.id
             after = notifications[-1].id
         return None

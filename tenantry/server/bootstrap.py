@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import nats
 import structlog
@@ -32,7 +32,7 @@ from tenantry.server.metrics import Metrics, sample_lag
 from tenantry.server.nats_server import NatsServer
 from tenantry.server.query_endpoint import serve_views
 from tenantry.server.store import creating_tables, event_store_env, view_store_url
-from tenantry.server.wakeups import listen_postgres, wake_on_save
+from tenantry.server.wakeups import FollowedLog, listen_postgres
 from tenantry.settings import Settings
 from workers import WORKER_KINDS, BackendConfig, run_worker
 
@@ -90,13 +90,12 @@ def _without_credentials(url: str) -> str:
 
 
 async def command_role(
-    service: TenancyService | None,
+    service: TenancyService,
     nc: Client,
     settings: Settings,
     stop: asyncio.Event,
     metrics: Metrics,
 ) -> None:
-    assert service is not None
     if settings.admins is None:
         log.warning(
             "authorization.off", reason="TENANTRY_ADMINS is unset: every actor may do anything"
@@ -132,17 +131,15 @@ async def command_role(
 
 
 async def relay_role(
-    service: TenancyService | None,
+    followed: FollowedLog,
     nc: Client,
     settings: Settings,
     stop: asyncio.Event,
     metrics: Metrics,
 ) -> None:
-    assert service is not None
-    wakeup = asyncio.Event()
-    service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
+    wakeup = followed.woken_on_save()
     relay = Relay(
-        service.recorder,
+        followed.recorder,
         nc,
         replicas=settings.stream_replicas,
         poll_interval=settings.poll_interval,
@@ -151,11 +148,11 @@ async def relay_role(
     )
     store_env = event_store_env(settings)
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(listen_postgres(service.recorder, store_env, [wakeup], stop))
+        tasks.create_task(listen_postgres(followed.recorder, store_env, [wakeup], stop))
         tasks.create_task(
             sample_lag(
                 metrics.relay_lag,
-                service.recorder.max_notification_id,
+                followed.recorder.max_notification_id,
                 lambda: relay.position,
                 stop,
             )
@@ -164,24 +161,22 @@ async def relay_role(
 
 
 async def projections_role(
-    service: TenancyService | None,
+    followed: FollowedLog,
     nc: Client,
     settings: Settings,
     stop: asyncio.Event,
     metrics: Metrics,
 ) -> None:
-    assert service is not None
     """The read models, fed from the event store, and the queries on tenantry.query.*."""
-    wakeup = asyncio.Event()  # its own: the relay clears its event, which would swallow ours
-    service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
+    wakeup = followed.woken_on_save()
     store = await asyncio.to_thread(open_view_store, settings)
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(
-                listen_postgres(service.recorder, event_store_env(settings), [wakeup], stop)
+                listen_postgres(followed.recorder, event_store_env(settings), [wakeup], stop)
             )
             await serve_views(
-                service.recorder,
+                followed.recorder,
                 store,
                 nc,
                 stop,
@@ -206,20 +201,18 @@ def open_view_store(settings: Settings) -> ViewStore:
 
 
 async def checkpoints_role(
-    service: TenancyService | None,
+    followed: FollowedLog,
     nc: Client,
     settings: Settings,
     stop: asyncio.Event,
     metrics: Metrics,
 ) -> None:
     """Signed checkpoints of the log on TENANTRY_CHECKPOINTS, and the Merkle proof queries."""
-    assert service is not None
     if settings.signing_key is None:
         raise RuntimeError("the checkpoints role needs TENANTRY_SIGNING_KEY (an Ed25519 key)")
-    wakeup = asyncio.Event()
-    service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
+    wakeup = followed.woken_on_save()
     checkpointer = Checkpointer(
-        service.recorder,
+        followed.recorder,
         nc,
         load_private_key(settings.signing_key),
         cadence=Cadence(settings.checkpoint_events, settings.checkpoint_seconds),
@@ -229,7 +222,7 @@ async def checkpoints_role(
     )
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(
-            listen_postgres(service.recorder, event_store_env(settings), [wakeup], stop)
+            listen_postgres(followed.recorder, event_store_env(settings), [wakeup], stop)
         )
         await checkpointer.run(stop)
 
@@ -255,9 +248,40 @@ def with_signing_key(settings: Settings) -> Settings:
     return dataclasses.replace(settings, signing_key=path)
 
 
+# A role as `serve` starts it: given the command application when a role of this process uses
+# the event store (`_STORE_ROLES`), else None. Each role is typed by what it needs (the command
+# role the application, the log's followers a `FollowedLog`), and adapted by `_given`.
 Role = Callable[
     [TenancyService | None, Client, Settings, asyncio.Event, Metrics], Coroutine[Any, Any, None]
 ]
+Needs = TypeVar("Needs")
+
+
+def _given(
+    needs: Callable[[TenancyService], Needs],
+    role: Callable[[Needs, Client, Settings, asyncio.Event, Metrics], Coroutine[Any, Any, None]],
+) -> Role:
+    async def run(
+        service: TenancyService | None,
+        nc: Client,
+        settings: Settings,
+        stop: asyncio.Event,
+        metrics: Metrics,
+    ) -> None:
+        if service is None:
+            raise RuntimeError("this role needs the event store, which serve() did not open")
+        await role(needs(service), nc, settings, stop, metrics)
+
+    return run
+
+
+def _followed(service: TenancyService) -> FollowedLog:
+    """The recorder and the saves of the command application the process's roles share."""
+    return FollowedLog(service.recorder, service.listeners)
+
+
+def _itself(service: TenancyService) -> TenancyService:
+    return service
 
 
 def backend_config(settings: Settings) -> BackendConfig:
@@ -298,10 +322,10 @@ def _worker_role(kind: str) -> Role:
 
 
 ROLES: dict[str, Role] = {
-    "command": command_role,
-    "relay": relay_role,
-    "projections": projections_role,
-    "checkpoints": checkpoints_role,
+    "command": _given(_itself, command_role),
+    "relay": _given(_followed, relay_role),
+    "projections": _given(_followed, projections_role),
+    "checkpoints": _given(_followed, checkpoints_role),
     **{f"worker {kind}": _worker_role(kind) for kind in WORKER_KINDS},
 }
 # The roles that work on the event store (workers only talk to the bus).

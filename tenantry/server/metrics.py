@@ -56,6 +56,12 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.chain_disagreements = Counter(
+            "tenantry_chain_disagreements",
+            "Events for which the views' chain hash differs from the stream's message at the "
+            "same position (the views and the relay read different logs)",
+            registry=r,
+        )
         self.projection_lag = Gauge(
             "tenantry_projection_lag_positions",
             "Store positions written but not yet applied to the read models",

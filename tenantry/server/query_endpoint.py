@@ -11,16 +11,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
-from eventsourcing.persistence import ApplicationRecorder
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from domain.event_log import NotificationLog
 from projections.queries import QUERIES, Answer, answer_query
 from projections.query_params import QueryParams
 from projections.runner import Progress, ProjectionRunner
 from projections.store import ViewStore
 from tenantry.audit.proofs import PROOF_QUERIES
+from tenantry.log.agreement import ChainAgreement
 from tenantry.protocol import (
     QUERY_PREFIX,
     TIMEOUT_HEADER,
@@ -286,7 +287,7 @@ async def _first_of(events: tuple[asyncio.Event, ...], within: float) -> None:
 
 
 async def serve_views(
-    recorder: ApplicationRecorder,
+    recorder: NotificationLog,
     store: ViewStore,
     nc: Client,
     stop: asyncio.Event,
@@ -295,9 +296,12 @@ async def serve_views(
     queue_group: str = "tenantry-query",
     poll_interval: float = 0.25,
     metrics: Metrics | None = None,
+    chain_check_every: float = 5.0,
 ) -> None:
     """Feed the views from `recorder` and answer queries on `nc` until `stop` is set; then stop
-    taking queries, answer those taken, and let the runner finish its batch.
+    taking queries, answer those taken, and let the runner finish its batch. Every
+    `chain_check_every` seconds the views' last event is compared with the stream's
+    (`tenantry.log.agreement`).
 
     `wakeup` is set by whoever knows the log has grown (a save in this process, a PostgreSQL
     NOTIFY); the runner also polls every `poll_interval` seconds."""
@@ -325,6 +329,8 @@ async def serve_views(
         if metrics is not None
         else None
     )
+    agreement = ChainAgreement(store, nc, metrics=metrics)
+    checking = asyncio.create_task(agreement.run(halt, every=chain_check_every))
     try:
         await endpoint.start()
         await discovery.start()
@@ -336,6 +342,10 @@ async def serve_views(
         await endpoint.stop()
         halt.set()
         await running
+        # Not awaited to its end: a look at the stream may wait for a bus that is away.
+        checking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await checking
         if sampling is not None:
             await sampling
 

@@ -5,12 +5,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 import structlog
 from eventsourcing.persistence import ApplicationRecorder
 
 log = structlog.get_logger("tenantry.server.wakeups")
+
+
+@dataclass(frozen=True)
+class FollowedLog:
+    """What the followers of the log (relay, projections, checkpoints) need of the event store:
+    its recorder, to read, and to be woken when this process saves (else they poll, and a
+    PostgreSQL NOTIFY wakes them). Not the command application: only the command role has it."""
+
+    recorder: ApplicationRecorder
+    _listeners: list[Callable[[], None]]
+
+    def woken_on_save(self) -> asyncio.Event:
+        """An event of its own, set after every save in this process (one per follower: each
+        clears its own, which would swallow another's wake-up)."""
+        wakeup = asyncio.Event()
+        self._listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
+        return wakeup
 
 
 def wake_on_save(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from domain.service import INTERNAL_TOPICS
+from domain.event_log import INTERNAL_TOPICS
 from tests.e2e.conftest import Tenantry
 
 PLATFORM = """\

@@ -10,9 +10,9 @@ from typing import Any
 from eventsourcing.utils import get_topic
 
 from domain.command_record import CommandRecord
-from domain.event_log import unchained_body
+from domain.event_log import INTERNAL_TOPICS, unchained_body
 from domain.positions import position_of
-from domain.service import INTERNAL_TOPICS, TenancyService
+from domain.service import TenancyService
 
 _RECORD_TOPIC = get_topic(CommandRecord.Handled)
 

@@ -23,8 +23,8 @@ import pytest
 from nats.aio.client import Client
 
 from domain.command_record import CommandRecord
-from domain.event_log import unchained_body
-from domain.service import INTERNAL_TOPICS, TenancyService
+from domain.event_log import INTERNAL_TOPICS, unchained_body
+from domain.service import TenancyService
 from tenantry.server.nats_server import NatsServer
 from tenantry.server.store import postgres_env
 from tests.faults.postgres_server import PostgresServer, postgres_bin

@@ -11,8 +11,7 @@ from eventsourcing.persistence import ApplicationRecorder
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
-from domain.event_log import STREAM_NAME, ZERO_HASH, chained_body, subject_of
-from domain.service import INTERNAL_TOPICS
+from domain.event_log import INTERNAL_TOPICS, STREAM_NAME, ZERO_HASH, chained_body, subject_of
 from workers.chain import ChainGuard
 
 

@@ -19,6 +19,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from domain.authorization import Authorization
 from domain.event_log import STREAM_NAME
 from domain.service import TenancyService
+from projections.runner import ProjectionRunner
 from projections.store import ViewStore
 from tenantry.audit.checkpoint import (
     generate_key_pair,
@@ -29,6 +30,7 @@ from tenantry.audit.checkpoint import (
 from tenantry.audit.checkpoints import CHECKPOINT_STREAM, Cadence, Checkpointer
 from tenantry.audit.tail import tail
 from tenantry.inboxes import inbox_options
+from tenantry.log.agreement import ChainAgreement
 from tenantry.log.relay import Relay
 from tenantry.protocol import CHECKPOINT_SUBJECT
 from tenantry.sdk.client import Client
@@ -36,6 +38,7 @@ from tenantry.server.command_endpoint import CommandEndpoint
 from tenantry.server.identity import ActorPolicy
 from tenantry.server.nats_server import NatsServer
 from tenantry.server.query_endpoint import serve_views
+from tests.integration.streams import wait_for_stream
 from workers import BackendConfig, run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -484,3 +487,29 @@ async def test_the_relay_reads_its_stream_back_and_alerts_with_its_own_rights(
     alerts = (await js.stream_info(ALERT_STREAM)).state.messages
     await relay_nc.close()
     assert alerts == 1
+
+
+async def test_the_projections_user_may_compare_the_views_chain_with_the_stream(
+    secured: SecuredBus, tmp_path: Path
+) -> None:
+    """The chain check of the projections role (`tenantry.log.agreement`) reads the stream's
+    last messages with its own user's rights, and writes nothing there."""
+    relay_nc, views_nc = await secured.connect("relay"), await secured.connect("projections")
+    stop = asyncio.Event()
+    relay = Relay(secured.service.recorder, relay_nc, poll_interval=0.05)
+    task = asyncio.create_task(relay.run(stop))
+    await wait_for_stream(relay_nc.jetstream(), secured.service.recorder)
+    stop.set()
+    await task
+    store = ViewStore.from_url(f"sqlite:///{tmp_path / 'views.sqlite'}")
+    store.create_tables()
+    ProjectionRunner(secured.service.recorder, store).catch_up()
+    agreement = ChainAgreement(store, views_nc)
+    assert await agreement.check() is None
+    assert agreement.compared == 1
+    assert await _permission_errors(views_nc, 0) == []
+    await views_nc.publish("tenantry.evt.team.created", b"{}")
+    assert len(await _permission_errors(views_nc, 1)) == 1  # it may not publish events
+    store.close()
+    await views_nc.close()
+    await relay_nc.close()

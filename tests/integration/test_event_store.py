@@ -13,7 +13,8 @@ from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.environment import Environment
 from domain.errors import AlreadyExists, DomainError
-from domain.service import INTERNAL_TOPICS, TenancyService
+from domain.event_log import INTERNAL_TOPICS
+from domain.service import TenancyService
 from tenantry.protocol import CommandReply
 from tenantry.server.store import event_store_env, postgres_env
 from tenantry.settings import Settings

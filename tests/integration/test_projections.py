@@ -17,8 +17,8 @@ from eventsourcing.persistence import StoredEvent
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS
-from domain.event_log import ZERO_HASH, chained_body
-from domain.service import INTERNAL_TOPICS, TenancyService
+from domain.event_log import INTERNAL_TOPICS, ZERO_HASH, chained_body
+from domain.service import TenancyService
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner, rebuild
 from projections.store import Tracking, ViewStore

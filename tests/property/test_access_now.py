@@ -35,9 +35,9 @@ from domain.authorization import Authorization
 from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.errors import DomainError, Forbidden, PreconditionFailed
-from domain.event_log import unchained_body
+from domain.event_log import INTERNAL_TOPICS, unchained_body
 from domain.names import ROLE_RANK
-from domain.service import INTERNAL_TOPICS, TenancyService
+from domain.service import TenancyService
 from projections.queries import QUERIES, answer
 from projections.query_params import QueryParams
 from projections.replay import Replay, access_in_force

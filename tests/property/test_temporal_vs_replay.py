@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.errors import DomainError
-from domain.event_log import ZERO_HASH, chained_body
-from domain.service import INTERNAL_TOPICS, TenancyService
+from domain.event_log import INTERNAL_TOPICS, ZERO_HASH, chained_body
+from domain.service import TenancyService
 from projections.queries import QUERIES, answer
 from projections.replay import Replay, access_in_force
 from projections.runner import ProjectionRunner

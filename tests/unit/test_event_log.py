@@ -43,3 +43,35 @@ def test_canonical_json_is_byte_for_byte_the_definition(value: object) -> None:
             canonical_json(value)
         return
     assert canonical_json(value) == expected
+
+
+def test_every_bookkeeping_record_is_left_out_of_the_published_log() -> None:
+    """A command's or an apply's record and the seed marker are bookkeeping: never published,
+    never projected. A new record class must be added to INTERNAL_TOPICS (this fails until it
+    is): an apply's record was once published to the stream as if it were a fact."""
+    import inspect
+
+    from eventsourcing.utils import get_topic
+
+    from domain import command_record, seeding
+    from domain.base import Aggregate
+    from domain.event_log import INTERNAL_TOPICS
+
+    records = [
+        cls
+        for module in (command_record, seeding)
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, Aggregate) and cls is not Aggregate and cls.__module__ == module.__name__
+    ]
+    assert {cls.__name__ for cls in records} >= {"CommandRecord", "ApplyRecord", "Seed"}
+    events = {
+        get_topic(attr)
+        for cls in records
+        for name, attr in vars(cls).items()
+        # Event and Created are the library's own defaults, which these records never trigger.
+        if name not in ("Event", "Created")
+        and inspect.isclass(attr)
+        and issubclass(attr, Aggregate.Event)
+    }
+    assert len(events) >= 3
+    assert events <= INTERNAL_TOPICS
