@@ -24,7 +24,7 @@ from tenantry.server.nats_server import NatsServer
 from tenantry.server.store import event_store_env
 
 
-def _fill(service: TenancyService, commands: int, group: int = 64) -> None:
+def fill(service: TenancyService, commands: int, group: int = 64) -> None:
     """Set-up, not measured: grouped like concurrent commands, so that it is quick."""
     service.seed_default_environments()
     for start in range(0, commands, group):
@@ -75,7 +75,7 @@ def measure(scenario: str, commands: int, store: Store, *, floor: float) -> Resu
         folder = Path(tmp)
         service = TenancyService(event_store_env(settings))
         try:
-            _fill(service, commands)
+            fill(service, commands)
             payloads = []
             prev = ZERO_HASH
             for n in service.recorder.select_notifications(None, 10_000_000):
