@@ -178,14 +178,12 @@ class Relay:
         while not stop.is_set():
             try:
                 if ahead is None:
-                    ahead = asyncio.create_task(asyncio.to_thread(self._prepare, cursor, tail))
+                    ahead = self._read_ahead(cursor, tail)
                 last_id, batches, next_tail = await ahead
                 ahead = None
                 if last_id is not None:
                     # Read on while this page is published, as if it lands (else dropped).
-                    ahead = asyncio.create_task(
-                        asyncio.to_thread(self._prepare, last_id, next_tail)
-                    )
+                    ahead = self._read_ahead(last_id, next_tail)
                 await self._publish(batches)
                 tail = next_tail
                 if last_id is not None:
@@ -225,11 +223,19 @@ class Relay:
                 tail = resynced
                 cursor = tail.position
                 continue
-            self.wakeup.clear()
+            # Nothing more was there when last read: until a commit (or the poll interval).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
                     await _first_of(self.wakeup, stop)
         await _dropped(ahead)
+
+    def _read_ahead(
+        self, cursor: int, tail: Tail
+    ) -> asyncio.Task[tuple[int | None, list[Batch], Tail]]:
+        """The page after `cursor`, read in a worker thread. The wake-up is cleared before
+        the read starts, so a commit after it (the read may miss it) keeps it set."""
+        self.wakeup.clear()
+        return asyncio.create_task(asyncio.to_thread(self._prepare, cursor, tail))
 
     async def _publish(self, batches: list[Batch]) -> None:
         """Send `batches` and wait for their acks. Atomic batches go one at a time: the

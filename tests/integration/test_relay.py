@@ -4,6 +4,7 @@ after SIGKILL; a second relay can't interleave; wakes on commit, not on its poll
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -21,6 +22,7 @@ from nats.js import JetStreamContext
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS
+from domain.event_log import SUBJECT_PREFIX
 from domain.service import TenancyService
 from tenantry.log.relay import Relay
 from tenantry.server.nats_server import NatsServer
@@ -175,6 +177,28 @@ async def test_a_commit_wakes_the_relay_before_its_poll_interval(
         await listener
     assert_stream_matches_store(messages, reader.recorder)
     reader.close()
+
+
+async def test_commits_made_while_the_relay_publishes_wake_it_every_time(
+    service: TenancyService, nc: Client, js: JetStreamContext
+) -> None:
+    """Each command is committed the moment its predecessor's event passes on the bus, while
+    the relay is still publishing (awaiting the ack, its next read already done): with a 60 s
+    poll, a wake-up lost there shows as an event that does not come."""
+    wakeup = asyncio.Event()
+    service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
+    relay = Relay(service.recorder, nc, wakeup=wakeup, poll_interval=60.0)
+    stop, task = await _running(relay)
+    await wait_for_stream(js, service.recorder, timeout=10)  # the seeded environments
+    passing = await nc.subscribe(SUBJECT_PREFIX + ">")
+    for i in range(30):
+        await asyncio.to_thread(_command, service, i)
+        last = service.recorder.max_notification_id()
+        while json.loads((await passing.next_msg(timeout=10)).data)["position"] < last - 1:
+            pass
+    stop.set()
+    await task
+    assert_stream_matches_store(await read_stream(js), service.recorder)
 
 
 async def _until_resumed(log: Path, lifetimes: int, relay: subprocess.Popen[bytes]) -> None:
