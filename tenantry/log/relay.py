@@ -174,15 +174,18 @@ class Relay:
         self.position = tail.position
         log.info("relay.resumed", position=tail.position)
         cursor = tail.position
-        ahead: asyncio.Task[tuple[int | None, list[Batch], Tail]] | None = None
+        ahead: asyncio.Task[tuple[int | None, list[Batch], Tail, bool]] | None = None
         while not stop.is_set():
             try:
                 if ahead is None:
                     ahead = self._read_ahead(cursor, tail)
-                last_id, batches, next_tail = await ahead
+                last_id, batches, next_tail, full = await ahead
                 ahead = None
-                if last_id is not None:
-                    # Read on while this page is published, as if it lands (else dropped).
+                if full:
+                    # A backlog: read on while this page is published, as if it lands (else
+                    # dropped). Not when caught up: a read then would only compete with the
+                    # publish for the interpreter, adding to the latency of a single event.
+                    assert last_id is not None
                     ahead = self._read_ahead(last_id, next_tail)
                 await self._publish(batches)
                 tail = next_tail
@@ -231,7 +234,7 @@ class Relay:
 
     def _read_ahead(
         self, cursor: int, tail: Tail
-    ) -> asyncio.Task[tuple[int | None, list[Batch], Tail]]:
+    ) -> asyncio.Task[tuple[int | None, list[Batch], Tail, bool]]:
         """The page after `cursor`, read in a worker thread. The wake-up is cleared before
         the read starts, so a commit after it (the read may miss it) keeps it set."""
         self.wakeup.clear()
@@ -292,9 +295,10 @@ class Relay:
                 log.warning("relay.resync_failed", error=f"{type(exc).__name__}: {exc}")
             pause = min(max(pause * 2, 0.1), 5.0)  # a server away for long: ask less often
 
-    def _prepare(self, cursor: int, tail: Tail) -> tuple[int | None, list[Batch], Tail]:
+    def _prepare(self, cursor: int, tail: Tail) -> tuple[int | None, list[Batch], Tail, bool]:
         """Read the next page after `cursor` and build its batches (in a worker thread, so
-        the event loop keeps receiving acks meanwhile). The returned tail assumes they land."""
+        the event loop keeps receiving acks meanwhile). The returned tail assumes they land;
+        the flag says whether the page was full (more may be waiting)."""
         notifications = self._recorder.select_notifications(
             cursor, self._batch_size, inclusive_of_start=False
         )
@@ -307,15 +311,16 @@ class Relay:
             position = notification.id
             events.append(Chained(SUBJECT_PREFIX + type_, payload, position))
         last_id = notifications[-1].id if notifications else None
+        full = len(notifications) == self._batch_size
         if not events:
             # Nothing to send: the tail stays as it is (with its sequence, if a check gave one).
-            return last_id, [], tail
+            return last_id, [], tail, full
         if self._atomic:
             assert tail.seq is not None  # every check gives it, and every batch advances it
             batches = atomic_batches(events, tail.seq)
-            return last_id, batches, Tail(position, prev_hash, tail.seq + len(events))
+            return last_id, batches, Tail(position, prev_hash, tail.seq + len(events)), full
         batches = conditional_messages(events, tail.position, tail.seq)
-        return last_id, batches, Tail(position, prev_hash)
+        return last_id, batches, Tail(position, prev_hash), full
 
     async def _settle(self, acks: list[asyncio.Future[int]], sent_on: int) -> None:
         """Wait for the acks of publishes sent on connection `sent_on`. Once the connection
