@@ -187,7 +187,7 @@ class Relay:
                     # publish for the interpreter, adding to the latency of a single event.
                     assert last_id is not None
                     ahead = self._read_ahead(last_id, next_tail)
-                await self._publish(batches)
+                await self._publish(batches, last_id)
                 tail = next_tail
                 if last_id is not None:
                     cursor = self.position = last_id
@@ -240,18 +240,25 @@ class Relay:
         self.wakeup.clear()
         return asyncio.create_task(asyncio.to_thread(self._prepare, cursor, tail))
 
-    async def _publish(self, batches: list[Batch]) -> None:
+    async def _publish(self, batches: list[Batch], last_id: int | None) -> None:
         """Send `batches` and wait for their acks. Atomic batches go one at a time: the
         next one's condition (the stream's last sequence) holds only if this one landed, and
         a sequence can't say whose message is there. Conditional messages, each expecting
-        the id before it, are all sent at once and their acks awaited together."""
+        the id before it, are all sent at once and their acks awaited together. `position`
+        is the page's end (`last_id`) once all of it is sent, before its last acks come."""
         if self._atomic:
-            for batch in batches:
+            for n, batch in enumerate(batches, 1):
                 sent_on = self._connection()
-                await self._settle([await self._pipeline.send(batch)], sent_on)
+                ack = await self._pipeline.send(batch)
+                if n == len(batches) and last_id is not None:
+                    self.position = last_id
+                await self._settle([ack], sent_on)
             return
         sent_on = self._connection()
-        await self._settle([await self._pipeline.send(batch) for batch in batches], sent_on)
+        acks = [await self._pipeline.send(batch) for batch in batches]
+        if last_id is not None:
+            self.position = last_id
+        await self._settle(acks, sent_on)
 
     def _connection(self) -> int:
         """Which connection this is: nats-py counts the reconnects."""
