@@ -25,7 +25,7 @@ from domain.commands import COMMANDS
 from domain.event_log import SUBJECT_PREFIX
 from domain.service import TenancyService
 from tenantry.log.relay import Relay
-from tenantry.server.nats_server import NatsServer
+from tenantry.server.nats_server import NatsServer, free_port
 from tenantry.server.store import event_store_env, postgres_env
 from tenantry.server.wakeups import listen_postgres, wake_on_save
 from tenantry.settings import Settings
@@ -219,6 +219,8 @@ def _start_relay_process(
         "TENANTRY_NATS_URL": url,
         "TENANTRY_POLL_INTERVAL": "0.05",
         "TENANTRY_LOG_FORMAT": "json",
+        # Its own: the default port may be held by anything else running on the machine.
+        "TENANTRY_METRICS_PORT": str(free_port()),
     }
     if store_env["PERSISTENCE_MODULE"].endswith("postgres"):
         env["TENANTRY_DATABASE_URL"] = os.environ.get("_TENANTRY_TEST_PG_URL", "")
