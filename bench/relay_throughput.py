@@ -1,6 +1,7 @@
 """Events per second from the store to JetStream, against nats-py publishing the same payloads
-to a stream, pipelined, in the same run. The store is SQLite here, PostgreSQL in
-`relay_throughput_postgres` (the baseline does not read a store: it is the bus's own pace)."""
+to a stream, pipelined (`publish_async`, 4,000 acks pending), in the same run. The store is
+SQLite here, PostgreSQL in `relay_throughput_postgres` (the baseline does not read a store: it
+is the bus's own pace). Floors and goals are issue 17's: 0.8 and 1.2 here."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from tenantry.server.nats_server import NatsServer
 from tenantry.server.store import event_store_env
 
 
-def _fill(service: TenancyService, commands: int, group: int = 64) -> None:
+def fill(service: TenancyService, commands: int, group: int = 64) -> None:
     """Set-up, not measured: grouped like concurrent commands, so that it is quick."""
     service.seed_default_environments()
     for start in range(0, commands, group):
@@ -58,7 +59,7 @@ async def _baseline(url: str, payloads: list[tuple[str, bytes]]) -> float:
 
 async def _product(url: str, service: TenancyService, events: int) -> float:
     nc = await nats.connect(url)
-    relay = Relay(service.recorder, nc, batch_size=1000, poll_interval=0.01)
+    relay = Relay(service.recorder, nc, poll_interval=0.01)  # its production page size
     stop = asyncio.Event()
     await relay.ensure_stream()  # like the baseline's add_stream: set-up, not throughput
     with stopwatch() as elapsed:
@@ -74,7 +75,7 @@ async def _product(url: str, service: TenancyService, events: int) -> float:
 
 
 def run(quick: bool) -> Result:
-    return measure("relay_throughput", 2000 if quick else 20000, sqlite, floor=0.5)
+    return measure("relay_throughput", 2000 if quick else 20000, sqlite, floor=0.8)
 
 
 def measure(scenario: str, commands: int, store: Store, *, floor: float) -> Result:
@@ -82,7 +83,7 @@ def measure(scenario: str, commands: int, store: Store, *, floor: float) -> Resu
         folder = Path(tmp)
         service = TenancyService(event_store_env(settings))
         try:
-            _fill(service, commands)
+            fill(service, commands)
             payloads = []
             prev = ZERO_HASH
             for n in service.recorder.select_notifications(None, 10_000_000):
@@ -107,6 +108,6 @@ def measure(scenario: str, commands: int, store: Store, *, floor: float) -> Resu
         statistics.median(raws),
         "events/s",
         floor,
-        0.9,
+        1.2,
         {"events": len(payloads), "rounds": 3},
     )

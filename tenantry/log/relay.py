@@ -1,9 +1,10 @@
 """The relay: publishes every stored event, in store order and exactly once, to JetStream.
 
 It resumes from the stream itself (the last message carries its position and hash), so a crash
-at any moment neither skips nor re-publishes; every publish is conditional on the previous one
-(`Nats-Expected-Last-Msg-Id`), so a second relay can't interleave: it gets refused, re-reads the
-stream's tail and carries on from there.
+at any moment neither skips nor re-publishes; it publishes a page of the store at a time as
+atomic batches, each conditional on the stream's last sequence (`tenantry.log.batches`), so a
+second relay can't interleave: it gets refused, re-reads the stream's tail and carries on from
+there.
 
 Where it resumes is decided by `tenantry.log.stream_check`, which checks the stream against the
 store on start, after every refusal and every `check_interval` seconds: after the last message of
@@ -15,17 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 import structlog
 from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import StorageType, StreamConfig
-from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from domain.event_log import (
     STREAM_NAME,
@@ -35,11 +35,19 @@ from domain.event_log import (
     read_batch,
     subject_of,
 )
+from tenantry.log.batches import (
+    Batch,
+    Chained,
+    Pipeline,
+    atomic_batches,
+    conditional_messages,
+)
 from tenantry.log.jetstream import ensure_stream
-from tenantry.log.stream_check import Resume, StreamGuard, msg_id
+from tenantry.log.stream_check import Resume, StreamGuard
 from tenantry.server.metrics import Metrics
 
 log = structlog.get_logger("tenantry.log.relay")
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -60,7 +68,7 @@ class Relay:
         nc: Client,
         *,
         replicas: int = 1,
-        batch_size: int = 500,
+        batch_size: int = 4000,
         poll_interval: float = 0.25,
         wakeup: asyncio.Event | None = None,
         metrics: Metrics | None = None,
@@ -71,7 +79,9 @@ class Relay:
         self._ack_timeout = ack_timeout
         self._nc = nc
         self._js = nc.jetstream()
-        self._pipeline = _Pipeline(nc)
+        self._pipeline = Pipeline(nc)
+        # Whether the stream takes atomic batches (nats-server ≥ 2.12): known once it is made.
+        self._atomic = False
         self._replicas = replicas
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -98,11 +108,18 @@ class Relay:
             num_replicas=self._replicas,
             duplicate_window=duplicate_window,
             description="Tenantry: every stored event, in store order, hash-chained",
+            allow_atomic=True,
         )
 
     async def ensure_stream(self) -> None:
         if await ensure_stream(self._js, self._stream_config()):
             log.info("relay.stream_created", stream=STREAM_NAME, replicas=self._replicas)
+        # A server older than 2.12 drops `allow_atomic` from the configuration it keeps (and
+        # would ignore the batch headers): publish one conditional message at a time there.
+        info = await self._js.stream_info(STREAM_NAME)
+        self._atomic = bool(info.config.allow_atomic)
+        if not self._atomic:
+            log.warning("relay.no_atomic_batches", stream=STREAM_NAME)
 
     async def tail(self) -> Tail:
         """Where publishing resumes: after the stream's intact chain (see `stream_check`)."""
@@ -146,9 +163,9 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set; wake on `wakeup` or every poll interval.
 
-        Batches are double-buffered: the next batch is read and sent while the acks of the
-        previous one are awaited. Every publish is conditional on the one before it, so a
-        refusal anywhere refuses everything after it too, and the relay re-reads the tail."""
+        The next page is read (in a worker thread) while the one before it is published.
+        Every batch is conditional on the one before it, so a refusal anywhere refuses
+        everything after it too, and the relay re-reads the tail."""
         self._stop = stop
         started = await self._start(stop)
         if started is None:
@@ -158,33 +175,39 @@ class Relay:
         self.position = tail.position
         log.info("relay.resumed", position=tail.position)
         cursor = tail.position
-        unacked: list[asyncio.Future[None]] = []
-        sent: list[asyncio.Future[None]] = []
-        unacked_on = 0  # the connection (its reconnect count) the unacked batch went out on
+        ahead: asyncio.Task[tuple[int | None, list[Batch], Tail, bool]] | None = None
         while not stop.is_set():
             try:
-                last_id, messages, next_tail = await asyncio.to_thread(self._prepare, cursor, tail)
-                sent_on = self._connection()
-                sent = [await self._pipeline.publish(*message) for message in messages]
+                if ahead is None:
+                    ahead = self._read_ahead(cursor, tail)
+                last_id, batches, next_tail, full = await ahead
+                ahead = None
+                if full:
+                    # A backlog: read on while this page is published, as if it lands (else
+                    # dropped). Not when caught up: a read then would only compete with the
+                    # publish for the interpreter, adding to the latency of a single event.
+                    assert last_id is not None
+                    ahead = self._read_ahead(last_id, next_tail)
+                await self._publish(batches, last_id)
                 tail = next_tail
-                await self._settle(unacked, unacked_on)
-                unacked, unacked_on, sent = sent, sent_on, []
                 if last_id is not None:
                     cursor = self.position = last_id
                     if time.monotonic() < self._next_check:
                         continue
-                await self._settle(unacked, unacked_on)
-                unacked = []
                 healed = await self._audit_if_due()
                 if healed is not None:
+                    await _dropped(ahead)
+                    ahead = None
                     tail, cursor = healed, healed.position
                     self.position = cursor
                     continue
                 if last_id is not None:
                     continue
             except PersistenceError as exc:
-                # The store can't be read (its database is restarting): nothing of this batch
+                # The store can't be read (its database is restarting): nothing of this page
                 # was sent; read again after a pause.
+                await _dropped(ahead)
+                ahead = None
                 log.warning("relay.store_failed", error=f"{type(exc).__name__}: {exc}")
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(self._poll_interval, 1.0)):
@@ -194,29 +217,49 @@ class Relay:
                 # Someone else published (a second relay), the server hiccuped, or the
                 # connection dropped (nats-server restarted): the stream is the truth, read
                 # where it stands (as soon as the server answers) and go on from there.
-                log.warning("relay.resync", error=f"{type(exc).__name__}: {exc}")
                 self._pipeline.forget()
-                for future in (*unacked, *sent):
-                    # Their refusals are known (one is enough): retrieved, so that asyncio
-                    # does not log each as an exception never retrieved.
-                    if future.done() and not future.cancelled():
-                        future.exception()
-                unacked, sent = [], []
+                await _dropped(ahead)
+                ahead = None
+                log.warning("relay.resync", error=f"{type(exc).__name__}: {exc}")
                 resynced = await self._resync(stop)
                 if resynced is None:
                     break
                 tail = resynced
                 cursor = tail.position
                 continue
-            self.wakeup.clear()
+            # Nothing more was there when last read: until a commit (or the poll interval).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
                     await _first_of(self.wakeup, stop)
-        try:
-            await self._settle(unacked, unacked_on)
-        except (APIError, TimeoutError, ConnectionError, NatsError) as exc:
-            # Stopping anyway: the next relay resumes from the stream's tail, whatever landed.
-            log.warning("relay.unsettled", error=f"{type(exc).__name__}: {exc}")
+        await _dropped(ahead)
+
+    def _read_ahead(
+        self, cursor: int, tail: Tail
+    ) -> asyncio.Task[tuple[int | None, list[Batch], Tail, bool]]:
+        """The page after `cursor`, read in a worker thread. The wake-up is cleared before
+        the read starts, so a commit after it (the read may miss it) keeps it set."""
+        self.wakeup.clear()
+        return asyncio.create_task(asyncio.to_thread(self._prepare, cursor, tail))
+
+    async def _publish(self, batches: list[Batch], last_id: int | None) -> None:
+        """Send `batches` and wait for their acks. Atomic batches go one at a time: the
+        next one's condition (the stream's last sequence) holds only if this one landed, and
+        a sequence can't say whose message is there. Conditional messages, each expecting
+        the id before it, are all sent at once and their acks awaited together. `position`
+        is the page's end (`last_id`) once all of it is sent, before its last acks come."""
+        if self._atomic:
+            for n, batch in enumerate(batches, 1):
+                sent_on = self._connection()
+                ack = await self._pipeline.send(batch)
+                if n == len(batches) and last_id is not None:
+                    self.position = last_id
+                await self._settle([ack], sent_on)
+            return
+        sent_on = self._connection()
+        acks = [await self._pipeline.send(batch) for batch in batches]
+        if last_id is not None:
+            self.position = last_id
+        await self._settle(acks, sent_on)
 
     def _connection(self) -> int:
         """Which connection this is: nats-py counts the reconnects."""
@@ -260,37 +303,32 @@ class Relay:
                 log.warning("relay.resync_failed", error=f"{type(exc).__name__}: {exc}")
             pause = min(max(pause * 2, 0.1), 5.0)  # a server away for long: ask less often
 
-    def _prepare(
-        self, cursor: int, tail: Tail
-    ) -> tuple[int | None, list[tuple[str, bytes, dict[str, str]]], Tail]:
-        """Read the next batch after `cursor` and build its messages (in a worker thread, so
-        the event loop keeps receiving acks meanwhile). The returned tail assumes they land."""
-        batch = read_batch(self._recorder, cursor, tail.hash, self._batch_size)
-        messages = []
-        position = tail.position
-        for event in batch.events:
-            headers = {"Nats-Msg-Id": msg_id(event.body["position"])}
-            if tail.seq is not None and position == tail.position:
-                # The first publish after a check: right after the stream's last message,
-                # whatever it is (a forged one has no id of ours to expect).
-                headers["Nats-Expected-Last-Sequence"] = str(tail.seq)
-            elif position:
-                headers["Nats-Expected-Last-Msg-Id"] = msg_id(position)
-            else:
-                headers["Nats-Expected-Last-Sequence"] = "0"
-            messages.append((subject_of(event.body), event.payload, headers))
-            position = event.body["position"]
-        last_id = batch.position if batch.read else None
-        # Nothing to send: the tail stays as it is (with its sequence, if a check gave one).
-        return last_id, messages, Tail(position, batch.hash) if messages else tail
+    def _prepare(self, cursor: int, tail: Tail) -> tuple[int | None, list[Batch], Tail, bool]:
+        """Read the next page after `cursor` and build its batches (in a worker thread, so
+        the event loop keeps receiving acks meanwhile). The returned tail assumes they land;
+        the flag says whether the page was full (more may be waiting)."""
+        page = read_batch(self._recorder, cursor, tail.hash, self._batch_size)
+        events = [Chained(subject_of(e.body), e.payload, e.body["position"]) for e in page.events]
+        last_id = page.position if page.read else None
+        full = page.read == self._batch_size
+        if not events:
+            # Nothing to send: the tail stays as it is (with its sequence, if a check gave one).
+            return last_id, [], tail, full
+        position = events[-1].position
+        if self._atomic:
+            assert tail.seq is not None  # every check gives it, and every batch advances it
+            batches = atomic_batches(events, tail.seq)
+            return last_id, batches, Tail(position, page.hash, tail.seq + len(events)), full
+        batches = conditional_messages(events, tail.position, tail.seq)
+        return last_id, batches, Tail(position, page.hash), full
 
-    async def _settle(self, acks: list[asyncio.Future[None]], sent_on: int) -> None:
+    async def _settle(self, acks: list[asyncio.Future[int]], sent_on: int) -> None:
         """Wait for the acks of publishes sent on connection `sent_on`. Once the connection
         has dropped and come back, the acks still missing will never come (nor maybe their
         messages): that is a ConnectionError, not a wait for the whole ack timeout."""
         if not acks:
             return
-        pending: set[asyncio.Future[None]] = set(acks)
+        pending: set[asyncio.Future[int]] = set(acks)
         async with asyncio.timeout(self._ack_timeout):
             while pending:
                 _, pending = await asyncio.wait(pending, timeout=0.25)
@@ -302,14 +340,22 @@ class Relay:
         results = [f.exception() or f.result() for f in acks]
         refused = [r for r in results if isinstance(r, BaseException)]
         # Those stored count, also before a refusal (a second relay may have taken over in
-        # the middle of a batch: its first publish refused, the next ones its own).
-        stored = len(acks) - len(refused)
+        # the middle of a page: its first batch refused, the next ones its own).
+        stored = sum(r for r in results if isinstance(r, int))
         self.published += stored
         if self._metrics is not None:
             self._metrics.relay_published.inc(stored)
         if refused:
             raise refused[0]  # resync: the stream is read again
-        log.debug("relay.published", events=len(acks))
+        log.debug("relay.published", events=stored, batches=len(acks))
+
+
+async def _dropped(task: asyncio.Task[_T] | None) -> None:
+    """Until `task` (a page read ahead that won't be published) has ended, its error retrieved."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
 
 
 async def _first_of(*events: asyncio.Event) -> None:
@@ -319,66 +365,3 @@ async def _first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-class _Pipeline:
-    """Pipelined JetStream publishes: many in flight, acks matched by reply subject.
-
-    nats-py's own `publish_async` leaves the future unresolved forever when the server answers
-    with a 400 error (its error handler raises instead of setting the exception), and a refused
-    conditional publish is exactly the answer a relay must be able to see."""
-
-    def __init__(self, nc: Client) -> None:
-        self._nc = nc
-        self._prefix = ""
-        self._futures: dict[str, asyncio.Future[None]] = {}
-        self._counter = 0
-
-    async def publish(
-        self, subject: str, payload: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[None]:
-        if not self._prefix:
-            self._prefix = self._nc.new_inbox() + "."
-            await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
-        self._counter += 1
-        token = str(self._counter)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._futures[token] = future
-        await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
-        return future
-
-    def forget(self) -> None:
-        """Cancel the publishes whose acks are no longer awaited (the relay resyncs)."""
-        for future in self._futures.values():
-            future.cancel()
-        self._futures.clear()
-
-    async def _on_ack(self, msg: Msg) -> None:
-        future = self._futures.pop(msg.subject.rsplit(".", 1)[-1], None)
-        if future is None or future.done():
-            return
-        if msg.headers and msg.headers.get("Status") == "503":
-            future.set_exception(NoStreamResponseError())
-            return
-        if b'"duplicate"' in msg.data and b'"error"' not in msg.data:
-            # Not stored: the server remembered the id. A second relay published it first,
-            # or a healed event's id was still in the window: read the stream again.
-            future.set_exception(
-                APIError(code=409, description="the stream dropped it as a duplicate")
-            )
-            return
-        if b'"error"' not in msg.data:  # the usual answer, {"stream": …, "seq": …}: stored
-            future.set_result(None)
-            return
-        answer = json.loads(msg.data)
-        if "error" in answer:
-            error = answer["error"]
-            future.set_exception(
-                APIError(
-                    code=error.get("code"),
-                    err_code=error.get("err_code"),
-                    description=error.get("description"),
-                )
-            )
-        else:
-            future.set_result(None)

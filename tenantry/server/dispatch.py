@@ -133,7 +133,9 @@ class FairDispatch:
         self._queued = 0
         self._queues: dict[str, deque[Request]] = {}
         self._turns: deque[str] = deque()  # requesters with queued requests, in turn order
-        self._ready = asyncio.Event()
+        # One permit per request queued: it wakes one idle worker, not all `limit` of them
+        # (an Event set for every request woke every worker, each to find nothing but one).
+        self._ready = asyncio.Semaphore(0)
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -164,7 +166,7 @@ class FairDispatch:
             return
         queue.append(request)
         self._queued += 1
-        self._ready.set()
+        self._ready.release()
 
     def _next(self) -> Request | None:
         while self._turns:
@@ -186,8 +188,7 @@ class FairDispatch:
         while not self._stopping:
             request = self._next()
             if request is None:
-                self._ready.clear()
-                await self._ready.wait()
+                await self._ready.acquire()
                 continue
             try:
                 await self._handle(request)
@@ -202,7 +203,8 @@ class FairDispatch:
         self._turns.clear()
         self._queued = 0
         self._stopping = True
-        self._ready.set()
+        for _ in self._workers:
+            self._ready.release()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
         if dropped:
