@@ -173,7 +173,8 @@ _MEMBERS = Raw(
     .order_by(_holders.member)
 )
 _INSERT_HOLDER = Raw(
-    insert(t.access_holders), ("holder", "member", "from_position", "from_at", "added_by")
+    insert(t.access_holders),
+    ("holder", "member", "from_position", "from_at", "added_by", "added_event", "added_reason"),
 )
 _END_HOLDER = Raw(
     update(t.access_holders).where(
@@ -181,7 +182,7 @@ _END_HOLDER = Raw(
         _holders.member == bindparam("w_member"),
         _holder_open,
     ),
-    ("to_at", "to_position", "removed_by"),
+    ("to_at", "to_position", "removed_by", "removed_event", "removed_reason"),
 )
 
 
@@ -264,6 +265,8 @@ def _join(batch: _Batch, change: _Change, holder: str, member: str) -> None:
             "from_position": change.position,
             "from_at": change.at,
             "added_by": change.actor,
+            "added_event": change.event,
+            "added_reason": change.reason,
         },
     )
     for row in batch.rows(_GRANTS_OF, {"w_subject": holder}):
@@ -272,7 +275,13 @@ def _join(batch: _Batch, change: _Change, holder: str, member: str) -> None:
 
 
 def _leave(batch: _Batch, change: _Change, holder: str, member: str) -> None:
-    ended = {"to_at": change.at, "to_position": change.position, "removed_by": change.actor}
+    ended = {
+        "to_at": change.at,
+        "to_position": change.position,
+        "removed_by": change.actor,
+        "removed_event": change.event,
+        "removed_reason": change.reason,
+    }
     _END_HOLDER.run(batch.conn, {"w_holder": holder, "w_member": member, **ended})
     batch.end(_END_HOLDING, {"w_subject": member, "w_via": holder}, change)
 
@@ -300,7 +309,7 @@ class _Batch:
         # The batch's open rows by subject, by via and by repo.
         self._by: dict[str, dict[str, set[_Key]]] = {"subject": {}, "via": {}, "repo": {}}
         self._gone: set[_Key] = set()  # stored open rows ended in this batch
-        self._ended: list[dict[str, Any]] = []
+        self._ended: list[dict[str, Any]] = []  # direct rows ended, whole
 
     def begin(
         self,
@@ -318,14 +327,14 @@ class _Batch:
         if key in self._opened:  # begun earlier in this batch
             earlier = self._forget(key)
             previous_role = earlier["role"]
-            self._ended.append({**earlier, **ending})
+            self._keep({**earlier, **ending})
         elif key not in self._gone:
             where = {"w_subject": subject, "w_via": via, "w_repo": repo}
             for values in _END_ROW.stored.run(self.conn, where):
                 stored = dict(zip(_OPEN_COLUMNS, values, strict=True))
                 previous_role = stored["role"]
                 self._gone.add(key)
-                self._ended.append({**stored, **ending})
+                self._keep({**stored, **ending})
         row = {
             "repo": repo,
             "subject": subject,
@@ -365,9 +374,15 @@ class _Batch:
             key = (row["subject"], row["via"], row["repo"])
             if key not in self._gone:
                 self._gone.add(key)
-                self._ended.append({**row, **ending})
+                self._keep({**row, **ending})
         for key in own:
-            self._ended.append({**self._forget(key), **ending})
+            self._keep({**self._forget(key), **ending})
+
+    def _keep(self, ended: dict[str, Any]) -> None:
+        """An ended row for the history table: direct ones only (a member's row through a team
+        or a workspace is derived from the holder's row and the membership when asked)."""
+        if ended["via"] == DIRECT:
+            self._ended.append(ended)
 
     def _forget(self, key: _Key) -> dict[str, Any]:
         row = self._opened.pop(key)

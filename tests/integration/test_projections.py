@@ -14,11 +14,14 @@ from typing import Any
 
 import pytest
 from eventsourcing.persistence import StoredEvent
+from sqlalchemy import select
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS
-from domain.event_log import ZERO_HASH, chained_body
+from domain.event_log import ZERO_HASH, chained_body, published
 from domain.service import INTERNAL_TOPICS, CommandResult, TenancyService
+from projections import schema
+from projections.audit import body_of
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner, rebuild
 from projections.store import Tracking, ViewStore
@@ -420,6 +423,26 @@ class ProjectionContract:
             after = page["next"]
         assert seen == expected
         assert store.tracking() == Tracking(service.recorder.max_notification_id() or 0, prev_hash)
+
+    def test_the_audit_view_gives_back_the_published_bytes_exactly(
+        self, service: TenancyService, store: ViewStore
+    ) -> None:
+        """The audit view keeps the chain's hashes as bytes, not in the body's text: the body
+        it gives back is still, byte for byte, what the relay publishes."""
+        self.send(service, WORLD)
+        ProjectionRunner(service.recorder, store).catch_up()
+        expected, prev_hash = [], ZERO_HASH
+        for notification in service.recorder.select_notifications(None, 10_000):
+            if notification.topic not in INTERNAL_TOPICS:
+                event = published(notification, prev_hash)
+                expected.append(event.payload.decode())
+                prev_hash = event.body["hash"]
+        audit = schema.audit_events.c
+        with store.snapshot() as conn:
+            rows = conn.execute(
+                select(audit.body, audit.prev_digest, audit.digest).order_by(audit.position)
+            ).all()
+        assert [body_of(*row) for row in rows] == expected
 
     def test_audit_log_filters(
         self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
