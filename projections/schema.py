@@ -246,6 +246,9 @@ access_open = Table(
     Index("ix_view_access_open_via", "via", "repo"),
     Index("ix_view_access_open_repo", "repo", "from_at"),
     Index("ix_view_access_open_from", "from_at"),
+    # On SQLite the rows are stored in their key's B-tree: every row is inserted and deleted
+    # once (a member joining a team with 25 grants begins 25), one B-tree fewer to write.
+    sqlite_with_rowid=False,
 )
 
 # Ended *direct* rows (`via` = `direct`), in the order they ended; searched by when they ended,

@@ -194,10 +194,12 @@ def _granted(batch: _Batch, body: Body, change: _Change) -> None:
     repo, subject, role = body["fqn"], body["data"]["subject"], body["data"]["role"]
     # As `repo_access` shows it: the time the grant event bears.
     grant = {"granted_at": change.occurred_at, "granted_by": change.actor, "reason": change.reason}
-    batch.begin(change, grant, repo, subject, DIRECT, role)
-    # Those who hold this subject's grants (a team's members, a workspace's applications).
+    replaced = batch.begin(change, grant, repo, subject, DIRECT, role)
+    # Those who hold this subject's grants (a team's members, a workspace's applications):
+    # a member's row through the subject exists only while the subject's own row does, so
+    # after a new grant (not a new role) there is none to look up.
     for member in _members(batch.conn, subject):
-        batch.begin(change, grant, repo, member, subject, role)
+        batch.begin(change, grant, repo, member, subject, role, fresh=not replaced)
 
 
 @_on("ml_repo.access_revoked")
@@ -271,7 +273,8 @@ def _join(batch: _Batch, change: _Change, holder: str, member: str) -> None:
     )
     for row in batch.rows(_GRANTS_OF, {"w_subject": holder}):
         given = {name: row[name] for name in ("granted_at", "granted_by", "reason")}
-        batch.begin(change, given, row["repo"], member, holder, row["role"])
+        # (No row of the member's through the holder is open: it was not a member.)
+        batch.begin(change, given, row["repo"], member, holder, row["role"], fresh=True)
 
 
 def _leave(batch: _Batch, change: _Change, holder: str, member: str) -> None:
@@ -319,8 +322,11 @@ class _Batch:
         subject: str,
         via: str,
         role: str,
-    ) -> None:
-        """A row for (repo, subject, via) from now; an open one is ended as `changed`."""
+        *,
+        fresh: bool = False,
+    ) -> bool:
+        """A row for (repo, subject, via) from now; an open one is ended as `changed` (True if
+        there was one). `fresh`: the caller knows there is none, not to be looked up."""
         key = (subject, via, repo)
         previous_role = None
         ending = change.ending("changed")
@@ -328,7 +334,7 @@ class _Batch:
             earlier = self._forget(key)
             previous_role = earlier["role"]
             self._keep({**earlier, **ending})
-        elif key not in self._gone:
+        elif not fresh and key not in self._gone:
             where = {"w_subject": subject, "w_via": via, "w_repo": repo}
             for values in _END_ROW.stored.run(self.conn, where):
                 stored = dict(zip(_OPEN_COLUMNS, values, strict=True))
@@ -352,6 +358,7 @@ class _Batch:
         self._opened[key] = row
         for name, value in (("subject", subject), ("via", via), ("repo", repo)):
             self._by[name].setdefault(value, set()).add(key)
+        return previous_role is not None
 
     def rows(self, which: _Ending, where: dict[str, Any]) -> list[dict[str, Any]]:
         """The open rows `which` selects: stored (less those ended in the batch), then the
