@@ -180,18 +180,21 @@ def refuse_old_layout(store: ViewStore) -> None:
 
 
 def rebuild(
-    recorder: ApplicationRecorder, new_store: ViewStore, *, batch_size: int = 500
+    recorder: ApplicationRecorder, new_store: ViewStore, *, batch_size: int = 2_000
 ) -> ProjectionRunner:
-    """Build every view from position zero into `new_store`, which must be empty; return its
-    runner, caught up, to keep it going."""
+    """Build every view from position zero into `new_store`, which must be empty (a store
+    beside the live one: swap it in when this returns); return its runner, caught up, to keep
+    it going. The indexes only queries read are built once, at the end."""
     new_store.create_tables()
     tracking = new_store.tracking()
     if tracking.position != 0:
         raise ValueError(
             f"rebuild needs an empty view store; this one is at position {tracking.position}"
         )
+    new_store.drop_history_indexes()
     runner = ProjectionRunner(recorder, new_store, batch_size=batch_size)
     consumed = runner.catch_up()
+    new_store.create_history_indexes()
     log.info("projection.rebuilt", notifications=consumed, position=runner.position())
     return runner
 

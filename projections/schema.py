@@ -332,3 +332,16 @@ access_clock = Table(
     Column("name", String(16), primary_key=True),
     Column("at", String(32), nullable=False),
 )
+
+
+# Indexes that only queries read, never the views as they apply events: those of the audit view,
+# of ended rows and of ended memberships. A rebuild into a fresh store drops them while it loads
+# and builds each once at the end (`projections.runner.rebuild`): one sort instead of an insert
+# at a random place per row, so that a rebuild's cost per event does not grow with the history
+# already written.
+HISTORY_INDEXES: tuple[Index, ...] = tuple(
+    index
+    for table in (audit_events, access_ended, access_holders)
+    for index in sorted(table.indexes, key=lambda index: str(index.name))
+    if table is not access_holders or str(index.name).endswith("_to")
+)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from eventsourcing.persistence import StoredEvent
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS
@@ -34,6 +34,17 @@ from tests.integration.world import ADMIN, CHANGES, WORLD, Step
 def query(store: ViewStore, query_name: str, **params: Any) -> Any:
     model = QUERIES[query_name].params.model_validate_json(json.dumps(params))
     return answer(store, query_name, model)[1]
+
+
+def _indexes(store: ViewStore) -> dict[str, set[str]]:
+    """Each view table's indexes, by name."""
+    with store.snapshot() as conn:
+        schema_name = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+        inspector = inspect(conn)
+        return {
+            table.name: {str(i["name"]) for i in inspector.get_indexes(table.name, schema_name)}
+            for table in schema.metadata.sorted_tables
+        }
 
 
 class ProjectionContract:
@@ -489,6 +500,9 @@ class ProjectionContract:
         live.catch_up()
         rebuilt = ViewStore.from_url(other_view_url)
         runner = rebuild(service.recorder, rebuilt)
+        # The indexes only queries read, dropped while it loaded, are all there again.
+        assert _indexes(rebuilt) == _indexes(store)
+        assert {i.name for i in schema.HISTORY_INDEXES} <= set().union(*_indexes(rebuilt).values())
         rebuilt.close()
         assert runner.position() == live.position() == service.recorder.max_notification_id()
         live_rows, rebuilt_rows = dump(store), dump(rebuilt)
