@@ -308,9 +308,9 @@ def measure(steps: tuple[int, ...], quick: bool) -> list[dict[str, Any]]:
         tenancy.set_up()
         grower = _Grower(service, tenancy)
         sizes = {
-            "live": 10_000 if quick else 25_000,
-            "commands": 300 if quick else 2_000,
-            "calls": 200 if quick else 500,
+            "live": 5_000 if quick else 25_000,
+            "commands": 200 if quick else 1_000,
+            "calls": 150 if quick else 300,
         }
         for step in steps:
             grower.grow_to(step)

@@ -34,10 +34,12 @@ def _apply(conn: Connection, body: dict[str, Any]) -> None:
                 "reason": data["reason"],
             },
         )
-        # The last grant owns it: one without a manager leaves it nobody's.
+        # The last grant owns it: one without a manager leaves it nobody's. (A new grant, not
+        # a new role, had no grant before it, so no manager to forget.)
         managed_by = data.get("managed_by")
         if managed_by is None:
-            _unmanage(conn, repo, data["subject"])
+            if not new_grant(data):
+                _unmanage(conn, repo, data["subject"])
         else:
             upsert(
                 conn,
@@ -51,6 +53,11 @@ def _apply(conn: Connection, body: dict[str, Any]) -> None:
         # A recreated repo starts without grants (its deletion ended them, as events, anyway).
         conn.execute(delete(t.grants).where(t.grants.c.repo == repo))
         conn.execute(delete(t.grant_managers).where(t.grant_managers.c.repo == repo))
+
+
+def new_grant(data: dict[str, Any]) -> bool:
+    """The grant event gave a role where none was held (not a new role for a holder)."""
+    return "previous_role" in data and data["previous_role"] is None
 
 
 def _unmanage(conn: Connection, repo: str, subject: str) -> None:

@@ -14,11 +14,12 @@ the history after the moment asked about, never a key's whole history."""
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, Table, and_, bindparam, func, or_, select
 
 from projections import schema as t
 from projections.effective_access import DIRECT
@@ -29,19 +30,11 @@ _REPORTED = ("repo", "subject", "role", "granted_at", "granted_by", "reason", "v
 
 def in_force(conn: Connection, moment: str, repo: str | None, subject: str | None) -> list[Row]:
     """`access_report`'s rows at `moment` (fixed-width UTC text), sorted."""
-    open_, ended = t.access_open.c, t.access_ended.c
-    # In force at T: begun by T and not ended by it. The rows still open, and those ended
-    # after T: neither search walks the rows that ended before T.
-    still_open = select(*(open_[name] for name in _REPORTED)).where(open_.from_at <= moment)
-    # (`from_at` wrapped, so that no planner searches by it: that bound is the one that walks
-    # history; with no statistics SQLite would take either.)
-    ended_after = select(*(ended[name] for name in _REPORTED)).where(
-        ended.to_at > moment, _unindexed(ended.from_at) <= moment
-    )
+    params = {"moment": moment, "repo": repo, "subject": subject}
     found = [
         dict(row._mapping)
-        for statement, table in ((still_open, t.access_open), (ended_after, t.access_ended))
-        for row in conn.execute(statement.where(*_filters(table, repo, subject)))
+        for table in ("open", "ended")
+        for row in conn.execute(_in_force(table, repo is not None, subject is not None), params)
     ]
     grants, members = _overlapping(conn, moment, moment, repo, subject)
     for grant in grants:
@@ -57,6 +50,33 @@ def in_force(conn: Connection, moment: str, repo: str | None, subject: str | Non
             )
     found.sort(key=lambda row: (row["repo"], row["subject"], row["via"]))
     return found
+
+
+@functools.cache
+def _in_force(table: str, by_repo: bool, by_subject: bool) -> Select[Any]:
+    """The rows of `table` ("open" or "ended") in force at :moment (by :repo, :subject).
+    Built once for each shape: building a statement costs as much as running it here."""
+    if table == "open":
+        # In force at T: begun by T and not ended by it. The rows still open, and those ended
+        # after T: neither search walks the rows that ended before T.
+        open_ = t.access_open.c
+        statement = select(*(open_[name] for name in _REPORTED)).where(
+            open_.from_at <= bindparam("moment")
+        )
+        columns = open_
+    else:
+        # (`from_at` wrapped, so that no planner searches by it: that bound is the one that
+        # walks history; with no statistics SQLite would take either.)
+        ended = t.access_ended.c
+        statement = select(*(ended[name] for name in _REPORTED)).where(
+            ended.to_at > bindparam("moment"), _unindexed(ended.from_at) <= bindparam("moment")
+        )
+        columns = ended
+    if by_repo:
+        statement = statement.where(columns.repo == bindparam("repo"))
+    if by_subject:
+        statement = statement.where(columns.subject == bindparam("subject"))
+    return statement
 
 
 def changes(
@@ -213,34 +233,54 @@ def _rows(
     ended), or, given `holders_table`, memberships (open and ended). Open rows are read from
     rows in force (the open table; the holders' partial indexes of open rows), ended ones by
     when they ended, from `since` on (a row ended at `since` was not in force then)."""
-    statements: list[tuple[Table, list[ColumnElement[bool]]]] = []
+    params = {
+        "since": since,
+        "until": until,
+        "repo": repo,
+        "subjects": subjects,
+        "member": member,
+        "holders": holders,
+    }
     if holders_table is None:
-        for table in (t.access_open, t.access_ended):
-            c = table.c
-            where = [c.via == DIRECT]
-            # (The ranges wrapped, as below: the ended rows are searched by when they ended.)
-            where.append(
-                c.subject.in_(subjects) if subjects is not None else _holder(_unindexed(c.subject))
-            )
-            if repo is not None:
-                where.append(c.repo == repo)
-            if table is t.access_open:
-                where.append(c.from_at <= until)
-            else:
-                where += [c.to_at > since, _unindexed(c.from_at) <= until]
-            statements.append((table, where))
+        shapes = [_grants("open", repo is not None, subjects is not None)]
+        shapes.append(_grants("ended", repo is not None, subjects is not None))
     else:
-        c = holders_table.c
-        key = c.member == member if member is not None else c.holder.in_(holders or ())
-        statements = [
-            (holders_table, [key, c.to_position.is_(None), _unindexed(c.from_at) <= until]),
-            (holders_table, [key, c.to_at > since, _unindexed(c.from_at) <= until]),
-        ]
-    return [
-        dict(row._mapping)
-        for table, where in statements
-        for row in conn.execute(select(table).where(*where))
-    ]
+        shapes = [_memberships(ended, member is not None) for ended in (False, True)]
+    return [dict(row._mapping) for statement in shapes for row in conn.execute(statement, params)]
+
+
+@functools.cache
+def _grants(table: str, by_repo: bool, by_subjects: bool) -> Select[Any]:
+    """Direct rows of teams and workspaces (:subjects, or all) in `table` ("open" or "ended")
+    in force at some moment of [:since, :until] (on :repo)."""
+    chosen = t.access_open if table == "open" else t.access_ended
+    c = chosen.c
+    where = [c.via == DIRECT]
+    # (The ranges wrapped, as below: the ended rows are searched by when they ended.)
+    if by_subjects:
+        where.append(c.subject.in_(bindparam("subjects", expanding=True)))
+    else:
+        where.append(_holder(_unindexed(c.subject)))
+    if by_repo:
+        where.append(c.repo == bindparam("repo"))
+    if chosen is t.access_open:
+        where.append(c.from_at <= bindparam("until"))
+    else:
+        where += [c.to_at > bindparam("since"), _unindexed(c.from_at) <= bindparam("until")]
+    return select(chosen).where(*where)
+
+
+@functools.cache
+def _memberships(ended: bool, by_member: bool) -> Select[Any]:
+    """Memberships (of :member, or in :holders), open or ended, in force at some moment of
+    [:since, :until]."""
+    c = t.access_holders.c
+    if by_member:
+        key = c.member == bindparam("member")
+    else:
+        key = c.holder.in_(bindparam("holders", expanding=True))
+    bound = c.to_at > bindparam("since") if ended else c.to_position.is_(None)
+    return select(t.access_holders).where(key, bound, _unindexed(c.from_at) <= bindparam("until"))
 
 
 def _holder(column: Any) -> ColumnElement[bool]:

@@ -174,6 +174,8 @@ def _workspace_status(conn: Connection, body: Body) -> None:
 
 def _failure(conn: Connection, kind: str, body: Body) -> None:
     """Keep the worker's reason while the thing is failed; forget it on any other status."""
+    if body["type"].endswith(".created"):
+        return  # a first creation: nothing to forget
     _FORGET_FAILURE.run(conn, {"w_kind": kind, "w_name": body["fqn"]})
     if body["type"].endswith("_failed"):
         detail = str(body["data"].get("detail") or "no reason given")

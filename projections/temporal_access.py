@@ -26,6 +26,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, text, upda
 
 from domain.event_log import Published
 from projections import schema as t
+from projections.access import new_grant
 from projections.audit import utc_text_of
 from projections.effective_access import DIRECT
 from projections.store import Raw
@@ -194,7 +195,9 @@ def _granted(batch: _Batch, body: Body, change: _Change) -> None:
     repo, subject, role = body["fqn"], body["data"]["subject"], body["data"]["role"]
     # As `repo_access` shows it: the time the grant event bears.
     grant = {"granted_at": change.occurred_at, "granted_by": change.actor, "reason": change.reason}
-    replaced = batch.begin(change, grant, repo, subject, DIRECT, role)
+    # A new grant (not a new role) has no row of its subject's open to end.
+    new = new_grant(body["data"])
+    replaced = batch.begin(change, grant, repo, subject, DIRECT, role, fresh=new)
     # Those who hold this subject's grants (a team's members, a workspace's applications):
     # a member's row through the subject exists only while the subject's own row does, so
     # after a new grant (not a new role) there is none to look up.
