@@ -1,6 +1,13 @@
-"""The temporal access view: every way a subject held a role on an ML repo, as an interval in
+"""The temporal access view (one file past 400 lines: its handlers and the batch writing their
+rows share private statements): every way a subject held a role on an ML repo, as an interval in
 time with who began and ended it and why. `access_report` (as of a moment) and `access_changes`
-(between two moments) are answered from it, by indexed range queries, never by replaying the log.
+(between two moments) are answered from it (`projections.access_history`), by indexed range
+queries, never by replaying the log.
+
+Stored: every row in force (`view_access_open`), the ended direct rows (`view_access_ended`) and
+every membership of a team or workspace (`view_access_holders`). A member's row through a team or
+workspace is begun and ended here like any other, but once ended it is not stored: it is the
+overlap of its holder's direct row with the membership, derived when asked.
 
 Ways to hold a role (the `via` of a row), the rules of `projections.effective_access` over time:
 - `direct`: the subject's own grant (a user, a team or a workspace);
