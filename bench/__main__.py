@@ -46,10 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"machine: {machine()}")
     for name in args.scenarios or list(SCENARIOS):
         module = __import__(SCENARIOS[name], fromlist=["run"])
-        run: Callable[[bool], Result] = module.run
-        result = run(args.quick)
-        results.append(result)
-        print(result.as_json() if args.json else result.as_text(), flush=True)
+        # A scenario reports one result, or several (`scale`: one per ratio it measures).
+        run: Callable[[bool], Result | list[Result]] = module.run
+        reported = run(args.quick)
+        for result in reported if isinstance(reported, list) else [reported]:
+            results.append(result)
+            print(result.as_json() if args.json else result.as_text(), flush=True)
     print(json.dumps(summary(results)) if args.json else f"summary: {summary(results)}")
     return 0
 

@@ -1,5 +1,6 @@
 """The clients of `command_throughput`, in a process of their own:
-`python -m bench.clients URL COUNT IN_FLIGHT` prints `{"elapsed": s, "latencies": [s, …]}`.
+`python -m bench.clients URL COUNT IN_FLIGHT [NAME_PREFIX]` prints
+`{"elapsed": s, "latencies": [s, …]}`.
 It imports little (nats-py and the standard library), so that it starts in a fraction of a
 second."""
 
@@ -16,8 +17,11 @@ import nats
 from tenantry.protocol import COMMAND_ID_HEADER, command_subject
 
 
-def send_commands(url: str, count: int, in_flight: int) -> tuple[float, list[float]]:
-    """`count` create_team commands, `in_flight` at a time: (elapsed s, each one's latency)."""
+def send_commands(
+    url: str, count: int, in_flight: int, prefix: str = "team"
+) -> tuple[float, list[float]]:
+    """`count` create_team commands (teams `<prefix>-<i>`), `in_flight` at a time: (elapsed s,
+    each one's latency)."""
 
     async def main() -> tuple[float, list[float]]:
         client = await nats.connect(url)
@@ -26,7 +30,8 @@ def send_commands(url: str, count: int, in_flight: int) -> tuple[float, list[flo
 
         async def one(i: int) -> None:
             async with slots:
-                body = json.dumps({"name": f"team-{i}", "members": ["ana@example.com"]}).encode()
+                team = {"name": f"{prefix}-{i}", "members": ["ana@example.com"]}
+                body = json.dumps(team).encode()
                 started = time.perf_counter()
                 reply = await client.request(
                     command_subject("create_team"),
@@ -50,5 +55,5 @@ def send_commands(url: str, count: int, in_flight: int) -> tuple[float, list[flo
 
 if __name__ == "__main__":
     url, count, in_flight = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    elapsed, latencies = send_commands(url, count, in_flight)
+    elapsed, latencies = send_commands(url, count, in_flight, *sys.argv[4:5])
     print(json.dumps({"elapsed": elapsed, "latencies": latencies}))

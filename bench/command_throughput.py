@@ -51,10 +51,11 @@ def baseline(count: int, settings: Settings) -> float:
 
 
 async def product(
-    count: int, folder: Path, settings: Settings, in_flight: int = 64
+    count: int, folder: Path, settings: Settings, in_flight: int = 64, prefix: str = "team"
 ) -> tuple[float, dict[str, float]]:
     """The command service in this process; its clients in another (`python -m bench.clients`),
-    as they are in production, so that making the load does not take the service's CPU."""
+    as they are in production, so that making the load does not take the service's CPU.
+    The teams it creates are named `<prefix>-<i>`."""
     server = NatsServer(folder / "nats").start()
     service = TenancyService(event_store_env(settings))
     service.seed_default_environments()
@@ -69,6 +70,7 @@ async def product(
             server.url,
             str(count),
             str(in_flight),
+            prefix,
             stdout=asyncio.subprocess.PIPE,
             cwd=_REPO,
         )

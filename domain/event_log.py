@@ -139,7 +139,7 @@ def published(notification: Notification, prev_hash: str) -> Published:
     body = unchained_body(notification)
     canonical = canonical_json(body)
     digest = hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
-    payload = canonical[:-1] + f',"prev_hash":"{prev_hash}","hash":"{digest}"}}'.encode()
+    payload = canonical[:-1] + chain_suffix(prev_hash, digest)
     return Published({**body, "prev_hash": prev_hash, "hash": digest}, payload)
 
 
@@ -164,8 +164,13 @@ def published_bytes(body: dict[str, Any]) -> bytes:
     a forged value first and the genuine one last would parse as genuine."""
     unchained = {k: v for k, v in body.items() if k not in ("prev_hash", "hash")}
     prev_hash, digest = body.get("prev_hash"), body.get("hash")
-    chained = f',"prev_hash":"{prev_hash}","hash":"{digest}"}}'
-    return canonical_json(unchained)[:-1] + chained.encode()
+    return canonical_json(unchained)[:-1] + chain_suffix(str(prev_hash), str(digest))
+
+
+def chain_suffix(prev_hash: str, digest: str) -> bytes:
+    """How a published body ends: its `prev_hash` and `hash`, after the canonical JSON of the
+    other fields (less that JSON's closing brace)."""
+    return f',"prev_hash":"{prev_hash}","hash":"{digest}"}}'.encode()
 
 
 def subject_of(body: dict[str, Any]) -> str:

@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, delete
 
 from domain.event_log import Published
 from projections import schema as t
-from projections.store import upsert
+from projections.store import Raw, upsert
 
 
 def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
@@ -34,10 +34,12 @@ def _apply(conn: Connection, body: dict[str, Any]) -> None:
                 "reason": data["reason"],
             },
         )
-        # The last grant owns it: one without a manager leaves it nobody's.
+        # The last grant owns it: one without a manager leaves it nobody's. (A new grant, not
+        # a new role, had no grant before it, so no manager to forget.)
         managed_by = data.get("managed_by")
         if managed_by is None:
-            _unmanage(conn, repo, data["subject"])
+            if not new_grant(data):
+                _unmanage(conn, repo, data["subject"])
         else:
             upsert(
                 conn,
@@ -45,9 +47,7 @@ def _apply(conn: Connection, body: dict[str, Any]) -> None:
                 {"repo": repo, "subject": data["subject"], "managed_by": managed_by},
             )
     elif type_ == "ml_repo.access_revoked":
-        conn.execute(
-            delete(t.grants).where(t.grants.c.repo == repo, t.grants.c.subject == data["subject"])
-        )
+        _DELETE_GRANT.run(conn, {"w_repo": repo, "w_subject": data["subject"]})
         _unmanage(conn, repo, data["subject"])
     elif type_ == "ml_repo.recreated":
         # A recreated repo starts without grants (its deletion ended them, as events, anyway).
@@ -55,6 +55,20 @@ def _apply(conn: Connection, body: dict[str, Any]) -> None:
         conn.execute(delete(t.grant_managers).where(t.grant_managers.c.repo == repo))
 
 
+def new_grant(data: dict[str, Any]) -> bool:
+    """The grant event gave a role where none was held (not a new role for a holder)."""
+    return "previous_role" in data and data["previous_role"] is None
+
+
 def _unmanage(conn: Connection, repo: str, subject: str) -> None:
-    m = t.grant_managers.c
-    conn.execute(delete(t.grant_managers).where(m.repo == repo, m.subject == subject))
+    _UNMANAGE.run(conn, {"w_repo": repo, "w_subject": subject})
+
+
+# Built once, run on the driver's cursor: run for most events of a busy tenancy (a statement
+# built for each was most of this view's cost).
+def _where_key(table: Table) -> tuple[ColumnElement[bool], ...]:
+    return (table.c.repo == bindparam("w_repo"), table.c.subject == bindparam("w_subject"))
+
+
+_DELETE_GRANT = Raw(delete(t.grants).where(*_where_key(t.grants)))
+_UNMANAGE = Raw(delete(t.grant_managers).where(*_where_key(t.grant_managers)))

@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from domain.event_log import UTC_MICROS, Published
+from domain.event_log import UTC_MICROS, Published, chain_suffix
 from projections import schema as t
 from projections.store import Raw
 
-_COLUMNS = ("position", "occurred_at", "actor", "fqn", "type", "prev_hash", "hash", "body")
+_COLUMNS = ("position", "occurred_at", "actor", "fqn", "type", "body", "prev_digest", "digest")
 _INSERT = Raw(t.audit_events.insert(), _COLUMNS)
 
 
@@ -24,17 +24,23 @@ def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
 
 def row_of(event: Published) -> dict[str, Any]:
     body = event.body
+    prev_hash, digest = body["prev_hash"], body["hash"]
     return {
         "position": body["position"],
         "occurred_at": utc_text_of(body["occurred_at"]),
         "actor": body["actor"],
         "fqn": body["fqn"],
         "type": body["type"],
-        "prev_hash": body["prev_hash"],
-        "hash": body["hash"],
-        # The JSON exactly as the relay publishes it.
-        "body": event.payload.decode(),
+        # The JSON as the relay publishes it, less its end (`body_of` puts it back).
+        "body": event.payload[: -len(chain_suffix(prev_hash, digest))].decode(),
+        "prev_digest": bytes.fromhex(prev_hash),
+        "digest": bytes.fromhex(digest),
     }
+
+
+def body_of(stored: str, prev_digest: bytes, digest: bytes) -> str:
+    """The published JSON of an event, from its row: exactly what the relay published."""
+    return stored + chain_suffix(prev_digest.hex(), digest.hex()).decode()
 
 
 def utc_text(value: datetime) -> str:

@@ -6,14 +6,15 @@ events already say, for the domain's concurrency rules: they change nothing here
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
 
 from domain.event_log import Published
 from projections import schema as t
-from projections.store import upsert
+from projections.store import Raw, upsert
 
 Body = dict[str, Any]
 # The statuses of a workspace or ML repo that is being deleted or is deleted: it grants nothing
@@ -176,15 +177,32 @@ def _workspace_status(conn: Connection, body: Body) -> None:
 
 def _failure(conn: Connection, kind: str, body: Body) -> None:
     """Keep the worker's reason while the thing is failed; forget it on any other status."""
-    where = (t.failures.c.kind == kind) & (t.failures.c.name == body["fqn"])
-    conn.execute(delete(t.failures).where(where))
+    if body["type"].endswith(".created"):
+        return  # a first creation: nothing to forget
+    _FORGET_FAILURE.run(conn, {"w_kind": kind, "w_name": body["fqn"]})
     if body["type"].endswith("_failed"):
         detail = str(body["data"].get("detail") or "no reason given")
-        conn.execute(insert(t.failures).values(kind=kind, name=body["fqn"], detail=detail))
+        _INSERT_FAILURE.run(conn, {"kind": kind, "name": body["fqn"], "detail": detail})
+
+
+# The statements run for most events, built once and run on the driver's cursor (`Raw`):
+# building one for each event cost more than running it.
+_FORGET_FAILURE = Raw(
+    delete(t.failures).where(
+        t.failures.c.kind == bindparam("w_kind"), t.failures.c.name == bindparam("w_name")
+    )
+)
+_INSERT_FAILURE = Raw(insert(t.failures), ("kind", "name", "detail"))
+
+
+@functools.lru_cache(maxsize=64)
+def _update_by_key(table: Table, key: str, columns: tuple[str, ...]) -> Raw:
+    """UPDATE `table` SET `columns` WHERE `key` = :w_key, built once per set of columns."""
+    return Raw(update(table).where(table.c[key] == bindparam("w_key")), columns)
 
 
 def _update_workspace(conn: Connection, body: Body, **values: Any) -> None:
-    conn.execute(update(t.workspaces).where(t.workspaces.c.fqn == body["fqn"]).values(**values))
+    _update_by_key(t.workspaces, "fqn", tuple(values)).run(conn, {**values, "w_key": body["fqn"]})
 
 
 @_on("application.registered", "application.reregistered")
@@ -262,7 +280,7 @@ def _ml_repo_status(conn: Connection, body: Body) -> None:
 
 
 def _update_repo(conn: Connection, body: Body, **values: Any) -> None:
-    conn.execute(update(t.ml_repos).where(t.ml_repos.c.name == body["fqn"]).values(**values))
+    _update_by_key(t.ml_repos, "name", tuple(values)).run(conn, {**values, "w_key": body["fqn"]})
 
 
 # --- teams --------------------------------------------------------------------------------
@@ -284,9 +302,11 @@ def _team_member_added(conn: Connection, body: Body) -> None:
 
 @_on("team.member_removed")
 def _team_member_removed(conn: Connection, body: Body) -> None:
-    conn.execute(
-        delete(t.team_members).where(
-            t.team_members.c.team == body["fqn"],
-            t.team_members.c.user == body["data"]["user"],
-        )
+    _REMOVE_MEMBER.run(conn, {"w_team": body["fqn"], "w_user": body["data"]["user"]})
+
+
+_REMOVE_MEMBER = Raw(
+    delete(t.team_members).where(
+        t.team_members.c.team == bindparam("w_team"), t.team_members.c.user == bindparam("w_user")
     )
+)

@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, func, select
+from sqlalchemy import ColumnElement, Connection, select
 
 from domain.errors import NotFound, ValidationFailed
 from domain.names import allows
+from projections import access_history
 from projections import schema as t
-from projections.audit import utc_text
+from projections.audit import body_of, utc_text
 from projections.current_access import subject_access
 from projections.directory import GONE
 from projections.query_params import (
@@ -300,7 +301,9 @@ def audit_log(conn: Connection, params: AuditLog) -> dict[str, Any]:
     """Published event bodies in position order; `next` is the `after` of the next page, or
     null when this page is the last."""
     audit = t.audit_events
-    statement = select(audit.c.position, audit.c.body).order_by(audit.c.position)
+    statement = select(
+        audit.c.position, audit.c.body, audit.c.prev_digest, audit.c.digest
+    ).order_by(audit.c.position)
     if params.after is not None:
         statement = statement.where(audit.c.position > params.after)
     if params.since is not None:
@@ -318,7 +321,7 @@ def audit_log(conn: Connection, params: AuditLog) -> dict[str, Any]:
     page = rows[: params.limit]
     more = len(rows) > params.limit
     return {
-        "events": [json.loads(r.body) for r in page],
+        "events": [json.loads(body_of(r.body, r.prev_digest, r.digest)) for r in page],
         "next": page[-1].position if more else None,
     }
 
@@ -391,96 +394,19 @@ def access_report(conn: Connection, params: AccessReport) -> list[dict[str, Any]
     (`via` `team:<name>`) and applications (`via` `workspace:<cluster>:<name>`). `granted_*`
     and `reason` are those of the grant on the repo (to the team or workspace when not direct).
     A subject's effective role is the highest of its rows."""
-    moment = utc_text(params.as_of)
-    names = ("repo", "subject", "role", "granted_at", "granted_by", "reason", "via")
-    open_, ended = t.access_open.c, t.access_ended.c
-    # In force at T: begun by T and not ended by it. Two searches, each on its own table and
-    # index, so that neither walks the rows that ended before T (a repo's whole history, for a
-    # recent T): the rows still open, and those ended after T.
-    still_open = select(*(open_[name] for name in names)).where(open_.from_at <= moment)
-    # (`from_at` wrapped, so that no planner searches by it: that bound is the one that walks
-    # history; with no statistics SQLite would take either.)
-    ended_after = select(*(ended[name] for name in names)).where(
-        ended.to_at > moment, func.coalesce(ended.from_at, "") <= moment
-    )
-    found = [
-        dict(row._mapping)
-        for statement, table in ((still_open, t.access_open), (ended_after, t.access_ended))
-        for row in conn.execute(statement.where(*_interval_filters(conn, table, params)))
-    ]
-    found.sort(key=lambda row: (row["repo"], row["subject"], row["via"]))
-    return found
+    if params.repo is not None:
+        _require_repo(conn, params.repo)
+    return access_history.in_force(conn, utc_text(params.as_of), params.repo, params.subject)
 
 
 def access_changes(conn: Connection, params: AccessChanges) -> list[dict[str, Any]]:
     """Each grant, role change and end of access (direct, through a team, through a
     workspace) after `from` up to `to`, in log order: who did it, why, and the event's
     position (to find it in the audit log or an export)."""
-    after, until = utc_text(params.from_), utc_text(params.to)
-    # Rows begun in the window, open or ended since; rows ended in it. Each from its lower
-    # bound on.
-    # (A row begun after `after` ended after it: ended rows are searched by when they ended.)
-    began = [
-        select(t.access_open).where(
-            t.access_open.c.from_at > after, t.access_open.c.from_at <= until
-        ),
-        select(t.access_ended).where(
-            t.access_ended.c.to_at > after,
-            t.access_ended.c.from_at > after,
-            t.access_ended.c.from_at <= until,
-        ),
-    ]
-    ended_rows = t.access_ended.c
-    # A row ended as `changed` is followed by its successor at the same position: one change.
-    ended = select(t.access_ended).where(
-        ended_rows.to_at > after, ended_rows.to_at <= until, ended_rows.end_change == "revoked"
-    )
-    changes = [
-        {
-            "at": r.from_at,
-            "change": r.start_change,
-            "repo": r.repo,
-            "subject": r.subject,
-            "role": r.role,
-            "previous_role": r.previous_role,
-            "actor": r.start_actor,
-            "reason": r.start_reason,
-            "via": r.via,
-            "event": r.start_event,
-            "position": r.from_position,
-        }
-        for statement, table in zip(began, (t.access_open, t.access_ended), strict=True)
-        for r in conn.execute(statement.where(*_interval_filters(conn, table, params)))
-    ] + [
-        {
-            "at": r.to_at,
-            "change": "revoked",
-            "repo": r.repo,
-            "subject": r.subject,
-            "role": None,
-            "previous_role": r.role,
-            "actor": r.end_actor,
-            "reason": r.end_reason,
-            "via": r.via,
-            "event": r.end_event,
-            "position": r.to_position,
-        }
-        for r in conn.execute(ended.where(*_interval_filters(conn, t.access_ended, params)))
-    ]
-    changes.sort(key=lambda c: (c["position"], c["repo"], c["subject"], c["via"]))
-    return changes
-
-
-def _interval_filters(
-    conn: Connection, table: Table, params: AccessReport | AccessChanges
-) -> list[ColumnElement[bool]]:
-    where = []
     if params.repo is not None:
         _require_repo(conn, params.repo)
-        where.append(table.c.repo == params.repo)
-    if params.subject is not None:
-        where.append(table.c.subject == params.subject)
-    return where
+    after, until = utc_text(params.from_), utc_text(params.to)
+    return access_history.changes(conn, after, until, params.repo, params.subject)
 
 
 # --- the registry -------------------------------------------------------------------------

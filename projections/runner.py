@@ -144,16 +144,30 @@ class ProjectionRunner:
                 await _first_of((wakeup, stop), poll_interval)
 
 
-# Tables of view layouts that are not migrated (docs/decisions.md): a store that has one was
-# made by an older Tenantry, and its newer tables would be empty past events already applied.
-_OLD_TABLES = ("view_access_intervals",)  # the temporal view before issue 17
+# Marks of view layouts that are not migrated (docs/decisions.md): a store that has one was
+# made by an older Tenantry, and its newer tables would be empty past events already applied,
+# or read wrongly. A table, or (table, column).
+_OLD_LAYOUTS: tuple[str | tuple[str, str], ...] = (
+    "view_access_intervals",  # the temporal view before issue 17
+    # before the members' ended rows were derived, not stored (issue 17, scale)
+    ("view_audit_events", "prev_hash"),
+)
 
 
 def refuse_old_layout(store: ViewStore) -> None:
     """Raise if `store` was made with an older layout of the views: it must be rebuilt."""
     with store.snapshot() as conn:
         schema_name = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-        found = [name for name in _OLD_TABLES if inspect(conn).has_table(name, schema_name)]
+        inspector = inspect(conn)
+        found = []
+        for mark in _OLD_LAYOUTS:
+            table, column = (mark, None) if isinstance(mark, str) else mark
+            if not inspector.has_table(table, schema_name):
+                continue
+            if column is None or column in {
+                c["name"] for c in inspector.get_columns(table, schema_name)
+            }:
+                found.append(table if column is None else f"{table}.{column}")
     if found:
         raise RuntimeError(
             f"the view store has {', '.join(found)}, of an older layout of the views, which is "
@@ -163,18 +177,21 @@ def refuse_old_layout(store: ViewStore) -> None:
 
 
 def rebuild(
-    recorder: NotificationLog, new_store: ViewStore, *, batch_size: int = 500
+    recorder: NotificationLog, new_store: ViewStore, *, batch_size: int = 2_000
 ) -> ProjectionRunner:
-    """Build every view from position zero into `new_store`, which must be empty; return its
-    runner, caught up, to keep it going."""
+    """Build every view from position zero into `new_store`, which must be empty (a store
+    beside the live one: swap it in when this returns); return its runner, caught up, to keep
+    it going. The indexes only queries read are built once, at the end."""
     new_store.create_tables()
     tracking = new_store.tracking()
     if tracking.position != 0:
         raise ValueError(
             f"rebuild needs an empty view store; this one is at position {tracking.position}"
         )
+    new_store.drop_history_indexes()
     runner = ProjectionRunner(recorder, new_store, batch_size=batch_size)
     consumed = runner.catch_up()
+    new_store.create_history_indexes()
     log.info("projection.rebuilt", notifications=consumed, position=runner.position())
     return runner
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Column,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -169,11 +170,13 @@ audit_events = Table(
     Column("actor", String(300), nullable=False),
     Column("fqn", String(300), nullable=False),
     Column("type", String(100), nullable=False),
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
-    # The body exactly as the relay publishes it: the canonical JSON of the other fields,
-    # then `prev_hash` and `hash`.
+    # The body as the relay publishes it (the canonical JSON of the other fields, then
+    # `prev_hash` and `hash`) less its end, `chain_suffix`, rebuilt from the two hashes below
+    # (`projections.audit.body_of`): 32 bytes each here, not 64 hex characters twice over
+    # (in the body and as columns of their own), which was a fifth of the view.
     Column("body", Text, nullable=False),
+    Column("prev_digest", LargeBinary(32), nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
     Index("ix_view_audit_events_occurred_at", "occurred_at"),
     Index("ix_view_audit_events_actor", "actor", "position"),
     Index("ix_view_audit_events_fqn", "fqn", "position"),
@@ -191,6 +194,7 @@ audit_events = Table(
 # The holders' open rows have a partial index of their own, as the statements say it.
 OPEN = "to_position IS NULL"
 DIRECT = "direct"  # the `via` of a subject's own grant
+ENDED = "to_at IS NOT NULL"  # implied by any `to_at > ?`, which is how ended rows are searched
 
 
 def _columns(*, ended: bool) -> list[Column[Any]]:
@@ -243,16 +247,25 @@ access_open = Table(
     Index("ix_view_access_open_via", "via", "repo"),
     Index("ix_view_access_open_repo", "repo", "from_at"),
     Index("ix_view_access_open_from", "from_at"),
+    # On SQLite the rows are stored in their key's B-tree: every row is inserted and deleted
+    # once (a member joining a team with 25 grants begins 25), one B-tree fewer to write.
+    sqlite_with_rowid=False,
 )
 
-# Ended rows, in the order they ended; searched by when they ended, from a lower bound, by repo,
-# by subject or over all. (No index by when they began: a row begun after T ended after T, so
-# "begun in a window" is searched as "ended since its start" too; three indexes fewer to write.)
+# Ended *direct* rows (`via` = `direct`), in the order they ended; searched by when they ended,
+# from a lower bound, by repo, by subject or over all. (No index by when they began: a row begun
+# after T ended after T, so "begun in a window" is searched as "ended since its start" too.)
+# The ended rows of a team's members and a workspace's applications are not stored: each is
+# the overlap of a direct row of the team or workspace with a membership in
+# `view_access_holders`, and is computed so when asked (`projections.access_history`). Stored,
+# they were nine rows in ten of this table and most of the views' bytes (a member joining a
+# team with 25 grants wrote 25 rows).
+# No primary key: rows are only ever appended and searched by the indexes below; a unique
+# index of (to_position, repo, subject, via) was a fifth of the table's bytes, read by nothing.
 access_ended = Table(
     "view_access_ended",
     metadata,
     *_columns(ended=True),
-    PrimaryKeyConstraint("to_position", "repo", "subject", "via", name="pk_view_access_ended"),
     Index("ix_view_access_ended_repo_to", "repo", "to_at"),
     Index("ix_view_access_ended_subject_to", "subject", "to_at"),
     Index("ix_view_access_ended_to", "to_at"),
@@ -269,9 +282,15 @@ access_holders = Table(
     Column("member", String(300), primary_key=True),
     Column("from_at", String(32), nullable=False),
     Column("added_by", String(300), nullable=False),
+    # The event that added it and its reason, and those of the one that removed it: the
+    # members' rows through a holder's ended grants are derived from these intervals.
+    Column("added_event", String(100), nullable=False),
+    Column("added_reason", Text, nullable=True),
     Column("to_at", String(32), nullable=True),
     Column("to_position", BigInteger, nullable=True),
     Column("removed_by", String(300), nullable=True),
+    Column("removed_event", String(100), nullable=True),
+    Column("removed_reason", Text, nullable=True),
     # Current members of a holder, through open rows only (at most one per pair).
     Index(
         "ix_view_access_holders_open",
@@ -280,6 +299,29 @@ access_holders = Table(
         unique=True,
         sqlite_where=text(OPEN),
         postgresql_where=text(OPEN),
+    ),
+    # A member's current holders (open rows only).
+    Index(
+        "ix_view_access_holders_member_open",
+        "member",
+        sqlite_where=text(OPEN),
+        postgresql_where=text(OPEN),
+    ),
+    # Ended memberships, by when they ended, from a lower bound: by holder and by member.
+    # Partial (ended rows only), so that a lookup of open rows can only take the index above.
+    Index(
+        "ix_view_access_holders_holder_to",
+        "holder",
+        "to_at",
+        sqlite_where=text(ENDED),
+        postgresql_where=text(ENDED),
+    ),
+    Index(
+        "ix_view_access_holders_member_to",
+        "member",
+        "to_at",
+        sqlite_where=text(ENDED),
+        postgresql_where=text(ENDED),
     ),
 )
 
@@ -290,4 +332,17 @@ access_clock = Table(
     metadata,
     Column("name", String(16), primary_key=True),
     Column("at", String(32), nullable=False),
+)
+
+
+# Indexes that only queries read, never the views as they apply events: those of the audit view,
+# of ended rows and of ended memberships. A rebuild into a fresh store drops them while it loads
+# and builds each once at the end (`projections.runner.rebuild`): one sort instead of an insert
+# at a random place per row, so that a rebuild's cost per event does not grow with the history
+# already written.
+HISTORY_INDEXES: tuple[Index, ...] = tuple(
+    index
+    for table in (audit_events, access_ended, access_holders)
+    for index in sorted(table.indexes, key=lambda index: str(index.name))
+    if table is not access_holders or str(index.name).endswith("_to")
 )

@@ -112,11 +112,25 @@ class ViewStore:
                 conn.execute(CreateSchema(self._schema, if_not_exists=True))
         schema.metadata.create_all(self.engine)
         with self.write() as conn:
+            # (A rebuild cut short leaves its store without them.)
+            for index in schema.HISTORY_INDEXES:
+                index.create(conn, checkfirst=True)
             insert = _insert_for(conn)(schema.tracking).values(
                 name=_TRACKING_NAME, position=0, hash=ZERO_HASH
             )
             conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
         self._tables_created = True
+
+    def drop_history_indexes(self) -> None:
+        """Drop the indexes only queries read (`schema.HISTORY_INDEXES`): for a rebuild."""
+        with self.write() as conn:
+            for index in schema.HISTORY_INDEXES:
+                index.drop(conn, checkfirst=True)
+
+    def create_history_indexes(self) -> None:
+        with self.write() as conn:
+            for index in schema.HISTORY_INDEXES:
+                index.create(conn, checkfirst=True)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -1,6 +1,13 @@
-"""The temporal access view: every way a subject held a role on an ML repo, as an interval in
+"""The temporal access view (one file past 400 lines: its handlers and the batch writing their
+rows share private statements): every way a subject held a role on an ML repo, as an interval in
 time with who began and ended it and why. `access_report` (as of a moment) and `access_changes`
-(between two moments) are answered from it, by indexed range queries, never by replaying the log.
+(between two moments) are answered from it (`projections.access_history`), by indexed range
+queries, never by replaying the log.
+
+Stored: every row in force (`view_access_open`), the ended direct rows (`view_access_ended`) and
+every membership of a team or workspace (`view_access_holders`). A member's row through a team or
+workspace is begun and ended here like any other, but once ended it is not stored: it is the
+overlap of its holder's direct row with the membership, derived when asked.
 
 Ways to hold a role (the `via` of a row), the rules of `projections.replay.access_in_force` over
 time (its open rows are today's access, `projections.current_access`):
@@ -27,6 +34,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, text, upda
 
 from domain.event_log import Published
 from projections import schema as t
+from projections.access import new_grant
 from projections.audit import utc_text_of
 from projections.schema import DIRECT
 from projections.store import Raw
@@ -174,7 +182,8 @@ _MEMBERS = Raw(
     .order_by(_holders.member)
 )
 _INSERT_HOLDER = Raw(
-    insert(t.access_holders), ("holder", "member", "from_position", "from_at", "added_by")
+    insert(t.access_holders),
+    ("holder", "member", "from_position", "from_at", "added_by", "added_event", "added_reason"),
 )
 _END_HOLDER = Raw(
     update(t.access_holders).where(
@@ -182,7 +191,7 @@ _END_HOLDER = Raw(
         _holders.member == bindparam("w_member"),
         _holder_open,
     ),
-    ("to_at", "to_position", "removed_by"),
+    ("to_at", "to_position", "removed_by", "removed_event", "removed_reason"),
 )
 
 
@@ -194,10 +203,14 @@ def _granted(batch: _Batch, body: Body, change: _Change) -> None:
     repo, subject, role = body["fqn"], body["data"]["subject"], body["data"]["role"]
     # As `repo_access` shows it: the time the grant event bears.
     grant = {"granted_at": change.occurred_at, "granted_by": change.actor, "reason": change.reason}
-    batch.begin(change, grant, repo, subject, DIRECT, role)
-    # Those who hold this subject's grants (a team's members, a workspace's applications).
+    # A new grant (not a new role) has no row of its subject's open to end.
+    new = new_grant(body["data"])
+    replaced = batch.begin(change, grant, repo, subject, DIRECT, role, fresh=new)
+    # Those who hold this subject's grants (a team's members, a workspace's applications):
+    # a member's row through the subject exists only while the subject's own row does, so
+    # after a new grant (not a new role) there is none to look up.
     for member in _members(batch.conn, subject):
-        batch.begin(change, grant, repo, member, subject, role)
+        batch.begin(change, grant, repo, member, subject, role, fresh=not replaced)
 
 
 @_on("ml_repo.access_revoked")
@@ -265,15 +278,24 @@ def _join(batch: _Batch, change: _Change, holder: str, member: str) -> None:
             "from_position": change.position,
             "from_at": change.at,
             "added_by": change.actor,
+            "added_event": change.event,
+            "added_reason": change.reason,
         },
     )
     for row in batch.rows(_GRANTS_OF, {"w_subject": holder}):
         given = {name: row[name] for name in ("granted_at", "granted_by", "reason")}
-        batch.begin(change, given, row["repo"], member, holder, row["role"])
+        # (No row of the member's through the holder is open: it was not a member.)
+        batch.begin(change, given, row["repo"], member, holder, row["role"], fresh=True)
 
 
 def _leave(batch: _Batch, change: _Change, holder: str, member: str) -> None:
-    ended = {"to_at": change.at, "to_position": change.position, "removed_by": change.actor}
+    ended = {
+        "to_at": change.at,
+        "to_position": change.position,
+        "removed_by": change.actor,
+        "removed_event": change.event,
+        "removed_reason": change.reason,
+    }
     _END_HOLDER.run(batch.conn, {"w_holder": holder, "w_member": member, **ended})
     batch.end(_END_HOLDING, {"w_subject": member, "w_via": holder}, change)
 
@@ -301,7 +323,7 @@ class _Batch:
         # The batch's open rows by subject, by via and by repo.
         self._by: dict[str, dict[str, set[_Key]]] = {"subject": {}, "via": {}, "repo": {}}
         self._gone: set[_Key] = set()  # stored open rows ended in this batch
-        self._ended: list[dict[str, Any]] = []
+        self._ended: list[dict[str, Any]] = []  # direct rows ended, whole
 
     def begin(
         self,
@@ -311,22 +333,25 @@ class _Batch:
         subject: str,
         via: str,
         role: str,
-    ) -> None:
-        """A row for (repo, subject, via) from now; an open one is ended as `changed`."""
+        *,
+        fresh: bool = False,
+    ) -> bool:
+        """A row for (repo, subject, via) from now; an open one is ended as `changed` (True if
+        there was one). `fresh`: the caller knows there is none, not to be looked up."""
         key = (subject, via, repo)
         previous_role = None
         ending = change.ending("changed")
         if key in self._opened:  # begun earlier in this batch
             earlier = self._forget(key)
             previous_role = earlier["role"]
-            self._ended.append({**earlier, **ending})
-        elif key not in self._gone:
+            self._keep({**earlier, **ending})
+        elif not fresh and key not in self._gone:
             where = {"w_subject": subject, "w_via": via, "w_repo": repo}
             for values in _END_ROW.stored.run(self.conn, where):
                 stored = dict(zip(_OPEN_COLUMNS, values, strict=True))
                 previous_role = stored["role"]
                 self._gone.add(key)
-                self._ended.append({**stored, **ending})
+                self._keep({**stored, **ending})
         row = {
             "repo": repo,
             "subject": subject,
@@ -344,6 +369,7 @@ class _Batch:
         self._opened[key] = row
         for name, value in (("subject", subject), ("via", via), ("repo", repo)):
             self._by[name].setdefault(value, set()).add(key)
+        return previous_role is not None
 
     def rows(self, which: _Ending, where: dict[str, Any]) -> list[dict[str, Any]]:
         """The open rows `which` selects: stored (less those ended in the batch), then the
@@ -366,9 +392,15 @@ class _Batch:
             key = (row["subject"], row["via"], row["repo"])
             if key not in self._gone:
                 self._gone.add(key)
-                self._ended.append({**row, **ending})
+                self._keep({**row, **ending})
         for key in own:
-            self._ended.append({**self._forget(key), **ending})
+            self._keep({**self._forget(key), **ending})
+
+    def _keep(self, ended: dict[str, Any]) -> None:
+        """An ended row for the history table: direct ones only (a member's row through a team
+        or a workspace is derived from the holder's row and the membership when asked)."""
+        if ended["via"] == DIRECT:
+            self._ended.append(ended)
 
     def _forget(self, key: _Key) -> dict[str, Any]:
         row = self._opened.pop(key)

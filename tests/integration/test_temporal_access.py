@@ -388,16 +388,26 @@ class TestPostgresTemporalAccess(TemporalAccessContract):
         return postgres_url
 
 
+@pytest.mark.parametrize(
+    "older",
+    [
+        # before the temporal view had two tables
+        "CREATE TABLE view_access_intervals (repo TEXT)",
+        # before members' ended rows were derived (the audit view had hash columns then)
+        "ALTER TABLE view_audit_events ADD COLUMN prev_hash TEXT",
+    ],
+)
 def test_a_view_store_of_the_old_layout_is_refused_not_read_as_empty(
-    sqlite_settings: Settings, sqlite_env: dict[str, str]
+    sqlite_settings: Settings, sqlite_env: dict[str, str], older: str
 ) -> None:
-    """A view store made before the temporal view had two tables (its rows in
-    `view_access_intervals`) would get the new tables created empty at a position past the
-    events that filled the old one: the runner refuses it, saying to rebuild."""
+    """A view store made by an older layout of the views (the temporal view's rows in
+    `view_access_intervals`; members' ended rows stored, not derived) would get new tables
+    created empty at a position past the events that filled the old ones, or be read wrongly:
+    the runner refuses it, saying to rebuild."""
     store = ViewStore.from_url(view_store_url(sqlite_settings))
     store.create_tables()
     with store.write() as conn:
-        conn.exec_driver_sql("CREATE TABLE view_access_intervals (repo TEXT)")
+        conn.exec_driver_sql(older)
     service = TenancyService(sqlite_env)
     service.seed_default_environments()
     with pytest.raises(RuntimeError, match=r"older layout.*rebuilt"):
