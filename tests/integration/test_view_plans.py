@@ -267,12 +267,15 @@ class TestSQLitePlans(PlansContract):
         with self.store.engine.connect() as conn:
             plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").all()
         for *_, detail in plan:
+            # A WITHOUT ROWID table's own key reads "USING PRIMARY KEY (...)".
             match = re.match(
-                r"(SEARCH|SCAN) (\w+)(?: USING (?:COVERING )?INDEX (\w+))?(?: \((.*)\))?",
+                r"(SEARCH|SCAN) (\w+)(?: USING (?:COVERING )?(?:INDEX (\w+)|(PRIMARY KEY)))?"
+                r"(?: \((.*)\))?",
                 detail,
             )
             if match and match.group(2) in TABLES:
-                found.append((match.group(2), match.group(3) or "", match.group(4) or ""))
+                index = match.group(3) or match.group(4) or ""
+                found.append((match.group(2), index, match.group(5) or ""))
         return found
 
 
