@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Table, bindparam, delete, func, insert, selec
 
 from domain.event_log import Published
 from projections import schema as t
+from projections.event_handlers import EventHandlers
 from projections.store import Raw, upsert
 
 Body = dict[str, Any]
@@ -21,16 +22,8 @@ Body = dict[str, Any]
 # and is not listed among the live ones.
 GONE = ("deleting", "deleted", "deletion_failed")
 _Handler = Callable[[Connection, Body], None]
-_HANDLERS: dict[str, _Handler] = {}
-
-
-def _on(*types: str) -> Callable[[_Handler], _Handler]:
-    def register(handler: _Handler) -> _Handler:
-        for type_ in types:
-            _HANDLERS[type_] = handler
-        return handler
-
-    return register
+_HANDLERS: EventHandlers[_Handler] = EventHandlers()
+_on = _HANDLERS.on
 
 
 def apply_batch(conn: Connection, events: Sequence[Published]) -> None:

@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy import Connection, inspect
 
 from domain.event_log import NotificationLog, Published, read_batch
+from domain.waiting import first_of
 from projections import access, audit, directory, temporal_access
 from projections.store import (
     Tracking,
@@ -133,7 +134,7 @@ class ProjectionRunner:
                 failures += 1
                 delay = min(poll_interval * 2**failures, _MAX_BACKOFF)
                 log.exception("projection.failed", failures=failures, retry_in=delay)
-                await _first_of((stop,), delay)
+                await first_of(stop, within=delay)
                 continue
             if failures:
                 log.info("projection.recovered", failures=failures)
@@ -141,7 +142,7 @@ class ProjectionRunner:
             if consumed:
                 self.progress.notify()
             else:
-                await _first_of((wakeup, stop), poll_interval)
+                await first_of(wakeup, stop, within=poll_interval)
 
 
 # Marks of view layouts that are not migrated (docs/decisions.md): a store that has one was
@@ -194,12 +195,3 @@ def rebuild(
     new_store.create_history_indexes()
     log.info("projection.rebuilt", notifications=consumed, position=runner.position())
     return runner
-
-
-async def _first_of(events: Sequence[asyncio.Event], within: float) -> None:
-    waiters = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

@@ -36,6 +36,7 @@ from domain.event_log import Published
 from projections import schema as t
 from projections.access import new_grant
 from projections.audit import utc_text_of
+from projections.event_handlers import EventHandlers
 from projections.schema import DIRECT
 from projections.store import Raw
 
@@ -65,16 +66,8 @@ class _Change:
 
 
 _Handler = Callable[["_Batch", Body, _Change], None]
-_HANDLERS: dict[str, _Handler] = {}
-
-
-def _on(*types: str) -> Callable[[_Handler], _Handler]:
-    def register(handler: _Handler) -> _Handler:
-        for type_ in types:
-            _HANDLERS[type_] = handler
-        return handler
-
-    return register
+_HANDLERS: EventHandlers[_Handler] = EventHandlers()
+_on = _HANDLERS.on
 
 
 def apply_batch(conn: Connection, events: Sequence[Published]) -> None:

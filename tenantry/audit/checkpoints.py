@@ -37,6 +37,7 @@ from domain.event_log import (
     published,
     read_batch,
 )
+from domain.waiting import first_of
 from tenantry.audit.checkpoint import signed
 from tenantry.audit.merkle import MerkleTree, leaf_hash
 from tenantry.audit.proofs import PROOF_QUERIES, answer_proof
@@ -193,7 +194,7 @@ class Checkpointer:
                 self.wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._poll_interval):
-                        await _first_of(self.wakeup, stop)
+                        await first_of(self.wakeup, stop)
         finally:
             for subscription in subscriptions:
                 await subscription.unsubscribe()
@@ -338,12 +339,3 @@ class Checkpointer:
 
     async def event(self, index: int) -> dict[str, Any]:
         return await asyncio.to_thread(self.log_tree.event, self._recorder, index)
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    waiters = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

@@ -35,6 +35,7 @@ from domain.event_log import (
     read_batch,
     subject_of,
 )
+from domain.waiting import first_of
 from tenantry.log.batches import (
     Batch,
     Chained,
@@ -230,7 +231,7 @@ class Relay:
             # Nothing more was there when last read: until a commit (or the poll interval).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
-                    await _first_of(self.wakeup, stop)
+                    await first_of(self.wakeup, stop)
         await _dropped(ahead)
 
     def _read_ahead(
@@ -356,12 +357,3 @@ async def _dropped(task: asyncio.Task[_T] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    waiters = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

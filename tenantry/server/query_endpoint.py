@@ -16,6 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from domain.event_log import NotificationLog
+from domain.waiting import first_of
 from projections.queries import QUERIES, Answer, answer_query
 from projections.query_params import QueryParams
 from projections.runner import Progress, ProjectionRunner
@@ -262,9 +263,9 @@ class QueryEndpoint:
             if self._wakeup is not None:
                 self._wakeup.set()  # an idle runner here looks at the log now
             if next_batch is not None:
-                await _first_of((next_batch, self._closing), remaining)
+                await first_of(next_batch, self._closing, within=remaining)
             else:
-                await _first_of((self._closing,), min(look_again, remaining))
+                await first_of(self._closing, within=min(look_again, remaining))
                 look_again = min(look_again * 2, _LAST_LOOK)
 
 
@@ -275,15 +276,6 @@ def _stopping() -> QueryTimeout:
 def _started_ns(request: Request) -> int:
     """When the request arrived, on the clock EndpointCounters measure with."""
     return time.perf_counter_ns() - int((time.monotonic() - request.arrived) * 1e9)
-
-
-async def _first_of(events: tuple[asyncio.Event, ...], within: float) -> None:
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 async def serve_views(
