@@ -1,4 +1,5 @@
-"""Manifests: the YAML documents `tenantry apply` reads — their models (each a create
+"""Manifests (over ~400 lines: the models and the reader that places every problem on a line
+are one format): the YAML documents `tenantry apply` reads — their models (each a create
 command's fields plus `type`; they extend the command models, so they cannot drift apart),
 their JSON Schema, and reading them with the place of every problem (file, document, line,
 field). What applying them does is `tenantry.apply.plan`.

@@ -11,7 +11,7 @@ from typing import Any
 from tenantry.cli.bus import connect_or_explain
 from tenantry.settings import Settings
 
-# What `tenantry serve` runs (tenantry.server.bootstrap.ROLES; a unit test holds them equal): named
+# What `tenantry serve` runs (tenantry.server.roles.ROLES; a unit test holds them equal): named
 # here so that `tenantry --help` need not import the roles themselves.
 WORKER_KINDS = ("namespaces", "storage")
 

@@ -1,4 +1,5 @@
-"""The stream checked against the store: where the relay resumes, and what on the stream is wrong.
+"""The stream checked against the store: where the relay resumes, and what on the stream is wrong
+(over ~400 lines: `StreamGuard`'s two checks share its verified head and store window, read whole).
 
 The store is the truth; the stream is a copy anyone with the rights can purge, trim or write to.
 `StreamGuard` tells the relay where the stream's intact chain ends, so that it re-publishes the

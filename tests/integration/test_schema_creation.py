@@ -13,7 +13,8 @@ import pytest
 
 from domain.service import TenancyService
 from projections.store import ViewStore
-from tenantry.server.bootstrap import build_service, open_view_store
+from tenantry.server.bootstrap import build_service
+from tenantry.server.roles import open_view_store
 from tenantry.server.store import postgres_env
 from tenantry.settings import Settings
 

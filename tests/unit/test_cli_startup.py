@@ -10,7 +10,7 @@ from projections.queries import QUERIES, Paged
 from projections.query_params import PARAMS
 from tenantry.cli import parser
 from tenantry.cli.processes import _ROLE_HELP, WORKER_KINDS
-from tenantry.server.bootstrap import ROLES
+from tenantry.server.roles import ROLES
 from workers import WORKER_KINDS as RUNNABLE_KINDS
 
 _HEAVY = ("sqlalchemy", "structlog", "rich", "domain.commands", "projections.queries", "yaml")

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tenantry.cli import parser
-from tenantry.server.bootstrap import ROLES
+from tenantry.server.roles import ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
 
