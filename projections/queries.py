@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, select
 
-from domain.errors import NotFound, ValidationFailed
+from domain.errors import NotFound
 from domain.names import allows
 from projections import access_history
 from projections import schema as t
@@ -420,35 +420,33 @@ Key = Callable[[Row], tuple[Any, ...]]
 class Query:
     params: type[QueryParams]
     run: Callable[[Connection, Any], Any]
-    # A list's order, unique per row: what an `after` cursor names (`Paged` queries).
-    key: Key | None = None
 
-
-def _by(*fields: str) -> Key:
-    return lambda row: tuple(row[field] for field in fields)
+    @property
+    def key(self) -> Key | None:
+        """A list's order, unique per row (`Paged.order`): what an `after` cursor names."""
+        if not issubclass(self.params, Paged):
+            return None
+        fields = [field for field, _ in self.params.order]
+        return lambda row: tuple(row[field] for field in fields)
 
 
 QUERIES: dict[str, Query] = {
-    "list_environments": Query(ListEnvironments, list_environments, _by("name")),
-    "list_clusters": Query(ListClusters, list_clusters, _by("name")),
+    "list_environments": Query(ListEnvironments, list_environments),
+    "list_clusters": Query(ListClusters, list_clusters),
     "get_workspace": Query(GetWorkspace, get_workspace),
-    "list_workspaces": Query(ListWorkspaces, list_workspaces, _by("fqn")),
+    "list_workspaces": Query(ListWorkspaces, list_workspaces),
     "get_ml_repo": Query(GetMlRepo, get_ml_repo),
-    "list_ml_repos": Query(ListMlRepos, list_ml_repos, _by("name")),
-    "repo_access": Query(RepoAccess, repo_access, _by("subject")),
-    "subject_access": Query(SubjectAccess, subject_access_query, _by("repo")),
+    "list_ml_repos": Query(ListMlRepos, list_ml_repos),
+    "repo_access": Query(RepoAccess, repo_access),
+    "subject_access": Query(SubjectAccess, subject_access_query),
     "check_access": Query(CheckAccess, check_access),
-    "environment_tags": Query(EnvironmentTags, environment_tags, _by("environment")),
+    "environment_tags": Query(EnvironmentTags, environment_tags),
     "audit_log": Query(AuditLog, audit_log),
-    "access_report": Query(AccessReport, access_report, _by("repo", "subject", "via")),
-    "access_changes": Query(
-        AccessChanges, access_changes, _by("position", "repo", "subject", "via", "change")
-    ),
-    "list_teams": Query(ListTeams, list_teams, _by("name")),
+    "access_report": Query(AccessReport, access_report),
+    "access_changes": Query(AccessChanges, access_changes),
+    "list_teams": Query(ListTeams, list_teams),
     "get_team": Query(GetTeam, get_team),
-    "list_storage_integrations": Query(
-        ListStorageIntegrations, list_storage_integrations, _by("name")
-    ),
+    "list_storage_integrations": Query(ListStorageIntegrations, list_storage_integrations),
     "get_storage_integration": Query(GetStorageIntegration, get_storage_integration),
 }
 
@@ -486,27 +484,10 @@ def answer_query(store: ViewStore, name: str, params: QueryParams) -> Answer:
 
 def _page(rows: list[Row], key: Key, params: Paged[Any]) -> tuple[list[Row], str | None]:
     rows = sorted(rows, key=key)  # already in this order: a linear check, and a guarantee
-    if params.after is not None:
-        rows = rows[_start_after(rows, key, params.after) :]
+    place = params.place()  # its model has checked it is a place of this list
+    if place is not None:
+        rows = rows[bisect.bisect_right(rows, place, key=key) :]
     if params.limit is None or len(rows) <= params.limit:
         return rows, None
     page = rows[: params.limit]
     return page, json.dumps(list(key(page[-1])), separators=(",", ":"))
-
-
-def _start_after(rows: list[Row], key: Key, cursor: str) -> int:
-    refused = ValidationFailed(
-        "`after` is not a `next` this query gave", field="after", expected="a reply's `next`"
-    )
-    try:
-        place = json.loads(cursor)
-    except ValueError:
-        raise refused from None
-    if not isinstance(place, list) or not all(
-        isinstance(part, str | int) and not isinstance(part, bool) for part in place
-    ):
-        raise refused
-    try:
-        return bisect.bisect_right(rows, tuple(place), key=key)
-    except TypeError:  # a cursor of another query: its parts compare with nothing here
-        raise refused from None

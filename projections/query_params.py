@@ -4,6 +4,7 @@ without loading the views (SQLAlchemy) that `projections.queries` answers from."
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
@@ -17,6 +18,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -115,6 +117,7 @@ class Query(QueryParams, Generic[R]):
 
 
 MAX_PAGE = 10_000
+Order = tuple[tuple[str, type[str] | type[int]], ...]
 
 
 class Paged(Query[list[R]], Generic[R]):
@@ -126,8 +129,40 @@ class Paged(Query[list[R]], Generic[R]):
     one. A reply larger than the bus carries is refused (`validation_error`): ask with `limit`."""
 
     pages: ClassVar[bool] = True
+    # The list's order, unique per row: the fields (and the type of each) whose values, as a
+    # JSON array, are a reply's `next` and name the place an `after` starts from.
+    order: ClassVar[Order] = (("name", str),)
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] | None = None
     after: Annotated[str, StringConstraints(min_length=2, max_length=4000)] | None = None
+
+    @field_validator("after")
+    @classmethod
+    def _a_place_of_this_list(cls, after: str | None) -> str | None:
+        # Judged here only (the client validates with this model too): what passes, the query
+        # can place in its list.
+        if after is not None:
+            _place(after, cls.order)
+        return after
+
+    def place(self) -> tuple[str | int, ...] | None:
+        """The values of `order` of the row the page starts after, None for the first page."""
+        return None if self.after is None else _place(self.after, self.order)
+
+
+def _place(
+    after: str, order: tuple[tuple[str, type[str] | type[int]], ...]
+) -> tuple[str | int, ...]:
+    try:
+        place = json.loads(after)
+    except ValueError:
+        place = None
+    if not (
+        isinstance(place, list)
+        and len(place) == len(order)
+        and all(type(part) is kind for part, (_, kind) in zip(place, order, strict=False))
+    ):
+        raise ValueError("`after` is not a `next` this query gave")
+    return tuple(place)
 
 
 class ListEnvironments(Paged[r.Environment]):
@@ -143,6 +178,7 @@ class GetWorkspace(Query[r.Workspace]):
 
 
 class ListWorkspaces(Paged[r.Workspace]):
+    order = (("fqn", str),)
     cluster: ClusterName | None = None
     environment: DnsLabel | None = None
     production: bool | None = None
@@ -157,10 +193,12 @@ class ListMlRepos(Paged[r.MlRepo]):
 
 
 class RepoAccess(Paged[r.Grant]):
+    order = (("subject", str),)
     repo: MlRepoName
 
 
 class SubjectAccess(Paged[r.Access]):
+    order = (("repo", str),)
     subject: QuerySubject
 
 
@@ -171,6 +209,7 @@ class CheckAccess(Query[r.AccessCheck]):
 
 
 class EnvironmentTags(Paged[r.EnvironmentTags]):
+    order = (("environment", str),)
     environment: DnsLabel | None = None
 
 
@@ -190,6 +229,8 @@ class AuditLog(Query[r.AuditPage]):
 class AccessReport(Paged[r.AccessInForce]):
     """What was in force at `as_of` (any RFC 3339 offset), events at that very moment included."""
 
+    order = (("repo", str), ("subject", str), ("via", str))
+
     as_of: Moment
     repo: MlRepoName | None = None
     subject: QuerySubject | None = None
@@ -198,6 +239,8 @@ class AccessReport(Paged[r.AccessInForce]):
 class AccessChanges(Paged[r.AccessChange]):
     """Changes after `from` up to and including `to`: exactly what turns `access_report` at
     `from` into `access_report` at `to`."""
+
+    order = (("position", int), ("repo", str), ("subject", str), ("via", str), ("change", str))
 
     from_: Moment = Field(alias="from")
     to: Moment
