@@ -38,8 +38,23 @@ class Workspace(Aggregate):
         # Repos this workspace holds a grant on, so that deleting it can end them.
         self.repos: set[str] = set()
 
-    @event("Recreated")
     def recreate(
+        self, environment: str, labels: dict[str, str], annotations: dict[str, str]
+    ) -> None:
+        """Create a deleted workspace again; not while its namespace is still being removed (the
+        worker's report of that removal would then be refused, and the new namespace would be
+        made over the old one), as an ML repo waits for its storage (`storage_left_behind`)."""
+        if self.status == "deleting":
+            raise PreconditionFailed(
+                f"workspace {self.fqn()!r} is still being deleted (its namespace is being "
+                "removed): create it again once it is deleted",
+                workspace=self.fqn(),
+                status=self.status,
+            )
+        self._recreated(environment=environment, labels=labels, annotations=annotations)
+
+    @event("Recreated")
+    def _recreated(
         self, environment: str, labels: dict[str, str], annotations: dict[str, str]
     ) -> None:
         self._reset(environment, labels, annotations)

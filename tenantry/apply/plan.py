@@ -109,8 +109,9 @@ class State:
             teams={t.name: t for t in teams},
             clusters={c.name: c for c in clusters},
             # A repo or workspace being deleted, or deleted, is not there: the plan creates it
-            # again, and whether it may be (a repo's storage left behind, adopt_storage) is the
-            # command service's decision.
+            # again, and whether it may be (a repo's storage left behind, adopt_storage; a
+            # workspace whose namespace is still being removed is refused) is the command
+            # service's decision, which `--dry-run` reports.
             ml_repos={r.name: r for r in ml_repos if r.status not in _GONE},
             workspaces={w.fqn: w for w in workspaces if w.status not in _GONE},
         )

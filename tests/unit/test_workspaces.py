@@ -312,3 +312,30 @@ def test_a_deleted_workspace_is_gone_and_may_be_created_again_keeping_its_histor
         "workspace.namespace_deleted",
         "workspace.recreated",
     ]
+
+
+def test_a_workspace_is_not_created_again_while_its_namespace_is_still_being_removed(
+    cluster: Tenancy,
+) -> None:
+    """Else the namespace worker's report of the old namespace's removal would be refused (the
+    workspace is pending again) and the new workspace would be provisioned over a namespace
+    still being deleted."""
+    fqn = cluster.workspace("prod-eu", "fraud", "prod")
+    cluster.run("delete_workspace", {"workspace": fqn})
+    before = cluster.position()
+
+    error = cluster.refuse(
+        "create_workspace",
+        {"cluster": "prod-eu", "name": "fraud", "environment": "dev"},
+        PreconditionFailed,
+        "precondition_failed",
+    )
+
+    assert "still being deleted" in error.message
+    assert (error.details["workspace"], error.details["status"]) == (fqn, "deleting")
+    assert cluster.position() == before
+    cluster.run("record_namespace_deleted", {"workspace": fqn, "namespace": "fraud"})
+    result = cluster.run(
+        "create_workspace", {"cluster": "prod-eu", "name": "fraud", "environment": "dev"}
+    )
+    assert result.events == ["workspace.recreated", "cluster.workspace_attached"]
