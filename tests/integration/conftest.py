@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,27 @@ from projections.store import ViewStore
 from tenantry.server.command_endpoint import CommandEndpoint
 from tenantry.server.nats_server import NatsServer
 from tenantry.server.query_endpoint import QueryEndpoint
+from tenantry.server.store import event_store_env, postgres_env
 from tenantry.server.wakeups import wake_on_save
+from tenantry.settings import Settings
 from tests.integration.views import Views
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The event store, on each backend (a test class that runs on one overrides it)."""
+    if request.param == "sqlite":
+        return event_store_env(Settings(state_dir=tmp_path / "state"))
+    return postgres_env(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def service(store_env: dict[str, str]) -> Iterator[TenancyService]:
+    """The command application on `store_env`, seeded as `tenantry serve` seeds it."""
+    svc = TenancyService(store_env)
+    svc.seed_default_environments()
+    yield svc
+    svc.close()
 
 
 @dataclass

@@ -35,14 +35,7 @@ REFUSED = [*CHAIN[:2], {**CHAIN[2], "body": {**CHAIN[2]["body"], "environments":
 
 
 class ApplyOnTheBus:
-    """Subclasses provide `store_env`."""
-
-    @pytest.fixture
-    async def service(self, store_env: dict[str, str]) -> AsyncIterator[TenancyService]:
-        service = TenancyService(store_env)
-        service.seed_default_environments()
-        yield service
-        service.close()
+    """Subclasses provide `store_env` (the `service` on it is the conftest's)."""
 
     @pytest.fixture
     async def client(

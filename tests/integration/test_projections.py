@@ -50,14 +50,7 @@ def _indexes(store: ViewStore) -> dict[str, set[str]]:
 
 class ProjectionContract:
     """What the views must do on every backend. Subclasses provide `store_env`, `view_url`
-    and `other_view_url` (an empty second store, for rebuilds)."""
-
-    @pytest.fixture
-    def service(self, store_env: dict[str, str]) -> Iterator[TenancyService]:
-        service = TenancyService(store_env)
-        service.seed_default_environments()
-        yield service
-        service.close()
+    and `other_view_url` (an empty second store, for rebuilds); `service` is the conftest's."""
 
     @pytest.fixture
     def open_store(self) -> Iterator[Callable[[str], ViewStore]]:

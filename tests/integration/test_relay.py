@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import nats
@@ -26,7 +25,7 @@ from domain.event_log import SUBJECT_PREFIX
 from domain.service import TenancyService
 from tenantry.log.relay import Relay
 from tenantry.server.nats_server import NatsServer, free_port
-from tenantry.server.store import event_store_env, postgres_env
+from tenantry.server.store import event_store_env
 from tenantry.server.wakeups import listen_postgres, wake_on_save
 from tenantry.settings import Settings
 from tests.integration.streams import assert_stream_matches_store, read_stream, wait_for_stream
@@ -50,22 +49,6 @@ def _command(service: TenancyService, i: int) -> None:
     else:
         body = {"cluster": f"c-{i - 1}", "name": f"ws-{i}", "environment": "dev"}
         service.handle(COMMANDS["create_workspace"].model_validate(body), context)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    if request.param == "sqlite":
-        return event_store_env(Settings(state_dir=tmp_path / "state"))
-    url = request.getfixturevalue("postgres_url")
-    return postgres_env(url)
-
-
-@pytest.fixture
-def service(store_env: dict[str, str]) -> Iterator[TenancyService]:
-    svc = TenancyService(store_env)
-    svc.seed_default_environments()
-    yield svc
-    svc.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from tenantry.log.relay import Relay
 from tenantry.log.stream_check import StreamGuard
 from tenantry.protocol import STREAM_ALERT_SUBJECT
 from tenantry.server.nats_server import NatsServer
-from tenantry.server.store import event_store_env, postgres_env
 from tenantry.settings import Settings
 from tests.integration.cli import cli
 from tests.integration.provisioning import ADMIN, running_tenancy, running_worker
@@ -35,18 +33,6 @@ from tests.integration.streams import wait_for_chain
 from workers import BackendConfig
 
 Chain = list[tuple[int, str, dict[str, str], bytes]]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TenancyService]:
-    if request.param == "sqlite":
-        env = event_store_env(Settings(state_dir=tmp_path / "state"))
-    else:
-        env = postgres_env(request.getfixturevalue("postgres_url"))
-    svc = TenancyService(env)
-    svc.seed_default_environments()
-    yield svc
-    svc.close()
 
 
 def _teams(service: TenancyService, first: int, count: int) -> None:
