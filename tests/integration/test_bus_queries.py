@@ -22,7 +22,7 @@ from tenantry.server.query_endpoint import serve_views
 from tenantry.server.wakeups import wake_on_save
 from tests.integration.conftest import Bus
 from tests.integration.views import Views
-from tests.integration.world import NAMESPACES
+from tests.integration.world import FRAUD, NAMESPACES, PROD_EU
 
 # --- every query, after writes ------------------------------------------------------------
 
@@ -33,28 +33,9 @@ async def test_directory_queries_see_the_writes_they_wait_for(views: Views) -> N
     assert answer["ok"] and answer["position"] >= last
     assert [e["name"] for e in answer["data"]] == ["dev", "prod", "staging"]
     clusters = await views.data("list_clusters", environment="prod")
-    assert clusters == [
-        {
-            "name": "prod-eu",
-            "region": "eu-west-1",
-            "provider": "aws-eks",
-            "environments": ["prod", "dev"],
-            "labels": {"tier": "gold"},
-        }
-    ]
+    assert clusters == [PROD_EU]
     fraud = await views.data("get_workspace", fqn="prod-eu:fraud")
-    assert fraud == {
-        "fqn": "prod-eu:fraud",
-        "cluster": "prod-eu",
-        "name": "fraud",
-        "environment": "prod",
-        "is_production": True,
-        "labels": {"team": "risk"},
-        "annotations": {"owner": "risk"},
-        "status": "ready",
-        "failure": None,
-        "applications": ["scorer"],
-    }
+    assert fraud == FRAUD
     assert await views.data("list_workspaces", production=True) == [fraud]
     assert [w["fqn"] for w in await views.data("list_workspaces")] == [
         "dev-us:sandbox",

@@ -29,7 +29,7 @@ from tenantry.protocol import CommandReply
 from tenantry.server.store import event_store_env, postgres_env, view_store_url
 from tenantry.settings import Settings
 from tests.integration.views import dump
-from tests.integration.world import ADMIN, CHANGES, WORLD, Step
+from tests.integration.world import ADMIN, CHANGES, FRAUD, PROD_EU, WORLD, Step
 
 
 def query(store: ViewStore, query_name: str, **params: Any) -> Any:
@@ -96,27 +96,9 @@ class ProjectionContract:
             {"name": "prod", "is_production": True, "optimize_for": "availability", "color": None},
             {"name": "staging", "is_production": False, "optimize_for": "cost", "color": None},
         ]
-        prod_eu = {
-            "name": "prod-eu",
-            "region": "eu-west-1",
-            "provider": "aws-eks",
-            "environments": ["prod", "dev"],
-            "labels": {"tier": "gold"},
-        }
+        prod_eu, fraud = PROD_EU, FRAUD
         assert [c["name"] for c in query(store, "list_clusters")] == ["dev-us", "prod-eu"]
         assert query(store, "list_clusters", environment="prod") == [prod_eu]
-        fraud = {
-            "fqn": "prod-eu:fraud",
-            "cluster": "prod-eu",
-            "name": "fraud",
-            "environment": "prod",
-            "is_production": True,
-            "labels": {"team": "risk"},
-            "annotations": {"owner": "risk"},
-            "status": "ready",
-            "failure": None,
-            "applications": ["scorer"],
-        }
         assert query(store, "get_workspace", fqn="prod-eu:fraud") == fraud
         sandbox = query(store, "get_workspace", fqn="dev-us:sandbox")
         assert (sandbox["status"], sandbox["is_production"]) == ("pending", False)

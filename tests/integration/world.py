@@ -92,6 +92,27 @@ WORLD: list[Step] = [
 ]
 
 # Then the world changes: every kind of update, removal, deletion and recreation.
+# What the views answer of the world's prod-eu cluster and its fraud workspace.
+PROD_EU: dict[str, Any] = {
+    "name": "prod-eu",
+    "region": "eu-west-1",
+    "provider": "aws-eks",
+    "environments": ["prod", "dev"],
+    "labels": {"tier": "gold"},
+}
+FRAUD: dict[str, Any] = {
+    "fqn": "prod-eu:fraud",
+    "cluster": "prod-eu",
+    "name": "fraud",
+    "environment": "prod",
+    "is_production": True,
+    "labels": {"team": "risk"},
+    "annotations": {"owner": "risk"},
+    "status": "ready",
+    "failure": None,
+    "applications": ["scorer"],
+}
+
 CHANGES: list[Step] = [
     ("update_environment", {"name": "dev", "color": "#00ff00"}, ADMIN),
     ("create_environment", {"name": "qa", "optimize_for": "availability"}, ADMIN),
