@@ -18,9 +18,6 @@ from projections.event_handlers import EventHandlers
 from projections.store import Raw, upsert
 
 Body = dict[str, Any]
-# The statuses of a workspace or ML repo that is being deleted or is deleted: it grants nothing
-# and is not listed among the live ones.
-GONE = ("deleting", "deleted", "deletion_failed")
 _Handler = Callable[[Connection, Body], None]
 _HANDLERS: EventHandlers[_Handler] = EventHandlers()
 _on = _HANDLERS.on

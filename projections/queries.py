@@ -20,7 +20,6 @@ from projections import access_history
 from projections import schema as t
 from projections.audit import body_of, utc_text
 from projections.current_access import subject_access
-from projections.directory import GONE
 from projections.query_params import (
     AccessChanges,
     AccessReport,
@@ -42,6 +41,7 @@ from projections.query_params import (
     RepoAccess,
     SubjectAccess,
 )
+from projections.results import GONE
 from projections.store import ViewStore, read_tracking
 
 # The parameter models live in projections.query_params (light: the client imports them).

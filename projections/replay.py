@@ -19,6 +19,7 @@ from domain.event_log import NotificationLog, read_batch
 from projections import access, audit, directory
 from projections import schema as t
 from projections.audit import utc_text
+from projections.results import GONE
 from projections.runner import Projector
 from projections.store import Tracking, ViewStore, read_tracking, write_tracking
 
@@ -104,9 +105,7 @@ def access_in_force(
       (`via` `workspace:<cluster>:<name>`);
     - a repo being deleted, or deleted, grants nothing, nor does a workspace being deleted."""
     live_workspaces = set(
-        conn.execute(
-            select(t.workspaces.c.fqn).where(t.workspaces.c.status.not_in(directory.GONE))
-        ).scalars()
+        conn.execute(select(t.workspaces.c.fqn).where(t.workspaces.c.status.not_in(GONE))).scalars()
     )
     members: dict[str, list[str]] = defaultdict(list)
     for team, user in conn.execute(select(t.team_members.c.team, t.team_members.c.user)):
@@ -114,7 +113,7 @@ def access_in_force(
     for workspace, fqn in conn.execute(select(t.applications.c.workspace, t.applications.c.fqn)):
         members[f"workspace:{workspace}"].append(f"app:{fqn}")
     statement = select(t.grants).join(t.ml_repos, t.ml_repos.c.name == t.grants.c.repo)
-    statement = statement.where(t.ml_repos.c.status.not_in(directory.GONE))
+    statement = statement.where(t.ml_repos.c.status.not_in(GONE))
     if repo is not None:
         statement = statement.where(t.grants.c.repo == repo)
     rows = []

@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from domain.names import OptimizeFor, Role
 
+# The statuses of a workspace or ML repo that is being deleted or is deleted: it grants nothing,
+# is not listed among the live ones, and `tenantry apply` plans it as created again.
+GONE = ("deleting", "deleted", "deletion_failed")
+
 
 class _Result(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")

@@ -52,6 +52,7 @@ from domain.commands import (
     UpdateMlRepo,
     UpdateWorkspace,
 )
+from projections.results import GONE
 from tenantry.apply.manifests import (
     MANIFEST_TYPES,
     AnyManifest,
@@ -112,8 +113,8 @@ class State:
             # again, and whether it may be (a repo's storage left behind, adopt_storage; a
             # workspace whose namespace is still being removed is refused) is the command
             # service's decision, which `--dry-run` reports.
-            ml_repos={r.name: r for r in ml_repos if r.status not in _GONE},
-            workspaces={w.fqn: w for w in workspaces if w.status not in _GONE},
+            ml_repos={r.name: r for r in ml_repos if r.status not in GONE},
+            workspaces={w.fqn: w for w in workspaces if w.status not in GONE},
         )
 
 
@@ -153,8 +154,6 @@ class Action:
 # The `managed_by` of the grants apply sends: `--prune` revokes only grants that bear it.
 APPLY = "apply"
 
-# A repo or workspace with one of these statuses is not there for the plan.
-_GONE = ("deleting", "deleted", "deletion_failed")
 
 # The phases commands run in; within a phase, in the order planned.
 _ENVIRONMENTS, _STORAGE, _TEAMS, _CLUSTERS, _REPOS, _WORKSPACES, _GRANTS, _TAKE_AWAY = range(8)
