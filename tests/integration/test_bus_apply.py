@@ -15,9 +15,8 @@ from nats.aio.client import Client
 from domain.service import TenancyService
 from tenantry.server.command_endpoint import CommandEndpoint
 from tenantry.server.nats_server import NatsServer
-from tenantry.server.store import event_store_env, postgres_env
 from tenantry.server.wire import MAX_BODY_BYTES
-from tenantry.settings import Settings
+from tests.integration.backends import OnPostgres, OnSQLite
 
 ADMIN = "user:root@example.com"
 CHAIN: list[dict[str, Any]] = [
@@ -147,14 +146,10 @@ class ApplyOnTheBus:
             assert self._stored(service) == before
 
 
-class TestApplyOnSQLite(ApplyOnTheBus):
-    @pytest.fixture
-    def store_env(self, sqlite_settings: Settings) -> dict[str, str]:
-        return event_store_env(sqlite_settings)
+class TestApplyOnSQLite(OnSQLite, ApplyOnTheBus):
+    pass
 
 
 @pytest.mark.postgres
-class TestApplyOnPostgres(ApplyOnTheBus):
-    @pytest.fixture
-    def store_env(self, postgres_url: str) -> dict[str, str]:
-        return postgres_env(postgres_url)
+class TestApplyOnPostgres(OnPostgres, ApplyOnTheBus):
+    pass

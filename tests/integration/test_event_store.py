@@ -16,8 +16,7 @@ from domain.errors import AlreadyExists, DomainError
 from domain.event_log import INTERNAL_TOPICS
 from domain.service import TenancyService
 from tenantry.protocol import CommandReply
-from tenantry.server.store import event_store_env, postgres_env
-from tenantry.settings import Settings
+from tests.integration.backends import OnPostgres, OnSQLite
 
 
 def _run(
@@ -137,14 +136,10 @@ class EventStoreContract:
         assert topics.count("domain.environment:Environment.Created") == 3
 
 
-class TestSQLiteEventStore(EventStoreContract):
-    @pytest.fixture
-    def store_env(self, sqlite_settings: Settings) -> dict[str, str]:
-        return event_store_env(sqlite_settings)
+class TestSQLiteEventStore(OnSQLite, EventStoreContract):
+    pass
 
 
 @pytest.mark.postgres
-class TestPostgresEventStore(EventStoreContract):
-    @pytest.fixture
-    def store_env(self, postgres_url: str) -> dict[str, str]:
-        return postgres_env(postgres_url)
+class TestPostgresEventStore(OnPostgres, EventStoreContract):
+    pass

@@ -26,8 +26,7 @@ from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner, rebuild
 from projections.store import Tracking, ViewStore
 from tenantry.protocol import CommandReply
-from tenantry.server.store import event_store_env, postgres_env, view_store_url
-from tenantry.settings import Settings
+from tests.integration.backends import OnPostgres, OnSQLite
 from tests.integration.views import dump
 from tests.integration.world import ADMIN, CHANGES, FRAUD, PROD_EU, WORLD, Step
 
@@ -494,31 +493,14 @@ class ProjectionContract:
             rebuild(service.recorder, store)
 
 
-class TestSQLiteProjections(ProjectionContract):
-    @pytest.fixture
-    def store_env(self, sqlite_settings: Settings) -> dict[str, str]:
-        return event_store_env(sqlite_settings)
-
-    @pytest.fixture
-    def view_url(self, sqlite_settings: Settings) -> str:
-        return view_store_url(sqlite_settings)
-
+class TestSQLiteProjections(OnSQLite, ProjectionContract):
     @pytest.fixture
     def other_view_url(self, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'rebuilt' / 'views.sqlite'}"
 
 
 @pytest.mark.postgres
-class TestPostgresProjections(ProjectionContract):
-    @pytest.fixture
-    def store_env(self, postgres_url: str) -> dict[str, str]:
-        return postgres_env(postgres_url)
-
-    @pytest.fixture
-    def view_url(self, postgres_url: str) -> str:
-        # The views share the event store's database and schema (their tables are `view_…`).
-        return postgres_url
-
+class TestPostgresProjections(OnPostgres, ProjectionContract):
     @pytest.fixture
     def other_view_url(self, other_postgres_url: str) -> str:
         return other_postgres_url

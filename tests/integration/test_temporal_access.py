@@ -24,9 +24,10 @@ from projections.queries import QUERIES, answer
 from projections.replay import Replay, access_in_force
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
-from tenantry.server.store import event_store_env, postgres_env, view_store_url
+from tenantry.server.store import view_store_url
 from tenantry.settings import Settings
 from tests.clock import ControlledClock
+from tests.integration.backends import OnPostgres, OnSQLite
 from tests.integration.world import ADMIN, CHANGES, WORLD
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -367,25 +368,13 @@ def _apply(
     return held
 
 
-class TestSQLiteTemporalAccess(TemporalAccessContract):
-    @pytest.fixture
-    def store_env(self, sqlite_settings: Settings) -> dict[str, str]:
-        return event_store_env(sqlite_settings)
-
-    @pytest.fixture
-    def view_url(self, sqlite_settings: Settings) -> str:
-        return view_store_url(sqlite_settings)
+class TestSQLiteTemporalAccess(OnSQLite, TemporalAccessContract):
+    pass
 
 
 @pytest.mark.postgres
-class TestPostgresTemporalAccess(TemporalAccessContract):
-    @pytest.fixture
-    def store_env(self, postgres_url: str) -> dict[str, str]:
-        return postgres_env(postgres_url)
-
-    @pytest.fixture
-    def view_url(self, postgres_url: str) -> str:
-        return postgres_url
+class TestPostgresTemporalAccess(OnPostgres, TemporalAccessContract):
+    pass
 
 
 @pytest.mark.parametrize(

@@ -40,9 +40,8 @@ from projections.audit import utc_text
 from projections.queries import QUERIES, answer
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
-from tenantry.server.store import event_store_env, postgres_env, view_store_url
-from tenantry.settings import Settings
 from tests.clock import ControlledClock
+from tests.integration.backends import OnPostgres, OnSQLite
 from tests.integration.world import ADMIN, CHANGES, WORLD
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -246,15 +245,7 @@ class PlansContract:
         assert not faults, "\n".join(faults)
 
 
-class TestSQLitePlans(PlansContract):
-    @pytest.fixture
-    def store_env(self, sqlite_settings: Settings) -> dict[str, str]:
-        return event_store_env(sqlite_settings)
-
-    @pytest.fixture
-    def view_url(self, sqlite_settings: Settings) -> str:
-        return view_store_url(sqlite_settings)
-
+class TestSQLitePlans(OnSQLite, PlansContract):
     def record(self, store: ViewStore, recorder: _Recorder) -> None:
         @event.listens_for(store.engine, "connect")
         def _trace(dbapi_connection: Any, _record: Any) -> None:
@@ -280,15 +271,7 @@ class TestSQLitePlans(PlansContract):
 
 
 @pytest.mark.postgres
-class TestPostgresPlans(PlansContract):
-    @pytest.fixture
-    def store_env(self, postgres_url: str) -> dict[str, str]:
-        return postgres_env(postgres_url)
-
-    @pytest.fixture
-    def view_url(self, postgres_url: str) -> str:
-        return postgres_url
-
+class TestPostgresPlans(OnPostgres, PlansContract):
     def record(self, store: ViewStore, recorder: _Recorder) -> None:
         import psycopg
 
