@@ -141,6 +141,13 @@ class ViewStore:
                 yield conn
 
     @contextmanager
+    def unscoped(self) -> Iterator[Connection]:
+        """One transaction on the database itself, names not put in the store's schema (to
+        create, move or drop schemas and tables: `projections.swap`)."""
+        with self._base_engine.begin() as conn:
+            yield conn
+
+    @contextmanager
     def snapshot(self) -> Iterator[Connection]:
         """One read-only transaction that sees a single consistent state of every view."""
         with self.engine.connect() as conn:

@@ -1,0 +1,198 @@
+"""Rebuilding the views beside the live ones and swapping them in (`projections.swap`), on a
+real SQLite file and a real PostgreSQL schema shared with the event store: the swapped-in views
+hold exactly what a rebuild from zero holds, the live views answer whole all along, and a
+rebuild cut short leaves them untouched."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from domain.base import CommandContext
+from domain.commands import COMMANDS
+from domain.event_log import INTERNAL_TOPICS
+from domain.service import TenancyService
+from projections import schema
+from projections.runner import ProjectionRunner, rebuild
+from projections.store import ViewStore, read_tracking
+from projections.swap import beside_url, rebuild_beside
+from tenantry.server.store import event_store_env, postgres_env, view_store_url
+from tenantry.settings import Settings
+from tests.integration.views import dump
+from tests.integration.world import CHANGES, WORLD, Step
+
+
+def _send(service: TenancyService, steps: list[Step]) -> None:
+    for name, body, actor in steps:
+        service.handle(
+            COMMANDS[name].model_validate(body), CommandContext(actor, str(uuid.uuid4()), "c")
+        )
+
+
+def _whole(store: ViewStore, published_up_to: dict[int, int]) -> tuple[int, int]:
+    """(tracking position, audit rows) read in one snapshot; fails if the audit view does not
+    hold exactly the published events up to the tracking position (a half-built store)."""
+    with store.snapshot() as conn:
+        position = read_tracking(conn).position
+        rows = conn.execute(select(func.count()).select_from(schema.audit_events)).scalar_one()
+    assert rows == published_up_to[position], (position, rows)
+    return position, rows
+
+
+class SwapContract:
+    """Subclasses provide `store_env`, `view_url` and `reference_url` (an empty store)."""
+
+    @pytest.fixture
+    def service(self, store_env: dict[str, str]) -> Iterator[TenancyService]:
+        service = TenancyService(store_env)
+        service.seed_default_environments()
+        _send(service, WORLD + CHANGES)
+        yield service
+        service.close()
+
+    @pytest.fixture
+    def live(self, view_url: str) -> Iterator[ViewStore]:
+        store = ViewStore.from_url(view_url)
+        store.create_tables()
+        yield store
+        store.close()
+
+    @staticmethod
+    def published_up_to(service: TenancyService) -> dict[int, int]:
+        """Published events at or before each store position."""
+        counts, published = {0: 0}, 0
+        for notification in service.recorder.select_notifications(None, 1_000_000):
+            published += notification.topic not in INTERNAL_TOPICS
+            counts[notification.id] = published
+        return counts
+
+    def test_the_swapped_in_views_are_a_rebuild_from_zero(
+        self, service: TenancyService, live: ViewStore, view_url: str, reference_url: str
+    ) -> None:
+        # The live views stand part way, with rows a rebuild would not have (applied twice).
+        ProjectionRunner(service.recorder, live).catch_up(limit=40)
+        before = dump(live)
+        head = service.recorder.max_notification_id()
+        assert head is not None and live.position() < head
+        assert rebuild_beside(service.recorder, view_url, batch_size=7) == head
+        reference = ViewStore.from_url(reference_url)
+        rebuild(service.recorder, reference)
+        rebuilt = dump(reference)
+        reference.close()
+        assert all(rebuilt.values()), "every table has rows to compare"
+        assert dump(live) == rebuilt != before
+        assert live.position() == head
+        # The fresh store is gone; the event store (on PostgreSQL, in the same schema) works on.
+        assert not _exists(beside_url(view_url))
+        _send(service, WORLD[-1:])
+        ProjectionRunner(service.recorder, live).catch_up()
+        assert live.position() == service.recorder.max_notification_id() > head
+
+    def test_a_rebuild_cut_short_leaves_the_live_views_whole_and_is_begun_again(
+        self, service: TenancyService, live: ViewStore, view_url: str
+    ) -> None:
+        ProjectionRunner(service.recorder, live).catch_up()
+        before = dump(live)
+        # A rebuild stopped part way (the process killed): its store is left beside.
+        cut = ViewStore.from_url(beside_url(view_url))
+        cut.create_tables()
+        ProjectionRunner(service.recorder, cut, batch_size=5).catch_up(limit=15)
+        cut.close()
+        assert dump(live) == before
+        assert rebuild_beside(service.recorder, view_url) == live.position()
+        assert dump(live) == before
+
+    def test_the_live_views_answer_whole_while_rebuilt_and_swapped(
+        self, service: TenancyService, live: ViewStore, view_url: str
+    ) -> None:
+        counts = self.published_up_to(service)
+        ProjectionRunner(service.recorder, live).catch_up(limit=60)
+        done = threading.Event()
+        seen = [_whole(live, counts)]
+        failures: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                while not done.is_set():
+                    seen.append(_whole(live, counts))
+                seen.append(_whole(live, counts))
+            except BaseException as exc:  # reported by the test below
+                failures.append(exc)
+
+        def apply() -> None:  # the live runner goes on meanwhile, a few events a batch
+            runner = ProjectionRunner(service.recorder, live, batch_size=3)
+            try:
+                while not done.is_set() and runner.catch_up(limit=3):
+                    pass
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=read), threading.Thread(target=apply)]
+        for thread in threads:
+            thread.start()
+        try:
+            position = rebuild_beside(service.recorder, view_url, batch_size=5)
+        finally:
+            done.set()
+            for thread in threads:
+                thread.join()
+        assert failures == []
+        assert seen[-1] == (position, counts[position])
+        assert seen[0][0] == 60 < position == service.recorder.max_notification_id()
+
+
+def _exists(url: str) -> bool:
+    if url.startswith("sqlite"):
+        return Path(url.removeprefix("sqlite:///")).exists()
+    store = ViewStore.from_url(url)
+    try:
+        with store.unscoped() as conn:
+            name = url.rsplit("schema=", 1)[1]
+            found = conn.exec_driver_sql(
+                "SELECT 1 FROM information_schema.schemata WHERE schema_name = %(n)s", {"n": name}
+            ).first()
+    finally:
+        store.close()
+    return found is not None
+
+
+class TestSQLiteSwap(SwapContract):
+    @pytest.fixture
+    def store_env(self, sqlite_settings: Settings) -> dict[str, str]:
+        return event_store_env(sqlite_settings)
+
+    @pytest.fixture
+    def view_url(self, sqlite_settings: Settings) -> str:
+        return view_store_url(sqlite_settings)
+
+    @pytest.fixture
+    def reference_url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path / 'reference' / 'views.sqlite'}"
+
+
+@pytest.mark.postgres
+class TestPostgresSwap(SwapContract):
+    @pytest.fixture
+    def store_env(self, postgres_url: str) -> dict[str, str]:
+        return postgres_env(postgres_url)
+
+    @pytest.fixture
+    def view_url(self, postgres_url: str) -> Iterator[str]:
+        # The views share the event store's schema; the fresh one beside it is dropped too.
+        yield postgres_url
+        if _exists(beside_url(postgres_url)):
+            store = ViewStore.from_url(beside_url(postgres_url))
+            with store.unscoped() as conn:
+                conn.exec_driver_sql(
+                    f'DROP SCHEMA "{beside_url(postgres_url).rsplit("schema=", 1)[1]}" CASCADE'
+                )
+            store.close()
+
+    @pytest.fixture
+    def reference_url(self, other_postgres_url: str) -> str:
+        return other_postgres_url
