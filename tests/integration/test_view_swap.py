@@ -5,6 +5,9 @@ rebuild cut short leaves them untouched."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -196,3 +199,37 @@ class TestPostgresSwap(SwapContract):
     @pytest.fixture
     def reference_url(self, other_postgres_url: str) -> str:
         return other_postgres_url
+
+
+def _tenantry(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "TENANTRY_DATABASE_URL"}
+    return subprocess.run(
+        [sys.executable, "-m", "tenantry.cli", *args],
+        env={**env, "TENANTRY_STATE_DIR": str(state_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_rebuild_views_on_the_command_line(sqlite_settings: Settings, tmp_path: Path) -> None:
+    missing = _tenantry(tmp_path / "nothing", "rebuild-views")
+    assert missing.returncode == 2
+    assert "no event store" in missing.stderr
+    service = TenancyService(event_store_env(sqlite_settings))
+    service.seed_default_environments()
+    _send(service, WORLD)
+    live = ViewStore.from_url(view_store_url(sqlite_settings))
+    live.create_tables()
+    ProjectionRunner(service.recorder, live).catch_up(limit=10)
+    reference = ViewStore.from_url(f"sqlite:///{tmp_path / 'reference.sqlite'}")
+    rebuild(service.recorder, reference)
+    head = service.recorder.max_notification_id()
+    service.close()
+    assert _tenantry(sqlite_settings.state_dir, "rebuild-views", "--batch", "0").returncode == 2
+    done = _tenantry(sqlite_settings.state_dir, "rebuild-views", "--batch", "9")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"views rebuilt to position {head} and swapped in\n"
+    assert dump(live) == dump(reference)
+    live.close()
+    reference.close()
