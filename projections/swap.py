@@ -16,7 +16,8 @@ half-built store:
   tables are moved into the live schema (`ALTER TABLE … SET SCHEMA`, their indexes with them)
   and the fresh schema is dropped. The schema itself can't be renamed: the event store's tables
   share it. A statement waiting on a lock looks its table's name up again once it has the
-  lock, so it reads the new table.
+  lock, so it reads the new table. Tables of an older layout of the views
+  (`runner.OLD_LAYOUTS`) are dropped with the live ones: a rebuild is how a store is upgraded.
 
 The live store's tracking row moves with its tables: the live runner then goes on from the
 fresh store's position (the events it applied meanwhile to the old store are applied again to
@@ -33,7 +34,7 @@ from sqlalchemy.engine import make_url
 
 from domain.event_log import NotificationLog
 from projections import schema
-from projections.runner import rebuild
+from projections.runner import OLD_LAYOUTS, rebuild
 from projections.store import ViewStore
 
 log = structlog.get_logger("tenantry.projections")
@@ -95,6 +96,8 @@ def _swap_postgres(live: ViewStore, name: str) -> None:
         # Waits for the live runner's batch and the readers in progress; holds the next ones.
         conn.execute(text(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"))
         conn.execute(text(f"DROP TABLE {tables}"))
+        for old in (mark for mark in OLD_LAYOUTS if isinstance(mark, str)):
+            conn.execute(text(f'DROP TABLE IF EXISTS "{name}"."{old}"'))
         for table in names:
             conn.execute(text(f'ALTER TABLE "{fresh}"."{table}" SET SCHEMA "{name}"'))
         conn.execute(text(f'DROP SCHEMA "{fresh}" CASCADE'))

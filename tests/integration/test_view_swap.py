@@ -48,7 +48,11 @@ def _whole(store: ViewStore, published_up_to: dict[int, int]) -> tuple[int, int]
 
 
 class SwapContract:
-    """Subclasses provide `store_env`, `view_url` and `reference_url` (an empty store)."""
+    """Subclasses provide `store_env`, `view_url`, `reference_url` (an empty store) and
+    `qualified` (a table's name in the live store, for SQL run outside its schema)."""
+
+    def qualified(self, table: str) -> str:
+        raise NotImplementedError
 
     @pytest.fixture
     def service(self, store_env: dict[str, str]) -> Iterator[TenancyService]:
@@ -110,6 +114,18 @@ class SwapContract:
         assert rebuild_beside(service.recorder, view_url) == live.position()
         assert dump(live) == before
 
+    def test_a_store_of_an_older_layout_is_replaced(
+        self, service: TenancyService, live: ViewStore, view_url: str
+    ) -> None:
+        with live.unscoped() as conn:
+            conn.exec_driver_sql(f"CREATE TABLE {self.qualified('view_access_intervals')} (r TEXT)")
+        runner = ProjectionRunner(service.recorder, live)
+        with pytest.raises(RuntimeError, match="rebuild-views"):
+            runner.catch_up()
+        position = rebuild_beside(service.recorder, view_url)
+        assert ProjectionRunner(service.recorder, live).catch_up() == 0
+        assert live.position() == position == service.recorder.max_notification_id()
+
     def test_the_live_views_answer_whole_while_rebuilt_and_swapped(
         self, service: TenancyService, live: ViewStore, view_url: str
     ) -> None:
@@ -165,6 +181,9 @@ def _exists(url: str) -> bool:
 
 
 class TestSQLiteSwap(SwapContract):
+    def qualified(self, table: str) -> str:
+        return table
+
     @pytest.fixture
     def store_env(self, sqlite_settings: Settings) -> dict[str, str]:
         return event_store_env(sqlite_settings)
@@ -180,6 +199,13 @@ class TestSQLiteSwap(SwapContract):
 
 @pytest.mark.postgres
 class TestPostgresSwap(SwapContract):
+    @pytest.fixture(autouse=True)
+    def _schema(self, postgres_url: str) -> None:
+        self.schema = postgres_url.rsplit("schema=", 1)[1]
+
+    def qualified(self, table: str) -> str:
+        return f'"{self.schema}"."{table}"'
+
     @pytest.fixture
     def store_env(self, postgres_url: str) -> dict[str, str]:
         return postgres_env(postgres_url)
