@@ -59,7 +59,7 @@ def rebuild_beside(recorder: NotificationLog, url: str, *, batch_size: int = 2_0
     live = ViewStore.from_url(url)
     live.create_tables()
     _drop(fresh_url)  # a rebuild cut short leaves one: start again
-    fresh = ViewStore.from_url(fresh_url)
+    fresh = ViewStore.from_url(fresh_url, scratch=True)  # swapped in only if built whole
     try:
         runner = rebuild(recorder, fresh, batch_size=batch_size)
         runner.catch_up()  # what was logged while it built

@@ -6,11 +6,13 @@ rebuild cut short leaves them untouched."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -183,6 +185,14 @@ def _exists(url: str) -> bool:
 class TestSQLiteSwap(SwapContract):
     def qualified(self, table: str) -> str:
         return table
+
+    def test_the_live_file_stays_in_wal_mode_though_built_without_a_journal(
+        self, service: TenancyService, live: ViewStore, view_url: str
+    ) -> None:
+        rebuild_beside(service.recorder, view_url)
+        with closing(sqlite3.connect(view_url.removeprefix("sqlite:///"))) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
     @pytest.fixture
     def store_env(self, sqlite_settings: Settings) -> dict[str, str]:
