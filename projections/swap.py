@@ -90,7 +90,11 @@ def _swap_sqlite(fresh: Path, live: Path) -> None:
 
 def _swap_postgres(live: ViewStore, name: str) -> None:
     fresh = name + _SUFFIX
-    names = [table.name for table in schema.metadata.sorted_tables]
+    # The tracking table first: the runner's batches and every query read it first, so once
+    # it is held nobody holds another view table, and nobody waits for it holding one (no
+    # deadlock with a reader or the runner).
+    tracking = schema.tracking.name
+    names = [tracking] + [t.name for t in schema.metadata.sorted_tables if t.name != tracking]
     with live.unscoped() as conn:
         tables = ", ".join(f'"{name}"."{table}"' for table in names)
         # Waits for the live runner's batch and the readers in progress; holds the next ones.

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
@@ -20,11 +21,11 @@ from sqlalchemy import func, select
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS
-from domain.event_log import INTERNAL_TOPICS
+from domain.event_log import INTERNAL_TOPICS, read_batch
 from domain.service import TenancyService
 from projections import schema
-from projections.runner import ProjectionRunner, rebuild
-from projections.store import ViewStore, read_tracking
+from projections.runner import PROJECTORS, ProjectionRunner, rebuild
+from projections.store import Tracking, ViewStore, read_tracking, write_tracking
 from projections.swap import beside_url, rebuild_beside
 from tenantry.server.store import event_store_env, postgres_env, view_store_url
 from tenantry.settings import Settings
@@ -235,6 +236,45 @@ class TestPostgresSwap(SwapContract):
     @pytest.fixture
     def reference_url(self, other_postgres_url: str) -> str:
         return other_postgres_url
+
+    def test_the_swap_waits_for_a_batch_in_progress_without_a_deadlock(
+        self, service: TenancyService, live: ViewStore, view_url: str
+    ) -> None:
+        """The runner's batch holds the tracking row, then writes the views: a swap that
+        locked a view table before the tracking table would deadlock with it."""
+        swapped: list[int] = []
+        swapping = threading.Thread(
+            target=lambda: swapped.append(rebuild_beside(service.recorder, view_url))
+        )
+        with live.write() as conn:  # what `ProjectionRunner._apply_batch` does, held open
+            before = read_tracking(conn, lock=True)
+            swapping.start()
+            _until_a_lock_waits(f'LOCK TABLE "{self.schema}".%')
+            batch = read_batch(service.recorder, before.position, before.hash, 50)
+            for project in PROJECTORS:
+                project(conn, batch.events)
+            write_tracking(conn, before, Tracking(batch.position, batch.hash))
+        swapping.join()
+        assert swapped == [service.recorder.max_notification_id()] == [live.position()]
+
+
+def _until_a_lock_waits(statement: str) -> None:
+    """Return once a session runs `statement` (a LIKE pattern) and waits for a lock."""
+    import psycopg
+
+    from tests.conftest import POSTGRES_URL
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        for _ in range(6_000):  # a guard against hanging, not a timing: 60 s
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE %s",
+                (statement,),
+            ).fetchone()
+            if waiting and waiting[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"no session waited on a lock running {statement}")
 
 
 def _tenantry(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
