@@ -1,5 +1,7 @@
 """Events per second through all projections from position zero, against reading and decoding
-the same notifications without applying them, in the same run."""
+the same notifications without applying them, in the same run. The product is the product's
+rebuild (`projections.runner.rebuild`, what `tenantry rebuild-views` runs: tables created, the
+history indexes built at the end), 2,000 notifications a transaction, its default."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from domain.base import CommandContext
 from domain.commands import COMMANDS, Command
 from domain.event_log import INTERNAL_TOPICS, unchained_body
 from domain.service import TenancyService
-from projections.runner import ProjectionRunner
+from projections.runner import rebuild
 from projections.store import ViewStore
 from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
@@ -113,11 +115,11 @@ def _baseline(service: TenancyService, batch: int) -> tuple[float, int]:
 
 
 def _product(service: TenancyService, folder: Path, round_: int, batch: int) -> float:
-    store = ViewStore.from_url(f"sqlite:///{folder / f'views-{round_}.sqlite'}")
-    store.create_tables()
-    runner = ProjectionRunner(service.recorder, store, batch_size=batch)
+    # A scratch store, as `tenantry rebuild-views` builds into (its copy into the live file,
+    # the swap, is not measured here).
+    store = ViewStore.from_url(f"sqlite:///{folder / f'views-{round_}.sqlite'}", scratch=True)
     with stopwatch() as elapsed:
-        runner.catch_up()
+        rebuild(service.recorder, store, batch_size=batch)
     events = store.position()
     store.close()
     assert events == service.recorder.max_notification_id()
@@ -137,7 +139,7 @@ ROUNDS = 5
 
 def run(quick: bool) -> Result:
     workspaces = 400 if quick else 3000
-    batch = 500
+    batch = 2_000
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         service = TenancyService(event_store_env(Settings(state_dir=folder / "state")))
@@ -153,7 +155,7 @@ def run(quick: bool) -> Result:
         statistics.median(ours),
         statistics.median(raws),
         "events/s",
-        0.2,
-        0.5,
+        0.3,
+        0.6,
         {"events": events, "rounds": ROUNDS},
     )

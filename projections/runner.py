@@ -148,7 +148,7 @@ class ProjectionRunner:
 # Marks of view layouts that are not migrated (docs/decisions.md): a store that has one was
 # made by an older Tenantry, and its newer tables would be empty past events already applied,
 # or read wrongly. A table, or (table, column).
-_OLD_LAYOUTS: tuple[str | tuple[str, str], ...] = (
+OLD_LAYOUTS: tuple[str | tuple[str, str], ...] = (
     "view_access_intervals",  # the temporal view before issue 17
     # before the members' ended rows were derived, not stored (issue 17, scale)
     ("view_audit_events", "prev_hash"),
@@ -161,7 +161,7 @@ def refuse_old_layout(store: ViewStore) -> None:
         schema_name = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
         inspector = inspect(conn)
         found = []
-        for mark in _OLD_LAYOUTS:
+        for mark in OLD_LAYOUTS:
             table, column = (mark, None) if isinstance(mark, str) else mark
             if not inspector.has_table(table, schema_name):
                 continue
@@ -172,8 +172,8 @@ def refuse_old_layout(store: ViewStore) -> None:
     if found:
         raise RuntimeError(
             f"the view store has {', '.join(found)}, of an older layout of the views, which is "
-            "not migrated: delete it (views.sqlite, or the views' PostgreSQL schema) and the "
-            "views are rebuilt from the event log"
+            "not migrated: run `tenantry rebuild-views`, or delete it (views.sqlite, or the "
+            "views' PostgreSQL tables) and the views are rebuilt from the event log"
         )
 
 

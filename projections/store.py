@@ -62,14 +62,19 @@ class ViewStore:
         )
 
     @classmethod
-    def from_url(cls, url: str) -> ViewStore:
+    def from_url(cls, url: str, *, scratch: bool = False) -> ViewStore:
         """`sqlite:///path/views.sqlite`, or `postgresql://user:pw@host:port/db?schema=name`
         (the form of TENANTRY_DATABASE_URL; `connect_timeout`, `pool_size` and `max_overflow`
-        are honoured too). Nothing is opened until the store is used."""
+        are honoured too). Nothing is opened until the store is used.
+
+        `scratch` (SQLite): a store that is thrown away unless it is filled whole, as a rebuild
+        beside the live views is (`projections.swap`, which copies it into the live file): no
+        journal and no fsync, so its pages are written once (not to the WAL, then the file).
+        A crash or a failed batch leaves it unusable, and it is not used again."""
         parsed = make_url(url)
         backend = parsed.get_backend_name()
         if backend == "sqlite":
-            return cls(_sqlite_engine(parsed.database))
+            return cls(_sqlite_engine(parsed.database, scratch=scratch))
         if backend in ("postgres", "postgresql"):
             query = dict(parsed.query)
             schema_name = _single(query.pop("schema", None))
@@ -139,6 +144,13 @@ class ViewStore:
             conn.execution_options(**{_WRITE: True})
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def unscoped(self) -> Iterator[Connection]:
+        """One transaction on the database itself, names not put in the store's schema (to
+        create, move or drop schemas and tables: `projections.swap`)."""
+        with self._base_engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
@@ -323,7 +335,7 @@ def _single(value: str | tuple[str, ...] | None) -> str | None:
     return value
 
 
-def _sqlite_engine(database: str | None) -> Engine:
+def _sqlite_engine(database: str | None, *, scratch: bool = False) -> Engine:
     if not database or database == ":memory:":
         raise ValueError("the SQLite view store needs a file: sqlite:///path/views.sqlite")
     Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -331,11 +343,11 @@ def _sqlite_engine(database: str | None) -> Engine:
         f"sqlite+pysqlite:///{database}",
         connect_args={"check_same_thread": False, "timeout": 30},
     )
-    _take_over_transactions(engine)
+    _take_over_transactions(engine, scratch=scratch)
     return engine
 
 
-def _take_over_transactions(engine: Engine) -> None:
+def _take_over_transactions(engine: Engine, *, scratch: bool = False) -> None:
     # pysqlite's own transaction handling begins late and never for reads; take it over so
     # that a write transaction holds the write lock from its first statement (BEGIN IMMEDIATE)
     # and a read sees one snapshot.
@@ -344,8 +356,12 @@ def _take_over_transactions(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         # WAL: readers never wait for the writer, nor the writer for readers.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        if scratch:  # (see `ViewStore.from_url`)
+            cursor.execute("PRAGMA journal_mode=OFF")
+            cursor.execute("PRAGMA synchronous=OFF")
+        else:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
         # A rebuild writes big transactions over several indexes: a 32 MiB page cache (the
         # default is 2 MiB) keeps their pages from being spilled and read back.
         cursor.execute("PRAGMA cache_size=-32768")
