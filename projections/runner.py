@@ -140,7 +140,7 @@ class ProjectionRunner:
                 failures = 0
             if consumed:
                 self.progress.notify()
-            else:
+            if consumed < self._batch_size:  # the log held no more when read: until a commit
                 await _first_of((wakeup, stop), poll_interval)
 
 
