@@ -167,7 +167,8 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set; wake on `wakeup` or every poll interval.
 
-        The next page is read (in a worker thread) while the one before it is published.
+        The next page is read (in a worker thread) while the one before it is published;
+        when caught up, the rows this process just committed are taken instead of read.
         Every batch is conditional on the one before it, so a refusal anywhere refuses
         everything after it too, and the relay re-reads the tail."""
         self._stop = stop
