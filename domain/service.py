@@ -12,7 +12,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.application import Application as EventSourcedApplication
-from eventsourcing.persistence import RecordConflictError
+from eventsourcing.persistence import Notification, RecordConflictError
 from eventsourcing.utils import Environment, get_topic
 
 from domain.apply import AppliedCommand, ApplyReply, apply_fingerprint, refused_at
@@ -95,15 +95,17 @@ class TenancyService(EventSourcedApplication[UUID]):
         self.max_attempts = max_attempts
         # Every event's time comes from this clock (tests pass a controlled one).
         self.clock = clock
-        # Called (from the saving thread) after every commit: wakes followers of the log
-        # (relay, projections) in this process without waiting for their next poll.
-        self.listeners: list[Callable[[], None]] = []
+        # Called (from the saving thread) after every commit with the rows it stored, in store
+        # order: wakes followers of the log (relay, projections) in this process without waiting
+        # for their next poll, and hands the relay what it would otherwise read back.
+        self.listeners: list[Callable[[Sequence[Notification]], None]] = []
         super().__init__(dict(env))
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         recordings = super().save(*objs, **kwargs)
+        committed = [r.notification for r in recordings]
         for listener in self.listeners:
-            listener()
+            listener(committed)
         return recordings
 
     def construct_env(self, name: str, env: Any = None) -> Environment:

@@ -90,9 +90,9 @@ class ProjectionRunner:
         while limit is None or consumed < limit:
             size = self._batch_size if limit is None else min(self._batch_size, limit - consumed)
             applied = self._apply_batch(size)
-            if applied == 0:
-                break
             consumed += applied
+            if applied < size:
+                break  # the log held no more when read: a further look would find nothing
         return consumed
 
     def _apply_batch(self, size: int) -> int:
@@ -141,7 +141,7 @@ class ProjectionRunner:
                 failures = 0
             if consumed:
                 self.progress.notify()
-            else:
+            if consumed < self._batch_size:  # the log held no more when read: until a commit
                 await first_of(wakeup, stop, within=poll_interval)
 
 

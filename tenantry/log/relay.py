@@ -44,6 +44,7 @@ from tenantry.log.batches import (
     conditional_messages,
 )
 from tenantry.log.jetstream import ensure_stream
+from tenantry.log.recent import RecentCommits, TakenRows
 from tenantry.log.stream_check import Resume, StreamGuard
 from tenantry.server.metrics import Metrics
 
@@ -72,6 +73,7 @@ class Relay:
         batch_size: int = 4000,
         poll_interval: float = 0.25,
         wakeup: asyncio.Event | None = None,
+        recent: RecentCommits | None = None,
         metrics: Metrics | None = None,
         ack_timeout: float = 30.0,
         check_interval: float = 5.0,
@@ -87,6 +89,8 @@ class Relay:
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self.wakeup = wakeup or asyncio.Event()
+        # The rows this process commits, handed over with `wakeup` (see `tenantry.log.recent`).
+        self._recent = recent
         self.published = 0
         # The last store position read and sent (acked or in flight), internal records included.
         self.position = 0
@@ -164,7 +168,8 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set; wake on `wakeup` or every poll interval.
 
-        The next page is read (in a worker thread) while the one before it is published.
+        The next page is read (in a worker thread) while the one before it is published;
+        when caught up, the rows this process just committed are taken instead of read.
         Every batch is conditional on the one before it, so a refusal anywhere refuses
         everything after it too, and the relay re-reads the tail."""
         self._stop = stop
@@ -180,8 +185,11 @@ class Relay:
         while not stop.is_set():
             try:
                 if ahead is None:
-                    ahead = self._read_ahead(cursor, tail)
-                last_id, batches, next_tail, full = await ahead
+                    last_id, batches, next_tail, full = self._just_committed(
+                        cursor, tail
+                    ) or await self._read_ahead(cursor, tail)
+                else:
+                    last_id, batches, next_tail, full = await ahead
                 ahead = None
                 if full:
                     # A backlog: read on while this page is published, as if it lands (else
@@ -241,6 +249,20 @@ class Relay:
         the read starts, so a commit after it (the read may miss it) keeps it set."""
         self.wakeup.clear()
         return asyncio.create_task(asyncio.to_thread(self._prepare, cursor, tail))
+
+    def _just_committed(
+        self, cursor: int, tail: Tail
+    ) -> tuple[int | None, list[Batch], Tail, bool] | None:
+        """The page after `cursor` made of the rows this process just committed, when they
+        are exactly the next ones: built here, without a read or a thread hop (the usual
+        case once caught up: the commit's own event, on the stream as soon as possible).
+        None when they aren't (read the store). The wake-up is cleared first, as for a read:
+        rows handed after this come with a wake-up of their own."""
+        if self._recent is None:
+            return None
+        self.wakeup.clear()
+        rows = self._recent.take(cursor, self._batch_size)
+        return None if rows is None else self._prepare(cursor, tail, rows)
 
     async def _publish(self, batches: list[Batch], last_id: int | None) -> None:
         """Send `batches` and wait for their acks. Atomic batches go one at a time: the
@@ -304,11 +326,14 @@ class Relay:
                 log.warning("relay.resync_failed", error=f"{type(exc).__name__}: {exc}")
             pause = min(max(pause * 2, 0.1), 5.0)  # a server away for long: ask less often
 
-    def _prepare(self, cursor: int, tail: Tail) -> tuple[int | None, list[Batch], Tail, bool]:
-        """Read the next page after `cursor` and build its batches (in a worker thread, so
-        the event loop keeps receiving acks meanwhile). The returned tail assumes they land;
-        the flag says whether the page was full (more may be waiting)."""
-        page = read_batch(self._recorder, cursor, tail.hash, self._batch_size)
+    def _prepare(
+        self, cursor: int, tail: Tail, rows: TakenRows | None = None
+    ) -> tuple[int | None, list[Batch], Tail, bool]:
+        """Read the next page after `cursor` (from the store, in a worker thread so the event
+        loop keeps receiving acks meanwhile; or from `rows` just committed, which are that
+        page) and build its batches. The returned tail assumes they land; the flag says
+        whether the page was full (more may be waiting)."""
+        page = read_batch(rows or self._recorder, cursor, tail.hash, self._batch_size)
         events = [Chained(subject_of(e.body), e.payload, e.body["position"]) for e in page.events]
         last_id = page.position if page.read else None
         full = page.read == self._batch_size

@@ -14,6 +14,7 @@ from domain.service import TenancyService
 from projections.store import ViewStore
 from tenantry.audit.checkpoint import load_private_key
 from tenantry.audit.checkpoints import Cadence, Checkpointer
+from tenantry.log.recent import RecentCommits
 from tenantry.log.relay import Relay
 from tenantry.server.command_endpoint import CommandEndpoint
 from tenantry.server.discovery import Discovery
@@ -76,13 +77,15 @@ async def relay_role(
     stop: asyncio.Event,
     metrics: Metrics,
 ) -> None:
-    wakeup = followed.woken_on_save()
+    recent = RecentCommits()
+    wakeup = followed.woken_on_save(recent)
     relay = Relay(
         followed.recorder,
         nc,
         replicas=settings.stream_replicas,
         poll_interval=settings.poll_interval,
         wakeup=wakeup,
+        recent=recent,
         metrics=metrics,
     )
     store_env = event_store_env(settings)

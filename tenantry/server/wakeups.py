@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import psycopg
 import structlog
-from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.persistence import ApplicationRecorder, Notification
+
+from tenantry.log.recent import RecentCommits
 
 log = structlog.get_logger("tenantry.server.wakeups")
 
@@ -21,21 +23,31 @@ class FollowedLog:
     PostgreSQL NOTIFY wakes them). Not the command application: only the command role has it."""
 
     recorder: ApplicationRecorder
-    _listeners: list[Callable[[], None]]
+    _listeners: list[Callable[[Sequence[Notification]], None]]
 
-    def woken_on_save(self) -> asyncio.Event:
+    def woken_on_save(self, recent: RecentCommits | None = None) -> asyncio.Event:
         """An event of its own, set after every save in this process (one per follower: each
-        clears its own, which would swallow another's wake-up)."""
+        clears its own, which would swallow another's wake-up); with `recent`, the rows saved
+        are handed to it first."""
         wakeup = asyncio.Event()
-        self._listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup))
+        self._listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup, recent))
         return wakeup
 
 
-def wake_on_save(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
-    """A TenancyService listener (called from a worker thread) that sets `event` on `loop`."""
+def wake_on_save(
+    loop: asyncio.AbstractEventLoop, event: asyncio.Event, recent: RecentCommits | None = None
+) -> Callable[[Sequence[Notification]], None]:
+    """A TenancyService listener (called from the saving thread) that sets `event` on `loop`,
+    after handing the committed rows to `recent` if given (in one callback: a follower that
+    clears `event` and then takes from `recent` misses no row without being woken again)."""
 
-    def listener() -> None:
-        loop.call_soon_threadsafe(event.set)
+    def woken(rows: Sequence[Notification]) -> None:
+        if recent is not None:
+            recent.hand(rows)
+        event.set()
+
+    def listener(rows: Sequence[Notification]) -> None:
+        loop.call_soon_threadsafe(woken, rows)
 
     return listener
 

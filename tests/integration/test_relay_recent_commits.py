@@ -1,0 +1,91 @@
+"""The relay handed the rows this process just committed (`tenantry.log.recent`): it publishes
+them without reading them back, and where they are not the next rows of the store (another
+writer's commit in between) it reads the store as before: same bytes, same order, once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from eventsourcing.persistence import Notification
+from nats.aio.client import Client
+
+from domain.base import CommandContext
+from domain.commands import COMMANDS
+from domain.event_log import ZERO_HASH, read_batch
+from domain.service import TenancyService
+from tenantry.log.recent import RecentCommits
+from tenantry.log.relay import Relay
+from tenantry.server.store import event_store_env
+from tenantry.server.wakeups import wake_on_save
+from tenantry.settings import Settings
+from tests.integration.streams import assert_stream_matches_store, wait_for_stream
+
+
+def _create_team(service: TenancyService, i: int) -> None:
+    context = CommandContext("user:ana@example.com", str(uuid.uuid4()), "recent")
+    body = {"name": f"team-{i}", "members": ["ana@example.com"]}
+    service.handle(COMMANDS["create_team"].model_validate(body), context)
+
+
+@pytest.fixture
+def store_env(tmp_path: Path) -> dict[str, str]:
+    return event_store_env(Settings(state_dir=tmp_path / "state"))
+
+
+@pytest.fixture
+def service(store_env: dict[str, str]) -> Iterator[TenancyService]:
+    svc = TenancyService(store_env)
+    svc.seed_default_environments()
+    yield svc
+    svc.close()
+
+
+def test_the_rows_a_commit_hands_over_read_as_the_store_reads_them(
+    service: TenancyService,
+) -> None:
+    handed: list[Sequence[Notification]] = []
+    service.listeners.append(handed.append)
+    before = service.recorder.max_notification_id() or 0
+    for i in range(3):
+        _create_team(service, i)
+    recent = RecentCommits()
+    for rows in handed:
+        recent.hand(rows)
+    taken = recent.take(before, 1000)
+    assert taken is not None
+    from_rows = read_batch(taken, before, ZERO_HASH, 1000)
+    from_store = read_batch(service.recorder, before, ZERO_HASH, 1000)
+    assert from_store.read == sum(len(rows) for rows in handed) > 3
+    assert from_rows == from_store
+    assert recent.take(from_store.position, 1000) is None  # all taken
+
+
+async def test_a_relay_handed_commits_interleaved_with_another_writers_publishes_the_store(
+    service: TenancyService, store_env: dict[str, str], nc: Client
+) -> None:
+    """`service` hands its commits to the relay; `other` (a second application on the same
+    store, as another process would be) hands nothing, so the rows handed after its commits
+    don't follow the relay's position and the store is read. A 60 s poll: every event comes
+    from a wake-up. The last command is `service`'s, whose wake-up finds the other's rows."""
+    recent = RecentCommits()
+    wakeup = asyncio.Event()
+    service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup, recent))
+    other = TenancyService(store_env)
+    relay = Relay(service.recorder, nc, wakeup=wakeup, recent=recent, poll_interval=60.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    js = nc.jetstream()
+    await wait_for_stream(js, service.recorder, timeout=10)  # the seeded environments
+    for i in range(40):
+        writer = other if i % 5 == 2 else service
+        await asyncio.to_thread(_create_team, writer, i)
+    messages = await wait_for_stream(js, service.recorder, timeout=10)
+    stop.set()
+    await task
+    other.close()
+    assert_stream_matches_store(messages, service.recorder)
+    assert relay.findings == []
