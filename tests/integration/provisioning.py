@@ -207,6 +207,25 @@ async def durable_info(client: Client, kind: str) -> ConsumerInfo:
     return await client.jetstream().consumer_info(STREAM_NAME, f"tenantry-{kind}")
 
 
+async def published_seq(client: Client, position: int, timeout: float = 15.0) -> int:
+    """Until the published event at store `position` is on the stream: its sequence there.
+    An idle durable alone says nothing of an event the relay has yet to publish."""
+    js = client.jetstream()
+    deadline = time.monotonic() + timeout
+    while True:
+        seq = (await js.stream_info(STREAM_NAME)).state.last_seq
+        while seq:
+            at = json.loads((await js.get_msg(STREAM_NAME, seq)).data)["position"]
+            if at == position:
+                return seq
+            if at < position:
+                break  # not published yet
+            seq -= 1
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the event at position {position} is not on the stream")
+        await asyncio.sleep(0.05)
+
+
 async def wait_settled(
     client: Client, kind: str, seq: int = 0, timeout: float = 15.0
 ) -> ConsumerInfo:

@@ -21,6 +21,7 @@ from tenantry.server.nats_server import NatsServer
 from tests.integration.provisioning import (
     ADMIN,
     Tenancy,
+    published_seq,
     running_tenancy,
     running_worker,
     wait_settled,
@@ -580,7 +581,10 @@ async def test_a_principal_the_bucket_refuses_holds_back_no_other_repo(
 
         # Another repo's revoke goes through.
         await tenancy.ok("revoke_repo_access", {"repo": "churn-models", "subject": BOB})
-        await wait_settled(tenancy.client, "storage")
+        # The revoke itself settled, not merely a durable idle before the relay published it.
+        [revoked] = tenancy.events("ml_repo.access_revoked", "churn-models")
+        seq = await published_seq(tenancy.client, revoked["position"])
+        await wait_settled(tenancy.client, "storage", seq)
         assert tenancy.events("ml_repo.storage_failed", "churn-models") == []
         assert tenancy.repo("churn-models").status == "ready"
         statements = bucket_statements(s3_client_of(s3_proxy), "ml-bucket")
