@@ -22,6 +22,10 @@ STREAM_ALERT_SUBJECT = ALERT_PREFIX + "stream"
 CHECKPOINT_SUBJECT = "tenantry.checkpoint"
 
 
+# `tenantry.cmd.apply`, many commands all or nothing: no command has this name.
+APPLY = "apply"
+
+
 def command_subject(name: str) -> str:
     return COMMAND_PREFIX + name
 

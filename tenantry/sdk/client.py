@@ -28,6 +28,7 @@ from projections.query_params import PARAMS, Query, name_of
 from tenantry.inboxes import inbox_options
 from tenantry.protocol import (
     ACTOR_HEADER,
+    APPLY,
     COMMAND_ID_HEADER,
     CORRELATION_ID_HEADER,
     TIMEOUT_HEADER,
@@ -203,7 +204,7 @@ class Client:
         apply_id = options.get("command_id") or str(uuid.uuid4())
         payload = wire.apply_body(commands, dry_run)
         headers = self._command_headers(apply_id, options.get("correlation_id"))
-        subject = command_subject(wire.APPLY)
+        subject = command_subject(APPLY)
         data = await self._request(subject, payload, headers, self.timeout, apply_id)
         reply = ApplyReply.model_validate(data)
         if reply.position is not None:

@@ -21,6 +21,7 @@ from domain.commands import COMMANDS, Command
 from domain.service import TenancyService
 from tenantry.protocol import (
     ACTOR_HEADER,
+    APPLY,
     COMMAND_ID_HEADER,
     COMMAND_PREFIX,
     CORRELATION_ID_HEADER,
@@ -173,7 +174,7 @@ class CommandEndpoint:
                 log.info("command.refused", code=code, reason=message)
             if isinstance(refusal, Forbidden):
                 # In an apply, the command that was refused.
-                denied = str(refusal.details.get("command", name)) if name == wire.APPLY else name
+                denied = str(refusal.details.get("command", name)) if name == APPLY else name
                 await self._publish_denied(denied, actor, command_id, correlation_id, message)
             self.counters.record(started_ns, error=f"{code}: {message}"[:200])
         else:
@@ -189,7 +190,7 @@ class CommandEndpoint:
             structlog.contextvars.clear_contextvars()
         if self._metrics is not None:
             # Never a label per random subject.
-            label = name if name in COMMANDS or name == wire.APPLY else "unknown"
+            label = name if name in COMMANDS or name == APPLY else "unknown"
             self._metrics.commands.labels(label, code).inc()
             self._metrics.command_seconds.labels(label).observe(time.perf_counter() - started)
         if msg.reply:
@@ -200,7 +201,7 @@ class CommandEndpoint:
     ) -> dict[str, Any]:
         """The reply's fields (all but `ok`)."""
         model = COMMANDS.get(name)
-        if model is None and name != wire.APPLY:
+        if model is None and name != APPLY:
             raise InvalidRequest(f"unknown command {name[:64]!r}", commands=sorted(COMMANDS))
         if model is not None:
             wire.require_body_size(data)

@@ -41,8 +41,6 @@ def require_body_size(data: bytes, what: str = "the body", hint: str = "") -> No
 
 # --- apply: many commands in one request (docs/design.md) ---------------------------------
 
-# `tenantry.cmd.apply`: no command has this name.
-APPLY = "apply"
 _APPLY_TOO_BIG = (
     ": an apply is one request, decided and saved all or nothing, so it is not split; "
     "apply the manifests in smaller parts"
