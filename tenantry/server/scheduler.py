@@ -48,8 +48,9 @@ class Scheduler:
         self._work = [kind() for kind in (registered() if kinds is None else kinds)]
         self._batch_size = batch_size
         self.position = 0  # the last store position folded
-        # Ids answered already (by this process): not sent again while the event that settles
-        # them is on its way, or ever if the aggregate found nothing to do.
+        # Ids answered already (by this process) and still due: not sent again while the event
+        # that settles them is on its way, or ever if the aggregate found nothing to do. Kept
+        # only while due, so it does not grow with the history.
         self._answered: set[str] = set()
 
     def fold(self) -> int:
@@ -74,29 +75,30 @@ class Scheduler:
         await asyncio.to_thread(self.fold)
         at = self._clock()
         replies = []
-        for work in self._work:
-            for item in work.due(at):
-                if item.command_id in self._answered:
-                    continue
-                context = CommandContext(SYSTEM_ACTOR, item.command_id, item.command_id)
-                try:
-                    reply = await self._send(item.command, context)
-                except Conflict as exc:
-                    log.warning("scheduler.conflict", command_id=item.command_id, error=str(exc))
-                    continue  # clashing writes: again next tick
-                except DomainError as exc:
-                    log.warning("scheduler.refused", command_id=item.command_id, error=str(exc))
-                    self._answered.add(item.command_id)
-                    continue
+        due = [item for work in self._work for item in work.due(at)]
+        self._answered &= {item.command_id for item in due}
+        for item in due:
+            if item.command_id in self._answered:
+                continue
+            context = CommandContext(SYSTEM_ACTOR, item.command_id, item.command_id)
+            try:
+                reply = await self._send(item.command, context)
+            except Conflict as exc:
+                log.warning("scheduler.conflict", command_id=item.command_id, error=str(exc))
+                continue  # clashing writes: again next tick
+            except DomainError as exc:
+                log.warning("scheduler.refused", command_id=item.command_id, error=str(exc))
                 self._answered.add(item.command_id)
-                replies.append(reply)
-                log.info(
-                    "scheduler.sent",
-                    command=item.command.wire_name,
-                    command_id=item.command_id,
-                    events=reply.events,
-                    replayed=reply.replayed,
-                )
+                continue
+            self._answered.add(item.command_id)
+            replies.append(reply)
+            log.info(
+                "scheduler.sent",
+                command=item.command.wire_name,
+                command_id=item.command_id,
+                events=reply.events,
+                replayed=reply.replayed,
+            )
         return replies
 
     async def run(self, stop: asyncio.Event, interval: float) -> None:
