@@ -215,7 +215,7 @@ def run(quick: bool) -> Result:
             with stopwatch() as replaying:
                 Replay(service.recorder, scratch, batch_size=1000).until(moment)
                 with scratch.snapshot() as conn:
-                    replayed = access_in_force(conn, repo)
+                    replayed = access_in_force(conn, repo, at=moment)
             scratch.close()
             replays.append(replaying[0])
             temporal = _query(live, "access_report", as_of=moment.isoformat(), repo=repo)

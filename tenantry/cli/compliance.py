@@ -113,7 +113,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
             replay.until(args.moment, advance)
         elapsed = time.perf_counter() - started
         with store.snapshot() as conn:
-            rows = access_in_force(conn, args.repo, args.subject)
+            rows = access_in_force(conn, args.repo, args.subject, at=args.moment)
     finally:
         store.close()
         service.close()

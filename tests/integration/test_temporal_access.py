@@ -344,7 +344,7 @@ class TemporalAccessContract:
         for moment in (skewed, late - MINUTE, late):
             replay.until(moment)
             with scratch.snapshot() as conn:
-                assert access_in_force(conn, subject=ANA) == self.query(
+                assert access_in_force(conn, subject=ANA, at=moment) == self.query(
                     store, "access_report", as_of=moment, subject=ANA
                 )
 
@@ -364,7 +364,7 @@ class TemporalAccessContract:
             for at in (moment - timedelta(microseconds=1), moment):
                 replay.until(at)
                 with scratch.snapshot() as conn:
-                    replayed = access_in_force(conn)
+                    replayed = access_in_force(conn, at=at)
                 assert self.query(store, "access_report", as_of=at) == replayed, at
             if previous is not None:
                 assert _apply(
