@@ -57,6 +57,16 @@ def _now() -> datetime:
     return _clock.get()()
 
 
+def now() -> datetime:
+    """The current moment on the clock of the command being decided (the one its events get)."""
+    return _now()
+
+
+def current_command_id() -> str:
+    """The id of the command (or apply) being decided."""
+    return _context().command_id
+
+
 def _note_triggered(event: Any) -> None:
     triggered = _triggered.get()
     if triggered is not None:

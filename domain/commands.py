@@ -29,12 +29,14 @@ from domain.names import (
     check_storage_root,
     has_nul,
 )
-from domain.policies import AnyUser, Policy, RepoAdmin, TenantAdmin, Worker
+from domain.policies import AnyUser, Policy, RepoAdmin, RequestApprover, TenantAdmin, Worker
 
 Version = Annotated[int, Field(ge=1, le=2**53)]
 Namespace = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
 Location = Annotated[str, Field(min_length=1, max_length=2048)]
 StorageRoot = Annotated[str, Field(min_length=6, max_length=1024)]
+# How many distinct approvers a grant needs (environments; repos' access policies).
+AccessApprovals = Annotated[int, Field(ge=0, le=3)]
 
 
 class Command(BaseModel):
@@ -65,6 +67,8 @@ class CreateEnvironment(Command):
     is_production: bool = False
     optimize_for: OptimizeFor = "cost"
     color: Color | None = None
+    # Approvals a grant of editor or admin to a workspace here needs (0: granted directly).
+    access_approvals: AccessApprovals = 0
 
 
 class UpdateEnvironment(ChangeCommand):
@@ -73,6 +77,7 @@ class UpdateEnvironment(ChangeCommand):
     is_production: bool | None = None
     optimize_for: OptimizeFor | None = None
     color: Color | None = None
+    access_approvals: AccessApprovals | None = None
 
 
 class DeleteEnvironment(ChangeCommand):
@@ -286,6 +291,88 @@ class RecordStorageDeleted(RecordStorage):
     wire_name: ClassVar[str] = "record_storage_deleted"
 
 
+# --- access requests and approvals, break-glass grants (issue 15) -------------------------
+
+# A reason that says something: a request, a denial and a break-glass grant must give one.
+RequiredReason = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"\S")]
+# TEMPORARY, until the duration type of expiring grants (h15a) is merged: `90m`, `12h`, `30d`.
+Duration = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,5}[smhd]$")]
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(duration: str) -> int:
+    return int(duration[:-1]) * _UNIT_SECONDS[duration[-1]]
+
+
+# The longest break-glass grant.
+BREAK_GLASS_MAX_SECONDS = 24 * 3600
+# An access request's id, as `request_repo_access` answered it (its reply's `fqn`).
+RequestId = Annotated[
+    str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+]
+
+
+class RequestRepoAccess(Command):
+    """Ask for a grant that approvers then decide; the subject defaults to the requester."""
+
+    wire_name: ClassVar[str] = "request_repo_access"
+    policy: ClassVar[Policy] = AnyUser()
+    repo: MlRepoName
+    subject: Subject | None = None
+    role: Role
+    reason: RequiredReason
+    duration: Duration | None = None
+
+
+class ApproveAccessRequest(ChangeCommand):
+    wire_name: ClassVar[str] = "approve_access_request"
+    policy: ClassVar[Policy] = RequestApprover("request")
+    request: RequestId
+    comment: Reason | None = None
+
+
+class DenyAccessRequest(ChangeCommand):
+    wire_name: ClassVar[str] = "deny_access_request"
+    policy: ClassVar[Policy] = RequestApprover("request")
+    request: RequestId
+    reason: RequiredReason
+
+
+class CancelAccessRequest(ChangeCommand):
+    """By its requester only (the request decides: any user may send it)."""
+
+    wire_name: ClassVar[str] = "cancel_access_request"
+    policy: ClassVar[Policy] = AnyUser()
+    request: RequestId
+    reason: Reason | None = None
+
+
+class BreakGlassRepoAccess(ChangeCommand):
+    """A tenant admin's emergency grant past the approvals, for at most 24 hours."""
+
+    wire_name: ClassVar[str] = "break_glass_repo_access"
+    repo: MlRepoName
+    subject: Subject
+    role: Role
+    reason: RequiredReason
+    duration: Duration
+
+    @model_validator(mode="after")
+    def _at_most_a_day(self) -> BreakGlassRepoAccess:
+        if duration_seconds(self.duration) > BREAK_GLASS_MAX_SECONDS:
+            raise ValueError("a break-glass grant lasts at most 24h")
+        return self
+
+
+ACCESS_REQUEST_COMMANDS: tuple[type[Command], ...] = (
+    RequestRepoAccess,
+    ApproveAccessRequest,
+    DenyAccessRequest,
+    CancelAccessRequest,
+    BreakGlassRepoAccess,
+)
+
+
 COMMANDS: dict[str, type[Command]] = {
     cls.wire_name: cls
     for cls in (
@@ -320,3 +407,4 @@ COMMANDS: dict[str, type[Command]] = {
         RecordStorageDeleted,
     )
 }
+COMMANDS.update({cls.wire_name: cls for cls in ACCESS_REQUEST_COMMANDS})

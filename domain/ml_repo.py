@@ -119,10 +119,7 @@ class MlRepo(Aggregate):
         manager changes nothing. The last grant's `managed_by` owns the grant (None: nobody's,
         as a Kubernetes field's last writer owns it): `apply --prune` revokes only its own."""
         self.require_live()
-        if subject.startswith("workspace:") and role == "admin":
-            raise PreconditionFailed(
-                "a workspace can hold viewer or editor only", subject=subject, role=role
-            )
+        self.check_role(subject, role)
         previous = self.grants.get(subject)
         if previous is not None and previous.role == role and previous.managed_by == managed_by:
             return
@@ -156,6 +153,14 @@ class MlRepo(Aggregate):
         self.grants[subject] = Grant(
             role, self.last_event.actor, self.last_event.timestamp, reason, managed_by
         )
+
+    @staticmethod
+    def check_role(subject: str, role: str) -> None:
+        """Whether `subject` may hold `role` at all (a workspace: viewer or editor only)."""
+        if subject.startswith("workspace:") and role == "admin":
+            raise PreconditionFailed(
+                "a workspace can hold viewer or editor only", subject=subject, role=role
+            )
 
     def revoke(self, subject: str, reason: str | None) -> None:
         self.require_live()
@@ -252,3 +257,25 @@ class MlRepo(Aggregate):
     @event("StorageDeleted")
     def _storage_deleted(self, location: str, detail: str) -> None:
         self.status = "deleted"
+
+    # --- break-glass grants (issue 15) ------------------------------------------------------
+
+    def break_glass(
+        self, subject: str, role: str, reason: str, duration_seconds: int, expires_at: datetime
+    ) -> None:
+        """A tenant admin's emergency grant past the approvals, recorded as its own event (so
+        that alerting can subscribe to it) before the grant itself, which carries its deadline."""
+        self.require_live()
+        self._break_glass_granted(
+            subject=subject,
+            role=role,
+            reason=reason,
+            duration_seconds=duration_seconds,
+            expires_at=expires_at,
+        )
+
+    @event("BreakGlassGranted")
+    def _break_glass_granted(
+        self, subject: str, role: str, reason: str, duration_seconds: int, expires_at: datetime
+    ) -> None:
+        pass

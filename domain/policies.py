@@ -20,6 +20,14 @@ class RepoAdmin:
 
 
 @dataclass(frozen=True)
+class RequestApprover:
+    """A tenant admin or an admin of the ML repo that the access request named by the
+    command's field `request_field` is about (who else may not approve: the request decides)."""
+
+    request_field: str
+
+
+@dataclass(frozen=True)
 class AnyUser:
     """Any user; a tenant admin's decision when the command's bool field `admin_when` is set."""
 
@@ -31,4 +39,4 @@ class Worker:
     """Tenantry's own workers (`service:` actors) reporting what they did, or a tenant admin."""
 
 
-Policy = TenantAdmin | RepoAdmin | AnyUser | Worker
+Policy = TenantAdmin | RepoAdmin | RequestApprover | AnyUser | Worker
