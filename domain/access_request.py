@@ -58,10 +58,11 @@ class AccessRequest(Aggregate):
         # What the requester asked for (seconds; None: no deadline asked).
         duration_seconds: int | None
         # Fixed when it opens: how many distinct approvers it needs, the longest grant it may
-        # give (seconds; None: no cap), and when it expires if still pending.
+        # give (seconds; None: no cap), and how long it stays pending before it expires
+        # (seconds from the event's own time: `expires_at`).
         approvals_needed: int
         max_duration_seconds: int | None
-        expires_at: datetime
+        ttl_seconds: int
 
     @event(Opened)
     def __init__(
@@ -75,7 +76,7 @@ class AccessRequest(Aggregate):
         duration_seconds: int | None,
         approvals_needed: int,
         max_duration_seconds: int | None,
-        expires_at: datetime,
+        ttl_seconds: int,
     ) -> None:
         self.request = request
         self.repo = repo
@@ -85,9 +86,9 @@ class AccessRequest(Aggregate):
         self.duration_seconds = duration_seconds
         self.approvals_needed = approvals_needed
         self.max_duration_seconds = max_duration_seconds
-        self.expires_at = expires_at
         self.requester = requester
         self.opened_at = self.created_on
+        self.expires_at = self.created_on + timedelta(seconds=ttl_seconds)
         self.status = PENDING
         self.approvals: list[Approval] = []
 

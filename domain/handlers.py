@@ -521,7 +521,7 @@ def request_repo_access(s: Session, cmd: c.RequestRepoAccess, actor: str) -> Agg
         asked,
         max(1, approvals_needed(s, repo, subject, cmd.role)),
         _max_grant_seconds(s, repo, subject),
-        now() + s.governance.request_ttl,
+        int(s.governance.request_ttl.total_seconds()),
     )
     s.requests_opened += 1
     return s.add(request)
