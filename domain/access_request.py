@@ -114,11 +114,19 @@ class AccessRequest(Aggregate):
                 expires_at=self.expires_at.isoformat(),
             )
 
-    def approve(self, approver: str, comment: str | None, now: datetime, excluded: bool) -> bool:
-        """Record `approver`'s approval; True when it is the last one needed (the grant is then
-        the caller's to make, in the same transaction). `excluded`: the approver is the subject
-        of the grant (or a member of its team). Nobody approves their own request or their own
-        access, and each approval comes from a different person."""
+    def approve(
+        self,
+        approver: str,
+        comment: str | None,
+        now: datetime,
+        excluded: bool,
+        grant_expires_at: datetime | None,
+    ) -> bool:
+        """Record `approver`'s approval; True when it is the last one needed (the grant, until
+        `grant_expires_at`, is then the caller's to make, in the same transaction). `excluded`:
+        the approver is the subject of the grant (or a member of its team). Nobody approves
+        their own request or their own access, and each approval comes from a different
+        person."""
         self._require_pending(now)
         if approver == self.requester:
             raise Forbidden(
@@ -141,11 +149,31 @@ class AccessRequest(Aggregate):
                 actor=approver,
             )
         given = len(self.approvals) + 1
-        self._approved(comment=comment, approvals=given, granted=given >= self.approvals_needed)
-        return self.status == "approved"
+        granted = given >= self.approvals_needed
+        self._approved(
+            comment=comment,
+            approvals=given,
+            granted=granted,
+            grant_expires_at=grant_expires_at if granted else None,
+        )
+        return granted
 
-    @event("Approved")
-    def _approved(self, comment: str | None, approvals: int, granted: bool) -> None:
+    # `granted`: this approval was the last one needed, and the grant (until
+    # `grant_expires_at`, None: no deadline) is in the same transaction.
+    class Approved(Aggregate.Event):
+        comment: str | None
+        approvals: int
+        granted: bool
+        grant_expires_at: datetime | None = None
+
+    @event(Approved)
+    def _approved(
+        self,
+        comment: str | None,
+        approvals: int,
+        granted: bool,
+        grant_expires_at: datetime | None = None,
+    ) -> None:
         self.approvals.append(Approval(self.last_event.actor, self.last_event.timestamp, comment))
         if granted:
             self.status = "approved"

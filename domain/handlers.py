@@ -539,10 +539,12 @@ def _team_member(s: Session, subject: str, actor: str) -> bool:
 def approve_access_request(s: Session, cmd: c.ApproveAccessRequest, actor: str) -> Aggregate:
     request = s.get(AccessRequest, cmd.request, expected_version=cmd.expected_version)
     excluded = _team_member(s, request.subject, actor)
-    if request.approve(actor, cmd.comment, now(), excluded):
+    seconds = request.grant_seconds()
+    at = now()
+    expires_at = None if seconds is None else at + timedelta(seconds=seconds)
+    if request.approve(actor, cmd.comment, at, excluded, expires_at):
         # The last approval grants, in the same transaction, for the time asked (capped).
         repo = s.referred(MlRepo, request.repo, "repo")
-        seconds = request.grant_seconds()
         _grant(
             s,
             repo,
@@ -550,7 +552,7 @@ def approve_access_request(s: Session, cmd: c.ApproveAccessRequest, actor: str) 
             request.role,
             f"access request {request.request}: {request.reason}",
             approved=True,
-            expires_at=None if seconds is None else now() + timedelta(seconds=seconds),
+            expires_at=expires_at,
         )
     return request
 
