@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
+from domain.access_request import request_id
 from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.errors import DomainError
@@ -69,7 +69,14 @@ SETUP: list[tuple[str, dict[str, Any]]] = [
     ("grant_repo_access", {"repo": "fraud-models", "subject": "team:risk", "role": "editor"}),
     ("grant_repo_access", {"repo": "churn-data", "subject": "user:bob@example.com",
                            "role": "viewer"}),
+    # Access requests and break-glass grants (issue 15): dev asks for one approval of a
+    # workspace's editor grant, fraud-models' admins (ana, bob) approve.
+    ("update_environment", {"name": "dev", "access_approvals": 1}),
+    ("grant_repo_access", {"repo": "fraud-models", "subject": "user:bob@example.com",
+                           "role": "admin"}),
 ]  # fmt: skip
+# An approval names the request opened last (the step's body says "latest").
+LATEST = "latest"
 
 repos = st.sampled_from(REPOS)
 users = st.sampled_from(USERS)
@@ -132,10 +139,28 @@ commands = st.one_of(
     ),
     _command("delete_ml_repo", name=repos),
     _command("create_ml_repo", name=repos, storage_integration=st.just("s3-main")),
+    # Issue 15: requests, their approvals (the last one grants), break-glass grants.
+    _command(
+        "request_repo_access",
+        repo=repos,
+        subject=subjects,
+        role=st.sampled_from(ROLES),
+        reason=st.just("needed"),
+        duration=st.sampled_from((None, "10m", "2h")),
+    ),
+    *[_command("approve_access_request", request=st.just(LATEST))] * 4,
+    _command(
+        "break_glass_repo_access",
+        repo=repos,
+        subject=subjects,
+        role=st.sampled_from(("viewer", "editor")),
+        reason=st.just("incident"),
+        duration=st.sampled_from(("5m", "1h")),
+    ),
 )
 # Seconds to the next command: mostly forward; 0 (a microsecond later); sometimes backward.
 gaps = st.one_of(st.integers(0, 600), st.integers(-300, -1), st.just(0))
-actors = st.sampled_from((ADMIN, ADMIN, "user:bob@example.com"))
+actors = st.sampled_from((ADMIN, ADMIN, "user:bob@example.com", "user:cy@example.com"))
 steps = st.lists(st.tuples(gaps, commands, actors), min_size=4, max_size=30)
 
 filters = st.one_of(
@@ -159,18 +184,27 @@ def _history(
     for number, (name, body) in enumerate(SETUP):
         _send(service, f"setup-{number}", name, body, ADMIN)
     set_up = service.recorder.max_notification_id() or 0
+    latest = request_id("no-request", 0)
     for number, (gap, (name, body), actor) in enumerate(plan):
         clock.advance(timedelta(seconds=gap))
-        _send(service, f"step-{number}", name, body, actor)
+        if body.get("request") == LATEST:
+            body = {**body, "request": latest}
+        if _send(service, f"step-{number}", name, body, actor) and name == "request_repo_access":
+            latest = request_id(f"step-{number}", 0)
     return service, set_up
 
 
 def _send(
     service: TenancyService, command_id: str, name: str, body: dict[str, Any], actor: str
-) -> None:
-    # A refused command writes nothing, which is part of the history too.
-    with suppress(DomainError):
-        service.handle(COMMANDS[name].model_validate(body), CommandContext(actor, command_id, "p"))
+) -> bool:
+    """Whether the command was accepted: a refused one writes nothing, which is part of the
+    history too."""
+    try:
+        command = COMMANDS[name].model_validate(body)
+        service.handle(command, CommandContext(actor, command_id, "p"))
+    except DomainError:
+        return False
+    return True
 
 
 def _moments(service: TenancyService, after: int = 0) -> list[datetime]:
