@@ -58,7 +58,8 @@ def _now() -> datetime:
 
 
 def now() -> datetime:
-    """The current moment on the clock of the command being decided (the one its events get)."""
+    """The current moment by the clock of the command being decided (the one its events are
+    stamped with): what a deadline is compared with while deciding."""
     return _now()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -13,10 +14,12 @@ from domain.names import (
     Description,
     Detail,
     DnsLabel,
+    Duration,
     Email,
     Labels,
     ManagedBy,
     MlRepoName,
+    Moment,
     OptimizeFor,
     Provider,
     Reason,
@@ -28,8 +31,17 @@ from domain.names import (
     WorkspaceName,
     check_storage_root,
     has_nul,
+    parse_duration,
 )
-from domain.policies import AnyUser, Policy, RepoAdmin, RequestApprover, TenantAdmin, Worker
+from domain.policies import (
+    AnyUser,
+    Policy,
+    RepoAdmin,
+    RequestApprover,
+    System,
+    TenantAdmin,
+    Worker,
+)
 
 Version = Annotated[int, Field(ge=1, le=2**53)]
 Namespace = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
@@ -206,7 +218,23 @@ class UpdateMlRepo(ChangeCommand):
     storage_integration: DnsLabel | None = None
 
 
-class GrantRepoAccess(ChangeCommand):
+class Deadline(BaseModel):
+    """When a grant ends: at `expires_at` (RFC 3339 with an offset, in the future by the
+    command service's clock) or `duration` from when it is granted (`90m`, `12h`, `30d`);
+    neither: until revoked. Giving both is a `validation_error`."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    expires_at: Moment | None = None
+    duration: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one_deadline(self) -> Self:
+        if self.expires_at is not None and self.duration is not None:
+            raise ValueError("give expires_at or duration, not both")
+        return self
+
+
+class GrantRepoAccess(ChangeCommand, Deadline):
     wire_name: ClassVar[str] = "grant_repo_access"
     policy: ClassVar[Policy] = RepoAdmin("repo")
     repo: MlRepoName
@@ -215,6 +243,28 @@ class GrantRepoAccess(ChangeCommand):
     reason: Reason | None = None
     # Who owns the grant from now on (`apply`); a grant without it is unmanaged.
     managed_by: ManagedBy | None = None
+
+
+class SetRepoAccessPolicy(ChangeCommand):
+    """How access to a repo is given: `approvals` (0-3) an access request needs, and the
+    longest a grant may run (`max_duration`; null: no cap)."""
+
+    wire_name: ClassVar[str] = "set_repo_access_policy"
+    policy: ClassVar[Policy] = RepoAdmin("repo")
+    repo: MlRepoName
+    approvals: Annotated[int, Field(ge=0, le=3)] = 0
+    max_duration: Duration | None = None
+
+
+class ExpireRepoAccess(Command):
+    """The scheduler's record that a grant reached its deadline (`ml_repo.access_expired`).
+    Tenantry's own: not on the bus."""
+
+    wire_name: ClassVar[str] = "expire_repo_access"
+    policy: ClassVar[Policy] = System()
+    repo: MlRepoName
+    subject: Subject
+    expires_at: datetime
 
 
 class RevokeRepoAccess(ChangeCommand):
@@ -295,17 +345,8 @@ class RecordStorageDeleted(RecordStorage):
 
 # A reason that says something: a request, a denial and a break-glass grant must give one.
 RequiredReason = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"\S")]
-# TEMPORARY, until the duration type of expiring grants (h15a) is merged: `90m`, `12h`, `30d`.
-Duration = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,5}[smhd]$")]
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration_seconds(duration: str) -> int:
-    return int(duration[:-1]) * _UNIT_SECONDS[duration[-1]]
-
-
 # The longest break-glass grant.
-BREAK_GLASS_MAX_SECONDS = 24 * 3600
+BREAK_GLASS_MAX = timedelta(hours=24)
 # An access request's id, as `request_repo_access` answered it (its reply's `fqn`).
 RequestId = Annotated[
     str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -359,9 +400,18 @@ class BreakGlassRepoAccess(ChangeCommand):
 
     @model_validator(mode="after")
     def _at_most_a_day(self) -> BreakGlassRepoAccess:
-        if duration_seconds(self.duration) > BREAK_GLASS_MAX_SECONDS:
+        if parse_duration(self.duration) > BREAK_GLASS_MAX:
             raise ValueError("a break-glass grant lasts at most 24h")
         return self
+
+
+class ExpireAccessRequest(Command):
+    """The scheduler's record that a pending request went unanswered past its deadline
+    (`access_request.expired`). Tenantry's own: not on the bus."""
+
+    wire_name: ClassVar[str] = "expire_access_request"
+    policy: ClassVar[Policy] = System()
+    request: RequestId
 
 
 ACCESS_REQUEST_COMMANDS: tuple[type[Command], ...] = (
@@ -394,6 +444,7 @@ COMMANDS: dict[str, type[Command]] = {
         CreateMlRepo,
         UpdateMlRepo,
         GrantRepoAccess,
+        SetRepoAccessPolicy,
         RevokeRepoAccess,
         DeleteMlRepo,
         CreateTeam,
@@ -407,4 +458,8 @@ COMMANDS: dict[str, type[Command]] = {
         RecordStorageDeleted,
     )
 }
+
+# Tenantry's own commands (policy `System`), sent by the scheduler (domain.due), never on the bus.
+SYSTEM_COMMANDS: dict[str, type[Command]] = {cls.wire_name: cls for cls in (ExpireRepoAccess,)}
 COMMANDS.update({cls.wire_name: cls for cls in ACCESS_REQUEST_COMMANDS})
+SYSTEM_COMMANDS[ExpireAccessRequest.wire_name] = ExpireAccessRequest

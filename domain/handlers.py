@@ -8,6 +8,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
+from domain import (
+    access_request_expiry,  # noqa: F401  (registers its due work, domain.due)
+    grant_expiry,  # noqa: F401  (registers its due work, domain.due)
+)
 from domain import commands as c
 from domain.access_request import AccessRequest, request_id
 from domain.application import Application
@@ -16,7 +20,7 @@ from domain.cluster import Cluster
 from domain.environment import Environment
 from domain.errors import AlreadyExists, NotFound, PreconditionFailed, ValidationFailed
 from domain.ml_repo import MlRepo
-from domain.names import split_workspace_fqn
+from domain.names import parse_duration, split_workspace_fqn
 from domain.session import Session, check_version
 from domain.storage_integration import StorageIntegration
 from domain.team import Team
@@ -143,11 +147,13 @@ def _grant(
     role: str,
     reason: str | None,
     managed_by: str | None = None,
+    deadline: c.Deadline | None = None,
     *,
     approved: bool = False,
     expires_at: datetime | None = None,
 ) -> None:
-    """Grant on `repo`, keeping the subject's side consistent (teams and workspaces must exist).
+    """Grant on `repo`, keeping the subject's side consistent (teams and workspaces must exist),
+    until `deadline` if given (or `expires_at`, a moment decided already).
 
     A grant that needs approvals is given only `approved` (by an access request's last
     approval, or a tenant admin's break-glass grant); directly, it is refused."""
@@ -156,7 +162,15 @@ def _grant(
         _require_no_approvals(s, repo, subject, role)
     if workspace is not None:
         workspace.link_repo(repo.name)
-    repo.grant(subject, role, reason, managed_by)
+    until = expires_at if expires_at is not None else expires_at_of(deadline)
+    repo.grant(subject, role, reason, managed_by, until)
+
+
+def expires_at_of(deadline: c.Deadline | None) -> datetime | None:
+    """The moment a grant given now with `deadline` ends (None: never)."""
+    if deadline is None or deadline.duration is None:
+        return None if deadline is None else deadline.expires_at
+    return now() + parse_duration(deadline.duration)
 
 
 @_handles(c.CreateWorkspace)
@@ -319,7 +333,23 @@ def update_ml_repo(s: Session, cmd: c.UpdateMlRepo, actor: str) -> Aggregate:
 @_handles(c.GrantRepoAccess)
 def grant_repo_access(s: Session, cmd: c.GrantRepoAccess, actor: str) -> Aggregate:
     repo = s.get(MlRepo, cmd.repo, expected_version=cmd.expected_version)
-    _grant(s, repo, cmd.subject, cmd.role, cmd.reason, cmd.managed_by)
+    _grant(s, repo, cmd.subject, cmd.role, cmd.reason, cmd.managed_by, cmd)
+    return repo
+
+
+@_handles(c.SetRepoAccessPolicy)
+def set_repo_access_policy(s: Session, cmd: c.SetRepoAccessPolicy, actor: str) -> Aggregate:
+    repo = s.get(MlRepo, cmd.repo, expected_version=cmd.expected_version)
+    repo.set_access_policy(cmd.approvals, cmd.max_duration)
+    return repo
+
+
+@_handles(c.ExpireRepoAccess)
+def expire_repo_access(s: Session, cmd: c.ExpireRepoAccess, actor: str) -> Aggregate:
+    repo = s.find(MlRepo, cmd.repo)
+    if repo is None:
+        raise NotFound(f"ML repo {cmd.repo!r} does not exist", name=cmd.repo)
+    repo.expire(cmd.subject, cmd.expires_at)
     return repo
 
 
@@ -450,12 +480,13 @@ def _subject_environment(s: Session, subject: str) -> Environment | None:
 
 def _repo_approvals(repo: MlRepo) -> int:
     """How many approvals the repo's access policy asks for any grant on it."""
-    return 0  # TEMPORARY until the repo access policy (h15a) is merged
+    return repo.access_policy.approvals
 
 
 def _repo_max_seconds(repo: MlRepo) -> int | None:
     """The longest grant the repo's access policy allows (seconds; None: no cap)."""
-    return None  # TEMPORARY until the repo access policy (h15a) is merged
+    cap = repo.access_policy.max_duration
+    return None if cap is None else int(cap.total_seconds())
 
 
 def approvals_needed(s: Session, repo: MlRepo, subject: str, role: str) -> int:
@@ -503,7 +534,7 @@ def request_repo_access(s: Session, cmd: c.RequestRepoAccess, actor: str) -> Agg
     subject = cmd.subject or actor
     _grant_subject(s, subject)
     MlRepo.check_role(subject, cmd.role)
-    asked = None if cmd.duration is None else c.duration_seconds(cmd.duration)
+    asked = None if cmd.duration is None else int(parse_duration(cmd.duration).total_seconds())
     policy_cap = _repo_max_seconds(repo)
     if asked is not None and policy_cap is not None and asked > policy_cap:
         raise ValidationFailed(
@@ -571,10 +602,17 @@ def cancel_access_request(s: Session, cmd: c.CancelAccessRequest, actor: str) ->
     return request
 
 
+@_handles(c.ExpireAccessRequest)
+def expire_access_request(s: Session, cmd: c.ExpireAccessRequest, actor: str) -> Aggregate:
+    request = s.get(AccessRequest, cmd.request)
+    request.expire(now())  # nothing when it closed meanwhile, or is not due yet
+    return request
+
+
 @_handles(c.BreakGlassRepoAccess)
 def break_glass_repo_access(s: Session, cmd: c.BreakGlassRepoAccess, actor: str) -> Aggregate:
     repo = s.get(MlRepo, cmd.repo, expected_version=cmd.expected_version)
-    seconds = c.duration_seconds(cmd.duration)
+    seconds = int(parse_duration(cmd.duration).total_seconds())
     expires_at = now() + timedelta(seconds=seconds)
     # Its own event first, for whoever alerts on break-glass grants; then the grant itself,
     # with its deadline, as any other (the views and the replay read that one).

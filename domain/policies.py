@@ -39,4 +39,10 @@ class Worker:
     """Tenantry's own workers (`service:` actors) reporting what they did, or a tenant admin."""
 
 
-Policy = TenantAdmin | RepoAdmin | RequestApprover | AnyUser | Worker
+@dataclass(frozen=True)
+class System:
+    """Tenantry itself (`service:tenantry`, its scheduler's due work, `domain.due`) and no one
+    else. Such commands are not on the bus (not in `COMMANDS`): the command service runs them."""
+
+
+Policy = TenantAdmin | RepoAdmin | RequestApprover | AnyUser | Worker | System

@@ -49,6 +49,10 @@ class Settings:
     checkpoint_seconds: float = 60.0
     # Access requests (issue 15): how long one stays pending before it expires (seconds).
     access_request_ttl: float = 7 * 86400.0
+    # How often each command service's scheduler looks for due work (expired grants, …): an
+    # expiry is recorded within this many seconds of its deadline (access ends AT the deadline
+    # whatever this is: every reader compares with it).
+    expiry_interval: float = 60.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -92,6 +96,7 @@ class Settings:
             checkpoint_events=int(env.get("TENANTRY_CHECKPOINT_EVENTS", "1000")),
             checkpoint_seconds=float(env.get("TENANTRY_CHECKPOINT_SECONDS", "60")),
             access_request_ttl=_seconds(env.get("TENANTRY_ACCESS_REQUEST_TTL") or "7d"),
+            expiry_interval=float(env.get("TENANTRY_EXPIRY_INTERVAL", "60")),
         )
 
     @property

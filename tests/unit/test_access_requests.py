@@ -5,17 +5,23 @@ and break-glass grants."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
 from domain.access_request import AccessRequest, Governance
+from domain.access_request_expiry import RequestExpiry
 from domain.authorization import Authorization
+from domain.base import CommandContext
+from domain.commands import Command, ExpireAccessRequest
 from domain.environment import Environment
 from domain.errors import Forbidden, NotFound, PreconditionFailed
 from domain.ml_repo import MlRepo
 from domain.service import TenancyService
+from tenantry.protocol import CommandReply
+from tenantry.server.scheduler import Scheduler
 from tests.clock import ControlledClock
 
 from .support import ADMIN, ALICE, BOB, STORES, Tenancy
@@ -405,3 +411,57 @@ def test_a_break_glass_grant_has_a_reason_and_lasts_at_most_a_day(
     COMMANDS["break_glass_repo_access"].model_validate(body)
     with pytest.raises(ValidationError):
         COMMANDS["break_glass_repo_access"].model_validate({**body, **change})
+
+
+def _scheduler(t: Tenancy, clock: ControlledClock) -> Scheduler:
+    async def send(command: Command, context: CommandContext) -> CommandReply:
+        return await asyncio.to_thread(t.svc.handle, command, context)
+
+    return Scheduler(t.svc.recorder, send, clock, kinds=[RequestExpiry])
+
+
+def test_the_scheduler_expires_a_pending_request_once_at_its_deadline() -> None:
+    clock = ControlledClock(START)
+    t = _world(clock, Governance(request_ttl=timedelta(hours=1)))
+    pending = _request(t)
+    answered = _request(t, subject="workspace:prod-eu:lab")
+    t.allow("approve_access_request", {"request": answered}, actor=BOB)
+    deadline = t.aggregate(AccessRequest, pending).expires_at
+    scheduler = _scheduler(t, clock)
+
+    clock.set(deadline - timedelta(microseconds=1))
+    assert asyncio.run(scheduler.tick()) == []
+    clock.set(deadline)
+    before = t.position()
+    replies = asyncio.run(scheduler.tick())
+
+    assert [r.events for r in replies] == [["access_request.expired"]]
+    assert t.types(before) == ["access_request.expired"]
+    expired = next(e for e in t.events(before) if e["type"] == "access_request.expired")
+    assert expired["actor"] == "service:tenantry"
+    assert t.aggregate(AccessRequest, pending).status == "expired"
+    assert asyncio.run(scheduler.tick()) == []  # folded: nothing due any more
+    restarted = _scheduler(t, clock)  # reads the log from the start: done already
+    assert asyncio.run(restarted.tick()) == []
+
+
+def test_an_expiry_sent_for_a_request_closed_meanwhile_changes_nothing() -> None:
+    clock = ControlledClock(START)
+    t = _world(clock, Governance(request_ttl=timedelta(hours=1)))
+    request = _request(t)
+    t.allow("cancel_access_request", {"request": request}, actor=ALICE)
+    clock.advance(timedelta(hours=2))
+    context = CommandContext("service:tenantry", "due#test", "c")
+
+    reply = t.svc.handle(ExpireAccessRequest(request=request), context)
+
+    assert reply.events == []
+    assert t.aggregate(AccessRequest, request).status == "cancelled"
+
+
+def test_only_tenantry_itself_expires_a_request() -> None:
+    t = _world()
+    request = _request(t)
+    for actor in (ADMIN, "service:storage-provisioner"):
+        with pytest.raises(Forbidden):
+            t.svc.handle(ExpireAccessRequest(request=request), CommandContext(actor, "x", "c"))
