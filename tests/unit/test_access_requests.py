@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from domain.access_request import AccessRequest, Governance
 from domain.access_request_expiry import RequestExpiry
 from domain.authorization import Authorization
-from domain.base import CommandContext
+from domain.base import CommandContext, acting_as
 from domain.commands import Command, ExpireAccessRequest
 from domain.environment import Environment
-from domain.errors import Forbidden, NotFound, PreconditionFailed
+from domain.errors import Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from domain.ml_repo import MlRepo
 from domain.service import TenancyService
 from tenantry.protocol import CommandReply
@@ -465,3 +465,85 @@ def test_only_tenantry_itself_expires_a_request() -> None:
     for actor in (ADMIN, "service:storage-provisioner"):
         with pytest.raises(Forbidden):
             t.svc.handle(ExpireAccessRequest(request=request), CommandContext(actor, "x", "c"))
+
+
+# --- the repo's access policy ------------------------------------------------------------------
+
+
+def test_a_repo_that_asks_for_approvals_refuses_any_direct_grant() -> None:
+    t = _world()
+    t.run("set_repo_access_policy", {"repo": "fraud-models", "approvals": 1})
+    body = {"repo": "fraud-models", "subject": DAVE, "role": "viewer"}
+
+    error = t.refuse("grant_repo_access", body, PreconditionFailed, "precondition_failed")
+
+    assert error.details["approvals"] == 1
+    request = _request(t, subject=DAVE, role="viewer")
+    assert t.aggregate(AccessRequest, request).approvals_needed == 1
+    t.allow("approve_access_request", {"request": request}, actor=BOB)
+    assert _grants(t)[DAVE] == "viewer"
+
+
+def test_the_higher_of_the_repo_and_the_environment_is_needed() -> None:
+    t = _world()
+    t.run("set_repo_access_policy", {"repo": "fraud-models", "approvals": 3})
+
+    request = _request(t)
+
+    assert t.aggregate(AccessRequest, request).approvals_needed == 3
+
+
+def test_the_repo_policy_caps_what_a_request_may_ask_and_what_it_grants() -> None:
+    t = _world()
+    t.run("set_repo_access_policy", {"repo": "fraud-models", "approvals": 1, "max_duration": "1d"})
+    body = {"repo": "fraud-models", "subject": DAVE, "role": "viewer", "reason": "r"}
+
+    t.refuse(
+        "request_repo_access",
+        {**body, "duration": "2d"},
+        ValidationFailed,
+        "validation_error",
+        actor=ALICE,
+    )
+    unasked = _request(t, subject=DAVE, role="viewer")
+    assert t.aggregate(AccessRequest, unasked).grant_seconds() == 86400
+    t.allow("approve_access_request", {"request": unasked}, actor=BOB)
+    grant = t.aggregate(MlRepo, "fraud-models").grants[DAVE]
+    assert grant.expires_at is not None
+    assert grant.expires_at - grant.granted_at <= timedelta(days=1)
+
+
+def test_the_last_approval_grants_until_the_deadline_asked() -> None:
+    clock = ControlledClock(START)
+    t = _world(clock)
+    request = _request(t, duration="90m")
+    t.allow("approve_access_request", {"request": request}, actor=BOB)
+    clock.set(START + timedelta(hours=1))
+
+    t.allow("approve_access_request", {"request": request}, actor=CAROL)
+
+    grant = t.aggregate(MlRepo, "fraud-models").grants[WORKSPACE]
+    shown = t.aggregate(AccessRequest, request)
+    assert grant.expires_at is not None
+    assert (
+        timedelta(0)
+        <= grant.expires_at - (START + timedelta(hours=2, minutes=30))
+        < timedelta(milliseconds=1)
+    )
+    approved = [e for e in t.events() if e["type"] == "access_request.approved"][-1]
+    assert approved["granted"] is True
+    assert shown.status == "approved"
+
+
+def test_a_request_is_pending_up_to_its_deadline_and_not_at_it() -> None:
+    t = _world(governance=Governance(request_ttl=timedelta(hours=1)))
+    request = t.aggregate(AccessRequest, _request(t))
+    deadline = request.expires_at
+
+    with pytest.raises(PreconditionFailed):
+        request.approve(BOB, None, deadline, False, None)
+    assert request.expire(deadline - timedelta(microseconds=1)) is False
+    with acting_as(CommandContext("service:tenantry", "due#x", "c")):
+        request.approve(BOB, None, deadline - timedelta(microseconds=1), False, None)
+        assert request.expire(deadline) is True
+    assert request.status == "expired"
