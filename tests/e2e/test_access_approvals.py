@@ -95,7 +95,7 @@ async def test_two_approvals_grant_a_production_editor_until_its_deadline(
         assert _stored(tenantry_up) == before
 
         opened = await bus.ok(
-            "request_repo_access", {**direct, "reason": "retrain", "duration": "20s"}, A
+            "request_repo_access", {**direct, "reason": "retrain", "duration": "1m"}, A
         )
         request = opened["fqn"]
 
