@@ -34,6 +34,9 @@ class CommandContext:
 
 _current: ContextVar[CommandContext | None] = ContextVar("tenantry_command", default=None)
 _clock: ContextVar[Clock] = ContextVar("tenantry_clock", default=system_clock)
+# The moment the current `acting_as` decides at (`now`), read once, and whether an event has
+# taken it as its time yet.
+_decision: ContextVar[_Decision | None] = ContextVar("tenantry_decision", default=None)
 # The events triggered inside the current `acting_as`, in the order they were triggered.
 _triggered: ContextVar[list[Any] | None] = ContextVar("tenantry_triggered", default=None)
 
@@ -45,22 +48,40 @@ def acting_as(context: CommandContext, clock: Clock = system_clock) -> Iterator[
     token = _current.set(context)
     clock_token = _clock.set(clock)
     triggered = _triggered.set([])
+    decision = _decision.set(_Decision())
     try:
         yield context
     finally:
+        _decision.reset(decision)
         _triggered.reset(triggered)
         _clock.reset(clock_token)
         _current.reset(token)
 
 
+@dataclass
+class _Decision:
+    at: datetime | None = None
+    taken: bool = False
+
+
 def _now() -> datetime:
+    decision = _decision.get()
+    if decision is not None and decision.at is not None and not decision.taken:
+        decision.taken = True  # the next event bears the moment the command decided at
+        return decision.at
     return _clock.get()()
 
 
 def now() -> datetime:
-    """The current moment by the clock of the command being decided (the one its events are
-    stamped with): what a deadline is compared with while deciding."""
-    return _now()
+    """The moment the command being decided decides at, by its clock: read once per command
+    (the same answer every time it is asked), and the time its next event bears, so that a
+    deadline counted from it is counted from that event (a grant's `granted_at` + duration)."""
+    decision = _decision.get()
+    if decision is None:
+        return _clock.get()()
+    if decision.at is None:
+        decision.at = _clock.get()()
+    return decision.at
 
 
 def current_command_id() -> str:

@@ -9,6 +9,10 @@ positions, and is derived here. The view begins and ends those rows exactly so (
 begins with the later of the two and ends with the earlier, as the earlier ended), which
 `tests/property/test_temporal_vs_replay.py` holds against a replay of the log.
 
+A grant's deadline (`expires_at`, issue 15) ends its rows there: an ended row's `to_at` is
+never past it, and a row still open past its deadline (its expiry not recorded yet) counts as
+ended at the deadline (`expired`) in every answer here.
+
 Every search has a lower bound in time or reads rows in force only: the cost of a question is
 the history after the moment asked about, never a key's whole history."""
 
@@ -23,6 +27,11 @@ from sqlalchemy import ColumnElement, Connection, Select, Table, and_, bindparam
 
 from projections import schema as t
 from projections.schema import DIRECT
+from projections.store import read_tracking
+
+# Who records an expiry (the scheduler): the actor of an expiry not recorded yet.
+EXPIRY_ACTOR = "service:tenantry"
+EXPIRY_EVENT = "ml_repo.access_expired"
 
 Row = dict[str, Any]
 _REPORTED = ("repo", "subject", "role", "granted_at", "granted_by", "reason", "via")
@@ -61,7 +70,7 @@ def _in_force(table: str, by_repo: bool, by_subject: bool) -> Select[Any]:
         # after T: neither search walks the rows that ended before T.
         open_ = t.access_open.c
         statement = select(*(open_[name] for name in _REPORTED)).where(
-            open_.from_at <= bindparam("moment")
+            open_.from_at <= bindparam("moment"), _before_deadline(open_, bindparam("moment"))
         )
         columns = open_
     else:
@@ -95,7 +104,11 @@ def changes(
     ]
     # A row ended as `changed` is followed by its successor at the same position: one change.
     revoked = select(t.access_ended).where(
-        ended.to_at > after, ended.to_at <= until, ended.end_change == "revoked"
+        ended.to_at > after, ended.to_at <= until, ended.end_change.in_(("revoked", "expired"))
+    )
+    # Open rows whose deadline fell in the window: ended there, their expiry not recorded yet.
+    lapsed = select(t.access_open).where(
+        open_.expires_at > after, open_.expires_at <= until, open_.expires_at > open_.from_at
     )
     found = [
         _began(dict(r._mapping))
@@ -105,16 +118,25 @@ def changes(
         _revoked(dict(r._mapping))
         for r in conn.execute(revoked.where(*_filters(t.access_ended, repo, subject)))
     ]
+    # An expiry not recorded yet is not in the log: it comes after everything the views
+    # hold, so its `position` is the next one.
+    pending = read_tracking(conn).position + 1
+    found += [
+        {**_revoked(_lapsed(dict(r._mapping))), "position": pending}
+        for r in conn.execute(lapsed.where(*_filters(t.access_open, repo, subject)))
+    ]
     grants, members = _overlapping(conn, after, until, repo, subject)
     for grant in grants:
         for member in members.get(grant["subject"], ()):
             row = _member_row(grant, member)
-            if row is None or row["to_position"] is None:
+            if row is None or row["to_at"] is None:
                 continue  # never overlapped, or in force still: read from the open table
+            if row["to_position"] is None and member["to_position"] is None:
+                continue  # lapsed but still in the open table: read from there
             if after < row["from_at"] <= until:
                 found.append(_began(row))
-            if row["end_change"] == "revoked" and after < row["to_at"] <= until:
-                found.append(_revoked(row))
+            if row["end_change"] in ("revoked", "expired") and after < row["to_at"] <= until:
+                found.append(_revoked(row) | {"position": row["to_position"] or pending})
     found.sort(key=lambda c: (c["position"], c["repo"], c["subject"], c["via"]))
     return found
 
@@ -138,7 +160,7 @@ def _began(r: Row) -> Row:
 def _revoked(r: Row) -> Row:
     return {
         "at": r["to_at"],
-        "change": "revoked",
+        "change": r["end_change"],
         "repo": r["repo"],
         "subject": r["subject"],
         "role": None,
@@ -154,11 +176,30 @@ def _revoked(r: Row) -> Row:
 _END = ("to_at", "to_position", "end_change", "end_event", "end_actor", "end_reason")
 
 
+def _lapsed(row: Row) -> Row:
+    """An open row past its deadline, as ended there (its expiry not recorded yet)."""
+    return {
+        **row,
+        "to_at": row["expires_at"],
+        "to_position": None,
+        "end_change": "expired",
+        "end_event": EXPIRY_EVENT,
+        "end_actor": EXPIRY_ACTOR,
+        "end_reason": None,
+    }
+
+
+def _before_deadline(columns: Any, moment: Any) -> ColumnElement[bool]:
+    """A row's deadline, if it has one, is after `moment`."""
+    return or_(columns.expires_at.is_(None), columns.expires_at > moment)
+
+
 def _member_row(grant: Row, member: Row) -> Row | None:
     """The row `member` held through `grant` (a direct row of its holder), as the view began
     and ended it: from the later start to the earlier end, in log positions; None if the two
     never overlapped."""
     row = {**grant, "subject": member["member"], "via": grant["subject"]}
+    expires_at = grant.get("expires_at")
     if member["from_position"] > grant["from_position"]:
         # Joined while the grant was in force: a new row, begun by the joining.
         row.update(
@@ -170,8 +211,13 @@ def _member_row(grant: Row, member: Row) -> Row | None:
             start_reason=member["added_reason"],
             previous_role=None,
         )
+    if expires_at is not None and row["from_at"] >= expires_at:
+        return None  # joined after the deadline
     grant_end, member_end = grant.get("to_position"), member["to_position"]
-    if member_end is not None and (grant_end is None or member_end < grant_end):
+    left_first = member_end is not None and (grant_end is None or member_end < grant_end)
+    if left_first and expires_at is not None and member["to_at"] >= expires_at:
+        left_first = False  # the deadline came first
+    if left_first:
         row.update(
             to_at=member["to_at"],
             to_position=member_end,
@@ -180,6 +226,8 @@ def _member_row(grant: Row, member: Row) -> Row | None:
             end_actor=member["removed_by"],
             end_reason=member["removed_reason"],
         )
+    elif grant_end is None and expires_at is not None and member_end is not None:
+        row = _lapsed(row)  # left after the deadline, its expiry not recorded yet
     elif grant_end is None:
         row.update(dict.fromkeys(_END))
     if row["to_position"] is not None and row["to_position"] <= row["from_position"]:
@@ -264,7 +312,7 @@ def _grants(table: str, by_repo: bool, by_subjects: bool) -> Select[Any]:
     if by_repo:
         where.append(c.repo == bindparam("repo"))
     if chosen is t.access_open:
-        where.append(c.from_at <= bindparam("until"))
+        where += [c.from_at <= bindparam("until"), _before_deadline(c, bindparam("since"))]
     else:
         where += [c.to_at > bindparam("since"), _unindexed(c.from_at) <= bindparam("until")]
     return select(chosen).where(*where)

@@ -8,17 +8,28 @@ a team's grant to a member (`team:<name>`), a live workspace's grant to its live
 `access_report` as of now, from the same rows, and no rule of access is restated here: only how
 the rows of one (subject, repo) make one answer.
 
+A row past its grant's deadline (`expires_at`) answers nothing from the deadline on, whether or
+not the expiry event has come: "now" is the moment of the question (the server's clock).
+
 A subject's role on a repo is the highest of its rows; on a tie the direct grant decides, then
 the holders in name order."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 
 from domain.names import ROLE_RANK
 from projections import schema as t
+from projections.audit import utc_text
+
+
+def now_of(conn: Connection) -> datetime:
+    """The moment of a question asked on `conn` (`ViewStore.clock`; the system clock else)."""
+    clock = conn.info.get("tenantry_clock")
+    return clock() if clock is not None else datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -28,12 +39,18 @@ class Access:
     via: str
 
 
-def subject_access(conn: Connection, subject: str, repo: str | None = None) -> list[Access]:
-    """Every repo `subject` may use now (only `repo`, if given), by repo name."""
+def subject_access(
+    conn: Connection, subject: str, repo: str | None = None, at: datetime | None = None
+) -> list[Access]:
+    """Every repo `subject` may use now (at `at`, if given: a moment not before the views'
+    last event), only `repo` if given, by repo name."""
     rows = t.access_open.c
+    moment = utc_text(at or now_of(conn))
     # Current rows only, by the open table's primary key (subject, via, repo): as many as the
     # subject holds now, whatever the history.
-    statement = select(rows.repo, rows.role, rows.via).where(rows.subject == subject)
+    statement = select(rows.repo, rows.role, rows.via).where(
+        rows.subject == subject, or_(rows.expires_at.is_(None), rows.expires_at > moment)
+    )
     if repo is not None:
         statement = statement.where(rows.repo == repo)
     best: dict[str, Access] = {}

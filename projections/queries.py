@@ -12,14 +12,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, select
+from sqlalchemy import ColumnElement, Connection, or_, select
 
 from domain.errors import NotFound
 from domain.names import allows
 from projections import access_history
 from projections import schema as t
 from projections.audit import body_of, utc_text
-from projections.current_access import subject_access
+from projections.current_access import now_of, subject_access
 from projections.query_params import (
     AccessChanges,
     AccessReport,
@@ -191,6 +191,12 @@ def _ml_repos(conn: Connection, names: list[str]) -> list[dict[str, Any]]:
         select(t.ml_repos).where(t.ml_repos.c.name.in_(names)).order_by(t.ml_repos.c.name)
     )
     failures = _failures_of(conn, "ml_repo", names)
+    policies = {
+        p.repo: {"approvals": p.approvals, "max_duration": p.max_duration}
+        for p in conn.execute(
+            select(t.repo_access_policies).where(t.repo_access_policies.c.repo.in_(names))
+        )
+    }
     return [
         {
             "name": r.name,
@@ -200,6 +206,7 @@ def _ml_repos(conn: Connection, names: list[str]) -> list[dict[str, Any]]:
             "status": r.status,
             "failure": failures.get(r.name),
             "grants": grants[r.name],
+            "access_policy": policies.get(r.name, {"approvals": 0, "max_duration": None}),
         }
         for r in rows
     ]
@@ -207,11 +214,14 @@ def _ml_repos(conn: Connection, names: list[str]) -> list[dict[str, Any]]:
 
 def _grants_on(conn: Connection, repos: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     grants: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    g, m = t.grants.c, t.grant_managers.c
+    g, m, d = t.grants.c, t.grant_managers.c, t.grant_deadlines.c
+    now = utc_text(now_of(conn))
     for r in conn.execute(
-        select(t.grants, m.managed_by)
+        select(t.grants, m.managed_by, d.expires_at)
         .outerjoin(t.grant_managers, (m.repo == g.repo) & (m.subject == g.subject))
-        .where(g.repo.in_(list(repos)))
+        .outerjoin(t.grant_deadlines, (d.repo == g.repo) & (d.subject == g.subject))
+        # In force: a grant past its deadline is not one, its expiry recorded or not.
+        .where(g.repo.in_(list(repos)), or_(d.expires_at.is_(None), d.expires_at > now))
         .order_by(g.repo, g.subject)
     ):
         grants[r.repo].append(
@@ -222,6 +232,7 @@ def _grants_on(conn: Connection, repos: Iterable[str]) -> dict[str, list[dict[st
                 "granted_at": r.granted_at,
                 "reason": r.reason,
                 "managed_by": r.managed_by,
+                "expires_at": r.expires_at,
             }
         )
     return grants

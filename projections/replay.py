@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -93,17 +93,26 @@ class Replay:
 
 
 def access_in_force(
-    conn: Connection, repo: str | None = None, subject: str | None = None
+    conn: Connection,
+    repo: str | None = None,
+    subject: str | None = None,
+    at: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """`access_report`'s rows from the views as they stand, by the rules of access stated
-    independently of the temporal view (which keeps them over time, and whose open rows answer
-    `check_access`; the tests hold the two to each other):
+    """`access_report`'s rows from the views as they stand, at `at` (the moment they were
+    replayed to; None: now), by the rules of access stated independently of the temporal view
+    (which keeps them over time, and whose open rows answer `check_access`; the tests hold the
+    two to each other):
 
     - a subject (user, team, live workspace) holds its own grant (`via` `direct`);
     - a member of a team holds the team's grant (`via` `team:<name>`);
     - a live application `app:<cluster>:<workspace>:<name>` holds its live workspace's grant
       (`via` `workspace:<cluster>:<name>`);
-    - a repo being deleted, or deleted, grants nothing, nor does a workspace being deleted."""
+    - a repo being deleted, or deleted, grants nothing, nor does a workspace being deleted;
+    - a grant allows nothing from its deadline on (`expires_at`), recorded as expired or not."""
+    moment = utc_text(at or datetime.now(UTC))
+    deadlines = {
+        (row.repo, row.subject): row.expires_at for row in conn.execute(select(t.grant_deadlines))
+    }
     live_workspaces = set(
         conn.execute(select(t.workspaces.c.fqn).where(t.workspaces.c.status.not_in(GONE))).scalars()
     )
@@ -119,6 +128,9 @@ def access_in_force(
     rows = []
     for grant in conn.execute(statement):
         holder = grant.subject
+        deadline = deadlines.get((grant.repo, holder))
+        if deadline is not None and deadline <= moment:
+            continue  # past its deadline
         if holder.startswith("workspace:") and holder.partition(":")[2] not in live_workspaces:
             continue  # a workspace being deleted grants nothing
         given = {

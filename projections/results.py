@@ -64,6 +64,15 @@ class Grant(_Result):
     reason: str | None = None
     # Who manages it (`apply`: `apply --prune` may revoke it); None: nobody's.
     managed_by: str | None = None
+    # From this moment on the grant allows nothing (None: until revoked).
+    expires_at: datetime | None = None
+
+
+class RepoAccessPolicy(_Result):
+    """How access to a repo is given: approvals an access request needs, the longest grant."""
+
+    approvals: int = 0
+    max_duration: str | None = None
 
 
 class MlRepo(_Result):
@@ -75,6 +84,7 @@ class MlRepo(_Result):
     # Why the storage failed, as the worker reported it, while `status` is `failed`.
     failure: str | None = None
     grants: list[Grant] = Field(default_factory=list)
+    access_policy: RepoAccessPolicy = Field(default_factory=RepoAccessPolicy)
 
 
 class StorageIntegration(_Result):

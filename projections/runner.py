@@ -154,6 +154,10 @@ OLD_LAYOUTS: tuple[str | tuple[str, str], ...] = (
     # before the members' ended rows were derived, not stored (issue 17, scale)
     ("view_audit_events", "prev_hash"),
 )
+# Columns a store made by an older Tenantry lacks (the same refusal): (table, column).
+NEW_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("view_access_open", "expires_at"),  # the grants' deadlines (issue 15)
+)
 
 
 def refuse_old_layout(store: ViewStore) -> None:
@@ -170,6 +174,11 @@ def refuse_old_layout(store: ViewStore) -> None:
                 c["name"] for c in inspector.get_columns(table, schema_name)
             }:
                 found.append(table if column is None else f"{table}.{column}")
+        for table, column in NEW_COLUMNS:
+            if inspector.has_table(table, schema_name) and column not in {
+                c["name"] for c in inspector.get_columns(table, schema_name)
+            }:
+                found.append(f"{table} without {column}")
     if found:
         raise RuntimeError(
             f"the view store has {', '.join(found)}, of an older layout of the views, which is "

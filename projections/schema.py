@@ -149,6 +149,25 @@ grants = Table(
     Index("ix_view_grants_subject", "subject"),
 )
 
+# The deadlines of direct grants in force that have one (issue 15): a table of its own, so that
+# a view store made before it gains it on start (the events before it had none).
+grant_deadlines = Table(
+    "view_grant_deadlines",
+    metadata,
+    Column("repo", String(100), primary_key=True),
+    Column("subject", String(300), primary_key=True),
+    Column("expires_at", String(32), nullable=False),
+)
+
+# A repo's access policy, once set (issue 15); a repo without a row has the default one.
+repo_access_policies = Table(
+    "view_repo_access_policies",
+    metadata,
+    Column("repo", String(100), primary_key=True),
+    Column("approvals", Integer, nullable=False),
+    Column("max_duration", String(16), nullable=True),
+)
+
 # Who manages a direct grant in force (`apply`), for grants that have a manager. A table of its
 # own, so that a view store made before it gains it on start: the events before it had none.
 grant_managers = Table(
@@ -257,6 +276,10 @@ def _columns(*, ended: bool) -> list[Column[Any]]:
         Column("start_actor", String(300), nullable=False),
         Column("start_reason", Text, nullable=True),
         Column("previous_role", String(16), nullable=True),
+        # The grant's deadline (issue 15): the row is in force until the earlier of its end and
+        # this moment, whether or not the expiry event has come (an ended row's `to_at` is
+        # never past it).
+        Column("expires_at", String(32), nullable=True),
     ]
     if ended:
         columns += [

@@ -31,6 +31,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from sqlalchemy.schema import CreateSchema
 from sqlalchemy.sql.expression import Executable
 
+from domain.clock import Clock, system_clock
 from domain.event_log import ZERO_HASH
 from projections import schema
 
@@ -54,6 +55,9 @@ class ViewStore:
     def __init__(self, engine: Engine, schema_name: str | None = None) -> None:
         self._schema = schema_name
         self._tables_created = False
+        # "Now" for the questions asked of this store (today's access compares the grants'
+        # deadlines with it): the system clock unless a test gives a controlled one.
+        self.clock: Clock = system_clock
         self._base_engine = engine
         self.engine = (
             engine.execution_options(schema_translate_map={None: schema_name})
@@ -158,6 +162,7 @@ class ViewStore:
         with self.engine.connect() as conn:
             if self.dialect == "postgresql":
                 conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            conn.info["tenantry_clock"] = self.clock
             with conn.begin():
                 yield conn
 

@@ -18,6 +18,11 @@ time (its open rows are today's access, `projections.current_access`):
   last. A workspace's grants end when its deletion is asked for (the domain then revokes them
   too), a repo's when it is deleted.
 
+Deadlines (issue 15): a row of a grant with a deadline carries it (`expires_at`, the members'
+rows through it too) and is in force until the earlier of its end and its deadline: it is ended
+AT the deadline (`expired`) by whatever event ends it later — `ml_repo.access_expired`, a
+deletion — never at that event's time, and until then the readers compare with `expires_at`.
+
 Time: a row begins and ends at the *log clock* of the event that caused it, the latest
 `occurred_at` of the published events up to and including it (kept in `view_access_clock`). That
 is the event's own time unless an event stored before it bears a later one (two command
@@ -195,7 +200,12 @@ _END_HOLDER = Raw(
 def _granted(batch: _Batch, body: Body, change: _Change) -> None:
     repo, subject, role = body["fqn"], body["data"]["subject"], body["data"]["role"]
     # As `repo_access` shows it: the time the grant event bears.
-    grant = {"granted_at": change.occurred_at, "granted_by": change.actor, "reason": change.reason}
+    grant = {
+        "granted_at": change.occurred_at,
+        "granted_by": change.actor,
+        "reason": change.reason,
+        "expires_at": deadline_of(body["data"]),
+    }
     # A new grant (not a new role) has no row of its subject's open to end.
     new = new_grant(body["data"])
     replaced = batch.begin(change, grant, repo, subject, DIRECT, role, fresh=new)
@@ -211,6 +221,28 @@ def _revoked(batch: _Batch, body: Body, change: _Change) -> None:
     where = {"w_repo": body["fqn"], "w_subject": body["data"]["subject"]}
     batch.end(_END_OWN_ON_REPO, where, change)
     batch.end(_END_HOLDERS_ON_REPO, where, change)
+
+
+@_on("ml_repo.access_expired")
+def _expired(batch: _Batch, body: Body, change: _Change) -> None:
+    # Ended at the deadline (`_closed`), not at this event's time.
+    where = {"w_repo": body["fqn"], "w_subject": body["data"]["subject"]}
+    batch.end(_END_OWN_ON_REPO, where, change, how="expired")
+    batch.end(_END_HOLDERS_ON_REPO, where, change, how="expired")
+
+
+def deadline_of(data: dict[str, Any]) -> str | None:
+    """A grant event's deadline as fixed-width UTC text (None: none)."""
+    expires_at = data.get("expires_at")
+    return utc_text_of(expires_at) if isinstance(expires_at, str) else None
+
+
+def _closed(row: dict[str, Any], ending: dict[str, Any]) -> dict[str, Any]:
+    """`row` ended by `ending`, or at its deadline if that came first (`expired`)."""
+    expires_at = row.get("expires_at")
+    if expires_at is not None and expires_at <= ending["to_at"]:
+        return {**row, **ending, "to_at": expires_at, "end_change": "expired"}
+    return {**row, **ending}
 
 
 @_on("ml_repo.deletion_requested", "ml_repo.recreated")
@@ -276,7 +308,9 @@ def _join(batch: _Batch, change: _Change, holder: str, member: str) -> None:
         },
     )
     for row in batch.rows(_GRANTS_OF, {"w_subject": holder}):
-        given = {name: row[name] for name in ("granted_at", "granted_by", "reason")}
+        if row["expires_at"] is not None and row["expires_at"] <= change.at:
+            continue  # past its deadline: nothing to hold
+        given = {name: row[name] for name in ("granted_at", "granted_by", "reason", "expires_at")}
         # (No row of the member's through the holder is open: it was not a member.)
         batch.begin(change, given, row["repo"], member, holder, row["role"], fresh=True)
 
@@ -337,14 +371,14 @@ class _Batch:
         if key in self._opened:  # begun earlier in this batch
             earlier = self._forget(key)
             previous_role = earlier["role"]
-            self._keep({**earlier, **ending})
+            self._keep(_closed(earlier, ending))
         elif not fresh and key not in self._gone:
             where = {"w_subject": subject, "w_via": via, "w_repo": repo}
             for values in _END_ROW.stored.run(self.conn, where):
                 stored = dict(zip(_OPEN_COLUMNS, values, strict=True))
                 previous_role = stored["role"]
                 self._gone.add(key)
-                self._keep({**stored, **ending})
+                self._keep(_closed(stored, ending))
         row = {
             "repo": repo,
             "subject": subject,
@@ -385,9 +419,9 @@ class _Batch:
             key = (row["subject"], row["via"], row["repo"])
             if key not in self._gone:
                 self._gone.add(key)
-                self._keep({**row, **ending})
+                self._keep(_closed(row, ending))
         for key in own:
-            self._keep({**self._forget(key), **ending})
+            self._keep(_closed(self._forget(key), ending))
 
     def _keep(self, ended: dict[str, Any]) -> None:
         """An ended row for the history table: direct ones only (a member's row through a team

@@ -28,6 +28,8 @@ _REPO_CHANGES = (
     "ml_repo.recreated",
     "ml_repo.access_granted",
     "ml_repo.access_revoked",
+    # A grant past its deadline comes out of the storage policy as a revoked one does.
+    "ml_repo.access_expired",
 )
 _DELETION = "ml_repo.deletion_requested"
 # Not acted on, only read: a location provisioned for this incarnation before markers existed
@@ -81,7 +83,7 @@ class RepoLedger:
                 repo.provisioned = True
             elif type_ == "ml_repo.access_granted":
                 repo.grants[str(data["subject"])] = str(data["role"])
-            elif type_ == "ml_repo.access_revoked":
+            elif type_ in ("ml_repo.access_revoked", "ml_repo.access_expired"):
                 repo.grants.pop(str(data["subject"]), None)
             elif type_ == _DELETION:
                 repo.live = False

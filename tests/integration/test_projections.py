@@ -112,6 +112,7 @@ class ProjectionContract:
             "description": "fraud",
             "status": "ready",
             "failure": None,
+            "access_policy": {"approvals": 0, "max_duration": None},
         }
         assert [
             (g["subject"], g["role"], g["granted_by"], g["reason"]) for g in repo["grants"]

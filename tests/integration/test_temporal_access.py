@@ -5,6 +5,7 @@ applications), their ends on revocation and deletion, `access_report` at any mom
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,8 +16,9 @@ import pytest
 from sqlalchemy import select
 
 from domain.base import CommandContext
-from domain.commands import COMMANDS
+from domain.commands import COMMANDS, Command
 from domain.errors import NotFound
+from domain.grant_expiry import GrantExpiry
 from domain.service import TenancyService
 from projections import schema
 from projections.audit import utc_text
@@ -24,6 +26,8 @@ from projections.queries import QUERIES, answer
 from projections.replay import Replay, access_in_force
 from projections.runner import ProjectionRunner
 from projections.store import ViewStore
+from tenantry.protocol import CommandReply
+from tenantry.server.scheduler import Scheduler
 from tenantry.server.store import view_store_url
 from tenantry.settings import Settings
 from tests.clock import ControlledClock
@@ -134,6 +138,51 @@ class TemporalAccessContract:
         # `from` is exclusive, `to` inclusive.
         assert self.query(store, "access_changes", **{"from": t1, "to": t2}, **ana) == changes[1:]
         assert self.query(store, "access_changes", **{"from": t0, "to": t1}, **ana) == changes[:1]
+
+    def test_a_grant_ends_at_its_deadline_not_when_its_expiry_is_recorded(
+        self,
+        service: TenancyService,
+        store: ViewStore,
+        runner: ProjectionRunner,
+        do: Callable[..., datetime],
+    ) -> None:
+        self.setup_repo(do)
+        do("create_team", {"name": "risk", "members": ["bo@example.com"]})
+        t0 = do("grant_repo_access", {"repo": "fraud-models", "subject": ANA, "role": "editor"})
+        team = {"repo": "fraud-models", "subject": "team:risk", "role": "viewer"}
+        t1 = do("grant_repo_access", {**team, "duration": "90m"})
+        deadline = t1 + timedelta(minutes=90)
+        do("grant_repo_access", {"repo": "fraud-models", "subject": ANA, "role": "viewer"}
+           | {"expires_at": deadline.isoformat()})  # fmt: skip
+        before, after = deadline - timedelta(microseconds=1), deadline
+        bo = ("fraud-models", BO, "viewer", "team:risk")
+        # Past the deadline, nothing recorded yet: the view compares with it.
+        do("create_team", {"name": "later"}, at=deadline + timedelta(hours=1))
+        for recorded in (False, True):
+            assert self.report(store, before, repo="fraud-models") == [
+                ("fraud-models", "team:risk", "viewer", "direct"),
+                ("fraud-models", ANA, "viewer", "direct"),
+                bo,
+                ("fraud-models", ADMIN, "admin", "direct"),
+            ], recorded
+            assert self.report(store, after, repo="fraud-models") == [
+                ("fraud-models", ADMIN, "admin", "direct")
+            ], recorded
+            changes = self.query(store, "access_changes", **{"from": before, "to": after})
+            assert sorted((c["change"], c["subject"], c["at"]) for c in changes) == [
+                ("expired", "team:risk", utc_text(deadline)),
+                ("expired", ANA, utc_text(deadline)),
+                ("expired", BO, utc_text(deadline)),
+            ], recorded
+            assert {c["actor"] for c in changes} == {"service:tenantry"}
+            assert self.report(store, t0, subject=ANA) == [
+                ("fraud-models", ANA, "editor", "direct")
+            ]
+            # The scheduler records both expiries, an hour late: the rows still end AT it.
+            asyncio.run(_scheduler(service).tick())
+            runner.catch_up()
+        types = [e["type"] for e in self.query(store, "audit_log")["events"]]
+        assert types.count("ml_repo.access_expired") == 2
 
     def test_a_new_role_is_one_change(self, store: ViewStore, do: Callable[..., datetime]) -> None:
         self.setup_repo(do)
@@ -404,3 +453,10 @@ def test_a_view_store_of_the_old_layout_is_refused_not_read_as_empty(
     assert store.position() == 0
     service.close()
     store.close()
+
+
+def _scheduler(service: TenancyService) -> Scheduler:
+    async def send(command: Command, context: CommandContext) -> CommandReply:
+        return await asyncio.to_thread(service.handle, command, context)
+
+    return Scheduler(service.recorder, send, service.clock, kinds=[GrantExpiry])

@@ -185,4 +185,16 @@ CHANGES: list[Step] = [
         },
         STORAGE,
     ),
+    # A grant with a deadline (far off), and an access policy capping the grants of a repo.
+    (
+        "grant_repo_access",
+        {"repo": "fraud-models", "subject": "user:eve@example.com", "role": "viewer"}
+        | {"duration": "3650d"},
+        ADMIN,
+    ),
+    (
+        "set_repo_access_policy",
+        {"repo": "churn-models", "approvals": 1, "max_duration": "30d"},
+        ADMIN,
+    ),
 ]

@@ -16,6 +16,9 @@ workspaces, applications registered or not, a stranger) and every repo:
 - the domain lets bob or cy manage a repo's grants exactly when the oracle says they admin it
   (probed with a grant that the domain refuses either way, so the history is unchanged).
 
+Grants may have a deadline and the clock moves past it (with or without `expire_due`, the
+scheduler's recording of the expiry, as a step): every answer compares with the deadline.
+
 Derandomized like the other property tests; `TENANTRY_PROPERTY_SEED=<n>` explores others."""
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from tests.property.test_temporal_vs_replay import (
     USERS,
     WORKSPACES,
     commands,
+    expire_due,
     gaps,
     repos,
     seconds,
@@ -142,11 +146,14 @@ def _log_clock(service: TenancyService) -> datetime:
     )
 
 
-def _check(service: TenancyService, live: ViewStore, scratch: ViewStore, step: str) -> None:
+def _check(
+    service: TenancyService, live: ViewStore, scratch: ViewStore, step: str, now: datetime
+) -> None:
     position = service.recorder.max_notification_id() or 0
-    now = _log_clock(service)
+    # Today's access is asked at that moment (deadlines are compared with it).
+    live.clock = lambda: now
     with scratch.snapshot() as conn:
-        oracle = access_in_force(conn)
+        oracle = access_in_force(conn, at=now)
     at, report = answer(live, "access_report", _params("access_report", as_of=now))
     assert at == position, step  # the views have applied every step
     assert _rows(report) == _rows(oracle), step
@@ -218,18 +225,24 @@ def _agreement(plan: list[tuple[int, tuple[str, dict[str, Any]], str]], batch_si
     scratch = ViewStore.in_memory()
     replay = Replay(service.recorder, scratch, batch_size=batch_size)
     try:
+        now = START
         for number, (gap, (name, body), actor) in enumerate([(0, ("", {}), ADMIN), *plan]):
             clock.advance(seconds(gap))
-            if name:
+            if name == "expire_due":
+                expire_due(service)
+            elif name:
                 with suppress(DomainError):
                     service.handle(
                         COMMANDS[name].model_validate(body),
                         CommandContext(actor, f"step-{number}", "property"),
                     )
             runner.catch_up()
-            replay.until(_log_clock(service))
+            # Now: the clock's time (it moved, deadlines may have passed without an event),
+            # or the latest event's if a clock behind stamped one later; never back.
+            now = max(now, _log_clock(service), clock.time)
+            replay.until(now)
             assert replay.position == service.recorder.max_notification_id()
-            _check(service, live, scratch, f"step {number}: {name} {body} by {actor}")
+            _check(service, live, scratch, f"step {number}: {name} {body} by {actor}", now)
     finally:
         for store in (live, scratch):
             store.close()

@@ -13,6 +13,11 @@ times (just before, at, just after, between, before the first, after the last):
   `access_report` at the next;
 - a replay from scratch to a moment equals one that went there in steps (in half of them).
 
+Grants may have a deadline (a few minutes: the clock moves past it), and a step may record the
+expiries due, as the scheduler does (`expire_due`, through `GrantExpiry`): until then, and after,
+a grant allows nothing from its deadline on, in both. The moments asked about include just
+before, at and just after every deadline.
+
 The examples are derandomized so that CI runs are reproducible; a failure prints the example.
 `TENANTRY_PROPERTY_SEED=<n>` explores other examples."""
 
@@ -28,10 +33,12 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from domain.access_request import request_id
+from domain.authorization import SYSTEM_ACTOR
 from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.errors import DomainError
-from domain.event_log import INTERNAL_TOPICS, ZERO_HASH, chained_body
+from domain.event_log import INTERNAL_TOPICS, ZERO_HASH, chained_body, unchained_body
+from domain.grant_expiry import GrantExpiry
 from domain.service import TenancyService
 from projections.queries import QUERIES, answer
 from projections.replay import Replay, access_in_force
@@ -103,6 +110,15 @@ commands = st.one_of(
         reason=reasons,
     ),
     _command("grant_repo_access", repo=repos, subject=subjects, role=st.just("viewer")),
+    _command(
+        "grant_repo_access",
+        repo=repos,
+        subject=subjects,
+        role=st.sampled_from(ROLES),
+        duration=st.sampled_from(("1m", "5m", "10m", "60m")),
+    ),
+    _command("expire_due"),
+    _command("expire_due"),
     _command("revoke_repo_access", repo=repos, subject=subjects, reason=reasons),
     _command("add_team_member", team=teams, user=users),
     _command("remove_team_member", team=teams, user=users),
@@ -204,12 +220,37 @@ def _send(
 ) -> bool:
     """Whether the command was accepted: a refused one writes nothing, which is part of the
     history too."""
+    if name == "expire_due":
+        expire_due(service)
+        return True
     try:
         command = COMMANDS[name].model_validate(body)
         service.handle(command, CommandContext(actor, command_id, "p"))
     except DomainError:
         return False
     return True
+
+
+def expire_due(service: TenancyService) -> None:
+    """What the scheduler does at a tick: the expiries due by the service's clock recorded."""
+    due = GrantExpiry()
+    for notification in service.recorder.select_notifications(None, 1_000_000):
+        if notification.topic not in INTERNAL_TOPICS:
+            due.observe(unchained_body(notification))
+    for item in due.due(service.clock()):
+        context = CommandContext(SYSTEM_ACTOR, item.command_id, item.command_id)
+        service.handle(item.command, context)
+
+
+def deadlines(service: TenancyService) -> list[datetime]:
+    """Every deadline a grant was given."""
+    found = []
+    for notification in service.recorder.select_notifications(None, 1_000_000):
+        if notification.topic not in INTERNAL_TOPICS:
+            body = unchained_body(notification)
+            if body["type"] == "ml_repo.access_granted" and body["data"].get("expires_at"):
+                found.append(datetime.fromisoformat(body["data"]["expires_at"]))
+    return found
 
 
 def _moments(service: TenancyService, after: int = 0) -> list[datetime]:
@@ -224,12 +265,19 @@ def _moments(service: TenancyService, after: int = 0) -> list[datetime]:
     return moments
 
 
-def _around(moments: list[datetime], stepped: list[datetime]) -> st.SearchStrategy[datetime]:
+def _around(
+    moments: list[datetime], stepped: list[datetime], ends: list[datetime]
+) -> st.SearchStrategy[datetime]:
     """Just before, at or just after an event, mostly one of the steps' (the events of one
     command are a microsecond apart: the moments between them matter); between two events;
     before the first; after the last."""
     stepped = stepped or moments
+    ends = ends or stepped
     return st.one_of(
+        # Just before, at or just after a grant's deadline.
+        st.tuples(st.sampled_from(ends), st.sampled_from((-MICRO, 0 * MICRO, MICRO))).map(
+            sum_moment
+        ),
         st.tuples(st.sampled_from(stepped), st.sampled_from((-MICRO, 0 * MICRO, MICRO))).map(
             sum_moment
         ),
@@ -259,9 +307,9 @@ def _held(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
     return {(r["repo"], r["subject"], r["via"]): r["role"] for r in rows}
 
 
-def _replayed(store: ViewStore, **params: str) -> list[dict[str, Any]]:
+def _replayed(store: ViewStore, at: datetime, **params: str) -> list[dict[str, Any]]:
     with store.snapshot() as conn:
-        return access_in_force(conn, params.get("repo"), params.get("subject"))
+        return access_in_force(conn, params.get("repo"), params.get("subject"), at=at)
 
 
 _SEED = os.environ.get("TENANTRY_PROPERTY_SEED")
@@ -281,7 +329,7 @@ def _agreement(
     live = ViewStore.in_memory()
     live.create_tables()
     ProjectionRunner(service.recorder, live, batch_size=batch_size).catch_up()
-    around = _around(_moments(service), _moments(service, after=set_up))
+    around = _around(_moments(service), _moments(service, after=set_up), deadlines(service))
     moments = sorted(data.draw(st.lists(around, min_size=1, max_size=6)))
     scratch = ViewStore.in_memory()
     replay = Replay(service.recorder, scratch, batch_size=batch_size)
@@ -290,7 +338,7 @@ def _agreement(
         replay.until(moment)
         for params in ({}, data.draw(filters)):
             temporal = _query(live, "access_report", as_of=moment, **params)
-            assert temporal == _replayed(scratch, **params), (moment, params)
+            assert temporal == _replayed(scratch, moment, **params), (moment, params)
         if previous is not None:
             changes = _query(live, "access_changes", **{"from": previous, "to": moment})
             held = _held(_query(live, "access_report", as_of=previous))
@@ -301,12 +349,13 @@ def _agreement(
                     del held[key]
                 else:
                     held[key] = change["role"]
-            assert held == _held(_query(live, "access_report", as_of=moment))
+            expected = _held(_query(live, "access_report", as_of=moment))
+            assert held == expected, (previous, moment, changes, held, expected)
         previous = moment
     if data.draw(st.booleans()):
         fresh = ViewStore.in_memory()
         Replay(service.recorder, fresh).until(moments[-1])
-        assert _replayed(fresh) == _replayed(scratch)
+        assert _replayed(fresh, moments[-1]) == _replayed(scratch, moments[-1])
         fresh.close()
     for store in (live, scratch):
         store.close()

@@ -20,7 +20,7 @@ from workers.errors import PermanentError, TransientError, classify
 from workers.events import Event, Report
 from workers.manifests import fqn_label, namespace_spec
 from workers.namespaces import NamespaceView
-from workers.storage import RepoLedger
+from workers.storage import RepoLedger, StorageProvisioner
 
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 COMMAND_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
@@ -151,3 +151,22 @@ def test_a_repo_ledger_follows_grants_and_deletion() -> None:
     repo = ledger.repos["m"]
     assert (repo.grants, repo.live, repo.delete_storage) == ({}, False, True)
     assert [r.name for r in ledger.neighbours(repo)] == ["n"]
+
+
+def test_an_expired_grant_leaves_the_storage_policy_as_a_revoked_one_does() -> None:
+    ledger = RepoLedger()
+    ledger.fold(1, _body("ml_repo.created", "m", name="m", location="s3://b/p/m/"))
+    ledger.fold(
+        2,
+        _body(
+            "ml_repo.access_granted",
+            "m",
+            subject="user:bo@example.com",
+            role="viewer",
+            expires_at="2026-03-01T10:00:00Z",
+        ),
+    )
+    ledger.fold(3, _body("ml_repo.access_granted", "m", subject="team:risk", role="editor"))
+    ledger.fold(4, _body("ml_repo.access_expired", "m", subject="user:bo@example.com"))
+    assert ledger.repos["m"].grants == {"team:risk": "editor"}
+    assert "tenantry.evt.ml_repo.access_expired" in StorageProvisioner.action_subjects
