@@ -123,8 +123,25 @@ class DeregisterCluster(ChangeCommand):
     cluster: ClusterName
 
 
-class RepoAccess(BaseModel):
+class Deadline(BaseModel):
+    """When a grant ends: at `expires_at` (RFC 3339 with an offset, in the future by the
+    command service's clock) or `duration` from when it is granted (`90m`, `12h`, `30d`);
+    neither: until revoked. Giving both is a `validation_error`."""
+
     model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    expires_at: Moment | None = None
+    duration: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one_deadline(self) -> Self:
+        if self.expires_at is not None and self.duration is not None:
+            raise ValueError("give expires_at or duration, not both")
+        return self
+
+
+class RepoAccess(Deadline):
+    """A grant a workspace is created with (until its deadline, if given)."""
+
     repo: MlRepoName
     role: Role
     managed_by: ManagedBy | None = None
@@ -218,22 +235,6 @@ class UpdateMlRepo(ChangeCommand):
     storage_integration: DnsLabel | None = None
 
 
-class Deadline(BaseModel):
-    """When a grant ends: at `expires_at` (RFC 3339 with an offset, in the future by the
-    command service's clock) or `duration` from when it is granted (`90m`, `12h`, `30d`);
-    neither: until revoked. Giving both is a `validation_error`."""
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
-    expires_at: Moment | None = None
-    duration: Duration | None = None
-
-    @model_validator(mode="after")
-    def _one_deadline(self) -> Self:
-        if self.expires_at is not None and self.duration is not None:
-            raise ValueError("give expires_at or duration, not both")
-        return self
-
-
 class GrantRepoAccess(ChangeCommand, Deadline):
     wire_name: ClassVar[str] = "grant_repo_access"
     policy: ClassVar[Policy] = RepoAdmin("repo")
@@ -245,15 +246,21 @@ class GrantRepoAccess(ChangeCommand, Deadline):
     managed_by: ManagedBy | None = None
 
 
-class SetRepoAccessPolicy(ChangeCommand):
+class AccessPolicyFields(BaseModel):
+    """A repo's access policy as commands and manifests give it."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    approvals: Annotated[int, Field(ge=0, le=3)] = 0
+    max_duration: Duration | None = None
+
+
+class SetRepoAccessPolicy(ChangeCommand, AccessPolicyFields):
     """How access to a repo is given: `approvals` (0-3) an access request needs, and the
     longest a grant may run (`max_duration`; null: no cap)."""
 
     wire_name: ClassVar[str] = "set_repo_access_policy"
     policy: ClassVar[Policy] = RepoAdmin("repo")
     repo: MlRepoName
-    approvals: Annotated[int, Field(ge=0, le=3)] = 0
-    max_duration: Duration | None = None
 
 
 class ExpireRepoAccess(Command):

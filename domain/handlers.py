@@ -196,6 +196,7 @@ def create_workspace(s: Session, cmd: c.CreateWorkspace, actor: str) -> Aggregat
             access.role,
             reason="granted on workspace creation",
             managed_by=access.managed_by,
+            deadline=access,
         )
     return workspace
 

@@ -17,8 +17,6 @@ from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     TypeAdapter,
     ValidationError,
@@ -27,10 +25,12 @@ from pydantic import (
 )
 
 from domain.commands import (
+    AccessPolicyFields,
     CreateEnvironment,
     CreateMlRepo,
     CreateTeam,
     CreateWorkspace,
+    Deadline,
     RegisterCluster,
     RegisterStorageIntegration,
     RepoAccess,
@@ -68,10 +68,9 @@ class ClusterManifest(RegisterCluster):
     type: Literal["cluster"]
 
 
-class Collaborator(BaseModel):
-    """A grant wanted on an ML repo."""
+class Collaborator(Deadline):
+    """A grant wanted on an ML repo (until its deadline, if it has one)."""
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
     subject: Subject
     role: Role
 
@@ -93,6 +92,8 @@ class MlRepoManifest(CreateMlRepo):
     collaborators: Annotated[list[Collaborator], Field(max_length=1000)] = Field(
         default_factory=list
     )
+    # How access is given (when given: the whole policy, `set_repo_access_policy`).
+    access_policy: AccessPolicyFields | None = None
 
     @field_validator("collaborators")
     @classmethod

@@ -31,9 +31,11 @@ import asyncio
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from domain.commands import (
+    AccessPolicyFields,
     AddClusterEnvironment,
     AddTeamMember,
     Command,
@@ -41,12 +43,14 @@ from domain.commands import (
     CreateMlRepo,
     CreateTeam,
     CreateWorkspace,
+    Deadline,
     GrantRepoAccess,
     RegisterCluster,
     RegisterStorageIntegration,
     RemoveClusterEnvironment,
     RemoveTeamMember,
     RevokeRepoAccess,
+    SetRepoAccessPolicy,
     SetWorkspaceEnvironment,
     UpdateEnvironment,
     UpdateMlRepo,
@@ -367,9 +371,19 @@ class _Planner:
         current = self.state.ml_repos.get(m.name)
         if current is None:
             self._created(action, m)
-            command = CreateMlRepo.model_validate(_fields(m, exclude={"collaborators"}))
+            command = CreateMlRepo.model_validate(
+                _fields(m, exclude={"collaborators", "access_policy"})
+            )
             self._step(_REPOS, command, action)
+            if m.access_policy is not None and m.access_policy != AccessPolicyFields():
+                self._step(_REPOS, _set_policy(m.name, m.access_policy), action)
             return
+        if m.access_policy is not None:
+            before = current.access_policy.model_dump()
+            if m.access_policy.model_dump() != before:
+                action.changes.append(Change("access_policy", before, m.access_policy.model_dump()))
+                # Before the grants: those of this plan are held to it too.
+                self._step(_REPOS, _set_policy(m.name, m.access_policy), action)
         changed: dict[str, str] = {}
         if self._given(m, "description") and m.description != current.description:
             changed["description"] = m.description
@@ -414,6 +428,8 @@ class _Planner:
 
     def _grants(self) -> None:
         wanted: dict[tuple[str, str], tuple[str, Document, str]] = {}
+        # The deadline each wanted grant asks for (absent: none, until revoked).
+        terms: dict[tuple[str, str], dict[str, Any]] = {}
         managed_repos: dict[str, Document] = {}
         managed_subjects: dict[str, Document] = {}
         for d in self.documents:
@@ -422,18 +438,22 @@ class _Planner:
                 managed_repos[m.name] = d
                 for i, c in enumerate(m.collaborators):
                     self._want(wanted, (m.name, c.subject), c.role, d, f"collaborators[{i}]")
+                    terms[(m.name, c.subject)] = _deadline(c)
             elif isinstance(m, WorkspaceManifest) and self._given(m, "ml_repo_access"):
                 managed_subjects[f"workspace:{m.fqn}"] = d
                 for i, a in enumerate(m.ml_repo_access):
                     key = (a.repo, f"workspace:{m.fqn}")
                     self._want(wanted, key, a.role, d, f"ml_repo_access[{i}]")
+                    terms[key] = _deadline(a)
 
         held: dict[tuple[str, str], str] = {}
         # The grants an apply made (and no grant since without a manager): only these are ever
         # revoked; a grant made from Python or the bus is nobody's to take away.
         ours: set[tuple[str, str]] = set()
+        deadlines: dict[tuple[str, str], datetime | None] = {}
         for name, current in self.state.ml_repos.items():
             held.update({(name, g.subject): g.role for g in current.grants})
+            deadlines.update({(name, g.subject): g.expires_at for g in current.grants})
             ours.update((name, g.subject) for g in current.grants if g.managed_by == APPLY)
         # A repo this plan creates starts with its creator as admin.
         for d in self.documents:
@@ -445,18 +465,25 @@ class _Planner:
         for d in self.documents:
             if isinstance(d.manifest, WorkspaceManifest) and self.actions[d.key].kind == "create":
                 new_workspaces[f"workspace:{d.manifest.fqn}"] = (d, d.manifest)
-        creations: dict[str, list[dict[str, str]]] = {s: [] for s in new_workspaces}
+        creations: dict[str, list[dict[str, Any]]] = {s: [] for s in new_workspaces}
 
         grants: list[tuple[str, str, str, Document]] = []
         for (repo, subject), (role, document, _) in wanted.items():
             before = held.get((repo, subject))
-            if before == role:
+            term = terms.get((repo, subject), {})
+            if before == role and _same_deadline(term, deadlines.get((repo, subject))):
                 continue
             if subject in creations and before is None:
-                creations[subject].append({"repo": repo, "role": role})
+                creations[subject].append({"repo": repo, "role": role, **term})
                 continue
             grants.append((repo, subject, role, document))
-            self._grant_change(document, repo, subject, before, role)
+            self._grant_change(
+                document,
+                repo,
+                subject,
+                _with_deadline(before, deadlines.get((repo, subject))),
+                _with_deadline(role, term.get("expires_at") or term.get("duration")),
+            )
 
         revokes: list[tuple[str, str, Document]] = []
         for (repo, subject), role in sorted(held.items()):
@@ -498,6 +525,7 @@ class _Planner:
                     "role": role,
                     "reason": _reason(document),
                     "managed_by": APPLY,
+                    **terms.get((repo, subject), {}),
                 }
             )
             self._step(_GRANTS, grant, self.actions[document.key])
@@ -543,6 +571,34 @@ class _Planner:
         self.actions[document.key].changes.append(
             Change(field_name, _or_absent(before), _or_absent(after), removal)
         )
+
+
+def _set_policy(repo: str, policy: AccessPolicyFields) -> SetRepoAccessPolicy:
+    return SetRepoAccessPolicy(repo=repo, **policy.model_dump())
+
+
+def _deadline(access: Deadline) -> dict[str, Any]:
+    """The deadline fields a manifest's grant gives (none: until revoked)."""
+    return access.model_dump(include={"expires_at", "duration"}, exclude_none=True)
+
+
+def _same_deadline(term: dict[str, Any], held: datetime | None) -> bool:
+    """Whether the grant held already has the deadline asked for: the same `expires_at`; any
+    deadline for a `duration` (it counts from when the grant is made: applying again does not
+    extend it — give a new `expires_at` to); none for none (a grant without one clears it)."""
+    if "expires_at" in term:
+        return bool(held == term["expires_at"])
+    if "duration" in term:
+        return held is not None
+    return held is None
+
+
+def _with_deadline(role: str | None, deadline: Any) -> str | None:
+    """A grant as the plan shows it: its role, and its deadline when it has one."""
+    if role is None or deadline is None:
+        return role
+    until = deadline.isoformat() if isinstance(deadline, datetime) else f"+{deadline}"
+    return f"{role} until {until}"
 
 
 def _or_absent(value: Any) -> Any:

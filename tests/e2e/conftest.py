@@ -28,8 +28,8 @@ class Tenantry:
     port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
-    # More settings for this instance (TENANTRY_ADMINS, …).
-    extra: dict[str, str] = field(default_factory=dict)
+    # More settings for the next `start` (TENANTRY_EXPIRY_INTERVAL, …).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -42,7 +42,7 @@ class Tenantry:
             "TENANTRY_NATS_PORT": str(self.port),
             "TENANTRY_LOG_FORMAT": "json",
             "TENANTRY_METRICS_PORT": str(self.metrics_port),
-            **self.extra,
+            **self.extra_env,
         }
         env.pop("TENANTRY_NATS_URL", None)
         return env

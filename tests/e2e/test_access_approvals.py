@@ -61,7 +61,7 @@ class _Bus:
 async def test_two_approvals_grant_a_production_editor_until_its_deadline(
     tenantry_up: Tenantry, tmp_path: Path
 ) -> None:
-    tenantry_up.extra = {"TENANTRY_ADMINS": ROOT, "TENANTRY_AUTH": "header"}
+    tenantry_up.extra_env = {"TENANTRY_ADMINS": ROOT, "TENANTRY_AUTH": "header"}
     tenantry_up.start()
     await tenantry_up.wait_ready()
     nc = await nats.connect(tenantry_up.url)

@@ -320,6 +320,32 @@ BAD_INPUTS: list[tuple[str, bytes, dict[str, str] | None]] = [
         None,
     ),
     ("no_such_command", b"{}", None),
+    # Tenantry's own commands (the scheduler's) are not on the bus, whoever claims to send them.
+    (
+        "expire_repo_access",
+        b'{"repo": "fraud-models", "subject": "user:bo@example.com", '
+        b'"expires_at": "2020-01-01T00:00:00Z"}',
+        {"Tenantry-Actor": "service:tenantry"},
+    ),
+    (
+        "grant_repo_access",
+        b'{"repo": "r1x", "subject": "user:a@b.co", "role": "viewer", '
+        b'"duration": "12h", "expires_at": "2999-01-01T00:00:00Z"}',
+        None,
+    ),
+    (
+        "grant_repo_access",
+        b'{"repo": "r1x", "subject": "user:a@b.co", "role": "viewer", '
+        b'"expires_at": "2999-01-01T00:00:00"}',
+        None,
+    ),
+    (
+        "grant_repo_access",
+        b'{"repo": "r1x", "subject": "user:a@b.co", "role": "viewer", "duration": "12 h"}',
+        None,
+    ),
+    ("set_repo_access_policy", b'{"repo": "r1x", "approvals": 4}', None),
+    ("set_repo_access_policy", b'{"repo": "r1x", "max_duration": "0d"}', None),
     ("create_environment", b'{"name": "qa"}', {"Tenantry-Actor": "root"}),
     ("create_environment", b'{"name": "qa"}', {"Tenantry-Command-Id": "x" * 500}),
     ("create_environment", b'{"name": "qa\\u0000"}', None),

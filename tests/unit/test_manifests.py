@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import textwrap
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -689,3 +690,76 @@ def test_a_character_yaml_does_not_allow_is_an_invalid_document_not_a_crash(
     assert f"{bad} (line 6): not valid YAML: character U+001B is not allowed" in err
     assert "\x1b" not in err
     assert "nothing was applied" in err
+
+
+# --- deadlines on grants (issue 15) ---------------------------------------------------------
+
+
+def _deadlines(world: World, repo: str) -> dict[str, Any]:
+    return {g.subject: g.expires_at for g in world.state().ml_repos[repo].grants}
+
+
+def test_collaborators_and_ml_repo_access_take_a_deadline(world: World) -> None:
+    until = "2999-01-01T00:00:00Z"
+    text = BASE.replace(
+        "{subject: user:bo@example.com, role: viewer}",
+        "{subject: user:bo@example.com, role: viewer, duration: 12h}",
+    ).replace(
+        "{repo: fraud-models, role: editor}",
+        f"{{repo: fraud-models, role: editor, expires_at: '{until}'}}",
+    )
+    world.apply(text)  # and applying again changes nothing: a duration is not extended
+    deadlines = _deadlines(world, "fraud-models")
+    assert deadlines["workspace:prod-eu:fraud"] == datetime(2999, 1, 1, tzinfo=UTC)
+    assert deadlines["user:bo@example.com"] is not None
+    assert deadlines["team:risk"] is None
+
+    # A later deadline is a new grant (an extension); none clears it.
+    later = text.replace(until, "3000-01-01T00:00:00Z")
+    extended = world.apply(later)
+    assert names(extended) == ["grant_repo_access"]
+    assert changes(extended, "prod-eu:fraud") == [
+        Change(
+            "ml_repo_access[fraud-models]",
+            "editor until 2999-01-01T00:00:00+00:00",
+            "editor until 3000-01-01T00:00:00+00:00",
+        )
+    ]
+    cleared = world.apply(BASE)
+    assert sorted(c.wire_name for c in cleared.commands) == ["grant_repo_access"] * 2
+    assert set(_deadlines(world, "fraud-models").values()) == {None}
+
+
+def test_a_deadline_past_the_repos_cap_is_refused_with_its_document(world: World) -> None:
+    world.apply(BASE)
+    world.tenancy.run("set_repo_access_policy", {"repo": "fraud-models", "max_duration": "1d"})
+    text = BASE.replace(
+        "{subject: user:bo@example.com, role: viewer}",
+        "{subject: user:bo@example.com, role: editor, duration: 2d}",
+    )
+    refused, source = world.refusal(text)
+    assert refused.code == "validation_error"
+    assert refused.details["max_duration"] == "1d"
+    assert refused.details["command"] == "grant_repo_access"
+    assert source.startswith("tenancy.yaml: document 4")
+
+
+def test_an_ml_repo_document_sets_its_access_policy_before_its_grants(world: World) -> None:
+    capped = BASE.replace(
+        "description: Fraud models\n",
+        "description: Fraud models\naccess_policy: {approvals: 1, max_duration: 30d}\n",
+    )
+    # Under the cap every grant has a deadline (the creator's admin came before the policy).
+    capped = capped.replace("role: viewer}", "role: viewer, duration: 7d}")
+    capped = capped.replace("role: editor}", "role: editor, duration: 30d}")
+    created = world.apply(capped)
+    assert "set_repo_access_policy" in names(created)
+    policy = world.state().ml_repos["fraud-models"].access_policy
+    assert (policy.approvals, policy.max_duration) == (1, "30d")
+    loosened = world.apply(capped.replace("max_duration: 30d", "max_duration: null"))
+    assert names(loosened)[0] == "set_repo_access_policy"
+    assert changes(loosened, "fraud-models")[0] == Change(
+        "access_policy",
+        {"approvals": 1, "max_duration": "30d"},
+        {"approvals": 1, "max_duration": None},
+    )
