@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain.access_request import AccessRequest
 from domain.base import now
 from domain.commands import Command
 from domain.errors import Forbidden
 from domain.ml_repo import MlRepo
-from domain.policies import AnyUser, System, TenantAdmin, Worker
+from domain.policies import AnyUser, RequestApprover, System, TenantAdmin, Worker
 from domain.session import Session
 from domain.team import Team
 
@@ -66,6 +67,9 @@ class Authorization:
             if policy.admin_when is not None and getattr(command, policy.admin_when):
                 raise _needs_tenant_admin(f"{name} with {policy.admin_when}", actor)
             return
+        if isinstance(policy, RequestApprover):
+            self._authorize_approver(command, policy, actor, session)
+            return
         repo = session.get(
             MlRepo,
             getattr(command, policy.repo_field),
@@ -78,6 +82,24 @@ class Authorization:
                 actor=actor,
                 command=name,
                 repo=repo.name,
+            )
+
+    def _authorize_approver(
+        self, command: Command, policy: RequestApprover, actor: str, session: Session
+    ) -> None:
+        request = session.get(
+            AccessRequest,
+            getattr(command, policy.request_field),
+            expected_version=getattr(command, "expected_version", None),
+        )
+        repo = session.find(MlRepo, request.repo)
+        if repo is None or not repo.live or not is_repo_admin(session, repo, actor):
+            raise Forbidden(
+                f"{command.wire_name} on a request for ML repo {request.repo!r} needs a tenant "
+                f"admin or an admin of the repo; {actor} is neither",
+                actor=actor,
+                command=command.wire_name,
+                repo=request.repo,
             )
 
 

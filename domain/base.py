@@ -84,6 +84,11 @@ def now() -> datetime:
     return decision.at
 
 
+def current_command_id() -> str:
+    """The id of the command (or apply) being decided."""
+    return _context().command_id
+
+
 def _note_triggered(event: Any) -> None:
     triggered = _triggered.get()
     if triggered is not None:

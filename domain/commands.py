@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -31,13 +31,24 @@ from domain.names import (
     WorkspaceName,
     check_storage_root,
     has_nul,
+    parse_duration,
 )
-from domain.policies import AnyUser, Policy, RepoAdmin, System, TenantAdmin, Worker
+from domain.policies import (
+    AnyUser,
+    Policy,
+    RepoAdmin,
+    RequestApprover,
+    System,
+    TenantAdmin,
+    Worker,
+)
 
 Version = Annotated[int, Field(ge=1, le=2**53)]
 Namespace = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
 Location = Annotated[str, Field(min_length=1, max_length=2048)]
 StorageRoot = Annotated[str, Field(min_length=6, max_length=1024)]
+# How many distinct approvers a grant needs (environments; repos' access policies).
+AccessApprovals = Annotated[int, Field(ge=0, le=3)]
 
 
 class Command(BaseModel):
@@ -68,6 +79,8 @@ class CreateEnvironment(Command):
     is_production: bool = False
     optimize_for: OptimizeFor = "cost"
     color: Color | None = None
+    # Approvals a grant of editor or admin to a workspace here needs (0: granted directly).
+    access_approvals: AccessApprovals = 0
 
 
 class UpdateEnvironment(ChangeCommand):
@@ -76,6 +89,7 @@ class UpdateEnvironment(ChangeCommand):
     is_production: bool | None = None
     optimize_for: OptimizeFor | None = None
     color: Color | None = None
+    access_approvals: AccessApprovals | None = None
 
 
 class DeleteEnvironment(ChangeCommand):
@@ -334,6 +348,88 @@ class RecordStorageDeleted(RecordStorage):
     wire_name: ClassVar[str] = "record_storage_deleted"
 
 
+# --- access requests and approvals, break-glass grants (issue 15) -------------------------
+
+# A reason that says something: a request, a denial and a break-glass grant must give one.
+RequiredReason = Annotated[str, Field(min_length=1, max_length=1000, pattern=r"\S")]
+# The longest break-glass grant.
+BREAK_GLASS_MAX = timedelta(hours=24)
+# An access request's id, as `request_repo_access` answered it (its reply's `fqn`).
+RequestId = Annotated[
+    str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+]
+
+
+class RequestRepoAccess(Command):
+    """Ask for a grant that approvers then decide; the subject defaults to the requester."""
+
+    wire_name: ClassVar[str] = "request_repo_access"
+    policy: ClassVar[Policy] = AnyUser()
+    repo: MlRepoName
+    subject: Subject | None = None
+    role: Role
+    reason: RequiredReason
+    duration: Duration | None = None
+
+
+class ApproveAccessRequest(ChangeCommand):
+    wire_name: ClassVar[str] = "approve_access_request"
+    policy: ClassVar[Policy] = RequestApprover("request")
+    request: RequestId
+    comment: Reason | None = None
+
+
+class DenyAccessRequest(ChangeCommand):
+    wire_name: ClassVar[str] = "deny_access_request"
+    policy: ClassVar[Policy] = RequestApprover("request")
+    request: RequestId
+    reason: RequiredReason
+
+
+class CancelAccessRequest(ChangeCommand):
+    """By its requester only (the request decides: any user may send it)."""
+
+    wire_name: ClassVar[str] = "cancel_access_request"
+    policy: ClassVar[Policy] = AnyUser()
+    request: RequestId
+    reason: Reason | None = None
+
+
+class BreakGlassRepoAccess(ChangeCommand):
+    """A tenant admin's emergency grant past the approvals, for at most 24 hours."""
+
+    wire_name: ClassVar[str] = "break_glass_repo_access"
+    repo: MlRepoName
+    subject: Subject
+    role: Role
+    reason: RequiredReason
+    duration: Duration
+
+    @model_validator(mode="after")
+    def _at_most_a_day(self) -> BreakGlassRepoAccess:
+        if parse_duration(self.duration) > BREAK_GLASS_MAX:
+            raise ValueError("a break-glass grant lasts at most 24h")
+        return self
+
+
+class ExpireAccessRequest(Command):
+    """The scheduler's record that a pending request went unanswered past its deadline
+    (`access_request.expired`). Tenantry's own: not on the bus."""
+
+    wire_name: ClassVar[str] = "expire_access_request"
+    policy: ClassVar[Policy] = System()
+    request: RequestId
+
+
+ACCESS_REQUEST_COMMANDS: tuple[type[Command], ...] = (
+    RequestRepoAccess,
+    ApproveAccessRequest,
+    DenyAccessRequest,
+    CancelAccessRequest,
+    BreakGlassRepoAccess,
+)
+
+
 COMMANDS: dict[str, type[Command]] = {
     cls.wire_name: cls
     for cls in (
@@ -372,3 +468,5 @@ COMMANDS: dict[str, type[Command]] = {
 
 # Tenantry's own commands (policy `System`), sent by the scheduler (domain.due), never on the bus.
 SYSTEM_COMMANDS: dict[str, type[Command]] = {cls.wire_name: cls for cls in (ExpireRepoAccess,)}
+COMMANDS.update({cls.wire_name: cls for cls in ACCESS_REQUEST_COMMANDS})
+SYSTEM_COMMANDS[ExpireAccessRequest.wire_name] = ExpireAccessRequest

@@ -5,16 +5,20 @@ service saves them all in one transaction."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
+from domain import (
+    access_request_expiry,  # noqa: F401  (registers its due work, domain.due)
+    grant_expiry,  # noqa: F401  (registers its due work, domain.due)
+)
 from domain import commands as c
-from domain import grant_expiry  # noqa: F401  (registers its due work, domain.due)
+from domain.access_request import AccessRequest, request_id
 from domain.application import Application
-from domain.base import Aggregate, now
+from domain.base import Aggregate, current_command_id, now
 from domain.cluster import Cluster
 from domain.environment import Environment
-from domain.errors import AlreadyExists, NotFound, PreconditionFailed
+from domain.errors import AlreadyExists, NotFound, PreconditionFailed, ValidationFailed
 from domain.ml_repo import MlRepo
 from domain.names import parse_duration, split_workspace_fqn
 from domain.session import Session, check_version
@@ -57,17 +61,21 @@ def _exists(kind: str, name: str) -> AlreadyExists:
 def create_environment(s: Session, cmd: c.CreateEnvironment, actor: str) -> Aggregate:
     env = s.find(Environment, cmd.name)
     if env is None:
-        return s.add(Environment(cmd.name, cmd.is_production, cmd.optimize_for, cmd.color))
+        return s.add(
+            Environment(
+                cmd.name, cmd.is_production, cmd.optimize_for, cmd.color, cmd.access_approvals
+            )
+        )
     if env.live:
         raise _exists("environment", cmd.name)
-    env.recreate(cmd.is_production, cmd.optimize_for, cmd.color)
+    env.recreate(cmd.is_production, cmd.optimize_for, cmd.color, cmd.access_approvals)
     return env
 
 
 @_handles(c.UpdateEnvironment)
 def update_environment(s: Session, cmd: c.UpdateEnvironment, actor: str) -> Aggregate:
     env = s.get(Environment, cmd.name, expected_version=cmd.expected_version)
-    env.update(cmd.is_production, cmd.optimize_for, cmd.color)
+    env.update(cmd.is_production, cmd.optimize_for, cmd.color, cmd.access_approvals)
     return env
 
 
@@ -140,19 +148,22 @@ def _grant(
     reason: str | None,
     managed_by: str | None = None,
     deadline: c.Deadline | None = None,
+    *,
+    approved: bool = False,
+    expires_at: datetime | None = None,
 ) -> None:
     """Grant on `repo`, keeping the subject's side consistent (teams and workspaces must exist),
-    until `deadline` if given."""
-    if subject.startswith("team:"):
-        if s.find(Team, subject.removeprefix("team:")) is None:
-            raise PreconditionFailed(f"team {subject[5:]!r} does not exist", subject=subject)
-    elif subject.startswith("workspace:"):
-        cluster, name = split_workspace_fqn(subject.removeprefix("workspace:"))
-        workspace = s.find(Workspace, cluster, name)
-        if workspace is None or not workspace.live:
-            raise PreconditionFailed(f"workspace {cluster}:{name} does not exist", subject=subject)
+    until `deadline` if given (or `expires_at`, a moment decided already).
+
+    A grant that needs approvals is given only `approved` (by an access request's last
+    approval, or a tenant admin's break-glass grant); directly, it is refused."""
+    workspace = _grant_subject(s, subject)
+    if not approved:
+        _require_no_approvals(s, repo, subject, role)
+    if workspace is not None:
         workspace.link_repo(repo.name)
-    repo.grant(subject, role, reason, managed_by, expires_at_of(deadline))
+    until = expires_at if expires_at is not None else expires_at_of(deadline)
+    repo.grant(subject, role, reason, managed_by, until)
 
 
 def expires_at_of(deadline: c.Deadline | None) -> datetime | None:
@@ -437,3 +448,183 @@ for _namespace_report in _NAMESPACE_REPORTS:
     _handles(_namespace_report)(record_namespace)
 for _storage_report in _STORAGE_REPORTS:
     _handles(_storage_report)(record_storage)
+
+
+# --- access requests and approvals, break-glass grants (issue 15) -------------------------
+
+
+def _grant_subject(s: Session, subject: str) -> Workspace | None:
+    """The subject's side of a grant, which must exist: its team, or its live workspace
+    (returned, to be linked to the repo)."""
+    if subject.startswith("team:"):
+        if s.find(Team, subject.removeprefix("team:")) is None:
+            raise PreconditionFailed(f"team {subject[5:]!r} does not exist", subject=subject)
+    elif subject.startswith("workspace:"):
+        cluster, name = split_workspace_fqn(subject.removeprefix("workspace:"))
+        workspace = s.find(Workspace, cluster, name)
+        if workspace is None or not workspace.live:
+            raise PreconditionFailed(f"workspace {cluster}:{name} does not exist", subject=subject)
+        return workspace
+    return None
+
+
+def _subject_environment(s: Session, subject: str) -> Environment | None:
+    """The environment of a workspace subject (None for users and teams)."""
+    if not subject.startswith("workspace:"):
+        return None
+    cluster, name = split_workspace_fqn(subject.removeprefix("workspace:"))
+    workspace = s.find(Workspace, cluster, name)
+    if workspace is None:
+        return None
+    return s.find(Environment, workspace.environment)
+
+
+def _repo_approvals(repo: MlRepo) -> int:
+    """How many approvals the repo's access policy asks for any grant on it."""
+    return repo.access_policy.approvals
+
+
+def _repo_max_seconds(repo: MlRepo) -> int | None:
+    """The longest grant the repo's access policy allows (seconds; None: no cap)."""
+    cap = repo.access_policy.max_duration
+    return None if cap is None else int(cap.total_seconds())
+
+
+def approvals_needed(s: Session, repo: MlRepo, subject: str, role: str) -> int:
+    """How many distinct approvers a grant of `role` to `subject` on `repo` needs: the repo's
+    policy for any grant; the environment's `access_approvals` for editor or admin to one of its
+    workspaces. The higher wins."""
+    needed = _repo_approvals(repo)
+    environment = _subject_environment(s, subject)
+    if environment is not None and role in ("editor", "admin"):
+        needed = max(needed, environment.access_approvals)
+    return needed
+
+
+def _require_no_approvals(s: Session, repo: MlRepo, subject: str, role: str) -> None:
+    needed = approvals_needed(s, repo, subject, role)
+    if needed:
+        raise PreconditionFailed(
+            f"a grant of {role} to {subject} on ML repo {repo.name!r} needs {needed} "
+            "approval(s): ask for it with request_repo_access (`tenantry access request`), "
+            "or, in an emergency, a tenant admin's break_glass_repo_access",
+            repo=repo.name,
+            subject=subject,
+            role=role,
+            approvals=needed,
+            flow="request_repo_access",
+        )
+
+
+def _max_grant_seconds(s: Session, repo: MlRepo, subject: str) -> int | None:
+    """The longest grant a request may give: the repo policy's cap; without one, a production
+    workspace's grants last at most the governance's production default (30 days)."""
+    cap = _repo_max_seconds(repo)
+    if cap is not None:
+        return cap
+    environment = _subject_environment(s, subject)
+    if environment is not None and environment.is_production:
+        return int(s.governance.production_max_duration.total_seconds())
+    return None
+
+
+@_handles(c.RequestRepoAccess)
+def request_repo_access(s: Session, cmd: c.RequestRepoAccess, actor: str) -> Aggregate:
+    repo = s.get(MlRepo, cmd.repo)
+    repo.require_live()
+    subject = cmd.subject or actor
+    _grant_subject(s, subject)
+    MlRepo.check_role(subject, cmd.role)
+    asked = None if cmd.duration is None else int(parse_duration(cmd.duration).total_seconds())
+    policy_cap = _repo_max_seconds(repo)
+    if asked is not None and policy_cap is not None and asked > policy_cap:
+        raise ValidationFailed(
+            f"ML repo {repo.name!r} allows grants of at most {policy_cap} seconds",
+            duration=cmd.duration,
+            max_duration_seconds=policy_cap,
+        )
+    request = AccessRequest(
+        request_id(current_command_id(), s.requests_opened),
+        actor,
+        repo.name,
+        subject,
+        cmd.role,
+        cmd.reason,
+        asked,
+        max(1, approvals_needed(s, repo, subject, cmd.role)),
+        _max_grant_seconds(s, repo, subject),
+        int(s.governance.request_ttl.total_seconds()),
+    )
+    s.requests_opened += 1
+    return s.add(request)
+
+
+def _team_member(s: Session, subject: str, actor: str) -> bool:
+    """Whether `actor` is a member of the team `subject` (a team's grant is its members')."""
+    if not subject.startswith("team:"):
+        return False
+    team = s.find(Team, subject.removeprefix("team:"))
+    return team is not None and actor.removeprefix("user:") in team.members
+
+
+@_handles(c.ApproveAccessRequest)
+def approve_access_request(s: Session, cmd: c.ApproveAccessRequest, actor: str) -> Aggregate:
+    request = s.get(AccessRequest, cmd.request, expected_version=cmd.expected_version)
+    excluded = _team_member(s, request.subject, actor)
+    seconds = request.grant_seconds()
+    at = now()
+    expires_at = None if seconds is None else at + timedelta(seconds=seconds)
+    if request.approve(actor, cmd.comment, at, excluded, expires_at):
+        # The last approval grants, in the same transaction, for the time asked (capped).
+        repo = s.referred(MlRepo, request.repo, "repo")
+        _grant(
+            s,
+            repo,
+            request.subject,
+            request.role,
+            f"access request {request.request}: {request.reason}",
+            approved=True,
+            expires_at=expires_at,
+        )
+    return request
+
+
+@_handles(c.DenyAccessRequest)
+def deny_access_request(s: Session, cmd: c.DenyAccessRequest, actor: str) -> Aggregate:
+    request = s.get(AccessRequest, cmd.request, expected_version=cmd.expected_version)
+    request.deny(cmd.reason, now())
+    return request
+
+
+@_handles(c.CancelAccessRequest)
+def cancel_access_request(s: Session, cmd: c.CancelAccessRequest, actor: str) -> Aggregate:
+    request = s.get(AccessRequest, cmd.request, expected_version=cmd.expected_version)
+    request.cancel(actor, cmd.reason, now())
+    return request
+
+
+@_handles(c.ExpireAccessRequest)
+def expire_access_request(s: Session, cmd: c.ExpireAccessRequest, actor: str) -> Aggregate:
+    request = s.get(AccessRequest, cmd.request)
+    request.expire(now())  # nothing when it closed meanwhile, or is not due yet
+    return request
+
+
+@_handles(c.BreakGlassRepoAccess)
+def break_glass_repo_access(s: Session, cmd: c.BreakGlassRepoAccess, actor: str) -> Aggregate:
+    repo = s.get(MlRepo, cmd.repo, expected_version=cmd.expected_version)
+    seconds = int(parse_duration(cmd.duration).total_seconds())
+    expires_at = now() + timedelta(seconds=seconds)
+    # Its own event first, for whoever alerts on break-glass grants; then the grant itself,
+    # with its deadline, as any other (the views and the replay read that one).
+    repo.break_glass(cmd.subject, cmd.role, cmd.reason, seconds, expires_at)
+    _grant(
+        s,
+        repo,
+        cmd.subject,
+        cmd.role,
+        f"break glass: {cmd.reason}",
+        approved=True,
+        expires_at=expires_at,
+    )
+    return repo

@@ -146,10 +146,7 @@ class MlRepo(Aggregate):
         revokes only its own. The deadline must be in the future and within the repo's
         `access_policy.max_duration` (`validation_error`)."""
         self.require_live()
-        if subject.startswith("workspace:") and role == "admin":
-            raise PreconditionFailed(
-                "a workspace can hold viewer or editor only", subject=subject, role=role
-            )
+        self.check_role(subject, role)
         at = now()
         if expires_at is not None and expires_at <= at:
             raise ValidationFailed(
@@ -245,6 +242,14 @@ class MlRepo(Aggregate):
         self.access_policy = AccessPolicy(
             approvals, parse_duration(max_duration) if max_duration else None
         )
+
+    @staticmethod
+    def check_role(subject: str, role: str) -> None:
+        """Whether `subject` may hold `role` at all (a workspace: viewer or editor only)."""
+        if subject.startswith("workspace:") and role == "admin":
+            raise PreconditionFailed(
+                "a workspace can hold viewer or editor only", subject=subject, role=role
+            )
 
     def revoke(self, subject: str, reason: str | None) -> None:
         self.require_live()
@@ -347,6 +352,28 @@ class MlRepo(Aggregate):
     @event("StorageDeleted")
     def _storage_deleted(self, location: str, detail: str) -> None:
         self.status = "deleted"
+
+    # --- break-glass grants (issue 15) ------------------------------------------------------
+
+    def break_glass(
+        self, subject: str, role: str, reason: str, duration_seconds: int, expires_at: datetime
+    ) -> None:
+        """A tenant admin's emergency grant past the approvals, recorded as its own event (so
+        that alerting can subscribe to it) before the grant itself, which carries its deadline."""
+        self.require_live()
+        self._break_glass_granted(
+            subject=subject,
+            role=role,
+            reason=reason,
+            duration_seconds=duration_seconds,
+            expires_at=expires_at,
+        )
+
+    @event("BreakGlassGranted")
+    def _break_glass_granted(
+        self, subject: str, role: str, reason: str, duration_seconds: int, expires_at: datetime
+    ) -> None:
+        pass
 
 
 def _text(length: timedelta) -> str:

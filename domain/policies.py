@@ -20,6 +20,14 @@ class RepoAdmin:
 
 
 @dataclass(frozen=True)
+class RequestApprover:
+    """A tenant admin or an admin of the ML repo that the access request named by the
+    command's field `request_field` is about (who else may not approve: the request decides)."""
+
+    request_field: str
+
+
+@dataclass(frozen=True)
 class AnyUser:
     """Any user; a tenant admin's decision when the command's bool field `admin_when` is set."""
 
@@ -37,4 +45,4 @@ class System:
     else. Such commands are not on the bus (not in `COMMANDS`): the command service runs them."""
 
 
-Policy = TenantAdmin | RepoAdmin | AnyUser | Worker | System
+Policy = TenantAdmin | RepoAdmin | RequestApprover | AnyUser | Worker | System

@@ -15,6 +15,7 @@ from eventsourcing.application import Application as EventSourcedApplication
 from eventsourcing.persistence import Notification, RecordConflictError
 from eventsourcing.utils import Environment, get_topic
 
+from domain.access_request import Governance
 from domain.apply import AppliedCommand, ApplyReply, apply_fingerprint, refused_at
 from domain.authorization import SYSTEM_ACTOR, Authorization
 from domain.base import Aggregate, CommandContext, acting_as, event_type, in_trigger_order
@@ -90,8 +91,10 @@ class TenancyService(EventSourcedApplication[UUID]):
         authorization: Authorization | None = None,
         max_attempts: int = 10,
         clock: Clock = system_clock,
+        governance: Governance | None = None,
     ) -> None:
         self.authorization = authorization or Authorization()
+        self.governance = governance or Governance()
         self.max_attempts = max_attempts
         # Every event's time comes from this clock (tests pass a controlled one).
         self.clock = clock
@@ -196,7 +199,7 @@ class TenancyService(EventSourcedApplication[UUID]):
             replay = self._replay(command, context.command_id, print_)
             if replay is not None:
                 return replay
-        session = Session(self.repository)
+        session = Session(self.repository, self.governance)
         with acting_as(context, self.clock):
             try:
                 subject = self._rules(session, command, context.actor)
@@ -321,7 +324,7 @@ class TenancyService(EventSourcedApplication[UUID]):
         *,
         dry_run: bool,
     ) -> ApplyReply | tuple[list[Any], ApplyRecord, list[AppliedCommand]]:
-        session = Session(self.repository)
+        session = Session(self.repository, self.governance)
         events: list[Any] = []
         results: list[AppliedCommand] = []
         with acting_as(context, self.clock):

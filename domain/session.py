@@ -7,6 +7,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Repository
 
+from domain.access_request import Governance
 from domain.base import Aggregate
 from domain.errors import Conflict, NotFound, PreconditionFailed
 
@@ -20,12 +21,17 @@ _LABELS = {
     "StorageIntegration": "storage integration",
     "MlRepo": "ML repo",
     "Team": "team",
+    "AccessRequest": "access request",
 }
 
 
 class Session:
-    def __init__(self, repository: Repository[UUID]) -> None:
+    def __init__(self, repository: Repository[UUID], governance: Governance | None = None) -> None:
         self._repository = repository
+        # The deployment's settings for access requests (their TTL, production's longest grant).
+        self.governance = governance or Governance()
+        # Access requests opened in this session so far: the next one's ordinal (its id).
+        self.requests_opened = 0
         self._aggregates: dict[UUID, Aggregate] = {}
         self._looked_up: set[UUID] = set()
 

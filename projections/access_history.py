@@ -97,7 +97,13 @@ def changes(
     # bound on. (A row begun after `after` ended after it: ended rows are searched by when
     # they ended.)
     began = [
-        select(t.access_open).where(open_.from_at > after, open_.from_at <= until),
+        # (Not one whose deadline came by when it began, the log clock having stepped back
+        # between: it never allowed anything, as `access_report` says.)
+        select(t.access_open).where(
+            open_.from_at > after,
+            open_.from_at <= until,
+            _before_deadline(open_, open_.from_at),
+        ),
         select(t.access_ended).where(
             ended.to_at > after, ended.from_at > after, ended.from_at <= until
         ),

@@ -46,11 +46,20 @@ def _environment(conn: Connection, body: Body) -> None:
             "color": data["color"],
         },
     )
+    # (Events stored before environments asked for approvals read as 0.)
+    upsert(
+        conn,
+        t.environment_approvals,
+        {"name": body["fqn"], "access_approvals": data.get("access_approvals", 0)},
+    )
 
 
 @_on("environment.deleted")
 def _environment_deleted(conn: Connection, body: Body) -> None:
     conn.execute(delete(t.environments).where(t.environments.c.name == body["fqn"]))
+    conn.execute(
+        delete(t.environment_approvals).where(t.environment_approvals.c.name == body["fqn"])
+    )
 
 
 # --- clusters -----------------------------------------------------------------------------

@@ -26,10 +26,12 @@ from projections.query_params import (
     AuditLog,
     CheckAccess,
     EnvironmentTags,
+    GetAccessRequest,
     GetMlRepo,
     GetStorageIntegration,
     GetTeam,
     GetWorkspace,
+    ListAccessRequests,
     ListClusters,
     ListEnvironments,
     ListMlRepos,
@@ -51,13 +53,19 @@ from projections.store import ViewStore, read_tracking
 
 
 def list_environments(conn: Connection, _: ListEnvironments) -> list[dict[str, Any]]:
-    rows = conn.execute(select(t.environments).order_by(t.environments.c.name))
+    approvals = t.environment_approvals.c
+    rows = conn.execute(
+        select(t.environments, approvals.access_approvals)
+        .outerjoin(t.environment_approvals, approvals.name == t.environments.c.name)
+        .order_by(t.environments.c.name)
+    )
     return [
         {
             "name": r.name,
             "is_production": r.is_production,
             "optimize_for": r.optimize_for,
             "color": r.color,
+            "access_approvals": r.access_approvals or 0,
         }
         for r in rows
     ]
@@ -420,6 +428,69 @@ def access_changes(conn: Connection, params: AccessChanges) -> list[dict[str, An
     return access_history.changes(conn, after, until, params.repo, params.subject)
 
 
+# --- access requests (issue 15) ------------------------------------------------------------
+
+
+def list_access_requests(conn: Connection, params: ListAccessRequests) -> list[dict[str, Any]]:
+    requests = t.access_requests
+    statement = select(requests).order_by(requests.c.opened_at, requests.c.request)
+    if params.approver is not None:
+        statement = statement.where(requests.c.status == "pending")
+    for column, value in (
+        (requests.c.status, params.status),
+        (requests.c.repo, params.repo),
+        (requests.c.requester, params.requester),
+    ):
+        if value is not None:
+            statement = statement.where(column == value)
+    rows = [_access_request(r) for r in conn.execute(statement)]
+    if params.approver is not None:
+        rows = _approvable_by(conn, params.approver, rows)
+    return rows
+
+
+def get_access_request(conn: Connection, params: GetAccessRequest) -> dict[str, Any]:
+    row = conn.execute(
+        select(t.access_requests).where(t.access_requests.c.request == params.request)
+    ).first()
+    if row is None:
+        raise NotFound(
+            f"access request {params.request} does not exist",
+            kind="access_request",
+            name=params.request,
+        )
+    return _access_request(row)
+
+
+def _access_request(row: Any) -> dict[str, Any]:
+    return dict(row._mapping)
+
+
+def _approvable_by(conn: Connection, approver: str, rows: list[dict[str, Any]]) -> list[Row]:
+    """The rows `approver` may approve as an admin of their repo (the rules of
+    `domain.access_request.AccessRequest.approve`, read from the views)."""
+    user = approver.removeprefix("user:")
+    teams = set(
+        conn.execute(select(t.team_members.c.team).where(t.team_members.c.user == user)).scalars()
+    )
+    holders = [approver, *(f"team:{team}" for team in teams)]
+    administered = set(
+        conn.execute(
+            select(t.grants.c.repo).where(
+                t.grants.c.subject.in_(holders), t.grants.c.role == "admin"
+            )
+        ).scalars()
+    )
+    return [
+        row
+        for row in rows
+        if row["repo"] in administered
+        and approver not in (row["requester"], row["subject"])
+        and row["subject"].removeprefix("team:") not in teams
+        and all(a["approver"] != approver for a in row["approvals"])
+    ]
+
+
 # --- the registry -------------------------------------------------------------------------
 
 
@@ -459,6 +530,8 @@ QUERIES: dict[str, Query] = {
     "get_team": Query(GetTeam, get_team),
     "list_storage_integrations": Query(ListStorageIntegrations, list_storage_integrations),
     "get_storage_integration": Query(GetStorageIntegration, get_storage_integration),
+    "list_access_requests": Query(ListAccessRequests, list_access_requests),
+    "get_access_request": Query(GetAccessRequest, get_access_request),
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -270,6 +270,33 @@ class GetStorageIntegration(Query[r.StorageIntegration]):
     name: DnsLabel
 
 
+# --- access governance (issue 15) ---------------------------------------------------------
+
+RequestStatus = Literal["pending", "approved", "denied", "cancelled", "expired"]
+
+
+class ListAccessRequests(Paged[r.AccessRequest]):
+    """Requests, oldest first; with `approver`, the pending ones that user may approve as an
+    admin of the repo (directly or through a team): not their own, not for their own access,
+    not approved by them already. (Tenant admins may approve any: the views do not know who
+    they are.)"""
+
+    order = (("opened_at", str), ("request", str))
+    status: RequestStatus | None = None
+    repo: MlRepoName | None = None
+    requester: Subject | None = None
+    approver: Subject | None = None
+
+
+class GetAccessRequest(Query[r.AccessRequest]):
+    request: Annotated[
+        str,
+        StringConstraints(
+            pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+        ),
+    ]
+
+
 # Every query's parameters, by name (projections.queries.QUERIES holds the same models).
 PARAMS: dict[str, type[Query[Any]]] = {
     "list_environments": ListEnvironments,
@@ -289,6 +316,8 @@ PARAMS: dict[str, type[Query[Any]]] = {
     "get_team": GetTeam,
     "list_storage_integrations": ListStorageIntegrations,
     "get_storage_integration": GetStorageIntegration,
+    "list_access_requests": ListAccessRequests,
+    "get_access_request": GetAccessRequest,
 }
 _NAMES: dict[type[Query[Any]], str] = {query: name for name, query in PARAMS.items()}
 

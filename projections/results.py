@@ -28,6 +28,8 @@ class Environment(_Result):
     is_production: bool
     optimize_for: OptimizeFor
     color: str | None = None
+    # Approvals a grant of editor or admin to a workspace here needs (0: granted directly).
+    access_approvals: int = 0
 
 
 class Cluster(_Result):
@@ -156,3 +158,38 @@ class AccessChange(_Result):
     via: str | None = None
     event: str | None = None
     position: int | None = None
+
+
+# --- access governance (issue 15) ---------------------------------------------------------
+
+
+class AccessApproval(_Result):
+    approver: str
+    at: datetime
+    comment: str | None = None
+
+
+class AccessRequest(_Result):
+    """A request for a grant and where it stands: `pending` until enough distinct approvers
+    approve (`approved`: granted, until `grant_expires_at` if it has a deadline), someone
+    denies it, its requester cancels it, or `expires_at` passes (`expired`)."""
+
+    request: str
+    repo: str
+    subject: str
+    role: Role
+    reason: str
+    requester: str
+    status: str
+    opened_at: datetime
+    expires_at: datetime
+    duration_seconds: int | None = None
+    max_duration_seconds: int | None = None
+    approvals_needed: int
+    approvals: list[AccessApproval] = Field(default_factory=list)
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_reason: str | None = None
+    grant_expires_at: datetime | None = None
+    # The position of the last event about it.
+    position: int

@@ -178,6 +178,46 @@ grant_managers = Table(
     Column("managed_by", String(63), nullable=False),
 )
 
+# --- access governance (issue 15) ---------------------------------------------------------
+
+# How many approvals each environment asks for a grant of editor or admin to its workspaces.
+# A table of its own, so that a view store made before it gains it on start (no row: 0).
+environment_approvals = Table(
+    "view_environment_approvals",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("access_approvals", Integer, nullable=False),
+)
+
+# Access requests, each as it stands (`list_access_requests`, `get_access_request`): times are
+# fixed-width UTC text; `approvals` the list of {approver, at, comment} in order.
+access_requests = Table(
+    "view_access_requests",
+    metadata,
+    Column("request", String(36), primary_key=True),
+    Column("repo", String(100), nullable=False),
+    Column("subject", String(300), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("requester", String(300), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("opened_at", String(32), nullable=False),
+    Column("expires_at", String(32), nullable=False),
+    Column("duration_seconds", BigInteger, nullable=True),
+    Column("max_duration_seconds", BigInteger, nullable=True),
+    Column("approvals_needed", Integer, nullable=False),
+    Column("approvals", JSON, nullable=False),
+    # Who closed it (the last approver, the denier, the requester; the system when expired),
+    # when and why; and the deadline of the grant its last approval gave.
+    Column("decided_by", String(300), nullable=True),
+    Column("decided_at", String(32), nullable=True),
+    Column("decision_reason", Text, nullable=True),
+    Column("grant_expires_at", String(32), nullable=True),
+    Column("position", BigInteger, nullable=False),
+    Index("ix_view_access_requests_status", "status", "request"),
+    Index("ix_view_access_requests_repo", "repo", "request"),
+)
+
 # Every published event body (DESIGN §4) with its place in the hash chain.
 audit_events = Table(
     "view_audit_events",

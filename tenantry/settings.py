@@ -47,6 +47,8 @@ class Settings:
     signing_key: Path | None = None
     checkpoint_events: int = 1000
     checkpoint_seconds: float = 60.0
+    # Access requests (issue 15): how long one stays pending before it expires (seconds).
+    access_request_ttl: float = 7 * 86400.0
     # How often each command service's scheduler looks for due work (expired grants, …): an
     # expiry is recorded within this many seconds of its deadline (access ends AT the deadline
     # whatever this is: every reader compares with it).
@@ -93,6 +95,7 @@ class Settings:
             signing_key=_path(env.get("TENANTRY_SIGNING_KEY")),
             checkpoint_events=int(env.get("TENANTRY_CHECKPOINT_EVENTS", "1000")),
             checkpoint_seconds=float(env.get("TENANTRY_CHECKPOINT_SECONDS", "60")),
+            access_request_ttl=_seconds(env.get("TENANTRY_ACCESS_REQUEST_TTL") or "7d"),
             expiry_interval=float(env.get("TENANTRY_EXPIRY_INTERVAL", "60")),
         )
 
@@ -122,6 +125,14 @@ class Settings:
         except OSError:
             written = ""
         return written or f"nats://127.0.0.1:{self.nats_port}"
+
+
+def _seconds(value: str) -> float:
+    """A duration setting: `7d`, `12h`, `90m`, `30s`, or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units:
+        return float(value[:-1]) * units[value[-1]]
+    return float(value)
 
 
 def _path(value: str | None) -> Path | None:

@@ -288,7 +288,7 @@ class _Planner:
             self._step(_ENVIRONMENTS, CreateEnvironment.model_validate(_fields(m)), action)
             return
         changed: dict[str, Any] = {}
-        for name in ("is_production", "optimize_for", "color"):
+        for name in ("is_production", "optimize_for", "color", "access_approvals"):
             after = getattr(m, name)
             before = getattr(current, name)
             # `color: null` cannot clear a colour: update_environment reads None as "as is".

@@ -11,6 +11,7 @@ import gc
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
@@ -19,6 +20,7 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from nats.aio.client import Client
 
+from domain.access_request import Governance
 from domain.authorization import Authorization
 from domain.service import TenancyService
 from tenantry.audit.checkpoint import generate_key_pair, key_id, load_private_key
@@ -38,7 +40,11 @@ def build_service(settings: Settings, *, seed: bool = True) -> TenancyService:
     env = {**event_store_env(settings), **settings.extra}
     # Its tables are created here if missing: one process at a time (roles start together).
     with creating_tables(settings):
-        service = TenancyService(env, authorization=Authorization(admins=settings.admins))
+        service = TenancyService(
+            env,
+            authorization=Authorization(admins=settings.admins),
+            governance=Governance(request_ttl=timedelta(seconds=settings.access_request_ttl)),
+        )
     if seed and service.seed_default_environments():
         log.info("store.seeded", environments=["dev", "staging", "prod"])
     return service

@@ -14,6 +14,13 @@ from tests.integration.conftest import Bus
 ADMIN = "user:root@example.com"
 
 # One valid request for every command, in an order that builds the world each one needs.
+# The access request the step names: the one the last request_repo_access opened.
+LAST_REQUEST = "<last request>"
+# Who sends a step, when not the admin: Bo asks for access (and cancels his request).
+ACTORS = {
+    "request_repo_access": "user:bo@example.com",
+    "cancel_access_request": "user:bo@example.com",
+}
 EVERY_COMMAND: list[tuple[str, dict[str, object]]] = [
     ("create_environment", {"name": "qa", "optimize_for": "cost", "color": "#00ff00"}),
     ("update_environment", {"name": "qa", "is_production": False, "color": "#0000ff"}),
@@ -68,6 +75,23 @@ EVERY_COMMAND: list[tuple[str, dict[str, object]]] = [
             "expires_at": "2999-01-01T00:00:00Z",
         },
     ),
+    # Access requests (issue 15): Bo asks (three times), an admin approves, denies; Bo cancels.
+    ("request_repo_access", {"repo": "fraud-models", "role": "viewer", "reason": "a look"}),
+    ("approve_access_request", {"request": LAST_REQUEST, "comment": "ok"}),
+    ("request_repo_access", {"repo": "fraud-models", "role": "editor", "reason": "a fix"}),
+    ("deny_access_request", {"request": LAST_REQUEST, "reason": "not now"}),
+    ("request_repo_access", {"repo": "fraud-models", "role": "editor", "reason": "again"}),
+    ("cancel_access_request", {"request": LAST_REQUEST}),
+    (
+        "break_glass_repo_access",
+        {
+            "repo": "fraud-models",
+            "subject": "user:dee@example.com",
+            "role": "editor",
+            "reason": "incident",
+            "duration": "1h",
+        },
+    ),
     ("set_repo_access_policy", {"repo": "fraud-models", "approvals": 2, "max_duration": "30d"}),
     ("revoke_repo_access", {"repo": "fraud-models", "subject": "team:risk", "reason": "done"}),
     (
@@ -98,9 +122,14 @@ def test_the_list_covers_every_command() -> None:
 
 
 async def test_every_command_answers(bus: Bus) -> None:
+    last_request = None
     for name, body in EVERY_COMMAND:
-        actor = "service:namespaces" if name.startswith("record_") else ADMIN
+        actor = "service:namespaces" if name.startswith("record_") else ACTORS.get(name, ADMIN)
+        if body.get("request") == LAST_REQUEST:
+            body = {**body, "request": last_request}
         answer = await bus.command(name, body, actor=actor)
+        if name == "request_repo_access":
+            last_request = answer["fqn"]
         if name in EXPECTED_REFUSALS:
             assert answer["error"]["code"] == EXPECTED_REFUSALS[name], (name, answer)
             continue

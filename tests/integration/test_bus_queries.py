@@ -338,7 +338,11 @@ async def test_every_answer_is_exactly_its_querys_result_model(views: Views, nam
     """What the server sends is what the one result model declares (no field the client
     would drop, none it would wait for in vain): the model both sides read."""
     last = await views.build_world()
-    data = await views.data(name, min_position=last, **_SAMPLES.get(name, {}))
+    sample = _SAMPLES.get(name, {})
+    if name == "get_access_request":  # its id is the one its opening answered: listed here
+        listed = await views.data("list_access_requests", min_position=last)
+        sample = {"request": listed[0]["request"]}
+    data = await views.data(name, min_position=last, **sample)
     assert data, f"{name} answered nothing to compare"
     read = PARAMS[name].result.validate_python(data)
     assert _keys(PARAMS[name].result.dump_python(read, mode="json")) == _keys(data), name

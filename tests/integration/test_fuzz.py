@@ -56,6 +56,7 @@ T = TypeVar("T")
 MEMORY_BOUND = 64 * 1024 * 1024
 ADMIN = "user:ana@example.com"
 FLOOD = 400
+NO_REQUEST = "00000000-0000-4000-8000-000000000000"
 # Answers a valid command may get from the domain; never `internal`, never `validation_error`.
 DOMAIN_REFUSALS = {"not_found", "already_exists", "conflict", "precondition_failed", "forbidden"}
 
@@ -133,6 +134,24 @@ COMMAND_BODIES: dict[str, dict[str, Any]] = {
         }
         for outcome in ("provisioned", "failed", "deleted")
     },
+    # Access requests (issue 15): decisions aim at a request that does not exist.
+    "request_repo_access": {
+        "repo": "fraud-models",
+        "subject": "user:bob@example.com",
+        "role": "viewer",
+        "reason": "r",
+        "duration": "12h",
+    },
+    "approve_access_request": {"request": NO_REQUEST, "comment": "c"},
+    "deny_access_request": {"request": NO_REQUEST, "reason": "r"},
+    "cancel_access_request": {"request": NO_REQUEST, "reason": "r"},
+    "break_glass_repo_access": {
+        "repo": "fraud-models",
+        "subject": "user:bob@example.com",
+        "role": "viewer",
+        "reason": "r",
+        "duration": "1h",
+    },
 }
 QUERY_BODIES: dict[str, dict[str, Any]] = {
     "list_environments": {},
@@ -150,6 +169,13 @@ QUERY_BODIES: dict[str, dict[str, Any]] = {
     "access_changes": {"from": "2026-01-01T00:00:00Z", "to": "2027-01-01T00:00:00+02:00"},
     "get_team": {"name": "risk"},
     "get_storage_integration": {"name": "local"},
+    "list_access_requests": {
+        "status": "pending",
+        "repo": "fraud-models",
+        "requester": ADMIN,
+        "approver": ADMIN,
+    },
+    "get_access_request": {"request": NO_REQUEST},
 }
 
 MARKER = Path(f"/tmp/tenantry-fuzz-{os.getpid()}-pwned")

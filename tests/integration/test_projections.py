@@ -91,9 +91,27 @@ class ProjectionContract:
         runner.catch_up()
         assert runner.position() == last.position
         assert query(store, "list_environments") == [
-            {"name": "dev", "is_production": False, "optimize_for": "cost", "color": None},
-            {"name": "prod", "is_production": True, "optimize_for": "availability", "color": None},
-            {"name": "staging", "is_production": False, "optimize_for": "cost", "color": None},
+            {
+                "name": "dev",
+                "is_production": False,
+                "optimize_for": "cost",
+                "color": None,
+                "access_approvals": 0,
+            },
+            {
+                "name": "prod",
+                "is_production": True,
+                "optimize_for": "availability",
+                "color": None,
+                "access_approvals": 0,
+            },
+            {
+                "name": "staging",
+                "is_production": False,
+                "optimize_for": "cost",
+                "color": None,
+                "access_approvals": 0,
+            },
         ]
         prod_eu, fraud = PROD_EU, FRAUD
         assert [c["name"] for c in query(store, "list_clusters")] == ["dev-us", "prod-eu"]

@@ -79,6 +79,17 @@ WORLD: list[Step] = [
         },
         ADMIN,
     ),
+    # An access request, pending (issue 15).
+    (
+        "request_repo_access",
+        {
+            "repo": "fraud-models",
+            "subject": "user:cy@example.com",
+            "role": "viewer",
+            "reason": "a look",
+        },
+        "user:bo@example.com",
+    ),
     (
         "record_namespace_provisioned",
         {"workspace": "prod-eu:fraud", "namespace": "fraud"},

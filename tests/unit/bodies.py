@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.access_request import request_id
+
 from .support import Tenancy
+
+# The access requests `build_world` opens: one by Alice (for the approvers' commands), one by
+# root (for its requester's cancel), named by the command ids that open them.
+ALICES_REQUEST = request_id("world-request-alice", 0)
+ROOTS_REQUEST = request_id("world-request-root", 0)
+ROOT = "user:root@example.com"
 
 VALID_BODIES: dict[str, dict[str, Any]] = {
     "create_environment": {"name": "qa"},
@@ -59,6 +67,22 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
         "repo": "fraud-models",
         "location": "s3://ml-bucket/repos/fraud-models/",
     },
+    "request_repo_access": {
+        "repo": "fraud-models",
+        "role": "viewer",
+        "reason": "reviewing the models",
+        "duration": "12h",
+    },
+    "approve_access_request": {"request": ALICES_REQUEST, "comment": "fine"},
+    "deny_access_request": {"request": ALICES_REQUEST, "reason": "not needed"},
+    "cancel_access_request": {"request": ROOTS_REQUEST},
+    "break_glass_repo_access": {
+        "repo": "fraud-models",
+        "subject": "user:carol@example.com",
+        "role": "editor",
+        "reason": "incident 42",
+        "duration": "2h",
+    },
 }
 
 RECORD_COMMANDS = sorted(name for name in VALID_BODIES if name.startswith("record_"))
@@ -80,4 +104,9 @@ def build_world(t: Tenancy) -> Tenancy:
         "grant_repo_access",
         {"repo": "fraud-models", "subject": "user:bob@example.com", "role": "viewer"},
     )
+    ask = {"repo": "fraud-models", "role": "viewer", "reason": "a look"}
+    t.run(
+        "request_repo_access", ask, actor="user:alice@example.com", command_id="world-request-alice"
+    )
+    t.run("request_repo_access", ask, actor=ROOT, command_id="world-request-root")
     return t

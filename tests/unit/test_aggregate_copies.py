@@ -12,6 +12,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from domain.access_request import AccessRequest
 from domain.application import Application
 from domain.base import Aggregate, CommandContext
 from domain.cluster import Cluster
@@ -66,7 +67,14 @@ def _busy(tenancy: Tenancy) -> list[Aggregate]:
     )
     t.run("add_team_member", {"team": "risk", "user": "dee@example.com"})
     t.run("update_workspace", {"workspace": "prod-eu:fraud", "annotations": {"owner": "risk"}})
+    request = t.run(
+        "request_repo_access",
+        {"repo": "churn-models", "role": "viewer", "reason": "audit"},
+        actor="user:bo@example.com",
+    ).fqn
+    t.run("approve_access_request", {"request": request, "comment": "ok"})
     return [
+        t.aggregate(AccessRequest, request),
         t.aggregate(Environment, "prod"),
         t.aggregate(Cluster, "prod-eu"),
         t.aggregate(Workspace, "prod-eu", "fraud"),

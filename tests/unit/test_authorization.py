@@ -27,8 +27,17 @@ REPO_ADMIN_COMMANDS = [
     "set_repo_access_policy",
     "update_ml_repo",
 ]
+# Commands any user may send (who may then do what: the command decides).
+ANY_USER_COMMANDS = ["cancel_access_request", "create_ml_repo", "request_repo_access"]
+# Commands on an access request: the admins of its repo may send them too.
+REQUEST_APPROVER_COMMANDS = ["approve_access_request", "deny_access_request"]
 # Commands only a tenant admin may send when authorization is on.
-TENANT_ADMIN_COMMANDS = sorted(set(USER_COMMANDS) - set(REPO_ADMIN_COMMANDS) - {"create_ml_repo"})
+TENANT_ADMIN_COMMANDS = sorted(
+    set(USER_COMMANDS)
+    - set(REPO_ADMIN_COMMANDS)
+    - set(ANY_USER_COMMANDS)
+    - set(REQUEST_APPROVER_COMMANDS)
+)
 
 
 # --- the policy itself --------------------------------------------------------------------

@@ -454,6 +454,7 @@ CREATIONS = [
     "create_workspace",
     "register_cluster",
     "register_storage_integration",
+    "request_repo_access",
 ]
 
 

@@ -231,11 +231,12 @@ def test_events_stored_before_deadlines_read_as_without_one(world: Tenancy) -> N
 
 def test_the_access_policy_is_set_by_event_and_caps_grants(world: Tenancy) -> None:
     assert _repo(world).access_policy == AccessPolicy()
+    # (No approvals: a repo that asks for them refuses direct grants first, issue 15 part B.)
     reply = world.run(
-        "set_repo_access_policy", {"repo": REPO, "approvals": 2, "max_duration": "1d"}
+        "set_repo_access_policy", {"repo": REPO, "approvals": 0, "max_duration": "1d"}
     )
     assert reply.events == ["ml_repo.access_policy_set"]
-    assert _repo(world).access_policy == AccessPolicy(2, timedelta(days=1))
+    assert _repo(world).access_policy == AccessPolicy(0, timedelta(days=1))
 
     for deadline in ({"duration": "25h"}, {}, {"expires_at": (T0 + timedelta(days=2)).isoformat()}):
         error = world.refuse(

@@ -747,19 +747,21 @@ def test_a_deadline_past_the_repos_cap_is_refused_with_its_document(world: World
 def test_an_ml_repo_document_sets_its_access_policy_before_its_grants(world: World) -> None:
     capped = BASE.replace(
         "description: Fraud models\n",
-        "description: Fraud models\naccess_policy: {approvals: 1, max_duration: 30d}\n",
+        "description: Fraud models\naccess_policy: {approvals: 0, max_duration: 30d}\n",
     )
-    # Under the cap every grant has a deadline (the creator's admin came before the policy).
+    # (No approvals: a repo that asks for them refuses the manifest's direct grants, issue 15
+    # part B.) Under the cap every grant has a deadline (the creator's admin came before the
+    # policy).
     capped = capped.replace("role: viewer}", "role: viewer, duration: 7d}")
     capped = capped.replace("role: editor}", "role: editor, duration: 30d}")
     created = world.apply(capped)
     assert "set_repo_access_policy" in names(created)
     policy = world.state().ml_repos["fraud-models"].access_policy
-    assert (policy.approvals, policy.max_duration) == (1, "30d")
+    assert (policy.approvals, policy.max_duration) == (0, "30d")
     loosened = world.apply(capped.replace("max_duration: 30d", "max_duration: null"))
     assert names(loosened)[0] == "set_repo_access_policy"
     assert changes(loosened, "fraud-models")[0] == Change(
         "access_policy",
-        {"approvals": 1, "max_duration": "30d"},
-        {"approvals": 1, "max_duration": None},
+        {"approvals": 0, "max_duration": "30d"},
+        {"approvals": 0, "max_duration": None},
     )

@@ -26,7 +26,7 @@ from tenantry.server.wire import is_valid_id
 from .bodies import VALID_BODIES
 
 # Free text: anything but NUL is data, not a name.
-FREE_TEXT = {"description", "reason", "detail", "location"}
+FREE_TEXT = {"description", "reason", "detail", "location", "comment"}
 
 
 def _kinds(annotation: Any) -> set[Any]:
@@ -77,6 +77,13 @@ FULL_BODIES: dict[str, dict[str, Any]] = {
         "region": "eu-west-1",
     },
     "update_ml_repo": {"name": "fraud-models", "description": "d", "storage_integration": "s3"},
+    "request_repo_access": {
+        "repo": "fraud-models",
+        "subject": "user:carol@example.com",
+        "role": "viewer",
+        "reason": "a look",
+        "duration": "12h",
+    },
     "grant_repo_access": {
         "repo": "fraud-models",
         "subject": "user:bob@example.com",
