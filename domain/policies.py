@@ -31,4 +31,14 @@ class Worker:
     """Tenantry's own workers (`service:` actors) reporting what they did, or a tenant admin."""
 
 
-Policy = TenantAdmin | RepoAdmin | AnyUser | Worker
+@dataclass(frozen=True)
+class ReviewerOf:
+    """A reviewer of the access review item named by the command's fields `review_field` and
+    `item_field`: a tenant admin, or an admin of the item's repo (of every repo a membership
+    item gives access to); never someone whose own access the item is about."""
+
+    review_field: str
+    item_field: str
+
+
+Policy = TenantAdmin | RepoAdmin | AnyUser | Worker | ReviewerOf

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, inspect
 
 from domain.event_log import NotificationLog, Published, read_batch
 from domain.waiting import first_of
-from projections import access, audit, directory, temporal_access
+from projections import access, access_reviews, audit, directory, temporal_access
 from projections.store import (
     Tracking,
     ViewStore,
@@ -36,6 +36,7 @@ PROJECTORS: tuple[Projector, ...] = (
     access.apply_batch,
     audit.apply_batch,
     temporal_access.apply_batch,
+    access_reviews.apply_batch,
 )
 _MAX_BACKOFF = 30.0
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
 
+from domain.access_review import AccessReview
 from domain.application import Application
 from domain.base import Aggregate, CommandContext
 from domain.cluster import Cluster
@@ -66,6 +67,15 @@ def _busy(tenancy: Tenancy) -> list[Aggregate]:
     )
     t.run("add_team_member", {"team": "risk", "user": "dee@example.com"})
     t.run("update_workspace", {"workspace": "prod-eu:fraud", "annotations": {"owner": "risk"}})
+    t.run(
+        "open_access_review",
+        {"name": "q4", "scope": {"all": True}, "due": datetime(2099, 1, 1, tzinfo=UTC)},
+    )
+    t.run(
+        "decide_access_review_item",
+        {"review": "q4", "item": "i1", "decision": "keep", "reason": "needed"},
+        actor="user:root@example.com",  # not ana's own grant
+    )
     return [
         t.aggregate(Environment, "prod"),
         t.aggregate(Cluster, "prod-eu"),
@@ -75,6 +85,7 @@ def _busy(tenancy: Tenancy) -> list[Aggregate]:
         t.aggregate(MlRepo, "fraud-models"),
         t.aggregate(Team, "risk"),
         t.aggregate(Seed, "default-environments"),
+        t.aggregate(AccessReview, "q4"),
     ]
 
 

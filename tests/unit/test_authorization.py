@@ -26,8 +26,12 @@ REPO_ADMIN_COMMANDS = [
     "revoke_repo_access",
     "update_ml_repo",
 ]
+# Decided by the item's reviewers (tests/unit/test_access_reviews.py).
+REVIEWER_COMMANDS = ["decide_access_review_item"]
 # Commands only a tenant admin may send when authorization is on.
-TENANT_ADMIN_COMMANDS = sorted(set(USER_COMMANDS) - set(REPO_ADMIN_COMMANDS) - {"create_ml_repo"})
+TENANT_ADMIN_COMMANDS = sorted(
+    set(USER_COMMANDS) - set(REPO_ADMIN_COMMANDS) - set(REVIEWER_COMMANDS) - {"create_ml_repo"}
+)
 
 
 # --- the policy itself --------------------------------------------------------------------
