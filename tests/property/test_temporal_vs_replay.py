@@ -133,6 +133,27 @@ commands = st.one_of(
     _command("delete_ml_repo", name=repos),
     _command("create_ml_repo", name=repos, storage_integration=st.just("s3-main")),
 )
+# Access reviews (issue 15): a reviewer's revoke, or a close giving `revoke` to the undecided,
+# ends grants and memberships like a revoke does, in the same transaction as the decision.
+reviews = st.sampled_from(("r1", "r2"))
+commands = st.one_of(
+    commands,
+    _command(
+        "open_access_review",
+        name=reviews,
+        scope=st.sampled_from(({"all": True}, {"repos": ["fraud-models"]})),
+        due=st.just(START + timedelta(days=3650)),
+        on_undecided=st.sampled_from(("keep", "revoke")),
+    ),
+    _command(
+        "decide_access_review_item",
+        review=reviews,
+        item=st.integers(1, 8).map(lambda n: f"i{n}"),
+        decision=st.sampled_from(("keep", "revoke", "revoke")),
+        reason=st.just("quarterly"),
+    ),
+    _command("close_access_review", review=reviews),
+)
 # Seconds to the next command: mostly forward; 0 (a microsecond later); sometimes backward.
 gaps = st.one_of(st.integers(0, 600), st.integers(-300, -1), st.just(0))
 actors = st.sampled_from((ADMIN, ADMIN, "user:bob@example.com"))
