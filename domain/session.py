@@ -23,6 +23,7 @@ _LABELS = {
     "StorageIntegration": "storage integration",
     "MlRepo": "ML repo",
     "Team": "team",
+    "AccessReview": "access review",
 }
 
 

@@ -99,9 +99,9 @@ def register(verbs: Any) -> None:
 
 def parse_due(text: str, now: datetime | None = None) -> datetime:
     """An RFC 3339 time (no offset: UTC), or a duration from now (`90m`, `12h`, `30d`)."""
-    from domain.names import parse_duration
-
     if text[:1].isdigit() and text[-1:] in ("m", "h", "d") and text[:-1].isdigit():
+        from domain.names import parse_duration
+
         moment: datetime = (now or datetime.now(UTC)) + parse_duration(text)
         return moment
     try:
