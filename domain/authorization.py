@@ -6,12 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.access_review import AccessReview, ReviewItem
+from domain.base import now
 from domain.commands import Command
 from domain.errors import Forbidden
 from domain.ml_repo import MlRepo
-from domain.policies import AnyUser, ReviewerOf, TenantAdmin, Worker
+from domain.policies import AnyUser, ReviewerOf, System, TenantAdmin, Worker
 from domain.session import Session
 from domain.team import Team
+
+# The actor of what Tenantry does by itself: seeding, the scheduler's due work.
+SYSTEM_ACTOR = "service:tenantry"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,14 @@ class Authorization:
         its repo into `session` first (so a repo that does not exist answers `not_found`, and
         a stale `expected_version` `conflict`, as the handler would)."""
         name, policy = command.wire_name, command.policy
+        if isinstance(policy, System):
+            if actor != SYSTEM_ACTOR:
+                raise Forbidden(
+                    f"{name} is Tenantry's own (its scheduler's); {actor} may not send it",
+                    actor=actor,
+                    command=name,
+                )
+            return
         if actor.startswith("service:"):
             if not isinstance(policy, Worker):
                 raise Forbidden(
@@ -125,12 +137,14 @@ def _needs_tenant_admin(what: str, actor: str) -> Forbidden:
 
 
 def is_repo_admin(session: Session, repo: MlRepo, actor: str) -> bool:
-    """A user's role is the highest of its own grant and its teams' grants (DESIGN §2, Team)."""
-    if repo.is_admin(actor):
+    """A user's role is the highest of its own grant and its teams' grants (DESIGN §2, Team),
+    grants past their deadline counting for nothing."""
+    at = now()
+    if repo.is_admin(actor, at):
         return True
     user = actor.removeprefix("user:")
     for subject, grant in repo.grants.items():
-        if grant.role == "admin" and subject.startswith("team:"):
+        if grant.role == "admin" and subject.startswith("team:") and grant.in_force(at):
             team = session.find(Team, subject.removeprefix("team:"))
             if team is not None and user in team.members:
                 return True

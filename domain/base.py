@@ -57,6 +57,12 @@ def _now() -> datetime:
     return _clock.get()()
 
 
+def now() -> datetime:
+    """The current moment by the clock of the command being decided (the one its events are
+    stamped with): what a deadline is compared with while deciding."""
+    return _now()
+
+
 def _note_triggered(event: Any) -> None:
     triggered = _triggered.get()
     if triggered is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -13,10 +14,12 @@ from domain.names import (
     Description,
     Detail,
     DnsLabel,
+    Duration,
     Email,
     Labels,
     ManagedBy,
     MlRepoName,
+    Moment,
     OptimizeFor,
     Provider,
     Reason,
@@ -29,7 +32,7 @@ from domain.names import (
     check_storage_root,
     has_nul,
 )
-from domain.policies import AnyUser, Policy, RepoAdmin, ReviewerOf, TenantAdmin, Worker
+from domain.policies import AnyUser, Policy, RepoAdmin, ReviewerOf, System, TenantAdmin, Worker
 
 Version = Annotated[int, Field(ge=1, le=2**53)]
 Namespace = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
@@ -201,7 +204,23 @@ class UpdateMlRepo(ChangeCommand):
     storage_integration: DnsLabel | None = None
 
 
-class GrantRepoAccess(ChangeCommand):
+class Deadline(BaseModel):
+    """When a grant ends: at `expires_at` (RFC 3339 with an offset, in the future by the
+    command service's clock) or `duration` from when it is granted (`90m`, `12h`, `30d`);
+    neither: until revoked. Giving both is a `validation_error`."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    expires_at: Moment | None = None
+    duration: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one_deadline(self) -> Self:
+        if self.expires_at is not None and self.duration is not None:
+            raise ValueError("give expires_at or duration, not both")
+        return self
+
+
+class GrantRepoAccess(ChangeCommand, Deadline):
     wire_name: ClassVar[str] = "grant_repo_access"
     policy: ClassVar[Policy] = RepoAdmin("repo")
     repo: MlRepoName
@@ -210,6 +229,28 @@ class GrantRepoAccess(ChangeCommand):
     reason: Reason | None = None
     # Who owns the grant from now on (`apply`); a grant without it is unmanaged.
     managed_by: ManagedBy | None = None
+
+
+class SetRepoAccessPolicy(ChangeCommand):
+    """How access to a repo is given: `approvals` (0-3) an access request needs, and the
+    longest a grant may run (`max_duration`; null: no cap)."""
+
+    wire_name: ClassVar[str] = "set_repo_access_policy"
+    policy: ClassVar[Policy] = RepoAdmin("repo")
+    repo: MlRepoName
+    approvals: Annotated[int, Field(ge=0, le=3)] = 0
+    max_duration: Duration | None = None
+
+
+class ExpireRepoAccess(Command):
+    """The scheduler's record that a grant reached its deadline (`ml_repo.access_expired`).
+    Tenantry's own: not on the bus."""
+
+    wire_name: ClassVar[str] = "expire_repo_access"
+    policy: ClassVar[Policy] = System()
+    repo: MlRepoName
+    subject: Subject
+    expires_at: datetime
 
 
 class RevokeRepoAccess(ChangeCommand):
@@ -307,6 +348,7 @@ COMMANDS: dict[str, type[Command]] = {
         CreateMlRepo,
         UpdateMlRepo,
         GrantRepoAccess,
+        SetRepoAccessPolicy,
         RevokeRepoAccess,
         DeleteMlRepo,
         CreateTeam,
@@ -321,6 +363,8 @@ COMMANDS: dict[str, type[Command]] = {
     )
 }
 
+# Tenantry's own commands (policy `System`), sent by the scheduler (domain.due), never on the bus.
+SYSTEM_COMMANDS: dict[str, type[Command]] = {cls.wire_name: cls for cls in (ExpireRepoAccess,)}
 
 # --- access reviews (issue 15) ------------------------------------------------------------
 
@@ -385,3 +429,16 @@ REVIEW_COMMANDS: tuple[type[Command], ...] = (
     CloseAccessReview,
 )
 COMMANDS.update({cls.wire_name: cls for cls in REVIEW_COMMANDS})
+
+
+class CloseDueAccessReview(Command):
+    """The scheduler's close of a review at its `due` (`domain.access_review_due`): the
+    undecided items get `on_undecided`. Tenantry's own: not on the bus; a review already
+    closed, or not yet due, is left as it is."""
+
+    wire_name: ClassVar[str] = "close_due_access_review"
+    policy: ClassVar[Policy] = System()
+    review: ReviewName
+
+
+SYSTEM_COMMANDS[CloseDueAccessReview.wire_name] = CloseDueAccessReview

@@ -5,10 +5,15 @@ service saves them all in one transaction."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
+from domain import (
+    access_review_due,  # noqa: F401  (registers its due work, domain.due)
+    grant_expiry,  # noqa: F401  (registers its due work, domain.due)
+    review_snapshot,
+)
 from domain import commands as c
-from domain import review_snapshot
 from domain.access_review import AccessReview, ReviewItem
 from domain.application import Application
 from domain.base import Aggregate, now
@@ -16,7 +21,7 @@ from domain.cluster import Cluster
 from domain.environment import Environment
 from domain.errors import AlreadyExists, NotFound, PreconditionFailed
 from domain.ml_repo import MlRepo
-from domain.names import split_workspace_fqn
+from domain.names import parse_duration, split_workspace_fqn
 from domain.session import Session, check_version
 from domain.storage_integration import StorageIntegration
 from domain.team import Team
@@ -139,8 +144,10 @@ def _grant(
     role: str,
     reason: str | None,
     managed_by: str | None = None,
+    deadline: c.Deadline | None = None,
 ) -> None:
-    """Grant on `repo`, keeping the subject's side consistent (teams and workspaces must exist)."""
+    """Grant on `repo`, keeping the subject's side consistent (teams and workspaces must exist),
+    until `deadline` if given."""
     if subject.startswith("team:"):
         if s.find(Team, subject.removeprefix("team:")) is None:
             raise PreconditionFailed(f"team {subject[5:]!r} does not exist", subject=subject)
@@ -150,7 +157,14 @@ def _grant(
         if workspace is None or not workspace.live:
             raise PreconditionFailed(f"workspace {cluster}:{name} does not exist", subject=subject)
         workspace.link_repo(repo.name)
-    repo.grant(subject, role, reason, managed_by)
+    repo.grant(subject, role, reason, managed_by, expires_at_of(deadline))
+
+
+def expires_at_of(deadline: c.Deadline | None) -> datetime | None:
+    """The moment a grant given now with `deadline` ends (None: never)."""
+    if deadline is None or deadline.duration is None:
+        return None if deadline is None else deadline.expires_at
+    return now() + parse_duration(deadline.duration)
 
 
 @_handles(c.CreateWorkspace)
@@ -313,7 +327,23 @@ def update_ml_repo(s: Session, cmd: c.UpdateMlRepo, actor: str) -> Aggregate:
 @_handles(c.GrantRepoAccess)
 def grant_repo_access(s: Session, cmd: c.GrantRepoAccess, actor: str) -> Aggregate:
     repo = s.get(MlRepo, cmd.repo, expected_version=cmd.expected_version)
-    _grant(s, repo, cmd.subject, cmd.role, cmd.reason, cmd.managed_by)
+    _grant(s, repo, cmd.subject, cmd.role, cmd.reason, cmd.managed_by, cmd)
+    return repo
+
+
+@_handles(c.SetRepoAccessPolicy)
+def set_repo_access_policy(s: Session, cmd: c.SetRepoAccessPolicy, actor: str) -> Aggregate:
+    repo = s.get(MlRepo, cmd.repo, expected_version=cmd.expected_version)
+    repo.set_access_policy(cmd.approvals, cmd.max_duration)
+    return repo
+
+
+@_handles(c.ExpireRepoAccess)
+def expire_repo_access(s: Session, cmd: c.ExpireRepoAccess, actor: str) -> Aggregate:
+    repo = s.find(MlRepo, cmd.repo)
+    if repo is None:
+        raise NotFound(f"ML repo {cmd.repo!r} does not exist", name=cmd.repo)
+    repo.expire(cmd.subject, cmd.expires_at)
     return repo
 
 
@@ -503,3 +533,15 @@ def _revoke_item(s: Session, review: AccessReview, item: ReviewItem, why: str, a
         s, c.RevokeRepoAccess(repo=item.repo, subject=item.subject, reason=why), actor
     )
     return "revoked"
+
+
+@_handles(c.CloseDueAccessReview)
+def close_due_access_review(s: Session, cmd: c.CloseDueAccessReview, actor: str) -> Aggregate:
+    """The scheduler's: changes nothing for a review already closed (sent twice, or closed by
+    a person meanwhile) or not yet due (a scheduler whose clock is ahead)."""
+    review = s.find(AccessReview, cmd.review)
+    if review is None:
+        raise NotFound(f"access review {cmd.review!r} does not exist", name=cmd.review)
+    if not review.closed and review.is_due(now()):
+        close_review(s, review, actor, at_due=True)
+    return review

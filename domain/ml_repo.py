@@ -1,20 +1,22 @@
 """ML repo: versioned models and artifacts in a storage location, and who may read or write it.
 
-Grants are decided here: one role per subject, replaced by a new grant, ended by a revoke or
-by the repo's deletion, each change recording actor, time and reason.
+Grants are decided here: one role per subject, replaced by a new grant, ended by a revoke, by
+the repo's deletion or by its deadline (`expires_at`), each change recording actor, time and
+reason. A grant allows nothing from its deadline on, whether or not its expiry has been recorded
+yet (`ml_repo.access_expired`, by the scheduler): every reader compares with the deadline.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from eventsourcing.domain import event
 
-from domain.base import Aggregate
-from domain.errors import NotFound, PreconditionFailed
-from domain.names import identity
+from domain.base import Aggregate, now
+from domain.errors import NotFound, PreconditionFailed, ValidationFailed
+from domain.names import identity, parse_duration
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,22 @@ class Grant:
     granted_at: datetime
     reason: str | None
     managed_by: str | None = None
+    # The grant allows nothing from this moment on (None: until revoked).
+    expires_at: datetime | None = None
+
+    def in_force(self, at: datetime) -> bool:
+        """Whether the grant allows anything at `at` (its interval is half-open)."""
+        return self.expires_at is None or at < self.expires_at
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """How access to a repo is given: `approvals` (0-3) an access request needs before it is
+    granted (enforced by the request flow), `max_duration` the longest a grant may run (None:
+    no cap, and grants without a deadline allowed)."""
+
+    approvals: int = 0
+    max_duration: timedelta | None = None
 
 
 class MlRepo(Aggregate):
@@ -69,6 +87,7 @@ class MlRepo(Aggregate):
         self.adopt_storage = adopt_storage
         self.status = "pending"
         self.grants: dict[str, Grant] = {}
+        self.access_policy = AccessPolicy()
         self.deletion_asked = False
         self.delete_storage = False
 
@@ -113,18 +132,48 @@ class MlRepo(Aggregate):
         self.description = description
 
     def grant(
-        self, subject: str, role: str, reason: str | None, managed_by: str | None = None
+        self,
+        subject: str,
+        role: str,
+        reason: str | None,
+        managed_by: str | None = None,
+        expires_at: datetime | None = None,
     ) -> None:
-        """Give `subject` `role`, replacing any role it had; the same role again by the same
-        manager changes nothing. The last grant's `managed_by` owns the grant (None: nobody's,
-        as a Kubernetes field's last writer owns it): `apply --prune` revokes only its own."""
+        """Give `subject` `role` until `expires_at` (None: until revoked), replacing any role it
+        had; the same role, manager and deadline again changes nothing (a later deadline is how
+        a grant is extended, a grant without one clears it). The last grant's `managed_by` owns
+        the grant (None: nobody's, as a Kubernetes field's last writer owns it): `apply --prune`
+        revokes only its own. The deadline must be in the future and within the repo's
+        `access_policy.max_duration` (`validation_error`)."""
         self.require_live()
         if subject.startswith("workspace:") and role == "admin":
             raise PreconditionFailed(
                 "a workspace can hold viewer or editor only", subject=subject, role=role
             )
+        at = now()
+        if expires_at is not None and expires_at <= at:
+            raise ValidationFailed(
+                "expires_at must be in the future", expires_at=expires_at.isoformat()
+            )
+        cap = self.access_policy.max_duration
+        if cap is not None and (expires_at is None or expires_at - at > cap):
+            raise ValidationFailed(
+                f"ML repo {self.name!r} allows grants of at most {_text(cap)} "
+                "(access_policy.max_duration): give a shorter expires_at or duration",
+                repo=self.name,
+                max_duration=_text(cap),
+            )
         previous = self.grants.get(subject)
-        if previous is not None and previous.role == role and previous.managed_by == managed_by:
+        if previous is not None and not previous.in_force(at):
+            # Past its deadline, unrecorded yet: recorded now, so the new grant replaces nothing.
+            self._expire(subject, previous)
+            previous = None
+        if (
+            previous is not None
+            and previous.role == role
+            and previous.managed_by == managed_by
+            and previous.expires_at == expires_at
+        ):
             return
         if previous is not None and previous.role == "admin" and role != "admin":
             self._require_another_admin(subject)
@@ -134,15 +183,18 @@ class MlRepo(Aggregate):
             previous_role=previous.role if previous else None,
             reason=reason,
             managed_by=managed_by,
+            expires_at=expires_at,
         )
 
-    # Spelled out for `managed_by`'s default: events stored before it existed read as None.
+    # Spelled out for the defaults of `managed_by` and `expires_at`: events stored before they
+    # existed read as None.
     class AccessGranted(Aggregate.Event):
         subject: str
         role: str
         previous_role: str | None
         reason: str | None
         managed_by: str | None = None
+        expires_at: datetime | None = None
 
     @event(AccessGranted)
     def _access_granted(
@@ -152,14 +204,51 @@ class MlRepo(Aggregate):
         previous_role: str | None,
         reason: str | None,
         managed_by: str | None = None,
+        expires_at: datetime | None = None,
     ) -> None:
         self.grants[subject] = Grant(
-            role, self.last_event.actor, self.last_event.timestamp, reason, managed_by
+            role, self.last_event.actor, self.last_event.timestamp, reason, managed_by, expires_at
+        )
+
+    def grant_in_force(self, subject: str, at: datetime) -> Grant | None:
+        """`subject`'s own grant if it allows anything at `at` (before its deadline)."""
+        grant = self.grants.get(subject)
+        return grant if grant is not None and grant.in_force(at) else None
+
+    def expire(self, subject: str, expires_at: datetime) -> None:
+        """Record that `subject`'s grant with deadline `expires_at` ended there (the scheduler,
+        once the deadline has passed). Changes nothing if that grant is no longer there (revoked,
+        replaced, already expired) or its deadline is still ahead: sent twice, or late, it is
+        harmless."""
+        grant = self.grants.get(subject)
+        if grant is None or grant.expires_at != expires_at or grant.in_force(now()):
+            return
+        self._expire(subject, grant)
+
+    def _expire(self, subject: str, grant: Grant) -> None:
+        assert grant.expires_at is not None
+        self._access_expired(subject=subject, previous_role=grant.role, expires_at=grant.expires_at)
+
+    @event("AccessExpired")
+    def _access_expired(self, subject: str, previous_role: str, expires_at: datetime) -> None:
+        self.grants.pop(subject, None)
+
+    def set_access_policy(self, approvals: int, max_duration: str | None) -> None:
+        """How access to the repo is given from now on (grants already given keep their terms)."""
+        self.require_live()
+        policy = AccessPolicy(approvals, parse_duration(max_duration) if max_duration else None)
+        if policy != self.access_policy:
+            self._access_policy_set(approvals=approvals, max_duration=max_duration)
+
+    @event("AccessPolicySet")
+    def _access_policy_set(self, approvals: int, max_duration: str | None) -> None:
+        self.access_policy = AccessPolicy(
+            approvals, parse_duration(max_duration) if max_duration else None
         )
 
     def revoke(self, subject: str, reason: str | None) -> None:
         self.require_live()
-        previous = self.grants.get(subject)
+        previous = self.grant_in_force(subject, now())
         if previous is None:
             raise NotFound(
                 f"{subject!r} holds no grant on ML repo {self.name!r}",
@@ -175,7 +264,12 @@ class MlRepo(Aggregate):
         self.grants.pop(subject, None)
 
     def _require_another_admin(self, subject: str) -> None:
-        admins = [s for s, g in self.grants.items() if g.role == "admin" and s != subject]
+        at = now()
+        admins = [
+            s
+            for s, g in self.grants.items()
+            if g.role == "admin" and s != subject and g.in_force(at)
+        ]
         if not admins:
             raise PreconditionFailed(
                 f"{subject!r} is the last admin of ML repo {self.name!r}; grant admin to "
@@ -184,8 +278,9 @@ class MlRepo(Aggregate):
                 subject=subject,
             )
 
-    def is_admin(self, subject: str) -> bool:
-        grant = self.grants.get(subject)
+    def is_admin(self, subject: str, at: datetime) -> bool:
+        """Whether `subject`'s own grant makes it an admin at `at`."""
+        grant = self.grant_in_force(subject, at)
         return grant is not None and grant.role == "admin"
 
     def request_deletion(self, delete_storage: bool) -> None:
@@ -252,3 +347,12 @@ class MlRepo(Aggregate):
     @event("StorageDeleted")
     def _storage_deleted(self, location: str, detail: str) -> None:
         self.status = "deleted"
+
+
+def _text(length: timedelta) -> str:
+    """A duration as the wire writes it (`30d`, `12h`, `90m`), in its largest whole unit."""
+    minutes = int(length.total_seconds()) // 60
+    for unit, size in (("d", 1440), ("h", 60)):
+        if minutes % size == 0:
+            return f"{minutes // size}{unit}"
+    return f"{minutes}m"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID, uuid5
 
-from pydantic import AfterValidator, BaseModel, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, StringConstraints
 
 # Fixed forever: every stored aggregate id is derived from it.
 TENANTRY_NAMESPACE = UUID("6f1c8a52-3b0e-5d4a-9e57-7c2b1f0a9d13")
@@ -86,9 +87,48 @@ def _actor(value: str) -> str:
     return value
 
 
+# A length of time on the wire: a count and a unit, `90m`, `12h`, `30d` (minutes, hours,
+# days), at least one minute and at most 3650 days. `parse_duration` is its one reading.
+_DURATION = re.compile(r"^([1-9][0-9]{0,6})([mhd])$")
+_DURATION_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
+MAX_DURATION = timedelta(days=3650)
+
+
+def parse_duration(value: str) -> timedelta:
+    """`90m`, `12h`, `30d` as a timedelta; ValueError saying the shape otherwise."""
+    match = _DURATION.fullmatch(value)
+    if not match:
+        raise ValueError("a duration is a whole number and a unit: '90m', '12h' or '30d'")
+    length = int(match[1]) * _DURATION_UNITS[match[2]]
+    if length > MAX_DURATION:
+        raise ValueError("a duration is at most 3650 days")
+    return length
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+# A moment on the wire: RFC 3339 with an offset (`2026-12-31T18:00:00Z`, `…+02:00`), read the
+# same from JSON and from a manifest's YAML (strict models take no other text for a time).
+_RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$")
+
+
+def _moment(value: object) -> object:
+    if isinstance(value, str):
+        if not _RFC3339.fullmatch(value):
+            raise ValueError("a time is RFC 3339 with an offset, e.g. 2026-12-31T18:00:00Z")
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_moment)]
+
 WorkspaceFqn = Annotated[str, StringConstraints(max_length=80), AfterValidator(_workspace_fqn)]
 Subject = Annotated[str, StringConstraints(max_length=300), AfterValidator(_subject)]
 Actor = Annotated[str, StringConstraints(max_length=300), AfterValidator(_actor)]
+Duration = Annotated[str, StringConstraints(max_length=16), AfterValidator(_duration)]
 
 
 def has_nul(value: object) -> bool:

@@ -32,6 +32,12 @@ class Worker:
 
 
 @dataclass(frozen=True)
+class System:
+    """Tenantry itself (`service:tenantry`, its scheduler's due work, `domain.due`) and no one
+    else. Such commands are not on the bus (not in `COMMANDS`): the command service runs them."""
+
+
+@dataclass(frozen=True)
 class ReviewerOf:
     """A reviewer of the access review item named by the command's fields `review_field` and
     `item_field`: a tenant admin, or an admin of the item's repo (of every repo a membership
@@ -41,4 +47,4 @@ class ReviewerOf:
     item_field: str
 
 
-Policy = TenantAdmin | RepoAdmin | AnyUser | Worker | ReviewerOf
+Policy = TenantAdmin | RepoAdmin | AnyUser | Worker | System | ReviewerOf

@@ -16,7 +16,7 @@ from eventsourcing.persistence import Notification, RecordConflictError
 from eventsourcing.utils import Environment, get_topic
 
 from domain.apply import AppliedCommand, ApplyReply, apply_fingerprint, refused_at
-from domain.authorization import Authorization
+from domain.authorization import SYSTEM_ACTOR, Authorization
 from domain.base import Aggregate, CommandContext, acting_as, event_type, in_trigger_order
 from domain.clock import Clock, system_clock
 from domain.command_record import ApplyRecord, CommandRecord
@@ -30,7 +30,7 @@ from domain.seeding import DEFAULT_ENVIRONMENTS, Seed
 from domain.session import Session
 from tenantry.protocol import CommandReply
 
-SEED_ACTOR = "service:tenantry"
+SEED_ACTOR = SYSTEM_ACTOR
 
 
 # The name the domain used for the command reply before it had one shape (tenantry.protocol).

@@ -47,6 +47,10 @@ class Settings:
     signing_key: Path | None = None
     checkpoint_events: int = 1000
     checkpoint_seconds: float = 60.0
+    # How often each command service's scheduler looks for due work (expired grants, …): an
+    # expiry is recorded within this many seconds of its deadline (access ends AT the deadline
+    # whatever this is: every reader compares with it).
+    expiry_interval: float = 60.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -89,6 +93,7 @@ class Settings:
             signing_key=_path(env.get("TENANTRY_SIGNING_KEY")),
             checkpoint_events=int(env.get("TENANTRY_CHECKPOINT_EVENTS", "1000")),
             checkpoint_seconds=float(env.get("TENANTRY_CHECKPOINT_SECONDS", "60")),
+            expiry_interval=float(env.get("TENANTRY_EXPIRY_INTERVAL", "60")),
         )
 
     @property

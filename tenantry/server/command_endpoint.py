@@ -103,6 +103,13 @@ class CommandEndpoint:
                 await self._writer
         log.info("command_service.stopped")
 
+    async def submit(self, command: Command, context: CommandContext) -> CommandReply:
+        """Handle a command decided in this process (the scheduler's due work) as one from the
+        bus is: queued for the writer, saved with the others of its batch."""
+        outcome: asyncio.Future[CommandReply] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(command, context, outcome))
+        return await outcome
+
     async def _write_batches(self) -> None:
         held: _Pending | _PendingApply | None = None
         while True:

@@ -21,6 +21,7 @@ from tenantry.server.discovery import Discovery
 from tenantry.server.identity import ActorPolicy
 from tenantry.server.metrics import Metrics, sample_lag
 from tenantry.server.query_endpoint import serve_views
+from tenantry.server.scheduler import Scheduler
 from tenantry.server.store import creating_tables, event_store_env, view_store_url
 from tenantry.server.wakeups import FollowedLog, listen_postgres
 from tenantry.settings import Settings
@@ -61,10 +62,13 @@ async def command_role(
         actors=ActorPolicy(settings.auth, settings.client_account),
     )
     discovery = Discovery(nc, "tenantry-command", "Tenantry commands", [endpoint.counters])
+    # Due work (expired grants, …), sent through this endpoint's writer: every command service
+    # runs one, exactly once coming from the command ids (tenantry.server.scheduler).
+    scheduler = Scheduler(service.recorder, endpoint.submit, service.clock)
     await endpoint.start()
     await discovery.start()
     try:
-        await stop.wait()
+        await scheduler.run(stop, settings.expiry_interval)
     finally:
         await discovery.stop()
         await endpoint.stop()

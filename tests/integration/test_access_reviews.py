@@ -35,7 +35,6 @@ from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
 from tests.clock import ControlledClock
 from tests.integration.cli import cli
-from tests.integration.streams import wait_for_stream
 
 ANA = "user:ana@example.com"  # the tenant admin
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -146,12 +145,20 @@ async def test_reviewers_decide_their_repos_items_and_never_their_own(governed: 
         ("models-00", user(2)),
     ]
 
-    own = next(i for i in await ana.list_access_review_items(review="q4") if i.subject == "user:rev0@example.com")
+    own = next(
+        i
+        for i in await ana.list_access_review_items(review="q4")
+        if i.subject == "user:rev0@example.com"
+    )
     before = g.service.recorder.max_notification_id()
     with pytest.raises(Forbidden):
-        await rev0.decide_access_review_item(review="q4", item=own.item, decision="keep", reason="me")
+        await rev0.decide_access_review_item(
+            review="q4", item=own.item, decision="keep", reason="me"
+        )
     with pytest.raises(Forbidden):  # not rev1's repo
-        await rev1.decide_access_review_item(review="q4", item=mine[1].item, decision="keep", reason="x")
+        await rev1.decide_access_review_item(
+            review="q4", item=mine[1].item, decision="keep", reason="x"
+        )
     assert g.service.recorder.max_notification_id() == before
 
     revoked = await rev0.decide_access_review_item(
@@ -161,7 +168,9 @@ async def test_reviewers_decide_their_repos_items_and_never_their_own(governed: 
     check = await ana.check_access(subject=user(0), repo="models-00", action="read")
     assert not check.allowed
     with pytest.raises(PreconditionFailed):
-        await rev0.decide_access_review_item(review="q4", item=mine[1].item, decision="keep", reason="x")
+        await rev0.decide_access_review_item(
+            review="q4", item=mine[1].item, decision="keep", reason="x"
+        )
     decided = await ana.list_access_review_items(review="q4", status="decided")
     assert [(i.item, i.decision, i.decided_by, i.reason, i.outcome) for i in decided] == [
         (mine[1].item, "revoke", "user:rev0@example.com", "left the team", "revoked")
@@ -200,7 +209,8 @@ async def test_a_review_of_200_grants_closes_at_due_and_its_export_verifies(
     )
     # The reviewers' own grants are left to the tenant admin: ana decides rev0's.
     rev0_grant = next(
-        i for i in await ana.list_access_review_items(review="q4", status="undecided")
+        i
+        for i in await ana.list_access_review_items(review="q4", status="undecided")
         if i.subject == "user:rev0@example.com"
     )
     await ana.decide_access_review_item(
@@ -210,7 +220,9 @@ async def test_a_review_of_200_grants_closes_at_due_and_its_export_verifies(
     g.clock.set(DUE)  # the scheduler closes it at its next tick
     closed = await _until(lambda: g.review("q4").closed)
     assert closed
-    review = await ana.get_access_review(name="q4", min_position=g.service.recorder.max_notification_id())
+    review = await ana.get_access_review(
+        name="q4", min_position=g.service.recorder.max_notification_id()
+    )
     assert review.status == "closed" and review.closed_by == "service:tenantry"
     assert review.closed_at_due
     assert review.progress.decided == 200 and review.progress.undecided == 0
@@ -243,9 +255,7 @@ async def test_a_review_of_200_grants_closes_at_due_and_its_export_verifies(
     assert events[-1]["type"] == "access_review.closed"
 
     # A copy with one decision's reason changed fails, naming its position.
-    index = next(
-        n for n, e in enumerate(events) if e["type"] == "access_review.item_decided"
-    )
+    index = next(n for n, e in enumerate(events) if e["type"] == "access_review.item_decided")
     tampered = tmp_path / "tampered.jsonl"
     lines[index] = lines[index].replace(b"checked by", b"checkd by")
     tampered.write_bytes(b"".join(lines))

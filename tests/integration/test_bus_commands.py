@@ -65,8 +65,10 @@ EVERY_COMMAND: list[tuple[str, dict[str, object]]] = [
             "subject": "team:risk",
             "role": "viewer",
             "reason": "quarterly review",
+            "expires_at": "2999-01-01T00:00:00Z",
         },
     ),
+    ("set_repo_access_policy", {"repo": "fraud-models", "approvals": 2, "max_duration": "30d"}),
     ("revoke_repo_access", {"repo": "fraud-models", "subject": "team:risk", "reason": "done"}),
     (
         "record_storage_provisioned",

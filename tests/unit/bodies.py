@@ -39,6 +39,7 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
         "subject": "user:bob@example.com",
         "role": "editor",
     },
+    "set_repo_access_policy": {"repo": "fraud-models", "approvals": 1, "max_duration": "30d"},
     "revoke_repo_access": {"repo": "fraud-models", "subject": "user:bob@example.com"},
     "delete_ml_repo": {"name": "fraud-models"},
     "create_team": {"name": "ml-ops", "members": ["bob@example.com"]},

@@ -7,11 +7,11 @@ from collections.abc import Callable
 import pytest
 
 from domain.authorization import Authorization
-from domain.commands import COMMANDS
+from domain.commands import COMMANDS, SYSTEM_COMMANDS
 from domain.errors import Forbidden
 from domain.handlers import handled
 from domain.ml_repo import MlRepo
-from domain.policies import AnyUser, RepoAdmin, Worker
+from domain.policies import AnyUser, RepoAdmin, System, Worker
 
 from .bodies import RECORD_COMMANDS, USER_COMMANDS, VALID_BODIES, build_world
 from .support import ADMIN, ALICE, BOB, Tenancy
@@ -24,6 +24,7 @@ REPO_ADMIN_COMMANDS = [
     "delete_ml_repo",
     "grant_repo_access",
     "revoke_repo_access",
+    "set_repo_access_policy",
     "update_ml_repo",
 ]
 # Decided by the item's reviewers (tests/unit/test_access_reviews.py).
@@ -62,7 +63,10 @@ def test_every_command_declares_a_policy_whose_fields_it_has() -> None:
         # Workers' commands and only they are record_* (what a service actor may send).
         assert isinstance(policy, Worker) == name.startswith("record_"), name
         assert (name in REPO_ADMIN_COMMANDS) == isinstance(policy, RepoAdmin), name
-    assert set(COMMANDS.values()) == handled()
+    # Tenantry's own commands are not on the bus, and only they are System's.
+    assert all(isinstance(m.policy, System) for m in SYSTEM_COMMANDS.values())
+    assert not any(isinstance(m.policy, System) for m in COMMANDS.values())
+    assert set(COMMANDS.values()) | set(SYSTEM_COMMANDS.values()) == handled()
 
 
 # --- authorization off --------------------------------------------------------------------

@@ -10,12 +10,13 @@ from __future__ import annotations
 import copy
 import types
 import typing
+from datetime import datetime
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BaseModel, TypeAdapter, ValidationError
 
 from domain.commands import COMMANDS
 from domain.names import Actor, Subject, WorkspaceFqn, is_valid_actor
@@ -39,8 +40,9 @@ def _kinds(annotation: Any) -> set[Any]:
 
 
 def _no_text(model: type[BaseModel]) -> set[str]:
-    """Fields that hold no string at all (flags, versions)."""
-    return {n for n, info in model.model_fields.items() if _kinds(info.annotation) <= {bool, int}}
+    """Fields that hold no string at all (flags, versions; times are parsed, not names)."""
+    plain = {bool, int, datetime, AwareDatetime}
+    return {n for n, info in model.model_fields.items() if _kinds(info.annotation) <= plain}
 
 
 # A body of every command with every optional shaped field present, so that each is tried.
@@ -81,6 +83,7 @@ FULL_BODIES: dict[str, dict[str, Any]] = {
         "role": "editor",
         "reason": "r",
         "managed_by": "apply",
+        "duration": "12h",
     },
     "revoke_repo_access": {"repo": "fraud-models", "subject": "team:risk", "reason": "r"},
 }
