@@ -165,7 +165,9 @@ async def test_reviewers_decide_their_repos_items_and_never_their_own(governed: 
         review="q4", item=mine[1].item, decision="revoke", reason="left the team"
     )
     assert revoked.events == ["ml_repo.access_revoked", "access_review.item_decided"]
-    check = await ana.check_access(subject=user(0), repo="models-00", action="read")
+    check = await ana.check_access(
+        subject=user(0), repo="models-00", action="read", min_position=revoked.position
+    )
     assert not check.allowed
     with pytest.raises(PreconditionFailed):
         await rev0.decide_access_review_item(
@@ -175,7 +177,12 @@ async def test_reviewers_decide_their_repos_items_and_never_their_own(governed: 
     assert [(i.item, i.decision, i.decided_by, i.reason, i.outcome) for i in decided] == [
         (mine[1].item, "revoke", "user:rev0@example.com", "left the team", "revoked")
     ]
-    assert decided[0].decided_position == revoked.position
+    # The decision's event, as the audit log has it: its position and chain hash.
+    assert decided[0].decided_position is not None
+    page = await ana.audit_log(after=decided[0].decided_position - 1, limit=1)
+    event = page.events[0]
+    assert (event["type"], event["hash"]) == ("access_review.item_decided", decided[0].decided_hash)
+    assert event["command_id"] == revoked.command_id
     review = await ana.get_access_review(name="q4")
     assert (review.progress.decided, review.progress.revoked) == (1, 1)
     assert [r.name for r in await ana.list_access_reviews(status="open")] == ["q4"]
