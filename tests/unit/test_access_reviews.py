@@ -3,17 +3,23 @@ a person, or at due as the system), and a closed review that never changes."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from domain.access_review import AccessReview
+from domain.access_review_due import AccessReviewsDue
 from domain.authorization import Authorization
+from domain.base import CommandContext
+from domain.commands import COMMANDS, CloseDueAccessReview, Command
 from domain.errors import AlreadyExists, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from domain.ml_repo import MlRepo
 from domain.service import TenancyService
 from domain.team import Team
+from tenantry.protocol import CommandReply
+from tenantry.server.scheduler import Scheduler
 from tests.clock import ControlledClock
 
 from .support import ADMIN, ALICE, BOB, STORES, Tenancy
@@ -426,3 +432,62 @@ def test_past_due_a_person_can_no_longer_decide(world: Tenancy, clock: Controlle
         "precondition_failed",
         actor=ALICE,
     )
+
+
+# --- at due: the scheduler ----------------------------------------------------------------
+
+
+def _scheduler(t: Tenancy, clock: ControlledClock) -> Scheduler:
+    async def send(command: Command, context: CommandContext) -> CommandReply:
+        return await asyncio.to_thread(t.svc.handle, command, context)
+
+    return Scheduler(t.svc.recorder, send, clock, kinds=[AccessReviewsDue])
+
+
+def test_the_scheduler_closes_a_review_at_due_once(world: Tenancy, clock: ControlledClock) -> None:
+    _open(world, on_undecided="revoke")
+    _decide(world, _items(world)[("fraud-models", BOB)], "keep", ALICE)
+    scheduler = _scheduler(world, clock)
+    assert asyncio.run(scheduler.tick()) == []  # not due yet
+    clock.set(DUE)
+
+    replies = asyncio.run(scheduler.tick())
+
+    assert [r.events[-1] for r in replies] == ["access_review.closed"]
+    closed = [e for e in world.events() if e["type"] == "access_review.closed"]
+    assert [(e["actor"], e["at_due"]) for e in closed] == [("service:tenantry", True)]
+    automatic = [e for e in world.events() if e["type"] == "access_review.item_decided"][1:]
+    assert {(e["actor"], e["automatic"], e["decision"]) for e in automatic} == {
+        ("service:tenantry", True, "revoke")
+    }
+    assert BOB in world.aggregate(MlRepo, "fraud-models").grants  # kept by ALICE
+    # Again, or by a restarted scheduler (from the log's start): nothing more is written.
+    before = world.position()
+    assert asyncio.run(scheduler.tick()) == []
+    assert asyncio.run(_scheduler(world, clock).tick()) == []  # its log holds the close
+    assert world.types(before) == []
+
+
+def test_a_review_closed_by_hand_is_not_closed_again_at_due(
+    world: Tenancy, clock: ControlledClock
+) -> None:
+    _open(world)
+    world.run("close_access_review", {"review": "q4"})
+    clock.set(DUE)
+    before = world.position()
+
+    replies = asyncio.run(_scheduler(world, clock).tick())
+
+    assert replies == [] and world.types(before) == []
+
+
+def test_only_tenantry_itself_closes_at_due(world: Tenancy, clock: ControlledClock) -> None:
+    _open(world)
+    clock.set(DUE)
+    command = CloseDueAccessReview(review="q4")
+    before = world.position()
+    for actor in (ADMIN, ALICE):
+        with pytest.raises(Forbidden):
+            world.svc.handle(command, CommandContext(actor, f"c-{actor}", "c"))
+    assert world.position() == before
+    assert "close_due_access_review" not in COMMANDS  # not on the bus
