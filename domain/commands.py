@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domain.names import (
     Annotations,
@@ -400,7 +400,7 @@ class OpenAccessReview(Command):
     name: ReviewName
     scope: ReviewScope
     # RFC 3339 with an offset, in the future by the command service's clock.
-    due: AwareDatetime
+    due: Moment
     on_undecided: Literal["keep", "revoke"] = "keep"
 
 
