@@ -62,24 +62,26 @@ def _opened(conn: Connection, body: Body) -> None:
 @_on("access_review.items_snapshotted")
 def _items(conn: Connection, body: Body) -> None:
     review = body["fqn"]
-    for item in body["data"]["items"]:
-        conn.execute(
-            t.access_review_items.insert().values(
-                review=review,
-                ordinal=int(item["id"][1:]),
-                item=item["id"],
-                kind=item["kind"],
-                subject=item["subject"],
-                repo=item.get("repo"),
-                role=item.get("role"),
-                granted_by=item.get("granted_by"),
-                granted_at=_utc(item.get("granted_at")),
-                grant_reason=item.get("reason"),
-                expires_at=_utc(item.get("expires_at")),
-                team=item.get("team"),
-                repos=list(item.get("repos") or ()),
-            )
-        )
+    rows = [
+        {
+            "review": review,
+            "ordinal": int(item["id"][1:]),
+            "item": item["id"],
+            "kind": item["kind"],
+            "subject": item["subject"],
+            "repo": item.get("repo"),
+            "role": item.get("role"),
+            "granted_by": item.get("granted_by"),
+            "granted_at": _utc(item.get("granted_at")),
+            "grant_reason": item.get("reason"),
+            "expires_at": _utc(item.get("expires_at")),
+            "team": item.get("team"),
+            "repos": list(item.get("repos") or ()),
+        }
+        for item in body["data"]["items"]
+    ]
+    if rows:
+        conn.execute(t.access_review_items.insert(), rows)
 
 
 @_on("access_review.item_decided")
