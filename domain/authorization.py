@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.access_request import AccessRequest
+from domain.access_review import AccessReview, ReviewItem
 from domain.base import now
 from domain.commands import Command
 from domain.errors import Forbidden
 from domain.ml_repo import MlRepo
-from domain.policies import AnyUser, RequestApprover, System, TenantAdmin, Worker
+from domain.policies import AnyUser, RequestApprover, ReviewerOf, System, TenantAdmin, Worker
 from domain.session import Session
 from domain.team import Team
 
@@ -54,6 +55,9 @@ class Authorization:
                     actor=actor,
                     command=name,
                 )
+            return
+        if isinstance(policy, ReviewerOf):
+            self._authorize_reviewer(command, policy, actor, session)
             return
         if self.is_tenant_admin(actor):
             return
@@ -101,6 +105,53 @@ class Authorization:
                 command=command.wire_name,
                 repo=request.repo,
             )
+
+    def _authorize_reviewer(
+        self, command: Command, policy: ReviewerOf, actor: str, session: Session
+    ) -> None:
+        """Separation of duties for access reviews: nobody decides an item about their own
+        access (not even a tenant admin); a tenant admin may decide any other, a repo admin
+        those of repos they administer (all of them, for a membership item)."""
+        review = session.get(AccessReview, getattr(command, policy.review_field))
+        item = review.item(getattr(command, policy.item_field))
+        if _own_access(session, review, item, actor):
+            raise Forbidden(
+                f"item {item.id!r} of access review {review.name!r} is about {actor}'s own "
+                "access: someone else must decide it",
+                actor=actor,
+                command=command.wire_name,
+                review=review.name,
+                item=item.id,
+            )
+        if self.is_tenant_admin(actor):
+            return
+        for name in item.repos_affected():
+            repo = session.find(MlRepo, name)
+            if repo is None or not is_repo_admin(session, repo, actor):
+                raise Forbidden(
+                    f"item {item.id!r} of access review {review.name!r} changes access to ML "
+                    f"repo {name!r}: it needs a tenant admin or an admin of the repo; {actor} "
+                    "is neither",
+                    actor=actor,
+                    command=command.wire_name,
+                    review=review.name,
+                    item=item.id,
+                    repo=name,
+                )
+
+
+def _own_access(session: Session, review: AccessReview, item: ReviewItem, actor: str) -> bool:
+    """The item is `actor`'s grant or membership, or a grant to a team `actor` is a member of
+    (now, or when the review opened: a member who left is still deciding on their past)."""
+    if item.about(actor):
+        return True
+    if item.subject.startswith("team:"):
+        name = item.subject.removeprefix("team:")
+        team = session.find(Team, name)
+        if team is not None and actor.removeprefix("user:") in team.members:
+            return True
+        return any(other.team == name and other.about(actor) for other in review.items.values())
+    return False
 
 
 def _needs_tenant_admin(what: str, actor: str) -> Forbidden:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,6 +38,7 @@ from domain.policies import (
     Policy,
     RepoAdmin,
     RequestApprover,
+    ReviewerOf,
     System,
     TenantAdmin,
     Worker,
@@ -470,3 +471,80 @@ COMMANDS: dict[str, type[Command]] = {
 SYSTEM_COMMANDS: dict[str, type[Command]] = {cls.wire_name: cls for cls in (ExpireRepoAccess,)}
 COMMANDS.update({cls.wire_name: cls for cls in ACCESS_REQUEST_COMMANDS})
 SYSTEM_COMMANDS[ExpireAccessRequest.wire_name] = ExpireAccessRequest
+
+# --- access reviews (issue 15) ------------------------------------------------------------
+
+ReviewName = DnsLabel
+ReviewItemId = Annotated[str, Field(pattern=r"^i[1-9][0-9]{0,5}$")]
+# Short enough that `review <name>: <reason>` fits a revoke's reason (at most 1000).
+ReviewReason = Annotated[str, Field(min_length=1, max_length=900)]
+
+
+class ReviewScope(BaseModel):
+    """What a review covers: the grants on the `repos` listed, on the repos a workspace of
+    `environment` holds a grant on, or on every repo (`all`). Exactly one of the three."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+    repos: Annotated[list[MlRepoName], Field(min_length=1, max_length=1000)] | None = None
+    environment: DnsLabel | None = None
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = (self.repos is not None) + (self.environment is not None) + self.all
+        if given != 1:
+            raise ValueError("a scope is exactly one of repos, environment, all (true)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "repos" if self.repos is not None else "environment" if self.environment else "all"
+
+
+class OpenAccessReview(Command):
+    wire_name: ClassVar[str] = "open_access_review"
+    name: ReviewName
+    scope: ReviewScope
+    # RFC 3339 with an offset, in the future by the command service's clock.
+    due: Moment
+    on_undecided: Literal["keep", "revoke"] = "keep"
+
+
+class DecideAccessReviewItem(ChangeCommand):
+    """A reviewer's decision on one item: a tenant admin, or an admin of the item's repo (of
+    every repo a membership item gives access to), never about their own access."""
+
+    wire_name: ClassVar[str] = "decide_access_review_item"
+    policy: ClassVar[Policy] = ReviewerOf("review", "item")
+    review: ReviewName
+    item: ReviewItemId
+    decision: Literal["keep", "revoke"]
+    reason: ReviewReason
+
+
+class CloseAccessReview(ChangeCommand):
+    """Close now: the undecided items get the review's `on_undecided`."""
+
+    wire_name: ClassVar[str] = "close_access_review"
+    review: ReviewName
+
+
+REVIEW_COMMANDS: tuple[type[Command], ...] = (
+    OpenAccessReview,
+    DecideAccessReviewItem,
+    CloseAccessReview,
+)
+COMMANDS.update({cls.wire_name: cls for cls in REVIEW_COMMANDS})
+
+
+class CloseDueAccessReview(Command):
+    """The scheduler's close of a review at its `due` (`domain.access_review_due`): the
+    undecided items get `on_undecided`. Tenantry's own: not on the bus; a review already
+    closed, or not yet due, is left as it is."""
+
+    wire_name: ClassVar[str] = "close_due_access_review"
+    policy: ClassVar[Policy] = System()
+    review: ReviewName
+
+
+SYSTEM_COMMANDS[CloseDueAccessReview.wire_name] = CloseDueAccessReview

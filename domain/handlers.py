@@ -10,10 +10,13 @@ from typing import Any, TypeVar, cast
 
 from domain import (
     access_request_expiry,  # noqa: F401  (registers its due work, domain.due)
+    access_review_due,  # noqa: F401  (registers its due work, domain.due)
     grant_expiry,  # noqa: F401  (registers its due work, domain.due)
+    review_snapshot,
 )
 from domain import commands as c
 from domain.access_request import AccessRequest, request_id
+from domain.access_review import AccessReview, ReviewItem
 from domain.application import Application
 from domain.base import Aggregate, current_command_id, now
 from domain.cluster import Cluster
@@ -628,3 +631,107 @@ def break_glass_repo_access(s: Session, cmd: c.BreakGlassRepoAccess, actor: str)
         expires_at=expires_at,
     )
     return repo
+
+
+# --- access reviews (issue 15) ------------------------------------------------------------
+
+
+@_handles(c.OpenAccessReview)
+def open_access_review(s: Session, cmd: c.OpenAccessReview, actor: str) -> Aggregate:
+    if s.find(AccessReview, cmd.name) is not None:
+        raise _exists("access review", cmd.name)
+    scope = cmd.scope
+    repos = review_snapshot.repos_in_scope(s, scope.repos, scope.environment, scope.all)
+    snapshot = review_snapshot.take(s, repos)
+    review = AccessReview.open(
+        cmd.name,
+        scope.kind,
+        scope.environment,
+        snapshot.repos,
+        cmd.due,
+        cmd.on_undecided,
+        snapshot.items,
+        snapshot.read_versions,
+    )
+    return s.add(review)
+
+
+@_handles(c.DecideAccessReviewItem)
+def decide_access_review_item(s: Session, cmd: c.DecideAccessReviewItem, actor: str) -> Aggregate:
+    review = s.get(AccessReview, cmd.review, expected_version=cmd.expected_version)
+    item = review.require_decidable(cmd.item)
+    _decide_item(s, review, item, cmd.decision, cmd.reason, actor, automatic=False)
+    return review
+
+
+@_handles(c.CloseAccessReview)
+def close_access_review(s: Session, cmd: c.CloseAccessReview, actor: str) -> Aggregate:
+    review = s.get(AccessReview, cmd.review, expected_version=cmd.expected_version)
+    close_review(s, review, actor, at_due=False)
+    return review
+
+
+def close_review(s: Session, review: AccessReview, actor: str, *, at_due: bool) -> None:
+    """Give every undecided item the review's `on_undecided` (the system's decision), then
+    close it."""
+    review.require_open()
+    why = "undecided at the review's due time" if at_due else f"undecided when {actor} closed it"
+    for item in review.undecided():
+        _decide_item(s, review, item, review.on_undecided, why, actor, automatic=True)
+    review.close(at_due)
+
+
+def _decide_item(
+    s: Session,
+    review: AccessReview,
+    item: ReviewItem,
+    decision: str,
+    reason: str,
+    actor: str,
+    *,
+    automatic: bool,
+) -> None:
+    """Record the decision, applying a revoke at once (its events before the decision's, in
+    the same transaction). A person's revoke that the repo refuses (its last admin) refuses the
+    decision; the system's is recorded as not applied, so that the review can close."""
+    outcome = "kept"
+    if decision == "revoke":
+        try:
+            outcome = _revoke_item(s, review, item, f"review {review.name}: {reason}", actor)
+        except PreconditionFailed as refused:
+            if not automatic:
+                raise
+            outcome = f"not revoked: {refused.message}"
+    review.decide(item.id, decision, reason, outcome, automatic=automatic)
+
+
+def _revoke_item(s: Session, review: AccessReview, item: ReviewItem, why: str, actor: str) -> str:
+    """End the access the item is about, if it still exists; what was done."""
+    if item.kind == "membership":
+        assert item.team is not None
+        team = s.find(Team, item.team)
+        user = item.subject.removeprefix("user:")
+        if team is None or user not in team.members:
+            return "already gone"
+        team.remove_member(user)
+        return "removed from team"
+    assert item.repo is not None
+    repo = s.find(MlRepo, item.repo)
+    if repo is None or not repo.live or repo.grant_in_force(item.subject, now()) is None:
+        return "already gone"
+    revoke_repo_access(
+        s, c.RevokeRepoAccess(repo=item.repo, subject=item.subject, reason=why), actor
+    )
+    return "revoked"
+
+
+@_handles(c.CloseDueAccessReview)
+def close_due_access_review(s: Session, cmd: c.CloseDueAccessReview, actor: str) -> Aggregate:
+    """The scheduler's: changes nothing for a review already closed (sent twice, or closed by
+    a person meanwhile) or not yet due (a scheduler whose clock is ahead)."""
+    review = s.find(AccessReview, cmd.review)
+    if review is None:
+        raise NotFound(f"access review {cmd.review!r} does not exist", name=cmd.review)
+    if not review.closed and review.is_due(now()):
+        close_review(s, review, actor, at_due=True)
+    return review

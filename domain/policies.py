@@ -45,4 +45,14 @@ class System:
     else. Such commands are not on the bus (not in `COMMANDS`): the command service runs them."""
 
 
-Policy = TenantAdmin | RepoAdmin | RequestApprover | AnyUser | Worker | System
+@dataclass(frozen=True)
+class ReviewerOf:
+    """A reviewer of the access review item named by the command's fields `review_field` and
+    `item_field`: a tenant admin, or an admin of the item's repo (of every repo a membership
+    item gives access to); never someone whose own access the item is about."""
+
+    review_field: str
+    item_field: str
+
+
+Policy = TenantAdmin | RepoAdmin | RequestApprover | AnyUser | Worker | System | ReviewerOf

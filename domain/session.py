@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Repository
+from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.utils import get_topic
 
 from domain.access_request import Governance
 from domain.base import Aggregate
@@ -22,6 +25,7 @@ _LABELS = {
     "MlRepo": "ML repo",
     "Team": "team",
     "AccessRequest": "access request",
+    "AccessReview": "access review",
 }
 
 
@@ -68,6 +72,25 @@ class Session:
             label = _LABELS.get(cls.__name__, cls.__name__)
             raise PreconditionFailed(f"{label} {name!r} does not exist", **{field: name})
         return aggregate
+
+    def names_of(self, cls: type[A]) -> list[str]:
+        """The natural keys (FQNs) of every aggregate of `cls` ever created, sorted: read from
+        the store's log of `cls.Created` events (there is no other list of them). A full read
+        of the log's index by topic: for rare commands (opening an access review of `all`)."""
+        recorder = self._repository.event_store.recorder
+        assert isinstance(recorder, ApplicationRecorder)
+        topic = get_topic(cls.Created)
+        names: set[str] = set()
+        start = 0
+        while True:
+            rows = recorder.select_notifications(
+                start, 1000, topics=[topic], inclusive_of_start=False
+            )
+            for row in rows:
+                names.add(str(json.loads(row.state)["fqn"]))
+                start = row.id
+            if len(rows) < 1000:
+                return sorted(names)
 
     def add(self, aggregate: A) -> A:
         self._aggregates[aggregate.id] = aggregate

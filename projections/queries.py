@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Connection, or_, select
 
 from domain.errors import NotFound
 from domain.names import allows
-from projections import access_history
+from projections import access_history, access_reviews
 from projections import schema as t
 from projections.audit import body_of, utc_text
 from projections.current_access import now_of, subject_access
@@ -27,11 +27,14 @@ from projections.query_params import (
     CheckAccess,
     EnvironmentTags,
     GetAccessRequest,
+    GetAccessReview,
     GetMlRepo,
     GetStorageIntegration,
     GetTeam,
     GetWorkspace,
     ListAccessRequests,
+    ListAccessReviewItems,
+    ListAccessReviews,
     ListClusters,
     ListEnvironments,
     ListMlRepos,
@@ -575,3 +578,16 @@ def _page(rows: list[Row], key: Key, params: Paged[Any]) -> tuple[list[Row], str
         return rows, None
     page = rows[: params.limit]
     return page, json.dumps(list(key(page[-1])), separators=(",", ":"))
+
+
+# --- access reviews (issue 15) ------------------------------------------------------------
+
+QUERIES.update(
+    {
+        "list_access_reviews": Query(ListAccessReviews, access_reviews.list_access_reviews),
+        "get_access_review": Query(GetAccessReview, access_reviews.get_access_review),
+        "list_access_review_items": Query(
+            ListAccessReviewItems, access_reviews.list_access_review_items
+        ),
+    }
+)

@@ -325,3 +325,33 @@ _NAMES: dict[type[Query[Any]], str] = {query: name for name, query in PARAMS.ite
 def name_of(query: Query[Any]) -> str:
     """The name a query is asked by on the bus (`tenantry.query.<name>`)."""
     return _NAMES[type(query)]
+
+
+# --- access reviews (issue 15) ------------------------------------------------------------
+
+
+class ListAccessReviews(Paged[r.AccessReview]):
+    status: Literal["open", "closed"] | None = None
+
+
+class GetAccessReview(Query[r.AccessReview]):
+    name: DnsLabel
+
+
+class ListAccessReviewItems(Paged[r.AccessReviewItem]):
+    """The items of `review` (of every review without it), `status` decided or undecided;
+    with `reviewer`, the items waiting for that user (see `projections.access_reviews`)."""
+
+    order = (("review", str), ("ordinal", int))
+    review: DnsLabel | None = None
+    status: Literal["decided", "undecided"] | None = None
+    reviewer: QuerySubject | None = None
+
+
+REVIEW_QUERIES: dict[str, type[Query[Any]]] = {
+    "list_access_reviews": ListAccessReviews,
+    "get_access_review": GetAccessReview,
+    "list_access_review_items": ListAccessReviewItems,
+}
+PARAMS.update(REVIEW_QUERIES)
+_NAMES.update({query: name for name, query in REVIEW_QUERIES.items()})

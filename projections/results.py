@@ -193,3 +193,65 @@ class AccessRequest(_Result):
     grant_expires_at: datetime | None = None
     # The position of the last event about it.
     position: int
+
+
+# --- access reviews (issue 15) ------------------------------------------------------------
+
+
+class AccessReviewProgress(_Result):
+    items: int
+    decided: int
+    undecided: int
+    kept: int
+    revoked: int
+
+
+class AccessReview(_Result):
+    """A review: its scope, when it is due, what undecided items get, its progress, and the
+    positions and chain hashes of its opening and closing events (what an export covers)."""
+
+    name: str
+    scope: str
+    environment: str | None = None
+    repos: list[str] = Field(default_factory=list)
+    due: datetime
+    on_undecided: str
+    status: str
+    opened_at: datetime
+    opened_by: str
+    opened_position: int
+    opened_hash: str
+    closed_at: datetime | None = None
+    closed_by: str | None = None
+    closed_position: int | None = None
+    closed_hash: str | None = None
+    closed_at_due: bool | None = None
+    progress: AccessReviewProgress
+
+
+class AccessReviewItem(_Result):
+    """An item of a review as snapshotted (a grant, or a team membership), and its decision
+    once taken: who, when, why, whether the system took it (`automatic`), what it did
+    (`outcome`), and the decision event's position and chain hash."""
+
+    review: str
+    item: str
+    ordinal: int
+    kind: str
+    subject: str
+    repo: str | None = None
+    role: Role | None = None
+    granted_by: str | None = None
+    granted_at: datetime | None = None
+    grant_reason: str | None = None
+    expires_at: datetime | None = None
+    team: str | None = None
+    repos: list[str] = Field(default_factory=list)
+    decision: str | None = None
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
+    automatic: bool | None = None
+    outcome: str | None = None
+    decided_position: int | None = None
+    decided_hash: str | None = None

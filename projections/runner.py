@@ -18,7 +18,7 @@ from sqlalchemy import Connection, inspect
 
 from domain.event_log import NotificationLog, Published, read_batch
 from domain.waiting import first_of
-from projections import access, access_requests, audit, directory, temporal_access
+from projections import access, access_requests, access_reviews, audit, directory, temporal_access
 from projections.store import (
     Tracking,
     ViewStore,
@@ -37,6 +37,7 @@ PROJECTORS: tuple[Projector, ...] = (
     audit.apply_batch,
     temporal_access.apply_batch,
     access_requests.apply_batch,
+    access_reviews.apply_batch,
 )
 _MAX_BACKOFF = 30.0
 

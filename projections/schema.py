@@ -409,3 +409,58 @@ HISTORY_INDEXES: tuple[Index, ...] = tuple(
     for index in sorted(table.indexes, key=lambda index: str(index.name))
     if table is not access_holders or str(index.name).endswith("_to")
 )
+
+
+# --- access reviews (projections.access_reviews, issue 15) --------------------------------
+
+# One row per review; times are UTC text as in the audit view.
+access_reviews = Table(
+    "view_access_reviews",
+    metadata,
+    Column("name", String(63), primary_key=True),
+    Column("scope", String(16), nullable=False),
+    Column("environment", String(63), nullable=True),
+    Column("repos", JSON, nullable=False),
+    Column("due", String(32), nullable=False),
+    Column("on_undecided", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # open, closed
+    Column("opened_at", String(32), nullable=False),
+    Column("opened_by", String(300), nullable=False),
+    Column("opened_position", BigInteger, nullable=False),
+    Column("opened_hash", String(64), nullable=False),
+    Column("item_count", Integer, nullable=False),
+    Column("closed_at", String(32), nullable=True),
+    Column("closed_by", String(300), nullable=True),
+    Column("closed_position", BigInteger, nullable=True),
+    Column("closed_hash", String(64), nullable=True),
+    Column("closed_at_due", Boolean, nullable=True),
+)
+
+# Every item of every review as snapshotted, with its decision once taken (the decision's
+# event: position and chain hash, to find it in an export).
+access_review_items = Table(
+    "view_access_review_items",
+    metadata,
+    Column("review", String(63), primary_key=True),
+    Column("ordinal", Integer, primary_key=True),
+    Column("item", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("subject", String(300), nullable=False),
+    Column("repo", String(100), nullable=True),
+    Column("role", String(16), nullable=True),
+    Column("granted_by", String(300), nullable=True),
+    Column("granted_at", String(32), nullable=True),
+    Column("grant_reason", Text, nullable=True),
+    Column("expires_at", String(32), nullable=True),
+    Column("team", String(63), nullable=True),
+    Column("repos", JSON, nullable=False),
+    Column("decision", String(16), nullable=True),
+    Column("decided_by", String(300), nullable=True),
+    Column("decided_at", String(32), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("automatic", Boolean, nullable=True),
+    Column("outcome", Text, nullable=True),
+    Column("decided_position", BigInteger, nullable=True),
+    Column("decided_hash", String(64), nullable=True),
+    Index("ix_view_access_review_items_item", "review", "item", unique=True),
+)

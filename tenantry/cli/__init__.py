@@ -6,11 +6,11 @@ import argparse
 import os
 import sys
 
-from tenantry.cli import access, apply, audit, compliance, get, processes, views
+from tenantry.cli import access, apply, audit, compliance, get, processes, reviews, views
 from tenantry.settings import Settings
 
 # Each module has `register(verbs)`, which adds its parsers with `handler=fn(args, settings)`.
-_GROUPS = [processes, audit, compliance, apply, get, views, access]
+_GROUPS = [processes, audit, compliance, apply, get, views, access, reviews]
 
 
 def parser() -> argparse.ArgumentParser:

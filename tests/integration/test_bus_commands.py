@@ -93,6 +93,16 @@ EVERY_COMMAND: list[tuple[str, dict[str, object]]] = [
         },
     ),
     ("set_repo_access_policy", {"repo": "fraud-models", "approvals": 2, "max_duration": "30d"}),
+    (
+        "open_access_review",
+        {"name": "q4", "scope": {"repos": ["fraud-models"]}, "due": "2999-01-01T00:00:00Z"},
+    ),
+    # i1: team:risk's grant (items by repo, then subject).
+    (
+        "decide_access_review_item",
+        {"review": "q4", "item": "i1", "decision": "keep", "reason": "still on call"},
+    ),
+    ("close_access_review", {"review": "q4"}),
     ("revoke_repo_access", {"repo": "fraud-models", "subject": "team:risk", "reason": "done"}),
     (
         "record_storage_provisioned",

@@ -323,6 +323,18 @@ _SAMPLES: dict[str, dict[str, Any]] = {
     "get_storage_integration": {"name": "s3-main"},
 }
 
+# Views the world leaves empty, and what fills them first (issue 15: access reviews).
+_REVIEW = (
+    "open_access_review",
+    {"name": "q4", "scope": {"all": True}, "due": "2999-01-01T00:00:00Z"},
+)
+_FIRST: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "list_access_reviews": [_REVIEW],
+    "get_access_review": [_REVIEW],
+    "list_access_review_items": [_REVIEW],
+}
+_SAMPLES["get_access_review"] = {"name": "q4"}
+
 
 def _keys(value: Any) -> Any:
     """The shape of an answer: its keys, all the way down (values left out)."""
@@ -338,6 +350,8 @@ async def test_every_answer_is_exactly_its_querys_result_model(views: Views, nam
     """What the server sends is what the one result model declares (no field the client
     would drop, none it would wait for in vain): the model both sides read."""
     last = await views.build_world()
+    for command, body in _FIRST.get(name, []):
+        last = await views.send(command, body)
     sample = _SAMPLES.get(name, {})
     if name == "get_access_request":  # its id is the one its opening answered: listed here
         listed = await views.data("list_access_requests", min_position=last)

@@ -178,6 +178,37 @@ QUERY_BODIES: dict[str, dict[str, Any]] = {
     "get_access_request": {"request": NO_REQUEST},
 }
 
+# --- access reviews (issue 15): a review `fuzz-review` of fraud-models is open in `_world`;
+# decisions and closes name one that does not exist.
+COMMAND_BODIES.update(
+    {
+        "open_access_review": {
+            "name": "fuzz-new-review",
+            "scope": {"repos": ["fraud-models"]},
+            "due": "2099-01-01T00:00:00Z",
+            "on_undecided": "keep",
+        },
+        "decide_access_review_item": {
+            "review": "no-such-review",
+            "item": "i1",
+            "decision": "keep",
+            "reason": "r",
+        },
+        "close_access_review": {"review": "no-such-review"},
+    }
+)
+QUERY_BODIES.update(
+    {
+        "list_access_reviews": {"status": "open"},
+        "get_access_review": {"name": "fuzz-review"},
+        "list_access_review_items": {
+            "review": "fuzz-review",
+            "status": "undecided",
+            "reviewer": ADMIN,
+        },
+    }
+)
+
 MARKER = Path(f"/tmp/tenantry-fuzz-{os.getpid()}-pwned")
 INJECTIONS = [
     "'; DROP TABLE tenantry_events; --",
@@ -378,6 +409,10 @@ def _world(target: Running) -> None:
     target.ok("create_ml_repo", {"name": "fraud-models", "storage_integration": "local"})
     target.ok("create_workspace", {"cluster": "prod-eu", "name": "fraud", "environment": "dev"})
     target.ok("create_team", {"name": "risk", "members": [ADMIN.removeprefix("user:")]})
+    target.ok(
+        "open_access_review",
+        {"name": "fuzz-review", "scope": {"all": True}, "due": "2099-01-01T00:00:00Z"},
+    )
 
 
 def _rss() -> int:

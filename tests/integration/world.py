@@ -198,3 +198,19 @@ CHANGES: list[Step] = [
         ADMIN,
     ),
 ]
+
+# Access reviews (issue 15): a review of fraud-models, one item decided, then closed (i1 is
+# team:risk's grant: items are ordered by repo, then subject).
+CHANGES += [
+    (
+        "open_access_review",
+        {"name": "q4", "scope": {"repos": ["fraud-models"]}, "due": "2999-01-01T00:00:00Z"},
+        ADMIN,
+    ),
+    (
+        "decide_access_review_item",
+        {"review": "q4", "item": "i1", "decision": "keep", "reason": "still on call"},
+        ADMIN,
+    ),
+    ("close_access_review", {"review": "q4"}, ADMIN),
+]

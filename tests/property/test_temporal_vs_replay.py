@@ -177,6 +177,40 @@ governance_commands = st.one_of(
         duration=st.sampled_from(("5m", "1h")),
     ),
 )
+# Access reviews (issue 15): a reviewer's revoke, or a close giving `revoke` to the undecided,
+# ends grants and memberships like a revoke does, in the same transaction as the decision.
+# `r0`, of every repo, is open from the set-up on: its items are i1-i8 (the grants of
+# churn-data then fraud-models, then risk's members), so that decisions find items to decide.
+SETUP.append(
+    (
+        "open_access_review",
+        {"name": "r0", "scope": {"all": True}, "due": START + timedelta(days=3650),
+         "on_undecided": "revoke"},
+    )
+)  # fmt: skip
+reviews = st.sampled_from(("r0", "r0", "r1"))
+open_review = _command(
+    "open_access_review",
+    name=reviews,
+    scope=st.sampled_from(({"all": True}, {"repos": ["fraud-models"]})),
+    due=st.just(START + timedelta(days=3650)),
+    on_undecided=st.sampled_from(("keep", "revoke")),
+)
+decide_item = _command(
+    "decide_access_review_item",
+    review=reviews,
+    item=st.integers(1, 8).map(lambda n: f"i{n}"),
+    decision=st.sampled_from(("keep", "revoke", "revoke")),
+    reason=st.just("quarterly"),
+)
+# Weighted (a decision needs an open review and an item that is not the decider's own).
+commands = st.one_of(
+    commands,
+    open_review,
+    decide_item,
+    decide_item,
+    _command("close_access_review", review=reviews),
+)
 # Seconds to the next command: mostly forward; 0 (a microsecond later); sometimes backward.
 gaps = st.one_of(st.integers(0, 600), st.integers(-300, -1), st.just(0))
 actors = st.sampled_from((ADMIN, ADMIN, "user:bob@example.com", "user:cy@example.com"))

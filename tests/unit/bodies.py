@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from domain.access_request import request_id
@@ -85,6 +86,26 @@ VALID_BODIES: dict[str, dict[str, Any]] = {
     },
 }
 
+# --- access reviews (issue 15): a review `q4` of fraud-models is open in the world below.
+VALID_BODIES.update(
+    {
+        "open_access_review": {
+            "name": "q1",
+            "scope": {"repos": ["fraud-models"]},
+            "due": datetime(2099, 1, 1, tzinfo=UTC),
+            "on_undecided": "keep",
+        },
+        # i2: bob's grant (i1 is ana's, the repo's creator).
+        "decide_access_review_item": {
+            "review": "q4",
+            "item": "i2",
+            "decision": "keep",
+            "reason": "still on the team",
+        },
+        "close_access_review": {"review": "q4"},
+    }
+)
+
 RECORD_COMMANDS = sorted(name for name in VALID_BODIES if name.startswith("record_"))
 USER_COMMANDS = sorted(name for name in VALID_BODIES if not name.startswith("record_"))
 
@@ -109,4 +130,5 @@ def build_world(t: Tenancy) -> Tenancy:
         "request_repo_access", ask, actor="user:alice@example.com", command_id="world-request-alice"
     )
     t.run("request_repo_access", ask, actor=ROOT, command_id="world-request-root")
+    t.run("open_access_review", {**VALID_BODIES["open_access_review"], "name": "q4"})
     return t

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
 
 from domain.access_request import AccessRequest
+from domain.access_review import AccessReview
 from domain.application import Application
 from domain.base import Aggregate, CommandContext
 from domain.cluster import Cluster
@@ -73,6 +74,15 @@ def _busy(tenancy: Tenancy) -> list[Aggregate]:
         actor="user:bo@example.com",
     ).fqn
     t.run("approve_access_request", {"request": request, "comment": "ok"})
+    t.run(
+        "open_access_review",
+        {"name": "q4", "scope": {"all": True}, "due": datetime(2099, 1, 1, tzinfo=UTC)},
+    )
+    t.run(
+        "decide_access_review_item",
+        {"review": "q4", "item": "i1", "decision": "keep", "reason": "needed"},
+        actor="user:root@example.com",  # not ana's own grant
+    )
     return [
         t.aggregate(AccessRequest, request),
         t.aggregate(Environment, "prod"),
@@ -83,6 +93,7 @@ def _busy(tenancy: Tenancy) -> list[Aggregate]:
         t.aggregate(MlRepo, "fraud-models"),
         t.aggregate(Team, "risk"),
         t.aggregate(Seed, "default-environments"),
+        t.aggregate(AccessReview, "q4"),
     ]
 
 

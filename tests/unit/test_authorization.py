@@ -31,12 +31,15 @@ REPO_ADMIN_COMMANDS = [
 ANY_USER_COMMANDS = ["cancel_access_request", "create_ml_repo", "request_repo_access"]
 # Commands on an access request: the admins of its repo may send them too.
 REQUEST_APPROVER_COMMANDS = ["approve_access_request", "deny_access_request"]
+# Decided by the item's reviewers (tests/unit/test_access_reviews.py).
+REVIEWER_COMMANDS = ["decide_access_review_item"]
 # Commands only a tenant admin may send when authorization is on.
 TENANT_ADMIN_COMMANDS = sorted(
     set(USER_COMMANDS)
     - set(REPO_ADMIN_COMMANDS)
     - set(ANY_USER_COMMANDS)
     - set(REQUEST_APPROVER_COMMANDS)
+    - set(REVIEWER_COMMANDS)
 )
 
 

@@ -452,6 +452,7 @@ CREATIONS = [
     "create_ml_repo",
     "create_team",
     "create_workspace",
+    "open_access_review",
     "register_cluster",
     "register_storage_integration",
     "request_repo_access",
