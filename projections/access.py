@@ -11,19 +11,21 @@ from sqlalchemy import ColumnElement, Connection, Table, bindparam, delete
 
 from domain.event_log import Published
 from projections import schema as t
-from projections.store import Raw, upsert
+from projections.store import Raw, Writes
 
 
 def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
+    """The batch's writes are held and run at its end, a run of one statement at a time."""
+    writes = Writes(conn)
     for body, _ in events:
-        _apply(conn, body)
+        _apply(writes, body)
+    writes.flush()
 
 
-def _apply(conn: Connection, body: dict[str, Any]) -> None:
+def _apply(writes: Writes, body: dict[str, Any]) -> None:
     type_, repo, data = body["type"], body["fqn"], body["data"]
     if type_ == "ml_repo.access_granted":
-        upsert(
-            conn,
+        writes.upsert(
             t.grants,
             {
                 "repo": repo,
@@ -39,20 +41,19 @@ def _apply(conn: Connection, body: dict[str, Any]) -> None:
         managed_by = data.get("managed_by")
         if managed_by is None:
             if not new_grant(data):
-                _unmanage(conn, repo, data["subject"])
+                _unmanage(writes, repo, data["subject"])
         else:
-            upsert(
-                conn,
+            writes.upsert(
                 t.grant_managers,
                 {"repo": repo, "subject": data["subject"], "managed_by": managed_by},
             )
     elif type_ == "ml_repo.access_revoked":
-        _DELETE_GRANT.run(conn, {"w_repo": repo, "w_subject": data["subject"]})
-        _unmanage(conn, repo, data["subject"])
+        writes.add(_DELETE_GRANT, {"w_repo": repo, "w_subject": data["subject"]})
+        _unmanage(writes, repo, data["subject"])
     elif type_ == "ml_repo.recreated":
         # A recreated repo starts without grants (its deletion ended them, as events, anyway).
-        conn.execute(delete(t.grants).where(t.grants.c.repo == repo))
-        conn.execute(delete(t.grant_managers).where(t.grant_managers.c.repo == repo))
+        writes.add(_DELETE_REPO_GRANTS, {"w_repo": repo})
+        writes.add(_DELETE_REPO_MANAGERS, {"w_repo": repo})
 
 
 def new_grant(data: dict[str, Any]) -> bool:
@@ -60,8 +61,8 @@ def new_grant(data: dict[str, Any]) -> bool:
     return "previous_role" in data and data["previous_role"] is None
 
 
-def _unmanage(conn: Connection, repo: str, subject: str) -> None:
-    _UNMANAGE.run(conn, {"w_repo": repo, "w_subject": subject})
+def _unmanage(writes: Writes, repo: str, subject: str) -> None:
+    writes.add(_UNMANAGE, {"w_repo": repo, "w_subject": subject})
 
 
 # Built once, run on the driver's cursor: run for most events of a busy tenancy (a statement
@@ -72,3 +73,7 @@ def _where_key(table: Table) -> tuple[ColumnElement[bool], ...]:
 
 _DELETE_GRANT = Raw(delete(t.grants).where(*_where_key(t.grants)))
 _UNMANAGE = Raw(delete(t.grant_managers).where(*_where_key(t.grant_managers)))
+_DELETE_REPO_GRANTS = Raw(delete(t.grants).where(t.grants.c.repo == bindparam("w_repo")))
+_DELETE_REPO_MANAGERS = Raw(
+    delete(t.grant_managers).where(t.grant_managers.c.repo == bindparam("w_repo"))
+)

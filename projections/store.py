@@ -250,6 +250,9 @@ class Raw:
         self._statement = statement
         self._keys = list(keys)
         self._compiled: dict[tuple[str, Any], _Compiled] = {}
+        # The table an INSERT, UPDATE or DELETE writes (`Writes` keeps each table's order).
+        written = getattr(statement, "table", None)
+        self.table: str | None = written.name if isinstance(written, Table) else None
 
     def _sql(self, conn: Connection) -> _Compiled:
         translate = conn.get_execution_options().get("schema_translate_map")
@@ -295,6 +298,38 @@ class Raw:
             cursor.executemany(compiled.sql, [compiled.values(row) for row in rows])
         finally:
             cursor.close()
+
+
+class Writes:
+    """A view's writes for one batch of events, held and run at the batch's end (`flush`):
+    each table's statements in the order they were given, a run of one statement (the same
+    upsert for a hundred workspaces) in one driver call, not one call per event.
+
+    Only each table's own order is kept: no statement writes two tables, and no view's rows
+    refer to another table's. A handler that reads a table flushes it first (`flush(table)`)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._queues: dict[str, list[tuple[Raw, list[Mapping[str, Any]]]]] = {}
+
+    def add(self, statement: Raw, params: Mapping[str, Any]) -> None:
+        if statement.table is None:
+            raise ValueError("only a statement that writes one table can be held")
+        queue = self._queues.setdefault(statement.table, [])
+        if queue and queue[-1][0] is statement:
+            queue[-1][1].append(params)
+        else:
+            queue.append((statement, [params]))
+
+    def upsert(self, table: Table, values: Mapping[str, Any]) -> None:
+        """`upsert`, held."""
+        self.add(_upsert_statement(self.conn.dialect.name, table, tuple(values)), values)
+
+    def flush(self, table: Table | None = None) -> None:
+        """Run what is held (for `table` only, if given)."""
+        for name in [table.name] if table is not None else list(self._queues):
+            for statement, rows in self._queues.pop(name, ()):
+                statement.run_many(self.conn, rows)
 
 
 @dataclass(frozen=True)
