@@ -22,13 +22,14 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
-from sqlalchemy.schema import CreateSchema
+from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 from sqlalchemy.sql.expression import Executable
 
 from domain.event_log import ZERO_HASH
@@ -108,18 +109,32 @@ class ViewStore:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def create_tables(self) -> None:
-        """Create the schema (if one is named), the tables and the tracking row, if missing."""
+    def create_tables(self, *, history_indexes: bool = True) -> None:
+        """Create the schema (if one is named), the tables and the tracking row, if missing.
+
+        `history_indexes=False` (a rebuild, which builds them at its end): the tables it creates
+        are made without the indexes only queries read (`schema.HISTORY_INDEXES`)."""
         if self._tables_created:
             return
         with self._base_engine.begin() as conn:
             if self._schema:
                 conn.execute(CreateSchema(self._schema, if_not_exists=True))
-        schema.metadata.create_all(self.engine)
+        later = {str(index.name) for index in schema.HISTORY_INDEXES}
         with self.write() as conn:
-            # (A rebuild cut short leaves its store without them.)
-            for index in schema.HISTORY_INDEXES:
-                index.create(conn, checkfirst=True)
+            # One look at what exists, not one per table and index: a rebuild's fixed cost.
+            present = set(inspect(conn).get_table_names(schema=self._schema))
+            for table in schema.metadata.sorted_tables:
+                if table.name in present:
+                    continue
+                conn.execute(CreateTable(table))
+                for index in sorted(table.indexes, key=lambda index: str(index.name)):
+                    if history_indexes or str(index.name) not in later:
+                        conn.execute(CreateIndex(index))
+            if history_indexes:
+                # (A rebuild cut short leaves its store without them.)
+                for index in schema.HISTORY_INDEXES:
+                    if index.table is not None and index.table.name in present:
+                        index.create(conn, checkfirst=True)
             insert = _insert_for(conn)(schema.tracking).values(
                 name=_TRACKING_NAME, position=0, hash=ZERO_HASH
             )
