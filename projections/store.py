@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
-from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
+from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable, DropIndex
 from sqlalchemy.sql.expression import Executable
 
 from domain.event_log import ZERO_HASH
@@ -144,13 +144,27 @@ class ViewStore:
     def drop_history_indexes(self) -> None:
         """Drop the indexes only queries read (`schema.HISTORY_INDEXES`): for a rebuild."""
         with self.write() as conn:
+            present = self._history_indexes_present(conn)
             for index in schema.HISTORY_INDEXES:
-                index.drop(conn, checkfirst=True)
+                if index.name in present:
+                    conn.execute(DropIndex(index))
 
     def create_history_indexes(self) -> None:
         with self.write() as conn:
+            present = self._history_indexes_present(conn)
             for index in schema.HISTORY_INDEXES:
-                index.create(conn, checkfirst=True)
+                if index.name not in present:
+                    conn.execute(CreateIndex(index))
+
+    def _history_indexes_present(self, conn: Connection) -> set[str]:
+        """Which of `schema.HISTORY_INDEXES` exist: one look per table, not one per index."""
+        inspector = inspect(conn)
+        tables = {index.table.name for index in schema.HISTORY_INDEXES if index.table is not None}
+        return {
+            str(found["name"])
+            for table in sorted(tables)
+            for found in inspector.get_indexes(table, schema=self._schema)
+        }
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
