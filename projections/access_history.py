@@ -23,7 +23,19 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, Table, and_, bindparam, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Connection,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    union_all,
+)
 
 from projections import schema as t
 from projections.schema import DIRECT
@@ -38,27 +50,62 @@ _REPORTED = ("repo", "subject", "role", "granted_at", "granted_by", "reason", "v
 
 
 def in_force(conn: Connection, moment: str, repo: str | None, subject: str | None) -> list[Row]:
-    """`access_report`'s rows at `moment` (fixed-width UTC text), sorted."""
+    """`access_report`'s rows at `moment` (fixed-width UTC text), sorted: one statement."""
     params = {"moment": moment, "repo": repo, "subject": subject}
-    found = [
-        dict(row._mapping)
-        for table in ("open", "ended")
-        for row in conn.execute(_in_force(table, repo is not None, subject is not None), params)
-    ]
-    grants, members = _overlapping(conn, moment, moment, repo, subject)
-    for grant in grants:
-        for member in members.get(grant["subject"], ()):
-            if grant.get("to_position") is None and member["to_position"] is None:
-                continue  # in force still: a row of the open table, read above
-            found.append(
-                {
-                    **{name: grant[name] for name in _REPORTED},
-                    "subject": member["member"],
-                    "via": grant["subject"],
-                }
-            )
+    statement = _report(repo is not None, subject is not None)
+    found = [dict(row._mapping) for row in conn.execute(statement, params)]
     found.sort(key=lambda row: (row["repo"], row["subject"], row["via"]))
     return found
+
+
+@functools.cache
+def _report(by_repo: bool, by_subject: bool) -> CompoundSelect[Any]:
+    """The rows in force at :moment (by :repo, :subject), as one UNION ALL: the stored rows
+    (open, and ended after :moment) and the members' rows through a holder's grant that the
+    view no longer stores, the overlap of a grant and a membership both in force at :moment
+    (those where both are open still are rows of the open table: the first part)."""
+    stored = [_in_force(table, by_repo, by_subject) for table in ("open", "ended")]
+    members = [
+        _members_in_force(grant_ended, membership_ended, by_repo, by_subject)
+        for grant_ended, membership_ended in ((True, False), (False, True), (True, True))
+    ]
+    return union_all(*stored, *members)
+
+
+def _members_in_force(
+    grant_ended: bool, membership_ended: bool, by_repo: bool, by_subject: bool
+) -> Select[Any]:
+    """Members' rows at :moment through a direct grant of their holder (open or ended) and a
+    membership (open or ended), each searched as `_in_force` and `_memberships` search."""
+    grants = t.access_ended if grant_ended else t.access_open
+    g, h = grants.c, t.access_holders.c
+    where = [g.via == DIRECT, h.holder == g.subject, _unindexed(h.from_at) <= bindparam("moment")]
+    if grant_ended:
+        where += [g.to_at > bindparam("moment"), _unindexed(g.from_at) <= bindparam("moment")]
+    else:
+        where.append(g.from_at <= bindparam("moment"))
+    where.append(h.to_at > bindparam("moment") if membership_ended else h.to_position.is_(None))
+    if by_repo:
+        where.append(g.repo == bindparam("repo"))
+    if by_subject:
+        where.append(h.member == bindparam("subject"))
+    else:
+        where.append(_holder(_unindexed(g.subject)))
+    columns = [
+        g.repo,
+        h.member.label("subject"),
+        g.role,
+        g.granted_at,
+        g.granted_by,
+        g.reason,
+        g.subject.label("via"),
+    ]
+    return (
+        select(*columns)
+        .select_from(grants)
+        .join(t.access_holders, h.holder == g.subject)
+        .where(*where)
+    )
 
 
 @functools.cache

@@ -15,29 +15,37 @@ from sqlalchemy import Connection, Table, bindparam, delete, func, insert, selec
 from domain.event_log import Published
 from projections import schema as t
 from projections.event_handlers import EventHandlers
-from projections.store import Raw, upsert
+from projections.store import Raw, Writes
 
 Body = dict[str, Any]
-_Handler = Callable[[Connection, Body], None]
+_Handler = Callable[[Writes, Body], None]
 _HANDLERS: EventHandlers[_Handler] = EventHandlers()
 _on = _HANDLERS.on
 
 
 def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
+    """The batch's writes are held and run at its end, a run of one statement at a time."""
+    writes = Writes(conn)
     for body, _ in events:
         handler = _HANDLERS.get(body["type"])
         if handler is not None:
-            handler(conn, body)
+            handler(writes, body)
+    writes.flush()
+
+
+@functools.lru_cache(maxsize=64)
+def _delete_by(table: Table, *keys: str) -> Raw:
+    """DELETE FROM `table` WHERE each of `keys` = :w_<key>, built once."""
+    return Raw(delete(table).where(*(table.c[key] == bindparam(f"w_{key}") for key in keys)))
 
 
 # --- environments -------------------------------------------------------------------------
 
 
 @_on("environment.created", "environment.recreated", "environment.updated")
-def _environment(conn: Connection, body: Body) -> None:
+def _environment(writes: Writes, body: Body) -> None:
     data = body["data"]
-    upsert(
-        conn,
+    writes.upsert(
         t.environments,
         {
             "name": body["fqn"],
@@ -47,29 +55,25 @@ def _environment(conn: Connection, body: Body) -> None:
         },
     )
     # (Events stored before environments asked for approvals read as 0.)
-    upsert(
-        conn,
+    writes.upsert(
         t.environment_approvals,
         {"name": body["fqn"], "access_approvals": data.get("access_approvals", 0)},
     )
 
 
 @_on("environment.deleted")
-def _environment_deleted(conn: Connection, body: Body) -> None:
-    conn.execute(delete(t.environments).where(t.environments.c.name == body["fqn"]))
-    conn.execute(
-        delete(t.environment_approvals).where(t.environment_approvals.c.name == body["fqn"])
-    )
+def _environment_deleted(writes: Writes, body: Body) -> None:
+    writes.add(_delete_by(t.environments, "name"), {"w_name": body["fqn"]})
+    writes.add(_delete_by(t.environment_approvals, "name"), {"w_name": body["fqn"]})
 
 
 # --- clusters -----------------------------------------------------------------------------
 
 
 @_on("cluster.registered", "cluster.reregistered")
-def _cluster(conn: Connection, body: Body) -> None:
+def _cluster(writes: Writes, body: Body) -> None:
     data, name = body["data"], body["fqn"]
-    upsert(
-        conn,
+    writes.upsert(
         t.clusters,
         {
             "name": name,
@@ -78,25 +82,24 @@ def _cluster(conn: Connection, body: Body) -> None:
             "labels": data["labels"],
         },
     )
-    _clear_cluster_environments(conn, name)
+    _clear_cluster_environments(writes, name)
     for ordinal, environment in enumerate(data["environments"]):
-        conn.execute(
-            t.cluster_environments.insert().values(
-                cluster=name, environment=environment, ordinal=ordinal
-            )
+        writes.add(
+            _INSERT_CLUSTER_ENVIRONMENT,
+            {"cluster": name, "environment": environment, "ordinal": ordinal},
         )
 
 
 @_on("cluster.environment_added")
-def _cluster_environment_added(conn: Connection, body: Body) -> None:
+def _cluster_environment_added(writes: Writes, body: Body) -> None:
     name = body["fqn"]
-    last = conn.execute(
+    writes.flush(t.cluster_environments)  # (read below)
+    last = writes.conn.execute(
         select(func.max(t.cluster_environments.c.ordinal)).where(
             t.cluster_environments.c.cluster == name
         )
     ).scalar()
-    upsert(
-        conn,
+    writes.upsert(
         t.cluster_environments,
         {
             "cluster": name,
@@ -107,34 +110,36 @@ def _cluster_environment_added(conn: Connection, body: Body) -> None:
 
 
 @_on("cluster.environment_removed")
-def _cluster_environment_removed(conn: Connection, body: Body) -> None:
-    conn.execute(
-        delete(t.cluster_environments).where(
-            t.cluster_environments.c.cluster == body["fqn"],
-            t.cluster_environments.c.environment == body["data"]["environment"],
-        )
+def _cluster_environment_removed(writes: Writes, body: Body) -> None:
+    writes.add(
+        _delete_by(t.cluster_environments, "cluster", "environment"),
+        {"w_cluster": body["fqn"], "w_environment": body["data"]["environment"]},
     )
 
 
 @_on("cluster.deregistered")
-def _cluster_deregistered(conn: Connection, body: Body) -> None:
-    conn.execute(delete(t.clusters).where(t.clusters.c.name == body["fqn"]))
-    _clear_cluster_environments(conn, body["fqn"])
+def _cluster_deregistered(writes: Writes, body: Body) -> None:
+    writes.add(_delete_by(t.clusters, "name"), {"w_name": body["fqn"]})
+    _clear_cluster_environments(writes, body["fqn"])
 
 
-def _clear_cluster_environments(conn: Connection, cluster: str) -> None:
-    conn.execute(delete(t.cluster_environments).where(t.cluster_environments.c.cluster == cluster))
+def _clear_cluster_environments(writes: Writes, cluster: str) -> None:
+    writes.add(_delete_by(t.cluster_environments, "cluster"), {"w_cluster": cluster})
+
+
+_INSERT_CLUSTER_ENVIRONMENT = Raw(
+    insert(t.cluster_environments), ("cluster", "environment", "ordinal")
+)
 
 
 # --- workspaces and applications ----------------------------------------------------------
 
 
 @_on("workspace.created", "workspace.recreated")
-def _workspace(conn: Connection, body: Body) -> None:
+def _workspace(writes: Writes, body: Body) -> None:
     data, fqn = body["data"], body["fqn"]
     cluster, _, name = fqn.partition(":")
-    upsert(
-        conn,
+    writes.upsert(
         t.workspaces,
         {
             "fqn": fqn,
@@ -146,18 +151,18 @@ def _workspace(conn: Connection, body: Body) -> None:
             "status": "pending",
         },
     )
-    _failure(conn, "workspace", body)
+    _failure(writes, "workspace", body)
 
 
 @_on("workspace.environment_set")
-def _workspace_environment_set(conn: Connection, body: Body) -> None:
-    _update_workspace(conn, body, environment=body["data"]["environment"])
+def _workspace_environment_set(writes: Writes, body: Body) -> None:
+    _update_workspace(writes, body, environment=body["data"]["environment"])
 
 
 @_on("workspace.updated")
-def _workspace_updated(conn: Connection, body: Body) -> None:
+def _workspace_updated(writes: Writes, body: Body) -> None:
     data = body["data"]
-    _update_workspace(conn, body, labels=data["labels"], annotations=data["annotations"])
+    _update_workspace(writes, body, labels=data["labels"], annotations=data["annotations"])
 
 
 _WORKSPACE_STATUS = {
@@ -169,19 +174,19 @@ _WORKSPACE_STATUS = {
 
 
 @_on(*_WORKSPACE_STATUS)
-def _workspace_status(conn: Connection, body: Body) -> None:
-    _update_workspace(conn, body, status=_WORKSPACE_STATUS[body["type"]])
-    _failure(conn, "workspace", body)
+def _workspace_status(writes: Writes, body: Body) -> None:
+    _update_workspace(writes, body, status=_WORKSPACE_STATUS[body["type"]])
+    _failure(writes, "workspace", body)
 
 
-def _failure(conn: Connection, kind: str, body: Body) -> None:
+def _failure(writes: Writes, kind: str, body: Body) -> None:
     """Keep the worker's reason while the thing is failed; forget it on any other status."""
     if body["type"].endswith(".created"):
         return  # a first creation: nothing to forget
-    _FORGET_FAILURE.run(conn, {"w_kind": kind, "w_name": body["fqn"]})
+    writes.add(_FORGET_FAILURE, {"w_kind": kind, "w_name": body["fqn"]})
     if body["type"].endswith("_failed"):
         detail = str(body["data"].get("detail") or "no reason given")
-        _INSERT_FAILURE.run(conn, {"kind": kind, "name": body["fqn"], "detail": detail})
+        writes.add(_INSERT_FAILURE, {"kind": kind, "name": body["fqn"], "detail": detail})
 
 
 # The statements run for most events, built once and run on the driver's cursor (`Raw`):
@@ -200,30 +205,29 @@ def _update_by_key(table: Table, key: str, columns: tuple[str, ...]) -> Raw:
     return Raw(update(table).where(table.c[key] == bindparam("w_key")), columns)
 
 
-def _update_workspace(conn: Connection, body: Body, **values: Any) -> None:
-    _update_by_key(t.workspaces, "fqn", tuple(values)).run(conn, {**values, "w_key": body["fqn"]})
+def _update_workspace(writes: Writes, body: Body, **values: Any) -> None:
+    writes.add(_update_by_key(t.workspaces, "fqn", tuple(values)), {**values, "w_key": body["fqn"]})
 
 
 @_on("application.registered", "application.reregistered")
-def _application(conn: Connection, body: Body) -> None:
+def _application(writes: Writes, body: Body) -> None:
     fqn = body["fqn"]
     workspace, _, name = fqn.rpartition(":")
-    upsert(conn, t.applications, {"fqn": fqn, "workspace": workspace, "name": name})
+    writes.upsert(t.applications, {"fqn": fqn, "workspace": workspace, "name": name})
 
 
 @_on("application.removed")
-def _application_removed(conn: Connection, body: Body) -> None:
-    conn.execute(delete(t.applications).where(t.applications.c.fqn == body["fqn"]))
+def _application_removed(writes: Writes, body: Body) -> None:
+    writes.add(_delete_by(t.applications, "fqn"), {"w_fqn": body["fqn"]})
 
 
 # --- storage integrations and ML repos ----------------------------------------------------
 
 
 @_on("storage_integration.registered", "storage_integration.reregistered")
-def _storage_integration(conn: Connection, body: Body) -> None:
+def _storage_integration(writes: Writes, body: Body) -> None:
     data = body["data"]
-    upsert(
-        conn,
+    writes.upsert(
         t.storage_integrations,
         {
             "name": body["fqn"],
@@ -235,15 +239,14 @@ def _storage_integration(conn: Connection, body: Body) -> None:
 
 
 @_on("storage_integration.removed")
-def _storage_integration_removed(conn: Connection, body: Body) -> None:
-    conn.execute(delete(t.storage_integrations).where(t.storage_integrations.c.name == body["fqn"]))
+def _storage_integration_removed(writes: Writes, body: Body) -> None:
+    writes.add(_delete_by(t.storage_integrations, "name"), {"w_name": body["fqn"]})
 
 
 @_on("ml_repo.created", "ml_repo.recreated")
-def _ml_repo(conn: Connection, body: Body) -> None:
+def _ml_repo(writes: Writes, body: Body) -> None:
     data = body["data"]
-    upsert(
-        conn,
+    writes.upsert(
         t.ml_repos,
         {
             "name": body["fqn"],
@@ -253,12 +256,12 @@ def _ml_repo(conn: Connection, body: Body) -> None:
             "status": "pending",
         },
     )
-    _failure(conn, "ml_repo", body)
+    _failure(writes, "ml_repo", body)
 
 
 @_on("ml_repo.updated")
-def _ml_repo_updated(conn: Connection, body: Body) -> None:
-    _update_repo(conn, body, description=body["data"]["description"])
+def _ml_repo_updated(writes: Writes, body: Body) -> None:
+    _update_repo(writes, body, description=body["data"]["description"])
 
 
 _REPO_STATUS = {
@@ -270,42 +273,38 @@ _REPO_STATUS = {
 
 
 @_on(*_REPO_STATUS)
-def _ml_repo_status(conn: Connection, body: Body) -> None:
+def _ml_repo_status(writes: Writes, body: Body) -> None:
     status = _REPO_STATUS[body["type"]]
     if status == "failed" and body["data"].get("removal"):
         status = "deletion_failed"  # a deleted repo whose storage could not be removed
-    _update_repo(conn, body, status=status)
-    _failure(conn, "ml_repo", body)
+    _update_repo(writes, body, status=status)
+    _failure(writes, "ml_repo", body)
 
 
-def _update_repo(conn: Connection, body: Body, **values: Any) -> None:
-    _update_by_key(t.ml_repos, "name", tuple(values)).run(conn, {**values, "w_key": body["fqn"]})
+def _update_repo(writes: Writes, body: Body, **values: Any) -> None:
+    writes.add(_update_by_key(t.ml_repos, "name", tuple(values)), {**values, "w_key": body["fqn"]})
 
 
 # --- teams --------------------------------------------------------------------------------
 
 
 @_on("team.created")
-def _team(conn: Connection, body: Body) -> None:
+def _team(writes: Writes, body: Body) -> None:
     name = body["fqn"]
-    upsert(conn, t.teams, {"name": name})
-    conn.execute(delete(t.team_members).where(t.team_members.c.team == name))
+    writes.upsert(t.teams, {"name": name})
+    writes.add(_delete_by(t.team_members, "team"), {"w_team": name})
     for user in body["data"]["members"]:
-        upsert(conn, t.team_members, {"team": name, "user": user})
+        writes.upsert(t.team_members, {"team": name, "user": user})
 
 
 @_on("team.member_added")
-def _team_member_added(conn: Connection, body: Body) -> None:
-    upsert(conn, t.team_members, {"team": body["fqn"], "user": body["data"]["user"]})
+def _team_member_added(writes: Writes, body: Body) -> None:
+    writes.upsert(t.team_members, {"team": body["fqn"], "user": body["data"]["user"]})
 
 
 @_on("team.member_removed")
-def _team_member_removed(conn: Connection, body: Body) -> None:
-    _REMOVE_MEMBER.run(conn, {"w_team": body["fqn"], "w_user": body["data"]["user"]})
-
-
-_REMOVE_MEMBER = Raw(
-    delete(t.team_members).where(
-        t.team_members.c.team == bindparam("w_team"), t.team_members.c.user == bindparam("w_user")
+def _team_member_removed(writes: Writes, body: Body) -> None:
+    writes.add(
+        _delete_by(t.team_members, "team", "user"),
+        {"w_team": body["fqn"], "w_user": body["data"]["user"]},
     )
-)

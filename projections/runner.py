@@ -194,13 +194,13 @@ def rebuild(
     """Build every view from position zero into `new_store`, which must be empty (a store
     beside the live one: swap it in when this returns); return its runner, caught up, to keep
     it going. The indexes only queries read are built once, at the end."""
-    new_store.create_tables()
+    new_store.create_tables(history_indexes=False)
     tracking = new_store.tracking()
     if tracking.position != 0:
         raise ValueError(
             f"rebuild needs an empty view store; this one is at position {tracking.position}"
         )
-    new_store.drop_history_indexes()
+    new_store.drop_history_indexes()  # (tables made before, by a rebuild cut short)
     runner = ProjectionRunner(recorder, new_store, batch_size=batch_size)
     consumed = runner.catch_up()
     new_store.create_history_indexes()

@@ -399,15 +399,23 @@ access_clock = Table(
 
 
 # Indexes that only queries read, never the views as they apply events: those of the audit view,
-# of ended rows and of ended memberships. A rebuild into a fresh store drops them while it loads
-# and builds each once at the end (`projections.runner.rebuild`): one sort instead of an insert
-# at a random place per row, so that a rebuild's cost per event does not grow with the history
-# already written.
+# of ended rows, of ended memberships and of open rows by when they began. A rebuild into a fresh
+# store makes its tables without them and builds each once at the end
+# (`projections.runner.rebuild`): one sort instead of an insert at a random place per row, so
+# that a rebuild's cost per event does not grow with the history already written.
+def _read_by_queries_only(table: Table, index: Index) -> bool:
+    if table is access_holders:
+        return str(index.name).endswith("_to")
+    if table is access_open:
+        return str(index.name) == "ix_view_access_open_from"
+    return True
+
+
 HISTORY_INDEXES: tuple[Index, ...] = tuple(
     index
-    for table in (audit_events, access_ended, access_holders)
+    for table in (audit_events, access_ended, access_holders, access_open)
     for index in sorted(table.indexes, key=lambda index: str(index.name))
-    if table is not access_holders or str(index.name).endswith("_to")
+    if _read_by_queries_only(table, index)
 )
 
 

@@ -8,6 +8,7 @@ tracking row included, so an answer's `position` is the one its data was read at
 from __future__ import annotations
 
 import functools
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,14 +23,15 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
-from sqlalchemy.schema import CreateSchema
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable, DropIndex
+from sqlalchemy.sql.expression import Executable, Insert
 
 from domain.clock import Clock, system_clock
 from domain.event_log import ZERO_HASH
@@ -112,18 +114,32 @@ class ViewStore:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def create_tables(self) -> None:
-        """Create the schema (if one is named), the tables and the tracking row, if missing."""
+    def create_tables(self, *, history_indexes: bool = True) -> None:
+        """Create the schema (if one is named), the tables and the tracking row, if missing.
+
+        `history_indexes=False` (a rebuild, which builds them at its end): the tables it creates
+        are made without the indexes only queries read (`schema.HISTORY_INDEXES`)."""
         if self._tables_created:
             return
         with self._base_engine.begin() as conn:
             if self._schema:
                 conn.execute(CreateSchema(self._schema, if_not_exists=True))
-        schema.metadata.create_all(self.engine)
+        later = {str(index.name) for index in schema.HISTORY_INDEXES}
         with self.write() as conn:
-            # (A rebuild cut short leaves its store without them.)
-            for index in schema.HISTORY_INDEXES:
-                index.create(conn, checkfirst=True)
+            # One look at what exists, not one per table and index: a rebuild's fixed cost.
+            present = set(inspect(conn).get_table_names(schema=self._schema))
+            for table in schema.metadata.sorted_tables:
+                if table.name in present:
+                    continue
+                conn.execute(CreateTable(table))
+                for index in sorted(table.indexes, key=lambda index: str(index.name)):
+                    if history_indexes or str(index.name) not in later:
+                        conn.execute(CreateIndex(index))
+            if history_indexes:
+                # (A rebuild cut short leaves its store without them.)
+                for index in schema.HISTORY_INDEXES:
+                    if index.table is not None and index.table.name in present:
+                        index.create(conn, checkfirst=True)
             insert = _insert_for(conn)(schema.tracking).values(
                 name=_TRACKING_NAME, position=0, hash=ZERO_HASH
             )
@@ -133,13 +149,27 @@ class ViewStore:
     def drop_history_indexes(self) -> None:
         """Drop the indexes only queries read (`schema.HISTORY_INDEXES`): for a rebuild."""
         with self.write() as conn:
+            present = self._history_indexes_present(conn)
             for index in schema.HISTORY_INDEXES:
-                index.drop(conn, checkfirst=True)
+                if index.name in present:
+                    conn.execute(DropIndex(index))
 
     def create_history_indexes(self) -> None:
         with self.write() as conn:
+            present = self._history_indexes_present(conn)
             for index in schema.HISTORY_INDEXES:
-                index.create(conn, checkfirst=True)
+                if index.name not in present:
+                    conn.execute(CreateIndex(index))
+
+    def _history_indexes_present(self, conn: Connection) -> set[str]:
+        """Which of `schema.HISTORY_INDEXES` exist: one look per table, not one per index."""
+        inspector = inspect(conn)
+        tables = {index.table.name for index in schema.HISTORY_INDEXES if index.table is not None}
+        return {
+            str(found["name"])
+            for table in sorted(tables)
+            for found in inspector.get_indexes(table, schema=self._schema)
+        }
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -255,6 +285,9 @@ class Raw:
         self._statement = statement
         self._keys = list(keys)
         self._compiled: dict[tuple[str, Any], _Compiled] = {}
+        # The table an INSERT, UPDATE or DELETE writes (`Writes` keeps each table's order).
+        written = getattr(statement, "table", None)
+        self.table: str | None = written.name if isinstance(written, Table) else None
 
     def _sql(self, conn: Connection) -> _Compiled:
         translate = conn.get_execution_options().get("schema_translate_map")
@@ -277,7 +310,9 @@ class Raw:
                     processors[name] = process
                 if not bind.required:  # a literal of the statement, as `via == DIRECT`
                     defaults[name] = process(bind.value) if process else bind.value
-            found = self._compiled[key] = _Compiled(compiled.string, defaults, processors)
+            found = self._compiled[key] = _Compiled(
+                compiled.string, defaults, processors, _copy_of(self._statement, compiled.string)
+            )
         return found
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -297,9 +332,67 @@ class Raw:
         compiled = self._sql(conn)
         cursor = conn.connection.cursor()
         try:
-            cursor.executemany(compiled.sql, [compiled.values(row) for row in rows])
+            if compiled.copy is None:
+                cursor.executemany(compiled.sql, [compiled.values(row) for row in rows])
+                return
+            # PostgreSQL, a plain INSERT: COPY, measured quicker than executemany (pipelined)
+            # and than multi-row INSERTs for a rebuild (docs/benchmarks.md, session 5).
+            command, names = compiled.copy
+            with cursor.copy(command) as copy:
+                for row in rows:
+                    values = compiled.values(row)
+                    copy.write_row([values[name] for name in names])
         finally:
             cursor.close()
+
+
+class Writes:
+    """A view's writes for one batch of events, held and run at the batch's end (`flush`):
+    each table's statements in the order they were given, a run of one statement (the same
+    upsert for a hundred workspaces) in one driver call, not one call per event.
+
+    Only each table's own order is kept: no statement writes two tables, and no view's rows
+    refer to another table's. A handler that reads a table flushes it first (`flush(table)`)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._queues: dict[str, list[tuple[Raw, list[Mapping[str, Any]]]]] = {}
+
+    def add(self, statement: Raw, params: Mapping[str, Any]) -> None:
+        if statement.table is None:
+            raise ValueError("only a statement that writes one table can be held")
+        queue = self._queues.setdefault(statement.table, [])
+        if queue and queue[-1][0] is statement:
+            queue[-1][1].append(params)
+        else:
+            queue.append((statement, [params]))
+
+    def upsert(self, table: Table, values: Mapping[str, Any]) -> None:
+        """`upsert`, held."""
+        self.add(_upsert_statement(self.conn.dialect.name, table, tuple(values)), values)
+
+    def flush(self, table: Table | None = None) -> None:
+        """Run what is held (for `table` only, if given)."""
+        for name in [table.name] if table is not None else list(self._queues):
+            for statement, rows in self._queues.pop(name, ()):
+                statement.run_many(self.conn, rows)
+
+
+_PARAMETER = re.compile(r"%\((\w+)\)s(?:::\w+(?:\(\d+\))?)?")
+
+
+def _copy_of(statement: Executable, sql: str) -> tuple[str, list[str]] | None:
+    """For a plain INSERT of one row on PostgreSQL (no ON CONFLICT, no RETURNING, no literals):
+    the COPY command that loads the same columns, and the parameters in its column order."""
+    if not isinstance(statement, Insert) or "%(" not in sql:
+        return None
+    into, _, values = sql.partition(" VALUES ")
+    names = _PARAMETER.findall(values)  # each maybe cast (`::BIGINT`): COPY casts to the column
+    if not into.startswith("INSERT INTO ") or _PARAMETER.sub("?", values) != (
+        f"({', '.join('?' * len(names))})"
+    ):
+        return None
+    return f"COPY {into.removeprefix('INSERT INTO ')} FROM STDIN", names
 
 
 @dataclass(frozen=True)
@@ -307,6 +400,7 @@ class _Compiled:
     sql: str
     defaults: dict[str, Any]  # the statement's own literals
     processors: dict[str, Callable[[Any], Any]]  # by parameter, where its type has one
+    copy: tuple[str, list[str]] | None = None  # (PostgreSQL) COPY command, its parameters
 
     def values(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
         if self.processors:

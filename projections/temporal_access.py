@@ -31,6 +31,7 @@ first event after T"."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,7 +44,7 @@ from projections.access import new_grant
 from projections.audit import utc_text_of
 from projections.event_handlers import EventHandlers
 from projections.schema import DIRECT
-from projections.store import Raw
+from projections.store import Raw, Writes
 
 Body = dict[str, Any]
 
@@ -81,7 +82,7 @@ def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
     with one driver call per kind of statement."""
     if not events:
         return
-    batch = _Batch(conn)
+    batch = _Batch(conn, events)
     clock = _READ_CLOCK.run(conn, {})
     started = latest = clock[0][0] if clock else None
     for body, _ in events:
@@ -167,18 +168,21 @@ _END_HOLDING = _Ending(subject="w_subject", via="w_via")
 _GRANTS_OF = _Ending(subject="w_subject", via=DIRECT)  # (read, not ended)
 
 _holder_open = text(t.OPEN)  # as the partial index of open holders says it
-_MEMBERSHIP = Raw(
-    select(_holders.member).where(
-        _holders.holder == bindparam("w_holder"),
-        _holders.member == bindparam("w_member"),
-        _holder_open,
+# The current members of the holders a batch names, read once at its start, up to 512 holders
+# a statement (SQLite takes 999 parameters in older builds).
+_CHUNK = 512
+
+
+@functools.cache
+def _members_of(count: int) -> Raw:
+    """The open memberships of :w_0 … :w_<count - 1> (a power of two, the last name repeated
+    to fill it: ten statements to compile at most)."""
+    holders: list[Any] = [bindparam(f"w_{i}") for i in range(count)]
+    return Raw(
+        select(_holders.holder, _holders.member).where(_holders.holder.in_(holders), _holder_open)
     )
-)
-_MEMBERS = Raw(
-    select(_holders.member)
-    .where(_holders.holder == bindparam("w_holder"), _holder_open)
-    .order_by(_holders.member)
-)
+
+
 _INSERT_HOLDER = Raw(
     insert(t.access_holders),
     ("holder", "member", "from_position", "from_at", "added_by", "added_event", "added_reason"),
@@ -212,7 +216,7 @@ def _granted(batch: _Batch, body: Body, change: _Change) -> None:
     # Those who hold this subject's grants (a team's members, a workspace's applications):
     # a member's row through the subject exists only while the subject's own row does, so
     # after a new grant (not a new role) there is none to look up.
-    for member in _members(batch.conn, subject):
+    for member in batch.members(subject):
         batch.begin(change, grant, repo, member, subject, role, fresh=not replaced)
 
 
@@ -293,10 +297,12 @@ def _application_removed(batch: _Batch, body: Body, change: _Change) -> None:
 
 def _join(batch: _Batch, change: _Change, holder: str, member: str) -> None:
     """`member` holds `holder`'s grants from now: one row per grant `holder` has."""
-    if _MEMBERSHIP.run(batch.conn, {"w_holder": holder, "w_member": member}):
+    members = batch.members_of(holder)
+    if member in members:
         return
-    _INSERT_HOLDER.run(
-        batch.conn,
+    members.add(member)
+    batch.writes.add(
+        _INSERT_HOLDER,
         {
             "holder": holder,
             "member": member,
@@ -323,14 +329,29 @@ def _leave(batch: _Batch, change: _Change, holder: str, member: str) -> None:
         "removed_event": change.event,
         "removed_reason": change.reason,
     }
-    _END_HOLDER.run(batch.conn, {"w_holder": holder, "w_member": member, **ended})
+    members = batch.members_of(holder)
+    if member in members:
+        members.discard(member)
+        batch.writes.add(_END_HOLDER, {"w_holder": holder, "w_member": member, **ended})
     batch.end(_END_HOLDING, {"w_subject": member, "w_via": holder}, change)
 
 
-def _members(conn: Connection, holder: str) -> list[str]:
-    if not holder.startswith(("team:", "workspace:")):
-        return []
-    return [member for (member,) in _MEMBERS.run(conn, {"w_holder": holder})]
+def _holders_named(events: Sequence[Published]) -> set[str]:
+    """The holders (teams, workspaces) whose members the handlers of `events` look at."""
+    named = set()
+    for body, _ in events:
+        type_ = body["type"]
+        if type_ == "ml_repo.access_granted":
+            named.add(body["data"]["subject"])
+        elif type_.startswith("team."):
+            named.add(f"team:{body['fqn']}")
+        elif type_.startswith("application."):
+            named.add(f"workspace:{body['fqn'].rpartition(':')[0]}")
+    return {holder for holder in named if _is_holder(holder)}
+
+
+def _is_holder(subject: str) -> bool:
+    return subject.startswith(("team:", "workspace:"))
 
 
 # --- rows ---------------------------------------------------------------------------------
@@ -344,13 +365,36 @@ class _Batch:
     with their end). A lookup of open rows reads the stored ones, less those ended in the batch,
     and the batch's own; a row begun and ended within the batch never reaches the open table."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, events: Sequence[Published]) -> None:
         self.conn = conn
+        # The holders' memberships, written at the end; their current members, read at the
+        # start for every holder the batch names and kept here as the batch changes them.
+        self.writes = Writes(conn)
+        self._members: dict[str, set[str]] = {}
+        named = sorted(_holders_named(events))
+        for start in range(0, len(named), _CHUNK):
+            chunk = named[start : start + _CHUNK]
+            for holder in chunk:
+                self._members[holder] = set()
+            count = 1 << (len(chunk) - 1).bit_length()
+            names = {f"w_{i}": chunk[min(i, len(chunk) - 1)] for i in range(count)}
+            for holder, member in _members_of(count).run(conn, names):
+                self._members[holder].add(member)
         self._opened: dict[_Key, dict[str, Any]] = {}
         # The batch's open rows by subject, by via and by repo.
         self._by: dict[str, dict[str, set[_Key]]] = {"subject": {}, "via": {}, "repo": {}}
         self._gone: set[_Key] = set()  # stored open rows ended in this batch
         self._ended: list[dict[str, Any]] = []  # direct rows ended, whole
+
+    def members_of(self, holder: str) -> set[str]:
+        """The current members of `holder` (a team or a workspace the batch names), as the
+        batch has changed them so far."""
+        return self._members[holder]
+
+    def members(self, subject: str) -> list[str]:
+        """Those who hold `subject`'s grants now: a team's members, a workspace's
+        applications; none for another subject."""
+        return sorted(self._members[subject]) if _is_holder(subject) else []
 
     def begin(
         self,
@@ -452,3 +496,4 @@ class _Batch:
         )
         _INSERT_ENDED.run_many(self.conn, self._ended)
         _INSERT_ROW.run_many(self.conn, list(self._opened.values()))
+        self.writes.flush()

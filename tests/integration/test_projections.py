@@ -324,6 +324,39 @@ class ProjectionContract:
             ("staging", {"cluster": "prod-eu"}),
         ]
 
+    def test_a_batch_reads_what_it_wrote_before(
+        self, service: TenancyService, store: ViewStore, runner: ProjectionRunner
+    ) -> None:
+        # One batch: the writes are held to its end, and the ordinal of an environment added
+        # is read from the rows the same batch wrote (registered, then two added, one removed).
+        self.send(
+            service,
+            [
+                (
+                    "register_cluster",
+                    {
+                        "name": "cl-one",
+                        "region": "r",
+                        "provider": "generic",
+                        "environments": ["prod"],
+                    },
+                    ADMIN,
+                ),
+                ("add_cluster_environment", {"cluster": "cl-one", "environment": "staging"}, ADMIN),
+                ("add_cluster_environment", {"cluster": "cl-one", "environment": "dev"}, ADMIN),
+                (
+                    "remove_cluster_environment",
+                    {"cluster": "cl-one", "environment": "staging"},
+                    ADMIN,
+                ),
+                ("add_cluster_environment", {"cluster": "cl-one", "environment": "staging"}, ADMIN),
+            ],
+        )
+        assert runner.catch_up() == service.recorder.max_notification_id()
+        assert runner.catch_up() == 0  # all of it in the one batch above
+        (cluster,) = query(store, "list_clusters")
+        assert cluster["environments"] == ["prod", "dev", "staging"]
+
     # --- exactly once -----------------------------------------------------------------------
 
     def test_catching_up_again_changes_nothing(
