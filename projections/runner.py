@@ -48,8 +48,10 @@ log = structlog.get_logger("tenantry.projections")
 
 class Progress:
     """Lets coroutines wait until the runner has applied another batch, and tells them, without a
-    read, what it knows: the last position it applied (another runner on the same store may be
-    further: a lower bound), and whether it is applying a batch now."""
+    read, what it knows: the last position it applied, and whether it is applying a batch now.
+    The store may be further (another runner on it) or, right after views were swapped in
+    (`projections.swap`), behind it until the runner's next batch: a reader that trusts
+    `position` checks the position its answer was read at (`behind` corrects it)."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
@@ -57,9 +59,13 @@ class Progress:
         self.applying = False
 
     def notify(self, position: int) -> None:
-        self.position = max(self.position, position)
+        self.position = position
         event, self._event = self._event, asyncio.Event()
         event.set()
+
+    def behind(self, position: int) -> None:
+        """The store was read at `position`, behind what this runner last applied."""
+        self.position = min(self.position, position)
 
     def next_batch(self) -> asyncio.Event:
         """An event set when the next batch is applied. Take it *before* looking at the

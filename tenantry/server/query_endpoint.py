@@ -142,11 +142,21 @@ class QueryEndpoint:
         try:
             params = self._parse(name, msg.data)
             wanted = params.min_position
+            found: Answer | None = None
             if (
-                wanted is not None
-                and not self._applied_here(wanted)
-                and await self._run(self._position) < wanted
+                wanted is None
+                or self._applied_here(wanted)
+                or await self._run(self._position) >= wanted
             ):
+                found = await self._run(answer_query, self._store, name, params)
+                if wanted is not None and found.position < wanted:
+                    # The store is behind what was known of it: views swapped in since (their
+                    # runner goes on from their own position). Wait, as any reader behind.
+                    if self._progress is not None:
+                        self._progress.behind(found.position)
+                    found = None
+            if found is None:
+                assert wanted is not None
                 if len(self._waiting) >= self._max_waiting:
                     raise QueryTimeout(
                         f"{len(self._waiting)} readers are waiting for positions already: "
@@ -157,7 +167,6 @@ class QueryEndpoint:
                 self._waiting.add(waiter)
                 waiter.add_done_callback(self._waiting.discard)
                 return
-            found = await self._run(answer_query, self._store, name, params)
             body, headers = wire.ok_reply(found.reply())
             _fits(body, self._nc.max_payload, found)
         except Exception as exc:
