@@ -162,8 +162,8 @@ class TenancyService(EventSourcedApplication[UUID]):
             else:
                 touched |= decision.touched
                 group.append((index, decision))
-        if len(group) == 1:
-            alone.insert(0, group.pop()[0])
+        # A group of one (a lone command) is saved as decided, like a bigger group: deciding
+        # it again alone would double its cost. A clash sends it to `handle`, as any group.
         if group:
             events = [item for _, d in group for item in (*d.events, d.record)]
             try:

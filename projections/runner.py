@@ -29,6 +29,10 @@ from projections.store import (
 
 # A view's part of a batch: applies the published event bodies, in log order, on `conn`.
 Projector = Callable[[Connection, Sequence[Published]], None]
+# The rows this process just committed, right after a store position and up to a limit, as a
+# log to read them from: exactly what reading the store there would give first; None when the
+# rows held don't start right there (`tenantry.log.recent`, handed over with each commit).
+TakeRows = Callable[[int, int], NotificationLog | None]
 # Each view reads only its own tables: their order does not matter, and each takes the whole
 # batch at once (one audit insert per batch, the temporal view's clock read once).
 PROJECTORS: tuple[Projector, ...] = (
@@ -45,14 +49,25 @@ log = structlog.get_logger("tenantry.projections")
 
 
 class Progress:
-    """Lets coroutines wait until the runner has applied another batch."""
+    """Lets coroutines wait until the runner has applied another batch, and tells them, without a
+    read, what it knows: the last position it applied, and whether it is applying a batch now.
+    The store may be further (another runner on it) or, right after views were swapped in
+    (`projections.swap`), behind it until the runner's next batch: a reader that trusts
+    `position` checks the position its answer was read at (`behind` corrects it)."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.position = 0
+        self.applying = False
 
-    def notify(self) -> None:
+    def notify(self, position: int) -> None:
+        self.position = position
         event, self._event = self._event, asyncio.Event()
         event.set()
+
+    def behind(self, position: int) -> None:
+        """The store was read at `position`, behind what this runner last applied."""
+        self.position = min(self.position, position)
 
     def next_batch(self) -> asyncio.Event:
         """An event set when the next batch is applied. Take it *before* looking at the
@@ -68,6 +83,7 @@ class ProjectionRunner:
         *,
         batch_size: int = 500,
         projectors: Sequence[Projector] = PROJECTORS,
+        take_rows: TakeRows | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -75,7 +91,9 @@ class ProjectionRunner:
         self._store = store
         self._batch_size = batch_size
         self._projectors = tuple(projectors)
+        self._take_rows = take_rows
         self.progress = Progress()
+        self._applied = 0  # the position the last batch applied here reached
         self._layout_checked = False
 
     def position(self) -> int:
@@ -102,7 +120,10 @@ class ProjectionRunner:
         with self._store.write() as conn:
             # Read under the lock: another runner on this store may just have moved it.
             before = read_tracking(conn, lock=True)
-            batch = read_batch(self._recorder, before.position, before.hash, size)
+            # The rows just committed in this process when they are the next ones (once
+            # caught up, the usual case): not read back from the event store.
+            taken = self._take_rows(before.position, size) if self._take_rows else None
+            batch = read_batch(taken or self._recorder, before.position, before.hash, size)
             if not batch.read:
                 return 0
             for project in self._projectors:
@@ -111,6 +132,7 @@ class ProjectionRunner:
             write_tracking(conn, before, after)
             if batch.events:
                 write_last_event(conn, batch.events[-1].body["position"], batch.hash)
+        self._applied = after.position
         log.debug(
             "projection.applied",
             notifications=batch.read,
@@ -118,6 +140,14 @@ class ProjectionRunner:
             ms=round((time.perf_counter() - started) * 1000, 2),
         )
         return batch.read
+
+    async def _applying(self) -> int:
+        """`catch_up` of one batch in a worker thread, `progress.applying` meanwhile."""
+        self.progress.applying = True
+        try:
+            return await asyncio.to_thread(self.catch_up, self._batch_size)
+        finally:
+            self.progress.applying = False
 
     async def run(
         self, stop: asyncio.Event, wakeup: asyncio.Event, poll_interval: float = 0.25
@@ -131,7 +161,7 @@ class ProjectionRunner:
             # Cleared before looking, so a wakeup during the batch is not lost.
             wakeup.clear()
             try:
-                consumed = await asyncio.to_thread(self.catch_up, self._batch_size)
+                consumed = await self._applying()
             except Exception:
                 failures += 1
                 delay = min(poll_interval * 2**failures, _MAX_BACKOFF)
@@ -142,7 +172,7 @@ class ProjectionRunner:
                 log.info("projection.recovered", failures=failures)
                 failures = 0
             if consumed:
-                self.progress.notify()
+                self.progress.notify(self._applied)
             if consumed < self._batch_size:  # the log held no more when read: until a commit
                 await first_of(wakeup, stop, within=poll_interval)
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    bindparam,
     create_engine,
     event,
     inspect,
@@ -210,28 +211,19 @@ class ViewStore:
 
 def read_tracking(conn: Connection, *, lock: bool = False) -> Tracking:
     """The tracking row; `lock` holds it until the transaction ends (PostgreSQL)."""
-    statement = select(schema.tracking.c.position, schema.tracking.c.hash).where(
-        schema.tracking.c.name == _TRACKING_NAME
-    )
-    if lock:
-        statement = statement.with_for_update()
-    row = conn.execute(statement).one_or_none()
-    if row is None:
+    rows = (_READ_TRACKING_LOCKED if lock else _READ_TRACKING).run(conn, {})
+    if not rows:
         raise RuntimeError("the view store has no tracking row: call create_tables() first")
-    return Tracking(int(row.position), str(row.hash))
+    position, chain_hash = rows[0]
+    return Tracking(int(position), str(chain_hash))
 
 
 def write_tracking(conn: Connection, before: Tracking, after: Tracking) -> None:
     """Move the tracking row from `before` to `after`; refuse if someone else moved it."""
-    result = conn.execute(
-        update(schema.tracking)
-        .where(
-            schema.tracking.c.name == _TRACKING_NAME,
-            schema.tracking.c.position == before.position,
-        )
-        .values(position=after.position, hash=after.hash)
+    moved = _WRITE_TRACKING.count(
+        conn, {"before": before.position, "position": after.position, "hash": after.hash}
     )
-    if result.rowcount != 1:
+    if moved != 1:
         raise RuntimeError(
             f"the views' tracking position moved from {before.position} under this transaction"
         )
@@ -325,6 +317,16 @@ class Raw:
         finally:
             cursor.close()
 
+    def count(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        """Execute with `params`; how many rows it changed (an UPDATE or DELETE)."""
+        compiled = self._sql(conn)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(compiled.sql, compiled.values(params))
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
     def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row of `rows`, in one driver call."""
         if not rows:
@@ -411,6 +413,24 @@ class _Compiled:
         return {**self.defaults, **params} if self.defaults else params
 
 
+# The tracking statements run once per batch applied (a commit of one event, once caught up):
+# raw, like the views' hot statements.
+_TRACKING_ROW = select(schema.tracking.c.position, schema.tracking.c.hash).where(
+    schema.tracking.c.name == _TRACKING_NAME
+)
+_READ_TRACKING = Raw(_TRACKING_ROW)
+_READ_TRACKING_LOCKED = Raw(_TRACKING_ROW.with_for_update())
+_WRITE_TRACKING = Raw(
+    update(schema.tracking)
+    .where(
+        schema.tracking.c.name == _TRACKING_NAME,
+        schema.tracking.c.position == bindparam("before"),
+    )
+    .values(position=bindparam("position"), hash=bindparam("hash")),
+    ("position", "hash"),
+)
+
+
 def _insert_for(conn: Connection) -> Any:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
@@ -472,4 +492,8 @@ def _take_over_transactions(engine: Engine, *, scratch: bool = False) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get(_WRITE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # On the driver's connection: SQLAlchemy's statement machinery would cost more than
+        # the BEGIN itself, on every transaction (one per commit applied, once caught up).
+        conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+            "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        )

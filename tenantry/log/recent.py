@@ -1,13 +1,16 @@
-"""The rows this process just committed, handed to the relay so it need not read them back.
+"""The rows this process just committed, handed to the relay and the views' runner so they need
+not read them back.
 
-The saving thread hands them over on the event loop with the wake-up (`tenantry.server.wakeups`).
+The saving thread hands them over on the event loop with the wake-up (`tenantry.server.wakeups`);
+the relay takes them on the loop, the runner in its worker thread (hence the lock).
 They stand in for a read of the store only where they are exactly what that read would give: the
-rows right after the relay's position, with no position missing. Anything else (rows another
-process committed, a relay that lags or has just started, a resync) is read from the store as
+rows right after the follower's position, with no position missing. Anything else (rows another
+process committed, a follower that lags or has just started, a resync) is read from the store as
 before, so store order and exactly-once are decided the same way they always were."""
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Sequence
 
@@ -21,17 +24,24 @@ class RecentCommits:
     def __init__(self, limit: int = 4000) -> None:
         self._rows: deque[Notification] = deque()
         self._limit = limit
+        self._lock = threading.Lock()
 
     def hand(self, rows: Sequence[Notification]) -> None:
         """Rows of one commit (on the event loop, in commit order)."""
-        if len(self._rows) + len(rows) > self._limit:
-            self._rows.clear()
-        self._rows.extend(sorted(rows, key=lambda row: row.id))
+        ordered = sorted(rows, key=lambda row: row.id)
+        with self._lock:
+            if len(self._rows) + len(ordered) > self._limit:
+                self._rows.clear()
+            self._rows.extend(ordered)
 
     def take(self, position: int, limit: int) -> TakenRows | None:
         """The rows right after store `position`, up to `limit` and to the first missing
         position: what reading the store there would start with. None if the rows held don't
         start right there (read the store)."""
+        with self._lock:
+            return self._take(position, limit)
+
+    def _take(self, position: int, limit: int) -> TakenRows | None:
         rows = self._rows
         while rows and rows[0].id <= position:
             rows.popleft()  # published already (read from the store, or taken before)

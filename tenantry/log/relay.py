@@ -37,6 +37,7 @@ from domain.event_log import (
 )
 from domain.waiting import first_of
 from tenantry.log.batches import (
+    ATOMIC_BATCH_MAX,
     Batch,
     Chained,
     Pipeline,
@@ -87,6 +88,10 @@ class Relay:
         self._atomic = False
         self._replicas = replicas
         self._batch_size = batch_size
+        # The first page read when not publishing already (started, or idle until a backlog
+        # came): one atomic batch's worth, so that publishing starts while the next, whole
+        # page is read, not after a whole page was read with nothing in flight.
+        self._first_page = min(batch_size, ATOMIC_BATCH_MAX)
         self._poll_interval = poll_interval
         self.wakeup = wakeup or asyncio.Event()
         # The rows this process commits, handed over with `wakeup` (see `tenantry.log.recent`).
@@ -187,7 +192,7 @@ class Relay:
                 if ahead is None:
                     last_id, batches, next_tail, full = self._just_committed(
                         cursor, tail
-                    ) or await self._read_ahead(cursor, tail)
+                    ) or await self._read_ahead(cursor, tail, self._first_page)
                 else:
                     last_id, batches, next_tail, full = await ahead
                 ahead = None
@@ -243,12 +248,13 @@ class Relay:
         await _dropped(ahead)
 
     def _read_ahead(
-        self, cursor: int, tail: Tail
+        self, cursor: int, tail: Tail, limit: int | None = None
     ) -> asyncio.Task[tuple[int | None, list[Batch], Tail, bool]]:
-        """The page after `cursor`, read in a worker thread. The wake-up is cleared before
-        the read starts, so a commit after it (the read may miss it) keeps it set."""
+        """The page after `cursor` (at most `limit` rows, else a whole page), read in a worker
+        thread. The wake-up is cleared before the read starts, so a commit after it (the read
+        may miss it) keeps it set."""
         self.wakeup.clear()
-        return asyncio.create_task(asyncio.to_thread(self._prepare, cursor, tail))
+        return asyncio.create_task(asyncio.to_thread(self._prepare, cursor, tail, None, limit))
 
     def _just_committed(
         self, cursor: int, tail: Tail
@@ -327,16 +333,17 @@ class Relay:
             pause = min(max(pause * 2, 0.1), 5.0)  # a server away for long: ask less often
 
     def _prepare(
-        self, cursor: int, tail: Tail, rows: TakenRows | None = None
+        self, cursor: int, tail: Tail, rows: TakenRows | None = None, limit: int | None = None
     ) -> tuple[int | None, list[Batch], Tail, bool]:
         """Read the next page after `cursor` (from the store, in a worker thread so the event
         loop keeps receiving acks meanwhile; or from `rows` just committed, which are that
         page) and build its batches. The returned tail assumes they land; the flag says
         whether the page was full (more may be waiting)."""
-        page = read_batch(rows or self._recorder, cursor, tail.hash, self._batch_size)
+        limit = limit or self._batch_size
+        page = read_batch(rows or self._recorder, cursor, tail.hash, limit)
         events = [Chained(subject_of(e.body), e.payload, e.body["position"]) for e in page.events]
         last_id = page.position if page.read else None
-        full = page.read == self._batch_size
+        full = page.read == limit
         if not events:
             # Nothing to send: the tail stays as it is (with its sequence, if a check gave one).
             return last_id, [], tail, full

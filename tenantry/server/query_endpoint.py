@@ -19,7 +19,7 @@ from domain.event_log import NotificationLog
 from domain.waiting import first_of
 from projections.queries import QUERIES, Answer, answer_query
 from projections.query_params import QueryParams
-from projections.runner import Progress, ProjectionRunner
+from projections.runner import Progress, ProjectionRunner, TakeRows
 from projections.store import ViewStore
 from tenantry.audit.proofs import PROOF_QUERIES
 from tenantry.log.agreement import ChainAgreement
@@ -142,7 +142,21 @@ class QueryEndpoint:
         try:
             params = self._parse(name, msg.data)
             wanted = params.min_position
-            if wanted is not None and await self._run(self._position) < wanted:
+            found: Answer | None = None
+            if (
+                wanted is None
+                or self._applied_here(wanted)
+                or await self._run(self._position) >= wanted
+            ):
+                found = await self._run(answer_query, self._store, name, params)
+                if wanted is not None and found.position < wanted:
+                    # The store is behind what was known of it: views swapped in since (their
+                    # runner goes on from their own position). Wait, as any reader behind.
+                    if self._progress is not None:
+                        self._progress.behind(found.position)
+                    found = None
+            if found is None:
+                assert wanted is not None
                 if len(self._waiting) >= self._max_waiting:
                     raise QueryTimeout(
                         f"{len(self._waiting)} readers are waiting for positions already: "
@@ -153,7 +167,6 @@ class QueryEndpoint:
                 self._waiting.add(waiter)
                 waiter.add_done_callback(self._waiting.discard)
                 return
-            found = await self._run(answer_query, self._store, name, params)
             body, headers = wire.ok_reply(found.reply())
             _fits(body, self._nc.max_payload, found)
         except Exception as exc:
@@ -232,6 +245,10 @@ class QueryEndpoint:
         params: QueryParams = query.params.model_validate_json(data or b"{}")
         return params
 
+    def _applied_here(self, position: int) -> bool:
+        """Whether the runner in this process has applied `position` (known without a read)."""
+        return self._progress is not None and self._progress.position >= position
+
     async def _wait_for(self, position: int, within: float | None, request: Request) -> bool:
         """Until the views have applied `position` (True), or `within` seconds (5 by default)
         passed (a `timeout` error), or the sender stopped waiting first (False)."""
@@ -241,6 +258,8 @@ class QueryEndpoint:
         look_again = _FIRST_LOOK
         while True:
             next_batch = self._progress.next_batch() if self._progress else None
+            if self._applied_here(position):
+                return True
             reached = await self._run(self._position)
             if reached >= position:
                 return True
@@ -260,8 +279,12 @@ class QueryEndpoint:
                         timeout=limit,
                     )
                 )
-            if self._wakeup is not None:
-                self._wakeup.set()  # an idle runner here looks at the log now
+            if self._wakeup is not None and not (self._progress and self._progress.applying):
+                # An idle runner here looks at the log now. Not one applying a batch: it looks
+                # again anyway if a commit here came since (its wake-up), or this reader, after
+                # that batch, sets it then (a look now would be a second, empty transaction,
+                # competing with this very answer).
+                self._wakeup.set()
             if next_batch is not None:
                 await first_of(next_batch, self._closing, within=remaining)
             else:
@@ -289,6 +312,7 @@ async def serve_views(
     poll_interval: float = 0.25,
     metrics: Metrics | None = None,
     chain_check_every: float = 5.0,
+    take_rows: TakeRows | None = None,
 ) -> None:
     """Feed the views from `recorder` and answer queries on `nc` until `stop` is set; then stop
     taking queries, answer those taken, and let the runner finish its batch. Every
@@ -296,9 +320,10 @@ async def serve_views(
     (`tenantry.log.agreement`).
 
     `wakeup` is set by whoever knows the log has grown (a save in this process, a PostgreSQL
-    NOTIFY); the runner also polls every `poll_interval` seconds."""
+    NOTIFY); the runner also polls every `poll_interval` seconds. `take_rows` gives it the rows
+    this process commits (handed over with the wake-up), which it then need not read back."""
     await asyncio.to_thread(store.create_tables)
-    runner = ProjectionRunner(recorder, store)
+    runner = ProjectionRunner(recorder, store, take_rows=take_rows)
     endpoint = QueryEndpoint(
         nc,
         store,

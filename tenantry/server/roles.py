@@ -114,7 +114,8 @@ async def projections_role(
     metrics: Metrics,
 ) -> None:
     """The read models, fed from the event store, and the queries on tenantry.query.*."""
-    wakeup = followed.woken_on_save()
+    recent = RecentCommits()
+    wakeup = followed.woken_on_save(recent)
     store = await asyncio.to_thread(open_view_store, settings)
     try:
         async with asyncio.TaskGroup() as tasks:
@@ -129,6 +130,7 @@ async def projections_role(
                 wakeup,
                 poll_interval=settings.poll_interval,
                 metrics=metrics,
+                take_rows=recent.take,
             )
     finally:
         store.close()
