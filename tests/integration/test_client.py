@@ -45,7 +45,12 @@ from tenantry.sdk.results import (
 from tenantry.server.command_endpoint import CommandEndpoint
 from tenantry.server.nats_server import NatsServer
 from tests.integration.conftest import Bus
-from tests.integration.test_bus_commands import EVERY_COMMAND, EXPECTED_REFUSALS
+from tests.integration.test_bus_commands import (
+    ACTORS,
+    EVERY_COMMAND,
+    EXPECTED_REFUSALS,
+    LAST_REQUEST,
+)
 from tests.integration.views import Views
 
 ADMIN = "user:root@example.com"
@@ -65,19 +70,33 @@ def stored(bus: Bus) -> int:
 
 
 async def test_every_command_has_a_typed_method_that_the_service_accepts(
-    bus: Bus, client: Client
+    bus: Bus, client: Client, nats_server: NatsServer
 ) -> None:
-    for name, body in EVERY_COMMAND:
-        method = getattr(client, name)
-        if name in EXPECTED_REFUSALS:
-            with pytest.raises(TenantryError) as refused:
-                await method(**body)
-            assert refused.value.code == EXPECTED_REFUSALS[name]
-            continue
-        reply = await method(**body)
-        assert isinstance(reply, CommandReply), name
-        assert reply.events and not reply.replayed, name
-        assert reply.position == stored(bus) == client.position, name
+    # The steps another user sends (asking for access), each through a client of their own.
+    others = {
+        actor: await Client.connect(nats_server.url, actor=actor) for actor in ACTORS.values()
+    }
+    last_request = None
+    try:
+        for name, body in EVERY_COMMAND:
+            sender = others.get(ACTORS.get(name, ""), client)
+            method = getattr(sender, name)
+            if body.get("request") == LAST_REQUEST:
+                body = {**body, "request": last_request}
+            if name in EXPECTED_REFUSALS:
+                with pytest.raises(TenantryError) as refused:
+                    await method(**body)
+                assert refused.value.code == EXPECTED_REFUSALS[name]
+                continue
+            reply = await method(**body)
+            assert isinstance(reply, CommandReply), name
+            assert reply.events and not reply.replayed, name
+            assert reply.position == stored(bus) == sender.position, name
+            if name == "request_repo_access":
+                last_request = reply.fqn
+    finally:
+        for other in others.values():
+            await other.close()
 
 
 async def test_models_are_sent_and_queries_answer_their_result_model(client: Client) -> None:
