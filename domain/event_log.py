@@ -140,7 +140,10 @@ def published(notification: Notification, prev_hash: str) -> Published:
     canonical = canonical_json(body)
     digest = hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
     payload = canonical[:-1] + chain_suffix(prev_hash, digest)
-    return Published({**body, "prev_hash": prev_hash, "hash": digest}, payload)
+    # `body` is this call's own dict: completed in place, not copied (a rebuild chains every
+    # event of the log through here).
+    body["prev_hash"], body["hash"] = prev_hash, digest
+    return Published(body, payload)
 
 
 def chained_body(notification: Notification, prev_hash: str) -> dict[str, Any]:
