@@ -35,7 +35,6 @@ from domain.event_log import (
     read_batch,
     subject_of,
 )
-from domain.waiting import first_of
 from tenantry.log.batches import (
     ATOMIC_BATCH_MAX,
     Batch,
@@ -187,64 +186,70 @@ class Relay:
         log.info("relay.resumed", position=tail.position)
         cursor = tail.position
         ahead: asyncio.Task[tuple[int | None, list[Batch], Tail, bool]] | None = None
-        while not stop.is_set():
-            try:
-                if ahead is None:
-                    last_id, batches, next_tail, full = self._just_committed(
-                        cursor, tail
-                    ) or await self._read_ahead(cursor, tail, self._first_page)
-                else:
-                    last_id, batches, next_tail, full = await ahead
-                ahead = None
-                if full:
-                    # A backlog: read on while this page is published, as if it lands (else
-                    # dropped). Not when caught up: a read then would only compete with the
-                    # publish for the interpreter, adding to the latency of a single event.
-                    assert last_id is not None
-                    ahead = self._read_ahead(last_id, next_tail)
-                await self._publish(batches, last_id)
-                tail = next_tail
-                if last_id is not None:
-                    cursor = self.position = last_id
-                    if time.monotonic() < self._next_check:
+        stopping = asyncio.create_task(_set_on(stop, self.wakeup))
+        try:
+            while not stop.is_set():
+                try:
+                    if ahead is None:
+                        last_id, batches, next_tail, full = self._just_committed(
+                            cursor, tail
+                        ) or await self._read_ahead(cursor, tail, self._first_page)
+                    else:
+                        last_id, batches, next_tail, full = await ahead
+                    ahead = None
+                    if full:
+                        # A backlog: read on while this page is published, as if it lands (else
+                        # dropped). Not when caught up: a read then would only compete with the
+                        # publish for the interpreter, adding to the latency of a single event.
+                        assert last_id is not None
+                        ahead = self._read_ahead(last_id, next_tail)
+                    await self._publish(batches, last_id)
+                    tail = next_tail
+                    if last_id is not None:
+                        cursor = self.position = last_id
+                        if time.monotonic() < self._next_check:
+                            continue
+                    healed = await self._audit_if_due()
+                    if healed is not None:
+                        await _dropped(ahead)
+                        ahead = None
+                        tail, cursor = healed, healed.position
+                        self.position = cursor
                         continue
-                healed = await self._audit_if_due()
-                if healed is not None:
+                    if last_id is not None:
+                        continue
+                except PersistenceError as exc:
+                    # The store can't be read (its database is restarting): nothing of this page
+                    # was sent; read again after a pause.
                     await _dropped(ahead)
                     ahead = None
-                    tail, cursor = healed, healed.position
-                    self.position = cursor
+                    log.warning("relay.store_failed", error=f"{type(exc).__name__}: {exc}")
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(self._poll_interval, 1.0)):
+                            await stop.wait()
                     continue
-                if last_id is not None:
+                except (APIError, TimeoutError, ConnectionError, NatsError) as exc:
+                    # Someone else published (a second relay), the server hiccuped, or the
+                    # connection dropped (nats-server restarted): the stream is the truth, read
+                    # where it stands (as soon as the server answers) and go on from there.
+                    self._pipeline.forget()
+                    await _dropped(ahead)
+                    ahead = None
+                    log.warning("relay.resync", error=f"{type(exc).__name__}: {exc}")
+                    resynced = await self._resync(stop)
+                    if resynced is None:
+                        break
+                    tail = resynced
+                    cursor = tail.position
                     continue
-            except PersistenceError as exc:
-                # The store can't be read (its database is restarting): nothing of this page
-                # was sent; read again after a pause.
-                await _dropped(ahead)
-                ahead = None
-                log.warning("relay.store_failed", error=f"{type(exc).__name__}: {exc}")
+                # Nothing more was there when last read: until a commit (or the poll interval).
+                # The wake-up itself is awaited (`stopping` sets it on `stop`): a commit resumes
+                # this task in one turn of the loop, not the three of a wait on either event.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(self._poll_interval, 1.0)):
-                        await stop.wait()
-                continue
-            except (APIError, TimeoutError, ConnectionError, NatsError) as exc:
-                # Someone else published (a second relay), the server hiccuped, or the
-                # connection dropped (nats-server restarted): the stream is the truth, read
-                # where it stands (as soon as the server answers) and go on from there.
-                self._pipeline.forget()
-                await _dropped(ahead)
-                ahead = None
-                log.warning("relay.resync", error=f"{type(exc).__name__}: {exc}")
-                resynced = await self._resync(stop)
-                if resynced is None:
-                    break
-                tail = resynced
-                cursor = tail.position
-                continue
-            # Nothing more was there when last read: until a commit (or the poll interval).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval):
-                    await first_of(self.wakeup, stop)
+                    async with asyncio.timeout(self._poll_interval):
+                        await self.wakeup.wait()
+        finally:
+            await _dropped(stopping)
         await _dropped(ahead)
 
     def _read_ahead(
@@ -381,6 +386,12 @@ class Relay:
         if refused:
             raise refused[0]  # resync: the stream is read again
         log.debug("relay.published", events=stored, batches=len(acks))
+
+
+async def _set_on(stop: asyncio.Event, wakeup: asyncio.Event) -> None:
+    """Set `wakeup` once `stop` is: a follower waiting on its wake-up alone also stops."""
+    await stop.wait()
+    wakeup.set()
 
 
 async def _dropped(task: asyncio.Task[_T] | None) -> None:
