@@ -35,6 +35,7 @@ from domain.event_log import (
     read_batch,
     subject_of,
 )
+from domain.waiting import set_on
 from tenantry.log.batches import (
     ATOMIC_BATCH_MAX,
     Batch,
@@ -186,7 +187,7 @@ class Relay:
         log.info("relay.resumed", position=tail.position)
         cursor = tail.position
         ahead: asyncio.Task[tuple[int | None, list[Batch], Tail, bool]] | None = None
-        stopping = asyncio.create_task(_set_on(stop, self.wakeup))
+        stopping = asyncio.create_task(set_on(stop, self.wakeup))
         try:
             while not stop.is_set():
                 try:
@@ -386,12 +387,6 @@ class Relay:
         if refused:
             raise refused[0]  # resync: the stream is read again
         log.debug("relay.published", events=stored, batches=len(acks))
-
-
-async def _set_on(stop: asyncio.Event, wakeup: asyncio.Event) -> None:
-    """Set `wakeup` once `stop` is: a follower waiting on its wake-up alone also stops."""
-    await stop.wait()
-    wakeup.set()
 
 
 async def _dropped(task: asyncio.Task[_T] | None) -> None:
