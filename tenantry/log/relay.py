@@ -191,10 +191,17 @@ class Relay:
         try:
             while not stop.is_set():
                 try:
+                    # Whether the page is all this process just committed (and nothing else
+                    # handed over waits): then the store holds nothing of ours after it, and a
+                    # read now would only compete with the event's way to its consumers; rows
+                    # of other processes come with a poll or a NOTIFY, as when idle.
+                    only_ours = False
                     if ahead is None:
-                        last_id, batches, next_tail, full = self._just_committed(
-                            cursor, tail
-                        ) or await self._read_ahead(cursor, tail, self._first_page)
+                        taken = self._just_committed(cursor, tail)
+                        only_ours = taken is not None and not taken[3]
+                        last_id, batches, next_tail, full = taken or await self._read_ahead(
+                            cursor, tail, self._first_page
+                        )
                     else:
                         last_id, batches, next_tail, full = await ahead
                     ahead = None
@@ -209,6 +216,8 @@ class Relay:
                     if last_id is not None:
                         cursor = self.position = last_id
                         if time.monotonic() < self._next_check:
+                            if only_ours and not self._recent_waiting():
+                                await self._until_woken()
                             continue
                     healed = await self._audit_if_due()
                     if healed is not None:
@@ -243,15 +252,22 @@ class Relay:
                     tail = resynced
                     cursor = tail.position
                     continue
-                # Nothing more was there when last read: until a commit (or the poll interval).
-                # The wake-up itself is awaited (`stopping` sets it on `stop`): a commit resumes
-                # this task in one turn of the loop, not the three of a wait on either event.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll_interval):
-                        await self.wakeup.wait()
+                await self._until_woken()
         finally:
             await _dropped(stopping)
         await _dropped(ahead)
+
+    async def _until_woken(self) -> None:
+        """Nothing more was there when last read: until a commit (or the poll interval).
+        The wake-up itself is awaited (`set_on` sets it on `stop`): a commit resumes this
+        task in one turn of the loop, not the three of a wait on either of two events."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._poll_interval):
+                await self.wakeup.wait()
+
+    def _recent_waiting(self) -> bool:
+        """Whether rows handed over are still held (after a gap: read the store for it)."""
+        return self._recent is not None and self._recent.holds_rows()
 
     def _read_ahead(
         self, cursor: int, tail: Tail, limit: int | None = None
