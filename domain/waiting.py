@@ -15,3 +15,11 @@ async def first_of(*events: asyncio.Event, within: float | None = None) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+async def set_on(stop: asyncio.Event, wakeup: asyncio.Event) -> None:
+    """Set `wakeup` once `stop` is (run as a task): a follower can then await its wake-up
+    alone, which a commit's `set` resumes in one turn of the loop; a wait on either of two
+    events (`first_of`) takes three, interleaved with whatever else the loop runs."""
+    await stop.wait()
+    wakeup.set()

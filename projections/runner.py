@@ -10,6 +10,7 @@ reply's `position` is reached once its command is applied."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -17,7 +18,7 @@ import structlog
 from sqlalchemy import Connection, inspect
 
 from domain.event_log import NotificationLog, Published, read_batch
-from domain.waiting import first_of
+from domain.waiting import first_of, set_on
 from projections import access, access_requests, access_reviews, audit, directory, temporal_access
 from projections.store import (
     Tracking,
@@ -157,24 +158,33 @@ class ProjectionRunner:
         A failing batch (a bad event, the database away) is logged and retried with a growing
         delay: the views stop where they are rather than skip an event."""
         failures = 0
-        while not stop.is_set():
-            # Cleared before looking, so a wakeup during the batch is not lost.
-            wakeup.clear()
-            try:
-                consumed = await self._applying()
-            except Exception:
-                failures += 1
-                delay = min(poll_interval * 2**failures, _MAX_BACKOFF)
-                log.exception("projection.failed", failures=failures, retry_in=delay)
-                await first_of(stop, within=delay)
-                continue
-            if failures:
-                log.info("projection.recovered", failures=failures)
-                failures = 0
-            if consumed:
-                self.progress.notify(self._applied)
-            if consumed < self._batch_size:  # the log held no more when read: until a commit
-                await first_of(wakeup, stop, within=poll_interval)
+        stopping = asyncio.create_task(set_on(stop, wakeup))
+        try:
+            while not stop.is_set():
+                # Cleared before looking, so a wakeup during the batch is not lost.
+                wakeup.clear()
+                try:
+                    consumed = await self._applying()
+                except Exception:
+                    failures += 1
+                    delay = min(poll_interval * 2**failures, _MAX_BACKOFF)
+                    log.exception("projection.failed", failures=failures, retry_in=delay)
+                    await first_of(stop, within=delay)
+                    continue
+                if failures:
+                    log.info("projection.recovered", failures=failures)
+                    failures = 0
+                if consumed:
+                    self.progress.notify(self._applied)
+                if consumed < self._batch_size:  # the log held no more: until a commit
+                    # The wake-up alone (`stopping` sets it on `stop`): see `set_on`.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(poll_interval):
+                            await wakeup.wait()
+        finally:
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopping
 
 
 # Marks of view layouts that are not migrated (docs/decisions.md): a store that has one was

@@ -34,6 +34,11 @@ class RecentCommits:
                 self._rows.clear()
             self._rows.extend(ordered)
 
+    def holds_rows(self) -> bool:
+        """Whether any row handed over is not taken yet."""
+        with self._lock:
+            return bool(self._rows)
+
     def take(self, position: int, limit: int) -> TakenRows | None:
         """The rows right after store `position`, up to `limit` and to the first missing
         position: what reading the store there would start with. None if the rows held don't

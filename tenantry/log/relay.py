@@ -35,7 +35,7 @@ from domain.event_log import (
     read_batch,
     subject_of,
 )
-from domain.waiting import first_of
+from domain.waiting import set_on
 from tenantry.log.batches import (
     ATOMIC_BATCH_MAX,
     Batch,
@@ -187,65 +187,87 @@ class Relay:
         log.info("relay.resumed", position=tail.position)
         cursor = tail.position
         ahead: asyncio.Task[tuple[int | None, list[Batch], Tail, bool]] | None = None
-        while not stop.is_set():
-            try:
-                if ahead is None:
-                    last_id, batches, next_tail, full = self._just_committed(
-                        cursor, tail
-                    ) or await self._read_ahead(cursor, tail, self._first_page)
-                else:
-                    last_id, batches, next_tail, full = await ahead
-                ahead = None
-                if full:
-                    # A backlog: read on while this page is published, as if it lands (else
-                    # dropped). Not when caught up: a read then would only compete with the
-                    # publish for the interpreter, adding to the latency of a single event.
-                    assert last_id is not None
-                    ahead = self._read_ahead(last_id, next_tail)
-                await self._publish(batches, last_id)
-                tail = next_tail
-                if last_id is not None:
-                    cursor = self.position = last_id
-                    if time.monotonic() < self._next_check:
+        stopping = asyncio.create_task(set_on(stop, self.wakeup))
+        try:
+            while not stop.is_set():
+                try:
+                    # Whether the page is all this process just committed (and nothing else
+                    # handed over waits): then the store holds nothing of ours after it, and a
+                    # read now would only compete with the event's way to its consumers; rows
+                    # of other processes come with a poll or a NOTIFY, as when idle.
+                    only_ours = False
+                    if ahead is None:
+                        taken = self._just_committed(cursor, tail)
+                        only_ours = taken is not None and not taken[3]
+                        last_id, batches, next_tail, full = taken or await self._read_ahead(
+                            cursor, tail, self._first_page
+                        )
+                    else:
+                        last_id, batches, next_tail, full = await ahead
+                    ahead = None
+                    if full:
+                        # A backlog: read on while this page is published, as if it lands (else
+                        # dropped). Not when caught up: a read then would only compete with the
+                        # publish for the interpreter, adding to the latency of a single event.
+                        assert last_id is not None
+                        ahead = self._read_ahead(last_id, next_tail)
+                    await self._publish(batches, last_id)
+                    tail = next_tail
+                    if last_id is not None:
+                        cursor = self.position = last_id
+                        if time.monotonic() < self._next_check:
+                            if only_ours and not self._recent_waiting():
+                                await self._until_woken()
+                            continue
+                    healed = await self._audit_if_due()
+                    if healed is not None:
+                        await _dropped(ahead)
+                        ahead = None
+                        tail, cursor = healed, healed.position
+                        self.position = cursor
                         continue
-                healed = await self._audit_if_due()
-                if healed is not None:
+                    if last_id is not None:
+                        continue
+                except PersistenceError as exc:
+                    # The store can't be read (its database is restarting): nothing of this page
+                    # was sent; read again after a pause.
                     await _dropped(ahead)
                     ahead = None
-                    tail, cursor = healed, healed.position
-                    self.position = cursor
+                    log.warning("relay.store_failed", error=f"{type(exc).__name__}: {exc}")
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(self._poll_interval, 1.0)):
+                            await stop.wait()
                     continue
-                if last_id is not None:
+                except (APIError, TimeoutError, ConnectionError, NatsError) as exc:
+                    # Someone else published (a second relay), the server hiccuped, or the
+                    # connection dropped (nats-server restarted): the stream is the truth, read
+                    # where it stands (as soon as the server answers) and go on from there.
+                    self._pipeline.forget()
+                    await _dropped(ahead)
+                    ahead = None
+                    log.warning("relay.resync", error=f"{type(exc).__name__}: {exc}")
+                    resynced = await self._resync(stop)
+                    if resynced is None:
+                        break
+                    tail = resynced
+                    cursor = tail.position
                     continue
-            except PersistenceError as exc:
-                # The store can't be read (its database is restarting): nothing of this page
-                # was sent; read again after a pause.
-                await _dropped(ahead)
-                ahead = None
-                log.warning("relay.store_failed", error=f"{type(exc).__name__}: {exc}")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(self._poll_interval, 1.0)):
-                        await stop.wait()
-                continue
-            except (APIError, TimeoutError, ConnectionError, NatsError) as exc:
-                # Someone else published (a second relay), the server hiccuped, or the
-                # connection dropped (nats-server restarted): the stream is the truth, read
-                # where it stands (as soon as the server answers) and go on from there.
-                self._pipeline.forget()
-                await _dropped(ahead)
-                ahead = None
-                log.warning("relay.resync", error=f"{type(exc).__name__}: {exc}")
-                resynced = await self._resync(stop)
-                if resynced is None:
-                    break
-                tail = resynced
-                cursor = tail.position
-                continue
-            # Nothing more was there when last read: until a commit (or the poll interval).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval):
-                    await first_of(self.wakeup, stop)
+                await self._until_woken()
+        finally:
+            await _dropped(stopping)
         await _dropped(ahead)
+
+    async def _until_woken(self) -> None:
+        """Nothing more was there when last read: until a commit (or the poll interval).
+        The wake-up itself is awaited (`set_on` sets it on `stop`): a commit resumes this
+        task in one turn of the loop, not the three of a wait on either of two events."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._poll_interval):
+                await self.wakeup.wait()
+
+    def _recent_waiting(self) -> bool:
+        """Whether rows handed over are still held (after a gap: read the store for it)."""
+        return self._recent is not None and self._recent.holds_rows()
 
     def _read_ahead(
         self, cursor: int, tail: Tail, limit: int | None = None

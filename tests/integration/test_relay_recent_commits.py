@@ -89,3 +89,31 @@ async def test_a_relay_handed_commits_interleaved_with_another_writers_publishes
     other.close()
     assert_stream_matches_store(messages, service.recorder)
     assert relay.findings == []
+
+
+async def test_a_relay_that_published_only_handed_rows_still_publishes_those_held_after_a_gap(
+    service: TenancyService, store_env: dict[str, str], nc: Client
+) -> None:
+    """After a page made only of handed rows the relay waits for the next wake-up instead of
+    reading the store, unless rows handed over are still held: here `service`'s second commit
+    is held behind `other`'s (a gap), all three committed before one wake-up. A 60 s poll:
+    waiting would leave the last two events off the stream."""
+    recent = RecentCommits()
+    wakeup = asyncio.Event()
+    relay = Relay(service.recorder, nc, wakeup=wakeup, recent=recent, poll_interval=60.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    js = nc.jetstream()
+    await wait_for_stream(js, service.recorder, timeout=10)  # the seeded environments
+    service.listeners.append(recent.hand)  # handed, but no wake-up until all three are in
+    other = TenancyService(store_env)
+    await asyncio.to_thread(_create_team, service, 1)
+    await asyncio.to_thread(_create_team, other, 2)
+    await asyncio.to_thread(_create_team, service, 3)
+    wakeup.set()
+    messages = await wait_for_stream(js, service.recorder, timeout=10)
+    stop.set()
+    await task
+    other.close()
+    assert_stream_matches_store(messages, service.recorder)
+    assert relay.findings == []
