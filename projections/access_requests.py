@@ -22,10 +22,7 @@ _on = _HANDLERS.on
 
 
 def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
-    for body, _ in events:
-        handler = _HANDLERS.get(body["type"])
-        if handler is not None:
-            handler(conn, body)
+    _HANDLERS.apply(conn, events)
 
 
 def _moment(text: str) -> datetime:

@@ -26,10 +26,7 @@ _on = _HANDLERS.on
 def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
     """The batch's writes are held and run at its end, a run of one statement at a time."""
     writes = Writes(conn)
-    for body, _ in events:
-        handler = _HANDLERS.get(body["type"])
-        if handler is not None:
-            handler(writes, body)
+    _HANDLERS.apply(writes, events)
     writes.flush()
 
 
