@@ -5,43 +5,18 @@ writer's commit in between) it reads the store as before: same bytes, same order
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-import pytest
 from eventsourcing.persistence import Notification
 from nats.aio.client import Client
 
-from domain.base import CommandContext
-from domain.commands import COMMANDS
 from domain.event_log import ZERO_HASH, read_batch
 from domain.service import TenancyService
 from tenantry.log.recent import RecentCommits
 from tenantry.log.relay import Relay
-from tenantry.server.store import event_store_env
 from tenantry.server.wakeups import wake_on_save
-from tenantry.settings import Settings
 from tests.integration.streams import assert_stream_matches_store, wait_for_stream
-
-
-def _create_team(service: TenancyService, i: int) -> None:
-    context = CommandContext("user:ana@example.com", str(uuid.uuid4()), "recent")
-    body = {"name": f"team-{i}", "members": ["ana@example.com"]}
-    service.handle(COMMANDS["create_team"].model_validate(body), context)
-
-
-@pytest.fixture
-def store_env(tmp_path: Path) -> dict[str, str]:
-    return event_store_env(Settings(state_dir=tmp_path / "state"))
-
-
-@pytest.fixture
-def service(store_env: dict[str, str]) -> Iterator[TenancyService]:
-    svc = TenancyService(store_env)
-    svc.seed_default_environments()
-    yield svc
-    svc.close()
+from tests.integration.teams import create_team
 
 
 def test_the_rows_a_commit_hands_over_read_as_the_store_reads_them(
@@ -51,7 +26,7 @@ def test_the_rows_a_commit_hands_over_read_as_the_store_reads_them(
     service.listeners.append(handed.append)
     before = service.recorder.max_notification_id() or 0
     for i in range(3):
-        _create_team(service, i)
+        create_team(service, f"team-{i}")
     recent = RecentCommits()
     for rows in handed:
         recent.hand(rows)
@@ -82,7 +57,7 @@ async def test_a_relay_handed_commits_interleaved_with_another_writers_publishes
     await wait_for_stream(js, service.recorder, timeout=10)  # the seeded environments
     for i in range(40):
         writer = other if i % 5 == 2 else service
-        await asyncio.to_thread(_create_team, writer, i)
+        await asyncio.to_thread(create_team, writer, f"team-{i}")
     messages = await wait_for_stream(js, service.recorder, timeout=10)
     stop.set()
     await task
@@ -107,9 +82,9 @@ async def test_a_relay_that_published_only_handed_rows_still_publishes_those_hel
     await wait_for_stream(js, service.recorder, timeout=10)  # the seeded environments
     service.listeners.append(recent.hand)  # handed, but no wake-up until all three are in
     other = TenancyService(store_env)
-    await asyncio.to_thread(_create_team, service, 1)
-    await asyncio.to_thread(_create_team, other, 2)
-    await asyncio.to_thread(_create_team, service, 3)
+    await asyncio.to_thread(create_team, service, "team-1")
+    await asyncio.to_thread(create_team, other, "team-2")
+    await asyncio.to_thread(create_team, service, "team-3")
     wakeup.set()
     messages = await wait_for_stream(js, service.recorder, timeout=10)
     stop.set()

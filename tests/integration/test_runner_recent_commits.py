@@ -5,22 +5,16 @@ Either way the views are what a rebuild from the store gives."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-import pytest
 from eventsourcing.persistence import Notification
 
-from domain.base import CommandContext
-from domain.commands import COMMANDS
 from domain.event_log import NotificationLog
 from domain.service import TenancyService
 from projections.runner import ProjectionRunner, rebuild
 from projections.store import ViewStore
 from tenantry.log.recent import RecentCommits
-from tenantry.server.store import event_store_env
-from tenantry.settings import Settings
+from tests.integration.teams import create_team
 from tests.integration.views import dump
 
 
@@ -49,25 +43,6 @@ class _CountedReads:
         return self._log.max_notification_id()
 
 
-def _create_team(service: TenancyService, name: str) -> None:
-    context = CommandContext("user:ana@example.com", str(uuid.uuid4()), "recent")
-    body = {"name": name, "members": ["ana@example.com"]}
-    service.handle(COMMANDS["create_team"].model_validate(body), context)
-
-
-@pytest.fixture
-def store_env(tmp_path: Path) -> dict[str, str]:
-    return event_store_env(Settings(state_dir=tmp_path / "state"))
-
-
-@pytest.fixture
-def service(store_env: dict[str, str]) -> Iterator[TenancyService]:
-    svc = TenancyService(store_env)
-    svc.seed_default_environments()
-    yield svc
-    svc.close()
-
-
 def test_the_runner_applies_the_rows_handed_over_and_reads_what_another_writer_committed(
     service: TenancyService, store_env: dict[str, str]
 ) -> None:
@@ -81,21 +56,21 @@ def test_the_runner_applies_the_rows_handed_over_and_reads_what_another_writer_c
     assert reads > 0
 
     for i in range(3):
-        _create_team(service, f"here-{i}")
+        create_team(service, f"here-{i}")
         assert runner.catch_up() == 2  # the team's event and the command's record
     assert log.reads == reads  # taken as handed, not read back
 
     other = TenancyService(store_env)  # another process's commits: nothing handed
     try:
-        _create_team(other, "there-0")
-        _create_team(service, "here-3")  # handed, but not right after the views' position
+        create_team(other, "there-0")
+        create_team(service, "here-3")  # handed, but not right after the views' position
         assert runner.catch_up() == 4
         assert log.reads > reads  # read from the store
-        _create_team(other, "there-1")
+        create_team(other, "there-1")
         reads = log.reads
         assert runner.catch_up() == 2
         assert log.reads > reads
-        _create_team(service, "here-4")
+        create_team(service, "here-4")
         reads = log.reads
         assert runner.catch_up() == 2
         assert log.reads == reads  # right after the position again: taken
