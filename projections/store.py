@@ -26,6 +26,7 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,6 +59,9 @@ class ViewStore:
     def __init__(self, engine: Engine, schema_name: str | None = None) -> None:
         self._schema = schema_name
         self._tables_created = False
+        # A scratch SQLite store (`from_url(scratch=True)`): its tables, if it has none, are
+        # copied from an empty store made once per process (`create_tables`).
+        self._copy_tables = False
         # "Now" for the questions asked of this store (today's access compares the grants'
         # deadlines with it): the system clock unless a test gives a controlled one.
         self.clock: Clock = system_clock
@@ -81,7 +85,9 @@ class ViewStore:
         parsed = make_url(url)
         backend = parsed.get_backend_name()
         if backend == "sqlite":
-            return cls(_sqlite_engine(parsed.database, scratch=scratch))
+            store = cls(_sqlite_engine(parsed.database, scratch=scratch))
+            store._copy_tables = scratch
+            return store
         if backend in ("postgres", "postgresql"):
             query = dict(parsed.query)
             schema_name = _single(query.pop("schema", None))
@@ -103,8 +109,7 @@ class ViewStore:
         closed: a scratch store for replays and tests (one thread at a time). It is copied
         from an empty one made once per process, much quicker than creating the tables."""
         database = sqlite3.connect(":memory:", check_same_thread=False)
-        with _TEMPLATE_LOCK:
-            _empty_views().backup(database)
+        _copy_empty_views(database)
         engine = create_engine("sqlite+pysqlite://", creator=lambda: database, poolclass=StaticPool)
         _take_over_transactions(engine)
         store = cls(engine)
@@ -121,6 +126,9 @@ class ViewStore:
         `history_indexes=False` (a rebuild, which builds them at its end): the tables it creates
         are made without the indexes only queries read (`schema.HISTORY_INDEXES`)."""
         if self._tables_created:
+            return
+        if self._copy_tables and self._copied_empty_views(history_indexes=history_indexes):
+            self._tables_created = True
             return
         with self._base_engine.begin() as conn:
             if self._schema:
@@ -147,6 +155,19 @@ class ViewStore:
             conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]))
         self._tables_created = True
 
+    def _copied_empty_views(self, *, history_indexes: bool) -> bool:
+        """Copy every table (and the tracking row) from an empty store made once per process
+        into this SQLite database if it has no table yet (True), with SQLite's backup: much
+        quicker than the DDL statements, a rebuild's fixed cost (docs/benchmarks.md, session
+        6). False if it has tables: `create_tables` adds what is missing."""
+        with self.engine.connect() as conn:
+            # On the driver's connection, outside a transaction, as the backup needs.
+            database: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+            if database.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                return False
+            _copy_empty_views(database, history_indexes=history_indexes)
+        return True
+
     def drop_history_indexes(self) -> None:
         """Drop the indexes only queries read (`schema.HISTORY_INDEXES`): for a rebuild."""
         with self.write() as conn:
@@ -163,14 +184,20 @@ class ViewStore:
                     conn.execute(CreateIndex(index))
 
     def _history_indexes_present(self, conn: Connection) -> set[str]:
-        """Which of `schema.HISTORY_INDEXES` exist: one look per table, not one per index."""
-        inspector = inspect(conn)
-        tables = {index.table.name for index in schema.HISTORY_INDEXES if index.table is not None}
-        return {
-            str(found["name"])
-            for table in sorted(tables)
-            for found in inspector.get_indexes(table, schema=self._schema)
-        }
+        """Which of `schema.HISTORY_INDEXES` exist: one look at the catalog (the reflection
+        of each table's indexes cost a rebuild several milliseconds)."""
+        if conn.dialect.name == "sqlite":
+            found = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")
+        else:
+            found = conn.execute(
+                text(
+                    "SELECT indexname FROM pg_indexes"
+                    " WHERE schemaname = coalesce(:schema, current_schema())"
+                ),
+                {"schema": self._schema},
+            )
+        wanted = {str(index.name) for index in schema.HISTORY_INDEXES}
+        return {str(name) for (name,) in found} & wanted
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -438,13 +465,20 @@ def _insert_for(conn: Connection) -> Any:
 _TEMPLATE_LOCK = threading.Lock()
 
 
+def _copy_empty_views(database: sqlite3.Connection, *, history_indexes: bool = True) -> None:
+    """Make `database` (SQLite, no transaction open) an empty store, every view's table in it
+    (the indexes only queries read too, if `history_indexes`) and the tracking row."""
+    with _TEMPLATE_LOCK:
+        _empty_views(history_indexes).backup(database)
+
+
 @functools.cache
-def _empty_views() -> sqlite3.Connection:
-    """An in-memory database with every view's table, empty: what `in_memory` copies."""
+def _empty_views(history_indexes: bool) -> sqlite3.Connection:
+    """An in-memory database with every view's table, empty: what `_copy_empty_views` copies."""
     database = sqlite3.connect(":memory:", check_same_thread=False)
     engine = create_engine("sqlite+pysqlite://", creator=lambda: database, poolclass=StaticPool)
     _take_over_transactions(engine)
-    ViewStore(engine).create_tables()
+    ViewStore(engine).create_tables(history_indexes=history_indexes)
     return database
 
 
