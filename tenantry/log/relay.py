@@ -314,13 +314,29 @@ class Relay:
                 ack = await self._pipeline.send(batch)
                 if n == len(batches) and last_id is not None:
                     self.position = last_id
+                    self._mark_when_stored(ack, last_id)
                 await self._settle([ack], sent_on)
             return
         sent_on = self._connection()
         acks = [await self._pipeline.send(batch) for batch in batches]
         if last_id is not None:
             self.position = last_id
+            if acks:  # each conditional on the one before: the last stored, all are
+                self._mark_when_stored(acks[-1], last_id)
         await self._settle(acks, sent_on)
+
+    def _mark_when_stored(self, ack: asyncio.Future[int], last_id: int) -> None:
+        """Mark the page on the stream as soon as its last ack says stored (the views of this
+        process wait for it), not a few turns of the loop later when `_settle` returns."""
+        stream = self._stream
+        if stream is None:
+            return
+
+        def stored(done: asyncio.Future[int]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                stream.publish(last_id)
+
+        ack.add_done_callback(stored)
 
     def _connection(self) -> int:
         """Which connection this is: nats-py counts the reconnects."""
