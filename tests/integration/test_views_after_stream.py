@@ -158,3 +158,43 @@ def test_the_roles_of_one_process_share_one_mark(service: TenancyService) -> Non
 
     assert _followed(service).stream is _followed(service).stream
     assert _followed(service).recorder is service.recorder
+
+
+async def test_the_relay_marks_a_page_on_the_stream_from_its_ack_before_counting_it(
+    service: TenancyService, nc: Client
+) -> None:
+    """The mark moves in the ack's own callback, turns of the loop before the relay has
+    settled the page (`published` counted): the views waiting for it start that much sooner."""
+    followed = FollowedLog(service.recorder, service.listeners)
+    rows = RecentCommits()
+    relay = Relay(
+        service.recorder,
+        nc,
+        wakeup=followed.woken_on_save(rows, relaying=True),
+        recent=rows,
+        poll_interval=60.0,
+        stream=followed.stream,
+    )
+    stop = asyncio.Event()
+    relaying = asyncio.create_task(relay.run(stop))
+    seeded = service.recorder.max_notification_id() or 0
+    await _until(lambda: followed.stream.relaying and relay.position >= seeded, "the seed")
+    await _until(lambda: relay.published > 0, "the seed counted")
+    counted = relay.published
+    # Every turn of the loop from before the commit: what the mark and the count were.
+    turns: list[tuple[int, int]] = []
+
+    async def watch() -> None:
+        while not stop.is_set():
+            turns.append((followed.stream.on_stream, relay.published))
+            await asyncio.sleep(0)
+
+    watching = asyncio.create_task(watch())
+    try:
+        position = await asyncio.to_thread(_create_team, service, "team-marked")
+        await _until(lambda: relay.published > counted, "the page counted")
+    finally:
+        stop.set()
+        await asyncio.gather(relaying, watching)
+    first_marked = next(count for on_stream, count in turns if on_stream >= position)
+    assert first_marked == counted  # marked on the stream before the relay counted the page
