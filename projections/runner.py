@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy import Connection, inspect
 
 from domain.event_log import NotificationLog, Published, read_batch
-from domain.waiting import first_of, set_on
+from domain.waiting import StreamMark, first_of, set_on
 from projections import access, access_requests, access_reviews, audit, directory, temporal_access
 from projections.store import (
     Tracking,
@@ -45,6 +45,9 @@ PROJECTORS: tuple[Projector, ...] = (
     access_reviews.apply_batch,
 )
 _MAX_BACKOFF = 30.0
+# The longest the views wait for the relay of their process to have this process's commits on
+# the stream before applying them anyway (a relay stopped, failing or far behind).
+AFTER_STREAM_WITHIN = 0.01
 
 log = structlog.get_logger("tenantry.projections")
 
@@ -85,6 +88,8 @@ class ProjectionRunner:
         batch_size: int = 500,
         projectors: Sequence[Projector] = PROJECTORS,
         take_rows: TakeRows | None = None,
+        after: StreamMark | None = None,
+        after_within: float = AFTER_STREAM_WITHIN,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -93,6 +98,9 @@ class ProjectionRunner:
         self._batch_size = batch_size
         self._projectors = tuple(projectors)
         self._take_rows = take_rows
+        # The relay of this process, which goes first (see `_applying`).
+        self._after = after
+        self._after_within = after_within
         self.progress = Progress()
         self._applied = 0  # the position the last batch applied here reached
         self._layout_checked = False
@@ -143,9 +151,17 @@ class ProjectionRunner:
         return batch.read
 
     async def _applying(self) -> int:
-        """`catch_up` of one batch in a worker thread, `progress.applying` meanwhile."""
+        """`catch_up` of one batch in a worker thread, `progress.applying` meanwhile.
+
+        When a relay runs in this process (`after`) and has not yet put on the stream what
+        this process committed, the batch waits for it first (at most `after_within` seconds):
+        the thread holds the interpreter for the whole batch, so that begun at once it held up
+        the relay's publish and ack, and the command's reply, by as long. A reader waiting for
+        a position meanwhile waits for this batch (`applying` is set already)."""
         self.progress.applying = True
         try:
+            if self._after is not None and self._after.behind():
+                await self._after.caught_up(self._after_within)
             return await asyncio.to_thread(self.catch_up, self._batch_size)
         finally:
             self.progress.applying = False

@@ -35,7 +35,7 @@ from domain.event_log import (
     read_batch,
     subject_of,
 )
-from domain.waiting import set_on
+from domain.waiting import StreamMark, set_on
 from tenantry.log.batches import (
     ATOMIC_BATCH_MAX,
     Batch,
@@ -78,6 +78,7 @@ class Relay:
         metrics: Metrics | None = None,
         ack_timeout: float = 30.0,
         check_interval: float = 5.0,
+        stream: StreamMark | None = None,
     ) -> None:
         self._recorder = recorder
         self._ack_timeout = ack_timeout
@@ -104,6 +105,9 @@ class Relay:
         self._guard = StreamGuard(recorder, nc, metrics=metrics, alert_replicas=replicas)
         self._check_interval = check_interval
         self._next_check = 0.0
+        # Where this relay marks what it has on the stream (acked), for the views' runner of
+        # this process, which lets it go first (`domain.waiting.StreamMark`).
+        self._stream = stream
 
     @property
     def findings(self) -> list[object]:
@@ -188,6 +192,8 @@ class Relay:
         cursor = tail.position
         ahead: asyncio.Task[tuple[int | None, list[Batch], Tail, bool]] | None = None
         stopping = asyncio.create_task(set_on(stop, self.wakeup))
+        if self._stream is not None:
+            self._stream.relaying = True
         try:
             while not stop.is_set():
                 try:
@@ -215,6 +221,8 @@ class Relay:
                     tail = next_tail
                     if last_id is not None:
                         cursor = self.position = last_id
+                        if self._stream is not None:
+                            self._stream.publish(last_id)
                         if time.monotonic() < self._next_check:
                             if only_ours and not self._recent_waiting():
                                 await self._until_woken()
@@ -254,6 +262,8 @@ class Relay:
                     continue
                 await self._until_woken()
         finally:
+            if self._stream is not None:
+                self._stream.stop_relaying()
             await _dropped(stopping)
         await _dropped(ahead)
 
@@ -304,13 +314,29 @@ class Relay:
                 ack = await self._pipeline.send(batch)
                 if n == len(batches) and last_id is not None:
                     self.position = last_id
+                    self._mark_when_stored(ack, last_id)
                 await self._settle([ack], sent_on)
             return
         sent_on = self._connection()
         acks = [await self._pipeline.send(batch) for batch in batches]
         if last_id is not None:
             self.position = last_id
+            if acks:  # each conditional on the one before: the last stored, all are
+                self._mark_when_stored(acks[-1], last_id)
         await self._settle(acks, sent_on)
+
+    def _mark_when_stored(self, ack: asyncio.Future[int], last_id: int) -> None:
+        """Mark the page on the stream as soon as its last ack says stored (the views of this
+        process wait for it), not a few turns of the loop later when `_settle` returns."""
+        stream = self._stream
+        if stream is None:
+            return
+
+        def stored(done: asyncio.Future[int]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                stream.publish(last_id)
+
+        ack.add_done_callback(stored)
 
     def _connection(self) -> int:
         """Which connection this is: nats-py counts the reconnects."""

@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from domain.event_log import NotificationLog
-from domain.waiting import first_of
+from domain.waiting import StreamMark, first_of
 from projections.queries import QUERIES, Answer, answer_query
 from projections.query_params import QueryParams
 from projections.runner import Progress, ProjectionRunner, TakeRows
@@ -146,7 +146,7 @@ class QueryEndpoint:
             if (
                 wanted is None
                 or self._applied_here(wanted)
-                or await self._run(self._position) >= wanted
+                or (not self._batch_coming() and await self._run(self._position) >= wanted)
             ):
                 found = await self._run(answer_query, self._store, name, params)
                 if wanted is not None and found.position < wanted:
@@ -249,6 +249,12 @@ class QueryEndpoint:
         """Whether the runner in this process has applied `position` (known without a read)."""
         return self._progress is not None and self._progress.position >= position
 
+    def _batch_coming(self) -> bool:
+        """Whether the runner in this process is applying a batch (or about to): a reader
+        behind it waits for that batch rather than reading the store's position in a thread
+        meanwhile (two thread hops, competing with the batch, whose end wakes the reader)."""
+        return self._progress is not None and self._progress.applying
+
     async def _wait_for(self, position: int, within: float | None, request: Request) -> bool:
         """Until the views have applied `position` (True), or `within` seconds (5 by default)
         passed (a `timeout` error), or the sender stopped waiting first (False)."""
@@ -260,9 +266,13 @@ class QueryEndpoint:
             next_batch = self._progress.next_batch() if self._progress else None
             if self._applied_here(position):
                 return True
-            reached = await self._run(self._position)
-            if reached >= position:
-                return True
+            if self._batch_coming():
+                assert self._progress is not None
+                reached = self._progress.position
+            else:
+                reached = await self._run(self._position)
+                if reached >= position:
+                    return True
             now = time.monotonic()
             if gone_at < deadline and now >= gone_at:
                 return False
@@ -313,6 +323,7 @@ async def serve_views(
     metrics: Metrics | None = None,
     chain_check_every: float = 5.0,
     take_rows: TakeRows | None = None,
+    after: StreamMark | None = None,
 ) -> None:
     """Feed the views from `recorder` and answer queries on `nc` until `stop` is set; then stop
     taking queries, answer those taken, and let the runner finish its batch. Every
@@ -321,9 +332,11 @@ async def serve_views(
 
     `wakeup` is set by whoever knows the log has grown (a save in this process, a PostgreSQL
     NOTIFY); the runner also polls every `poll_interval` seconds. `take_rows` gives it the rows
-    this process commits (handed over with the wake-up), which it then need not read back."""
+    this process commits (handed over with the wake-up), which it then need not read back;
+    `after`, how far the relay of this process has published them, which the runner lets go
+    first."""
     await asyncio.to_thread(store.create_tables)
-    runner = ProjectionRunner(recorder, store, take_rows=take_rows)
+    runner = ProjectionRunner(recorder, store, take_rows=take_rows, after=after)
     endpoint = QueryEndpoint(
         nc,
         store,

@@ -4,6 +4,7 @@ root, `tenantry.server.bootstrap`, which starts them over one store and one bus 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -82,7 +83,7 @@ async def relay_role(
     metrics: Metrics,
 ) -> None:
     recent = RecentCommits()
-    wakeup = followed.woken_on_save(recent)
+    wakeup = followed.woken_on_save(recent, relaying=True)
     relay = Relay(
         followed.recorder,
         nc,
@@ -91,6 +92,7 @@ async def relay_role(
         wakeup=wakeup,
         recent=recent,
         metrics=metrics,
+        stream=followed.stream,
     )
     store_env = event_store_env(settings)
     async with asyncio.TaskGroup() as tasks:
@@ -131,6 +133,7 @@ async def projections_role(
                 poll_interval=settings.poll_interval,
                 metrics=metrics,
                 take_rows=recent.take,
+                after=followed.stream,
             )
     finally:
         store.close()
@@ -202,9 +205,16 @@ def _given(
     return run
 
 
+_FOLLOWED: weakref.WeakKeyDictionary[TenancyService, FollowedLog] = weakref.WeakKeyDictionary()
+
+
 def _followed(service: TenancyService) -> FollowedLog:
-    """The recorder and the saves of the command application the process's roles share."""
-    return FollowedLog(service.recorder, service.listeners)
+    """The recorder and the saves of the command application the process's roles share, one
+    for all its roles (the relay tells the views through it how far it has published)."""
+    followed = _FOLLOWED.get(service)
+    if followed is None:
+        followed = _FOLLOWED[service] = FollowedLog(service.recorder, service.listeners)
+    return followed
 
 
 def _itself(service: TenancyService) -> TenancyService:

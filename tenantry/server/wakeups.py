@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 import structlog
 from eventsourcing.persistence import ApplicationRecorder, Notification
 
+from domain.waiting import StreamMark
 from tenantry.log.recent import RecentCommits
 
 log = structlog.get_logger("tenantry.server.wakeups")
@@ -24,26 +25,39 @@ class FollowedLog:
 
     recorder: ApplicationRecorder
     _listeners: list[Callable[[Sequence[Notification]], None]]
+    # How far the relay of this process has put this process's commits on the stream: the
+    # views' runner of the same process waits for it (one per process: see `_followed`).
+    stream: StreamMark = field(default_factory=StreamMark)
 
-    def woken_on_save(self, recent: RecentCommits | None = None) -> asyncio.Event:
+    def woken_on_save(
+        self, recent: RecentCommits | None = None, *, relaying: bool = False
+    ) -> asyncio.Event:
         """An event of its own, set after every save in this process (one per follower: each
         clears its own, which would swallow another's wake-up); with `recent`, the rows saved
-        are handed to it first."""
+        are handed to it first. The relay's (`relaying`) also marks them committed in
+        `stream`, for the relay to mark them on the stream once acked."""
         wakeup = asyncio.Event()
-        self._listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup, recent))
+        commits = self.stream if relaying else None
+        self._listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup, recent, commits))
         return wakeup
 
 
 def wake_on_save(
-    loop: asyncio.AbstractEventLoop, event: asyncio.Event, recent: RecentCommits | None = None
+    loop: asyncio.AbstractEventLoop,
+    event: asyncio.Event,
+    recent: RecentCommits | None = None,
+    commits: StreamMark | None = None,
 ) -> Callable[[Sequence[Notification]], None]:
     """A TenancyService listener (called from the saving thread) that sets `event` on `loop`,
     after handing the committed rows to `recent` if given (in one callback: a follower that
-    clears `event` and then takes from `recent` misses no row without being woken again)."""
+    clears `event` and then takes from `recent` misses no row without being woken again), and
+    marking them committed in `commits` if given."""
 
     def woken(rows: Sequence[Notification]) -> None:
         if recent is not None:
             recent.hand(rows)
+        if commits is not None and rows:
+            commits.commit(max(row.id for row in rows))
         event.set()
 
     def listener(rows: Sequence[Notification]) -> None:
