@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from domain.errors import NotFound
 from domain.event_log import Published
@@ -17,16 +17,20 @@ from projections.audit import utc_text_of
 from projections.current_access import subject_access
 from projections.event_handlers import EventHandlers
 from projections.query_params import GetAccessReview, ListAccessReviewItems, ListAccessReviews
-from projections.store import upsert
+from projections.store import Raw, Writes, update_by_key
 
 Body = dict[str, Any]
-_Handler = Callable[[Connection, Body], None]
+_Handler = Callable[[Writes, Body], None]
 _HANDLERS: EventHandlers[_Handler] = EventHandlers()
 _on = _HANDLERS.on
 
 
 def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
-    _HANDLERS.apply(conn, events)
+    """The batch's writes are held and run at its end, a run of one statement at a time (no
+    handler here reads the view)."""
+    writes = Writes(conn)
+    _HANDLERS.apply(writes, events)
+    writes.flush()
 
 
 def _utc(value: str | None) -> str | None:
@@ -34,10 +38,9 @@ def _utc(value: str | None) -> str | None:
 
 
 @_on("access_review.opened")
-def _opened(conn: Connection, body: Body) -> None:
+def _opened(writes: Writes, body: Body) -> None:
     data = body["data"]
-    upsert(
-        conn,
+    writes.upsert(
         t.access_reviews,
         {
             "name": body["fqn"],
@@ -57,10 +60,10 @@ def _opened(conn: Connection, body: Body) -> None:
 
 
 @_on("access_review.items_snapshotted")
-def _items(conn: Connection, body: Body) -> None:
+def _items(writes: Writes, body: Body) -> None:
     review = body["fqn"]
-    rows = [
-        {
+    for item in body["data"]["items"]:
+        row = {
             "review": review,
             "ordinal": int(item["id"][1:]),
             "item": item["id"],
@@ -75,46 +78,61 @@ def _items(conn: Connection, body: Body) -> None:
             "team": item.get("team"),
             "repos": list(item.get("repos") or ()),
         }
-        for item in body["data"]["items"]
-    ]
-    if rows:
-        conn.execute(t.access_review_items.insert(), rows)
+        writes.add(_INSERT_ITEM, row)
 
 
 @_on("access_review.item_decided")
-def _decided(conn: Connection, body: Body) -> None:
-    data, items = body["data"], t.access_review_items
-    conn.execute(
-        update(items)
-        .where(items.c.review == body["fqn"], items.c.item == data["item"])
-        .values(
-            decision=data["decision"],
-            decided_by=body["actor"],
-            decided_at=utc_text_of(body["occurred_at"]),
-            reason=data["reason"],
-            automatic=data["automatic"],
-            outcome=data["outcome"],
-            decided_position=body["position"],
-            decided_hash=body["hash"],
-        )
+def _decided(writes: Writes, body: Body) -> None:
+    data = body["data"]
+    writes.add(
+        _DECIDE_ITEM,
+        {
+            "w_review": body["fqn"],
+            "w_item": data["item"],
+            "decision": data["decision"],
+            "decided_by": body["actor"],
+            "decided_at": utc_text_of(body["occurred_at"]),
+            "reason": data["reason"],
+            "automatic": data["automatic"],
+            "outcome": data["outcome"],
+            "decided_position": body["position"],
+            "decided_hash": body["hash"],
+        },
     )
 
 
 @_on("access_review.closed")
-def _closed(conn: Connection, body: Body) -> None:
-    reviews = t.access_reviews
-    conn.execute(
-        update(reviews)
-        .where(reviews.c.name == body["fqn"])
-        .values(
-            status="closed",
-            closed_at=utc_text_of(body["occurred_at"]),
-            closed_by=body["actor"],
-            closed_position=body["position"],
-            closed_hash=body["hash"],
-            closed_at_due=body["data"]["at_due"],
-        )
+def _closed(writes: Writes, body: Body) -> None:
+    values = {
+        "status": "closed",
+        "closed_at": utc_text_of(body["occurred_at"]),
+        "closed_by": body["actor"],
+        "closed_position": body["position"],
+        "closed_hash": body["hash"],
+        "closed_at_due": body["data"]["at_due"],
+    }
+    writes.add(
+        update_by_key(t.access_reviews, "name", tuple(values)), {**values, "w_key": body["fqn"]}
     )
+
+
+# Built once, run on the driver's cursor (`Raw`).
+_ITEM_COLUMNS = (
+    "review", "ordinal", "item", "kind", "subject", "repo", "role", "granted_by", "granted_at",
+    "grant_reason", "expires_at", "team", "repos",
+)  # fmt: skip
+_INSERT_ITEM = Raw(t.access_review_items.insert(), _ITEM_COLUMNS)
+_DECISION_COLUMNS = (
+    "decision", "decided_by", "decided_at", "reason", "automatic", "outcome",
+    "decided_position", "decided_hash",
+)  # fmt: skip
+_DECIDE_ITEM = Raw(
+    update(t.access_review_items).where(
+        t.access_review_items.c.review == bindparam("w_review"),
+        t.access_review_items.c.item == bindparam("w_item"),
+    ),
+    _DECISION_COLUMNS,
+)
 
 
 # --- queries ------------------------------------------------------------------------------
