@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
+from domain.authorization import Authorization
 from domain.errors import NotFound
 from domain.event_log import Published
 from projections import schema as t
@@ -200,11 +201,12 @@ def _reviews(conn: Connection, name: str | None, status: str | None) -> list[dic
 
 
 def list_access_review_items(
-    conn: Connection, params: ListAccessReviewItems
+    conn: Connection, params: ListAccessReviewItems, authorization: Authorization
 ) -> list[dict[str, Any]]:
     """The items of a review (of every review without `review`); with `reviewer`, only the
-    undecided items of open reviews that this user may decide as an admin of the repos the
-    item changes (a tenant admin may decide any: ask without `reviewer`)."""
+    undecided items of open reviews that this user may decide: as a tenant admin (by
+    `authorization`) any item, else those changing only repos they administer; never one about
+    their own access."""
     items, reviews = t.access_review_items, t.access_reviews
     statement = (
         select(items)
@@ -229,7 +231,7 @@ def list_access_review_items(
     rows = [_item(r) for r in conn.execute(statement)]
     if params.reviewer is None:
         return rows
-    return _waiting_for(conn, params.reviewer, rows)
+    return _waiting_for(conn, params.reviewer, rows, authorization.is_tenant_admin(params.reviewer))
 
 
 def _item(r: Any) -> dict[str, Any]:
@@ -259,17 +261,22 @@ def _item(r: Any) -> dict[str, Any]:
 
 
 def _waiting_for(
-    conn: Connection, reviewer: str, rows: list[dict[str, Any]]
+    conn: Connection, reviewer: str, rows: list[dict[str, Any]], tenant_admin: bool
 ) -> list[dict[str, Any]]:
-    """The rows `reviewer` may decide now: undecided, of an open review, changing only repos
-    they administer, and not about their own access (their grant, membership, or a grant to a
-    team they are, or were when the review opened, a member of): the rule of
-    `domain.authorization`, on the views."""
+    """The rows `reviewer` may decide now: undecided, of an open review, not about their own
+    access (their grant, membership, or a grant to a team they are, or were when the review
+    opened, a member of), and, unless a tenant admin (`tenant_admin`), changing only repos they
+    administer: the rule of `domain.policies.ReviewerOf` (`domain.authorization`), on the
+    views."""
     reviews = t.access_reviews
     open_reviews = set(
         conn.execute(select(reviews.c.name).where(reviews.c.status == "open")).scalars()
     )
-    administered = {a.repo for a in subject_access(conn, reviewer) if a.role == "admin"}
+    administered = (
+        None
+        if tenant_admin
+        else {a.repo for a in subject_access(conn, reviewer) if a.role == "admin"}
+    )
     user = reviewer.removeprefix("user:")
     teams_now = set(
         conn.execute(select(t.team_members.c.team).where(t.team_members.c.user == user)).scalars()
@@ -294,6 +301,6 @@ def _waiting_for(
             if team in teams_now or (row["review"], team) in teams_then:
                 continue
         affected = [row["repo"]] if row["repo"] is not None else row["repos"]
-        if all(repo in administered for repo in affected):
+        if administered is None or all(repo in administered for repo in affected):
             waiting.append(row)
     return waiting

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import structlog
 from nats.aio.client import Client
 
+from domain.authorization import Authorization
 from domain.service import TenancyService
 from projections.store import ViewStore
 from tenantry.audit.checkpoint import load_private_key
@@ -131,6 +132,7 @@ async def projections_role(
                 poll_interval=settings.poll_interval,
                 metrics=metrics,
                 take_rows=recent.take,
+                authorization=Authorization(admins=settings.admins),
             )
     finally:
         store.close()
