@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
@@ -100,6 +100,48 @@ def unchained_body(notification: Notification) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "data": {k: v for k, v in state.items() if k not in _METADATA},
     }
+
+
+class LazyBody(Mapping[str, Any]):
+    """`unchained_body(notification)`, read key by key: `type`, `fqn` and `data` worked out when
+    first asked for, any other key from the whole body, made once when first needed. For a
+    reader that looks at two or three keys of many events (the scheduler's fold at start);
+    equal to the whole body key for key (tests/unit/test_event_log.py)."""
+
+    __slots__ = ("_body", "_data", "_notification", "_state")
+
+    def __init__(self, notification: Notification) -> None:
+        self._notification = notification
+        self._state: dict[str, Any] | None = None
+        self._data: dict[str, Any] | None = None
+        self._body: dict[str, Any] | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "type":
+            return event_type_of_topic(self._notification.topic)[1]
+        if key == "fqn":
+            return self._stored().get("fqn", "")
+        if key == "data":
+            if self._data is None:
+                self._data = {k: v for k, v in self._stored().items() if k not in _METADATA}
+            return self._data
+        return self._whole()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._whole())
+
+    def __len__(self) -> int:
+        return len(self._whole())
+
+    def _stored(self) -> dict[str, Any]:
+        if self._state is None:
+            self._state = orjson.loads(self._notification.state)
+        return self._state
+
+    def _whole(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = unchained_body(self._notification)
+        return self._body
 
 
 def canonical_json(value: Any) -> bytes:

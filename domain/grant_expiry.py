@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from domain.commands import ExpireRepoAccess
-from domain.due import DueCommand, due_command_id, due_work, parse_time
+from domain.due import DueCommand, due_command_id, due_work, event_type, events_of, parse_time
+from domain.ml_repo import MlRepo
 
 
 @due_work
@@ -17,12 +18,17 @@ class GrantExpiry:
     granting event). A grant's expiry is named by its granting event, so a later grant of the
     same subject (an extension) is a new item with its own command id."""
 
+    # A grant, and what ends one (a grant without deadline replaces it).
+    observes: ClassVar[tuple[type[Any], ...]] = events_of(
+        MlRepo, "AccessGranted", "AccessRevoked", "AccessExpired"
+    )
+
     def __init__(self) -> None:
         self._deadlines: dict[tuple[str, str], tuple[datetime, str]] = {}
 
     def observe(self, body: Mapping[str, Any]) -> None:
         kind = body["type"]
-        if kind not in _ENDING and kind != "ml_repo.access_granted":
+        if kind not in _OBSERVED:
             return
         key = (str(body["fqn"]), str(body["data"]["subject"]))
         expires_at = body["data"].get("expires_at")
@@ -44,5 +50,4 @@ class GrantExpiry:
         ]
 
 
-# What ends a grant (a grant without deadline replaces it: `access_granted` above).
-_ENDING = frozenset({"ml_repo.access_revoked", "ml_repo.access_expired"})
+_OBSERVED = frozenset(event_type(observed) for observed in GrantExpiry.observes)

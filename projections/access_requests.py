@@ -7,22 +7,25 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 
 from domain.event_log import Published
 from projections import schema as t
 from projections.audit import utc_text, utc_text_of
 from projections.event_handlers import EventHandlers
-from projections.store import upsert
+from projections.store import Writes, update_by_key
 
 Body = dict[str, Any]
-_Handler = Callable[[Connection, Body], None]
+_Handler = Callable[[Writes, Body], None]
 _HANDLERS: EventHandlers[_Handler] = EventHandlers()
 _on = _HANDLERS.on
 
 
 def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
-    _HANDLERS.apply(conn, events)
+    """The batch's writes are held and run at its end, a run of one statement at a time."""
+    writes = Writes(conn)
+    _HANDLERS.apply(writes, events)
+    writes.flush()
 
 
 def _moment(text: str) -> datetime:
@@ -30,12 +33,11 @@ def _moment(text: str) -> datetime:
 
 
 @_on("access_request.opened")
-def _opened(conn: Connection, body: Body) -> None:
+def _opened(writes: Writes, body: Body) -> None:
     data = body["data"]
     opened_at = utc_text_of(body["occurred_at"])
     expires_at = _moment(body["occurred_at"]) + timedelta(seconds=data["ttl_seconds"])
-    upsert(
-        conn,
+    writes.upsert(
         t.access_requests,
         {
             "request": body["fqn"],
@@ -60,11 +62,10 @@ def _opened(conn: Connection, body: Body) -> None:
     )
 
 
-def _update(conn: Connection, body: Body, **values: Any) -> None:
-    conn.execute(
-        update(t.access_requests)
-        .where(t.access_requests.c.request == body["fqn"])
-        .values(position=body["position"], **values)
+def _update(writes: Writes, body: Body, **values: Any) -> None:
+    values["position"] = body["position"]
+    writes.add(
+        update_by_key(t.access_requests, "request", tuple(values)), {**values, "w_key": body["fqn"]}
     )
 
 
@@ -78,9 +79,11 @@ def _closed(body: Body, status: str, reason: str | None) -> dict[str, Any]:
 
 
 @_on("access_request.approved")
-def _approved(conn: Connection, body: Body) -> None:
+def _approved(writes: Writes, body: Body) -> None:
     data = body["data"]
-    approvals = conn.execute(
+    # Read below: the request, or an approval before this one, may be this batch's.
+    writes.flush(t.access_requests)
+    approvals = writes.conn.execute(
         select(t.access_requests.c.approvals).where(t.access_requests.c.request == body["fqn"])
     ).scalar_one()
     approval = {
@@ -93,19 +96,19 @@ def _approved(conn: Connection, body: Body) -> None:
         values |= _closed(body, "approved", data["comment"])
         expires = data.get("grant_expires_at")
         values["grant_expires_at"] = None if expires is None else utc_text_of(expires)
-    _update(conn, body, **values)
+    _update(writes, body, **values)
 
 
 @_on("access_request.denied")
-def _denied(conn: Connection, body: Body) -> None:
-    _update(conn, body, **_closed(body, "denied", body["data"]["reason"]))
+def _denied(writes: Writes, body: Body) -> None:
+    _update(writes, body, **_closed(body, "denied", body["data"]["reason"]))
 
 
 @_on("access_request.cancelled")
-def _cancelled(conn: Connection, body: Body) -> None:
-    _update(conn, body, **_closed(body, "cancelled", body["data"]["reason"]))
+def _cancelled(writes: Writes, body: Body) -> None:
+    _update(writes, body, **_closed(body, "cancelled", body["data"]["reason"]))
 
 
 @_on("access_request.expired")
-def _expired(conn: Connection, body: Body) -> None:
-    _update(conn, body, **_closed(body, "expired", None))
+def _expired(writes: Writes, body: Body) -> None:
+    _update(writes, body, **_closed(body, "expired", None))

@@ -8,8 +8,9 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
+from domain.authorization import Authorization
 from domain.errors import NotFound
 from domain.event_log import Published
 from projections import schema as t
@@ -17,16 +18,20 @@ from projections.audit import utc_text_of
 from projections.current_access import subject_access
 from projections.event_handlers import EventHandlers
 from projections.query_params import GetAccessReview, ListAccessReviewItems, ListAccessReviews
-from projections.store import upsert
+from projections.store import Raw, Writes, update_by_key
 
 Body = dict[str, Any]
-_Handler = Callable[[Connection, Body], None]
+_Handler = Callable[[Writes, Body], None]
 _HANDLERS: EventHandlers[_Handler] = EventHandlers()
 _on = _HANDLERS.on
 
 
 def apply_batch(conn: Connection, events: Sequence[Published]) -> None:
-    _HANDLERS.apply(conn, events)
+    """The batch's writes are held and run at its end, a run of one statement at a time (no
+    handler here reads the view)."""
+    writes = Writes(conn)
+    _HANDLERS.apply(writes, events)
+    writes.flush()
 
 
 def _utc(value: str | None) -> str | None:
@@ -34,10 +39,9 @@ def _utc(value: str | None) -> str | None:
 
 
 @_on("access_review.opened")
-def _opened(conn: Connection, body: Body) -> None:
+def _opened(writes: Writes, body: Body) -> None:
     data = body["data"]
-    upsert(
-        conn,
+    writes.upsert(
         t.access_reviews,
         {
             "name": body["fqn"],
@@ -57,10 +61,10 @@ def _opened(conn: Connection, body: Body) -> None:
 
 
 @_on("access_review.items_snapshotted")
-def _items(conn: Connection, body: Body) -> None:
+def _items(writes: Writes, body: Body) -> None:
     review = body["fqn"]
-    rows = [
-        {
+    for item in body["data"]["items"]:
+        row = {
             "review": review,
             "ordinal": int(item["id"][1:]),
             "item": item["id"],
@@ -75,46 +79,61 @@ def _items(conn: Connection, body: Body) -> None:
             "team": item.get("team"),
             "repos": list(item.get("repos") or ()),
         }
-        for item in body["data"]["items"]
-    ]
-    if rows:
-        conn.execute(t.access_review_items.insert(), rows)
+        writes.add(_INSERT_ITEM, row)
 
 
 @_on("access_review.item_decided")
-def _decided(conn: Connection, body: Body) -> None:
-    data, items = body["data"], t.access_review_items
-    conn.execute(
-        update(items)
-        .where(items.c.review == body["fqn"], items.c.item == data["item"])
-        .values(
-            decision=data["decision"],
-            decided_by=body["actor"],
-            decided_at=utc_text_of(body["occurred_at"]),
-            reason=data["reason"],
-            automatic=data["automatic"],
-            outcome=data["outcome"],
-            decided_position=body["position"],
-            decided_hash=body["hash"],
-        )
+def _decided(writes: Writes, body: Body) -> None:
+    data = body["data"]
+    writes.add(
+        _DECIDE_ITEM,
+        {
+            "w_review": body["fqn"],
+            "w_item": data["item"],
+            "decision": data["decision"],
+            "decided_by": body["actor"],
+            "decided_at": utc_text_of(body["occurred_at"]),
+            "reason": data["reason"],
+            "automatic": data["automatic"],
+            "outcome": data["outcome"],
+            "decided_position": body["position"],
+            "decided_hash": body["hash"],
+        },
     )
 
 
 @_on("access_review.closed")
-def _closed(conn: Connection, body: Body) -> None:
-    reviews = t.access_reviews
-    conn.execute(
-        update(reviews)
-        .where(reviews.c.name == body["fqn"])
-        .values(
-            status="closed",
-            closed_at=utc_text_of(body["occurred_at"]),
-            closed_by=body["actor"],
-            closed_position=body["position"],
-            closed_hash=body["hash"],
-            closed_at_due=body["data"]["at_due"],
-        )
+def _closed(writes: Writes, body: Body) -> None:
+    values = {
+        "status": "closed",
+        "closed_at": utc_text_of(body["occurred_at"]),
+        "closed_by": body["actor"],
+        "closed_position": body["position"],
+        "closed_hash": body["hash"],
+        "closed_at_due": body["data"]["at_due"],
+    }
+    writes.add(
+        update_by_key(t.access_reviews, "name", tuple(values)), {**values, "w_key": body["fqn"]}
     )
+
+
+# Built once, run on the driver's cursor (`Raw`).
+_ITEM_COLUMNS = (
+    "review", "ordinal", "item", "kind", "subject", "repo", "role", "granted_by", "granted_at",
+    "grant_reason", "expires_at", "team", "repos",
+)  # fmt: skip
+_INSERT_ITEM = Raw(t.access_review_items.insert(), _ITEM_COLUMNS)
+_DECISION_COLUMNS = (
+    "decision", "decided_by", "decided_at", "reason", "automatic", "outcome",
+    "decided_position", "decided_hash",
+)  # fmt: skip
+_DECIDE_ITEM = Raw(
+    update(t.access_review_items).where(
+        t.access_review_items.c.review == bindparam("w_review"),
+        t.access_review_items.c.item == bindparam("w_item"),
+    ),
+    _DECISION_COLUMNS,
+)
 
 
 # --- queries ------------------------------------------------------------------------------
@@ -182,11 +201,12 @@ def _reviews(conn: Connection, name: str | None, status: str | None) -> list[dic
 
 
 def list_access_review_items(
-    conn: Connection, params: ListAccessReviewItems
+    conn: Connection, params: ListAccessReviewItems, authorization: Authorization
 ) -> list[dict[str, Any]]:
     """The items of a review (of every review without `review`); with `reviewer`, only the
-    undecided items of open reviews that this user may decide as an admin of the repos the
-    item changes (a tenant admin may decide any: ask without `reviewer`)."""
+    undecided items of open reviews that this user may decide: as a tenant admin (by
+    `authorization`) any item, else those changing only repos they administer; never one about
+    their own access."""
     items, reviews = t.access_review_items, t.access_reviews
     statement = (
         select(items)
@@ -211,7 +231,7 @@ def list_access_review_items(
     rows = [_item(r) for r in conn.execute(statement)]
     if params.reviewer is None:
         return rows
-    return _waiting_for(conn, params.reviewer, rows)
+    return _waiting_for(conn, params.reviewer, rows, authorization.is_tenant_admin(params.reviewer))
 
 
 def _item(r: Any) -> dict[str, Any]:
@@ -241,17 +261,22 @@ def _item(r: Any) -> dict[str, Any]:
 
 
 def _waiting_for(
-    conn: Connection, reviewer: str, rows: list[dict[str, Any]]
+    conn: Connection, reviewer: str, rows: list[dict[str, Any]], tenant_admin: bool
 ) -> list[dict[str, Any]]:
-    """The rows `reviewer` may decide now: undecided, of an open review, changing only repos
-    they administer, and not about their own access (their grant, membership, or a grant to a
-    team they are, or were when the review opened, a member of): the rule of
-    `domain.authorization`, on the views."""
+    """The rows `reviewer` may decide now: undecided, of an open review, not about their own
+    access (their grant, membership, or a grant to a team they are, or were when the review
+    opened, a member of), and, unless a tenant admin (`tenant_admin`), changing only repos they
+    administer: the rule of `domain.policies.ReviewerOf` (`domain.authorization`), on the
+    views."""
     reviews = t.access_reviews
     open_reviews = set(
         conn.execute(select(reviews.c.name).where(reviews.c.status == "open")).scalars()
     )
-    administered = {a.repo for a in subject_access(conn, reviewer) if a.role == "admin"}
+    administered = (
+        None
+        if tenant_admin
+        else {a.repo for a in subject_access(conn, reviewer) if a.role == "admin"}
+    )
     user = reviewer.removeprefix("user:")
     teams_now = set(
         conn.execute(select(t.team_members.c.team).where(t.team_members.c.user == user)).scalars()
@@ -276,6 +301,6 @@ def _waiting_for(
             if team in teams_now or (row["review"], team) in teams_then:
                 continue
         affected = [row["repo"]] if row["repo"] is not None else row["repos"]
-        if all(repo in administered for repo in affected):
+        if administered is None or all(repo in administered for repo in affected):
             waiting.append(row)
     return waiting

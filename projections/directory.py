@@ -10,12 +10,12 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select
 
 from domain.event_log import Published
 from projections import schema as t
 from projections.event_handlers import EventHandlers
-from projections.store import Raw, Writes
+from projections.store import Raw, Writes, update_by_key
 
 Body = dict[str, Any]
 _Handler = Callable[[Writes, Body], None]
@@ -196,14 +196,8 @@ _FORGET_FAILURE = Raw(
 _INSERT_FAILURE = Raw(insert(t.failures), ("kind", "name", "detail"))
 
 
-@functools.lru_cache(maxsize=64)
-def _update_by_key(table: Table, key: str, columns: tuple[str, ...]) -> Raw:
-    """UPDATE `table` SET `columns` WHERE `key` = :w_key, built once per set of columns."""
-    return Raw(update(table).where(table.c[key] == bindparam("w_key")), columns)
-
-
 def _update_workspace(writes: Writes, body: Body, **values: Any) -> None:
-    writes.add(_update_by_key(t.workspaces, "fqn", tuple(values)), {**values, "w_key": body["fqn"]})
+    writes.add(update_by_key(t.workspaces, "fqn", tuple(values)), {**values, "w_key": body["fqn"]})
 
 
 @_on("application.registered", "application.reregistered")
@@ -279,7 +273,7 @@ def _ml_repo_status(writes: Writes, body: Body) -> None:
 
 
 def _update_repo(writes: Writes, body: Body, **values: Any) -> None:
-    writes.add(_update_by_key(t.ml_repos, "name", tuple(values)), {**values, "w_key": body["fqn"]})
+    writes.add(update_by_key(t.ml_repos, "name", tuple(values)), {**values, "w_key": body["fqn"]})
 
 
 # --- teams --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, or_, select
 
+from domain.authorization import Authorization
 from domain.errors import NotFound
 from domain.names import allows
 from projections import access_history, access_reviews
@@ -434,7 +435,9 @@ def access_changes(conn: Connection, params: AccessChanges) -> list[dict[str, An
 # --- access requests (issue 15) ------------------------------------------------------------
 
 
-def list_access_requests(conn: Connection, params: ListAccessRequests) -> list[dict[str, Any]]:
+def list_access_requests(
+    conn: Connection, params: ListAccessRequests, authorization: Authorization
+) -> list[dict[str, Any]]:
     requests = t.access_requests
     statement = select(requests).order_by(requests.c.opened_at, requests.c.request)
     if params.approver is not None:
@@ -448,7 +451,9 @@ def list_access_requests(conn: Connection, params: ListAccessRequests) -> list[d
             statement = statement.where(column == value)
     rows = [_access_request(r) for r in conn.execute(statement)]
     if params.approver is not None:
-        rows = _approvable_by(conn, params.approver, rows)
+        rows = _approvable_by(
+            conn, params.approver, rows, authorization.is_tenant_admin(params.approver)
+        )
     return rows
 
 
@@ -469,25 +474,34 @@ def _access_request(row: Any) -> dict[str, Any]:
     return dict(row._mapping)
 
 
-def _approvable_by(conn: Connection, approver: str, rows: list[dict[str, Any]]) -> list[Row]:
-    """The rows `approver` may approve as an admin of their repo (the rules of
-    `domain.access_request.AccessRequest.approve`, read from the views)."""
+def _approvable_by(
+    conn: Connection, approver: str, rows: list[dict[str, Any]], tenant_admin: bool
+) -> list[Row]:
+    """The rows `approver` may approve: as a tenant admin (`tenant_admin`, decided by
+    `domain.authorization.Authorization`) any request, else those of the repos they administer
+    (`domain.policies.RequestApprover`); either way not their own, not for their own access,
+    not approved by them already (the rules of `domain.access_request.AccessRequest.approve`),
+    read from the views."""
     user = approver.removeprefix("user:")
     teams = set(
         conn.execute(select(t.team_members.c.team).where(t.team_members.c.user == user)).scalars()
     )
     holders = [approver, *(f"team:{team}" for team in teams)]
-    administered = set(
-        conn.execute(
-            select(t.grants.c.repo).where(
-                t.grants.c.subject.in_(holders), t.grants.c.role == "admin"
-            )
-        ).scalars()
+    administered = (
+        None
+        if tenant_admin
+        else set(
+            conn.execute(
+                select(t.grants.c.repo).where(
+                    t.grants.c.subject.in_(holders), t.grants.c.role == "admin"
+                )
+            ).scalars()
+        )
     )
     return [
         row
         for row in rows
-        if row["repo"] in administered
+        if (administered is None or row["repo"] in administered)
         and approver not in (row["requester"], row["subject"])
         and row["subject"].removeprefix("team:") not in teams
         and all(a["approver"] != approver for a in row["approvals"])
@@ -504,7 +518,10 @@ Key = Callable[[Row], tuple[Any, ...]]
 @dataclass(frozen=True)
 class Query:
     params: type[QueryParams]
-    run: Callable[[Connection, Any], Any]
+    # `run(conn, params)`, or with `authorized` `run(conn, params, authorization)`: a query
+    # that answers what a user may do asks the tenant's `Authorization` who its admins are.
+    run: Callable[..., Any]
+    authorized: bool = False
 
     @property
     def key(self) -> Key | None:
@@ -533,7 +550,7 @@ QUERIES: dict[str, Query] = {
     "get_team": Query(GetTeam, get_team),
     "list_storage_integrations": Query(ListStorageIntegrations, list_storage_integrations),
     "get_storage_integration": Query(GetStorageIntegration, get_storage_integration),
-    "list_access_requests": Query(ListAccessRequests, list_access_requests),
+    "list_access_requests": Query(ListAccessRequests, list_access_requests, authorized=True),
     "get_access_request": Query(GetAccessRequest, get_access_request),
 }
 
@@ -551,18 +568,27 @@ class Answer:
         return {**fields, "next": self.next} if self.paged else fields
 
 
-def answer(store: ViewStore, name: str, params: QueryParams) -> tuple[int, Any]:
+def answer(
+    store: ViewStore, name: str, params: QueryParams, authorization: Authorization | None = None
+) -> tuple[int, Any]:
     """(the position the views stood at, the query's data), read in one snapshot."""
-    found = answer_query(store, name, params)
+    found = answer_query(store, name, params, authorization)
     return found.position, found.data
 
 
-def answer_query(store: ViewStore, name: str, params: QueryParams) -> Answer:
-    """The query's answer, read in one snapshot; one page of it for a `Paged` request."""
+def answer_query(
+    store: ViewStore, name: str, params: QueryParams, authorization: Authorization | None = None
+) -> Answer:
+    """The query's answer, read in one snapshot; one page of it for a `Paged` request.
+    `authorization` is the tenant's (TENANTRY_ADMINS; None: off, as the command service's
+    default), for the queries that answer what a user may do."""
     query = QUERIES[name]
     with store.snapshot() as conn:
         position = read_tracking(conn).position
-        data = query.run(conn, params)
+        if query.authorized:
+            data = query.run(conn, params, authorization or Authorization())
+        else:
+            data = query.run(conn, params)
     if query.key is None or not isinstance(params, Paged):
         return Answer(position, data)
     rows, next_ = _page(data, query.key, params)
@@ -587,7 +613,7 @@ QUERIES.update(
         "list_access_reviews": Query(ListAccessReviews, access_reviews.list_access_reviews),
         "get_access_review": Query(GetAccessReview, access_reviews.get_access_review),
         "list_access_review_items": Query(
-            ListAccessReviewItems, access_reviews.list_access_review_items
+            ListAccessReviewItems, access_reviews.list_access_review_items, authorized=True
         ),
     }
 )

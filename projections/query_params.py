@@ -276,10 +276,9 @@ RequestStatus = Literal["pending", "approved", "denied", "cancelled", "expired"]
 
 
 class ListAccessRequests(Paged[r.AccessRequest]):
-    """Requests, oldest first; with `approver`, the pending ones that user may approve as an
-    admin of the repo (directly or through a team): not their own, not for their own access,
-    not approved by them already. (Tenant admins may approve any: the views do not know who
-    they are.)"""
+    """Requests, oldest first; with `approver`, the pending ones that user may approve as a
+    tenant admin (any), or as an admin of the repo (directly or through a team): not their own,
+    not for their own access, not approved by them already."""
 
     order = (("opened_at", str), ("request", str))
     status: RequestStatus | None = None

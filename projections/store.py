@@ -375,6 +375,12 @@ class Raw:
             cursor.close()
 
 
+@functools.lru_cache(maxsize=128)
+def update_by_key(table: Table, key: str, columns: tuple[str, ...]) -> Raw:
+    """UPDATE `table` SET `columns` WHERE `key` = :w_key, built once per set of columns."""
+    return Raw(update(table).where(table.c[key] == bindparam("w_key")), columns)
+
+
 class Writes:
     """A view's writes for one batch of events, held and run at the batch's end (`flush`):
     each table's statements in the order they were given, a run of one statement (the same

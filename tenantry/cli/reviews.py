@@ -59,7 +59,8 @@ def register(verbs: Any) -> None:
     which.add_argument(
         "--mine",
         action="store_true",
-        help="only the items waiting for me (TENANTRY_ACTOR) as an admin of their repos",
+        help="only the items waiting for me (TENANTRY_ACTOR) as a tenant admin or an admin of "
+        "their repos",
     )
     show.add_argument("-o", "--output", choices=["table", "json"])
     show.set_defaults(handler=_show)

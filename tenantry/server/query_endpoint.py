@@ -15,6 +15,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from domain.authorization import Authorization
 from domain.event_log import NotificationLog
 from domain.waiting import StreamMark, first_of
 from projections.queries import QUERIES, Answer, answer_query
@@ -71,9 +72,13 @@ class QueryEndpoint:
         max_waiting: int = 10_000,
         threads: int = 4,
         metrics: Metrics | None = None,
+        authorization: Authorization | None = None,
     ) -> None:
         self._nc = nc
         self._store = store
+        # The tenant's admins (TENANTRY_ADMINS), as the command service knows them: "requests I
+        # can approve" and "items waiting for me" answer by the same rule as the commands.
+        self._authorization = authorization or Authorization()
         self._metrics = metrics
         self.counters = EndpointCounters("queries", QUERY_PREFIX + "*", queue_group)
         self._position = runner_position_fn
@@ -148,7 +153,9 @@ class QueryEndpoint:
                 or self._applied_here(wanted)
                 or (not self._batch_coming() and await self._run(self._position) >= wanted)
             ):
-                found = await self._run(answer_query, self._store, name, params)
+                found = await self._run(
+                    answer_query, self._store, name, params, self._authorization
+                )
                 if wanted is not None and found.position < wanted:
                     # The store is behind what was known of it: views swapped in since (their
                     # runner goes on from their own position). Wait, as any reader behind.
@@ -324,6 +331,7 @@ async def serve_views(
     chain_check_every: float = 5.0,
     take_rows: TakeRows | None = None,
     after: StreamMark | None = None,
+    authorization: Authorization | None = None,
 ) -> None:
     """Feed the views from `recorder` and answer queries on `nc` until `stop` is set; then stop
     taking queries, answer those taken, and let the runner finish its batch. Every
@@ -345,6 +353,7 @@ async def serve_views(
         progress=runner.progress,
         wakeup=wakeup,
         metrics=metrics,
+        authorization=authorization,
     )
     discovery = Discovery(nc, "tenantry-query", "Tenantry queries", [endpoint.counters])
     # The runner has its own stop, so that it outlives the endpoint's drain (queries being

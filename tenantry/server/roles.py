@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import structlog
 from nats.aio.client import Client
 
+from domain.authorization import Authorization
 from domain.service import TenancyService
 from projections.store import ViewStore
 from tenantry.audit.checkpoint import load_private_key
@@ -134,6 +135,7 @@ async def projections_role(
                 metrics=metrics,
                 take_rows=recent.take,
                 after=followed.stream,
+                authorization=Authorization(admins=settings.admins),
             )
     finally:
         store.close()

@@ -5,7 +5,12 @@ their deadline, and any other kind of due work registered in `domain.due`), sent
 Every command service runs one (`command_role`), reading the event store it writes to: no
 other process, no election. Two of them, or one restarted, may send the same item; its
 deterministic command id makes the second a replay of the first, and the aggregate changes
-nothing for work already done (`domain.due`)."""
+nothing for work already done (`domain.due`).
+
+It reads from the store only the events some kind of due work declared (`DueWork.observes`,
+asked for by topic), up to the last stored position when the fold began, then stands at that
+position: the records between (the greater part of a log) are skipped by the store and never
+read again."""
 
 from __future__ import annotations
 
@@ -14,15 +19,16 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
+from eventsourcing.utils import get_topic
 
 from domain import handlers  # noqa: F401  (every kind of due work registers on import)
 from domain.authorization import SYSTEM_ACTOR
 from domain.base import CommandContext
 from domain.clock import Clock
 from domain.commands import Command
-from domain.due import DueWork, registered
+from domain.due import DueWork, event_type, registered
 from domain.errors import Conflict, DomainError
-from domain.event_log import INTERNAL_TOPICS, NotificationLog, unchained_body
+from domain.event_log import LazyBody, NotificationLog
 from tenantry.protocol import CommandReply
 
 log = structlog.get_logger("tenantry.scheduler")
@@ -46,6 +52,14 @@ class Scheduler:
         self._send = send
         self._clock = clock
         self._work = [kind() for kind in (registered() if kinds is None else kinds)]
+        # Each declared event type -> the kinds that declared it, in registration order.
+        self._observers: dict[str, list[DueWork]] = {}
+        topics: set[str] = set()
+        for work in self._work:
+            for observed in work.observes:
+                self._observers.setdefault(event_type(observed), []).append(work)
+                topics.add(get_topic(observed))
+        self._topics = sorted(topics)
         self._batch_size = batch_size
         self.position = 0  # the last store position folded
         # Ids answered already (by this process) and still due: not sent again while the event
@@ -54,21 +68,30 @@ class Scheduler:
         self._answered: set[str] = set()
 
     def fold(self) -> int:
-        """Fold what the log holds beyond `position`; return how many records were read."""
-        read = 0
-        while True:
+        """Fold the declared events the log holds beyond `position`, up to its last position
+        now; return how many were folded."""
+        end = self._recorder.max_notification_id() or 0
+        folded = 0
+        while self._topics and self.position < end:
             rows = self._recorder.select_notifications(
-                self.position, self._batch_size, inclusive_of_start=False
+                self.position,
+                self._batch_size,
+                stop=end,
+                topics=self._topics,
+                inclusive_of_start=False,
             )
             for row in rows:
-                if row.topic not in INTERNAL_TOPICS:
-                    body = unchained_body(row)
-                    for work in self._work:
-                        work.observe(body)
+                # Each kind reads two or three keys of the body: those alone are worked out.
+                body = LazyBody(row)
+                for work in self._observers[body["type"]]:
+                    work.observe(body)
                 self.position = row.id
-            read += len(rows)
+            folded += len(rows)
             if len(rows) < self._batch_size:
-                return read
+                break
+        # Every declared event up to `end` is folded: the rest up to there is nobody's.
+        self.position = max(self.position, end)
+        return folded
 
     async def tick(self) -> list[CommandReply]:
         """Fold the log, then send every command due now; the replies of those answered."""

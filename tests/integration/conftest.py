@@ -125,8 +125,13 @@ async def views(  # the query service over `bus`'s store, its runner feeding the
     views = Views(bus, store, runner)
     bus.service.listeners.append(wake_on_save(asyncio.get_running_loop(), views.wakeup))
     nc = await nats.connect(nats_server.url)
-    endpoint = QueryEndpoint(
-        nc, store, runner.position, progress=runner.progress, wakeup=views.wakeup
+    endpoint = QueryEndpoint(  # knowing the tenant admins, as the command service does
+        nc,
+        store,
+        runner.position,
+        progress=runner.progress,
+        wakeup=views.wakeup,
+        authorization=bus.service.authorization,
     )
     await endpoint.start()
     views.resume()

@@ -19,9 +19,12 @@ CAROL = "user:carol@example.com"
 WORKSPACE = "workspace:prod-eu:fraud"
 
 
+DANA = "user:dana@example.com"  # a tenant admin too, admin of no repo
+
+
 @pytest.fixture
 def admins() -> frozenset[str] | None:
-    return frozenset({ADMIN})
+    return frozenset({ADMIN, DANA})
 
 
 async def _world(views: Views) -> None:
@@ -118,6 +121,30 @@ async def test_a_production_grant_needs_two_approvals_by_two_other_people(
     assert closed["grant_expires_at"] is not None
     approved = await views.data("list_access_requests", status="approved", repo="fraud-models")
     assert [r["request"] for r in approved] == [request]
+
+
+async def test_a_tenant_admin_may_approve_any_request_but_their_own(bus: Bus, views: Views) -> None:
+    """ "Requests I can approve" follows `RequestApprover`: a tenant admin of no repo sees the
+    pending requests of others, not their own; the command agrees."""
+    await _world(views)
+    ask = {"repo": "fraud-models", "role": "viewer", "reason": "a look"}
+    alices = (await bus.command("request_repo_access", ask, actor=ALICE))["fqn"]
+    danas = await bus.command("request_repo_access", ask, actor=DANA)
+    assert danas["ok"], danas
+
+    mine = await views.data("list_access_requests", approver=DANA, min_position=danas["position"])
+    assert [r["request"] for r in mine] == [alices]
+    bobs = await views.data("list_access_requests", approver=BOB)
+    assert [r["request"] for r in bobs] == [alices, danas["fqn"]]
+    assert await views.data("list_access_requests", approver=ALICE) == []
+
+    await _refused(bus, "approve_access_request", {"request": danas["fqn"]}, DANA, "forbidden")
+    approved = await bus.command("approve_access_request", {"request": alices}, actor=DANA)
+    assert approved["ok"], approved
+    assert (
+        await views.data("list_access_requests", approver=DANA, min_position=approved["position"])
+        == []
+    )
 
 
 async def test_deny_and_cancel_close_a_request(bus: Bus, views: Views) -> None:

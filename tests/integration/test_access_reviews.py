@@ -37,6 +37,7 @@ from tests.clock import ControlledClock
 from tests.integration.cli import cli
 
 ANA = "user:ana@example.com"  # the tenant admin
+ZED = "user:zed@example.com"  # a tenant admin too, of no repo
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 DUE = START + timedelta(days=14)
 
@@ -69,9 +70,8 @@ async def governed(
 ) -> AsyncIterator[Governed]:
     settings = Settings(state_dir=tmp_path / "state")
     clock = ControlledClock(START)
-    service = TenancyService(
-        event_store_env(settings), authorization=Authorization(admins=frozenset({ANA})), clock=clock
-    )
+    authorization = Authorization(admins=frozenset({ANA, ZED}))
+    service = TenancyService(event_store_env(settings), authorization=authorization, clock=clock)
     service.seed_default_environments()
     service_nc = await nats.connect(nats_server.url)
     commands = CommandEndpoint(service_nc, service)
@@ -80,7 +80,9 @@ async def governed(
     store = ViewStore.from_url(f"sqlite:///{tmp_path / 'views.sqlite'}")
     store.create_tables()
     runner = ProjectionRunner(service.recorder, store)
-    queries = QueryEndpoint(service_nc, store, runner.position, progress=runner.progress)
+    queries = QueryEndpoint(
+        service_nc, store, runner.position, progress=runner.progress, authorization=authorization
+    )
     await queries.start()
 
     async def send(command: Command, context: CommandContext) -> CommandReply:
@@ -186,6 +188,44 @@ async def test_reviewers_decide_their_repos_items_and_never_their_own(governed: 
     review = await ana.get_access_review(name="q4")
     assert (review.progress.decided, review.progress.revoked) == (1, 1)
     assert [r.name for r in await ana.list_access_reviews(status="open")] == ["q4"]
+
+
+async def test_a_tenant_admin_of_no_repo_has_every_item_waiting_but_their_own(
+    governed: Governed,
+) -> None:
+    """A tenant admin may decide any item (`ReviewerOf`), not one about their own access: the
+    items waiting for them say so too, without their being an admin of any repo."""
+    g = governed
+    repos = await _world(g, 2, 2)
+    ana, zed = g.as_(ANA), g.as_(ZED)
+    await ana.grant_repo_access(repo=repos[0], subject=ZED, role="viewer")
+    opened = await ana.open_access_review(
+        name="q4", scope={"repos": repos}, due=DUE.isoformat(), on_undecided="keep"
+    )
+    items = await ana.list_access_review_items(review="q4", min_position=opened.position)
+    assert len(items) == 9  # per repo ana, its reviewer, two viewers; and zed's
+    (own,) = [i for i in items if i.subject == ZED]
+
+    waiting = await zed.list_access_review_items(review="q4", reviewer=ZED)
+    assert [i.item for i in waiting] == [i.item for i in items if i.subject != ZED]
+    # What the list says, the command does: any other item, not their own.
+    with pytest.raises(Forbidden):
+        await zed.decide_access_review_item(
+            review="q4", item=own.item, decision="keep", reason="me"
+        )
+    other = next(i for i in waiting if i.repo == repos[1])
+    decided = await zed.decide_access_review_item(
+        review="q4", item=other.item, decision="keep", reason="checked"
+    )
+    assert decided.events == ["access_review.item_decided"]
+    left = await zed.list_access_review_items(
+        review="q4", reviewer=ZED, min_position=decided.position
+    )
+    assert [i.item for i in left] == [i.item for i in waiting if i.item != other.item]
+    # A reviewer of one repo still has that repo's items only.
+    rev1 = "user:rev1@example.com"
+    theirs = await g.as_(rev1).list_access_review_items(review="q4", reviewer=rev1)
+    assert {i.repo for i in theirs} == {repos[1]}
 
 
 async def test_a_review_of_200_grants_closes_at_due_and_its_export_verifies(

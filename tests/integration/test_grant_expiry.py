@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -150,3 +151,55 @@ async def test_a_scheduler_started_after_the_deadline_records_it_once(
     with contextlib.closing(TenancyService(sqlite_env)) as check:
         assert len(_expiries(check)) == 1
     await client.close()
+
+
+def test_the_fold_reads_the_declared_events_only_and_stands_past_the_rest(
+    service: TenancyService,
+) -> None:
+    """On each store (SQLite, PostgreSQL): the scheduler asks for the events some kind of due
+    work declared, in pages, and stands at the log's last position afterwards, so the records
+    it skipped (teams, command records) are not read again by the next fold."""
+    from domain.base import CommandContext
+    from domain.commands import COMMANDS
+
+    def run(name: str, body: dict[str, Any]) -> None:
+        context = CommandContext(ADMIN, str(uuid.uuid4()), "test")
+        service.handle(COMMANDS[name].model_validate(body), context)
+
+    def unrelated(count: int) -> None:
+        for _ in range(count):
+            run("create_team", {"name": f"t-{uuid.uuid4().hex[:8]}", "members": []})
+
+    sent: list[Any] = []
+
+    async def send(command: Any, context: Any) -> Any:
+        sent.append((command, context.command_id))
+        raise AssertionError("not sent here")
+
+    later = datetime.now(UTC) + timedelta(days=2)
+    scheduler = Scheduler(service.recorder, send, lambda: later, batch_size=2)
+    run("register_storage_integration", {
+        "name": "s3-main", "provider": "s3", "storage_root": "s3://ml-bucket/repos"})  # fmt: skip
+    run("create_ml_repo", {"name": "fraud-models", "storage_integration": "s3-main"})
+    for subject in (BO, "user:cy@example.com", "user:di@example.com"):
+        run("grant_repo_access", {"repo": "fraud-models", "subject": subject, "role": "viewer",
+            "duration": "1d"})  # fmt: skip
+    unrelated(5)
+
+    # The creator's admin grant and the three (pages of two), nothing else.
+    assert scheduler.fold() == 4
+    assert scheduler.position == service.recorder.max_notification_id()
+    due = {item.command.subject for work in scheduler._work for item in work.due(later)}
+    assert due == {BO, "user:cy@example.com", "user:di@example.com"}
+
+    unrelated(3)
+    assert scheduler.fold() == 0
+    assert scheduler.position == service.recorder.max_notification_id()
+    run("revoke_repo_access", {"repo": "fraud-models", "subject": BO})
+    unrelated(2)
+    assert scheduler.fold() == 1
+    assert scheduler.position == service.recorder.max_notification_id()
+    assert scheduler.fold() == 0
+    due = {item.command.subject for work in scheduler._work for item in work.due(later)}
+    assert due == {"user:cy@example.com", "user:di@example.com"}
+    assert sent == []

@@ -357,6 +357,46 @@ class ProjectionContract:
         (cluster,) = query(store, "list_clusters")
         assert cluster["environments"] == ["prod", "dev", "staging"]
 
+    def test_a_batch_reads_back_the_request_it_opened_and_approved(
+        self,
+        service: TenancyService,
+        store: ViewStore,
+        runner: ProjectionRunner,
+        open_store: Callable[[str], ViewStore],
+        other_view_url: str,
+    ) -> None:
+        """The access requests view holds its writes to the batch's end too: an approval reads
+        the approvals before it, of a request this same batch may have opened (and approved
+        once already), from the rows held so far. Then an event a batch, for the same rows."""
+        bob, carol, alice = "user:bob@example.com", "user:carol@example.com", "user:al@example.com"
+        workspace = "workspace:prod-eu:fraud"
+        self.send(service, [*WORLD[:1], *[(name, body, ADMIN) for name, body in (
+            ("update_environment", {"name": "prod", "access_approvals": 2}),
+            ("create_workspace", {"cluster": "prod-eu", "name": "fraud", "environment": "prod"}),
+            ("register_storage_integration",
+             {"name": "local", "provider": "local", "storage_root": "file:///srv/ml"}),
+            ("create_ml_repo", {"name": "req-models", "storage_integration": "local"}),
+            ("grant_repo_access", {"repo": "req-models", "subject": bob, "role": "admin"}),
+            ("grant_repo_access", {"repo": "req-models", "subject": carol, "role": "admin"}),
+        )]])  # fmt: skip
+        ask = {"repo": "req-models", "subject": workspace, "role": "editor", "reason": "retrain"}
+        opened = self.send(service, [("request_repo_access", ask, alice)])
+        self.send(
+            service,
+            [
+                ("approve_access_request", {"request": opened.fqn}, bob),
+                ("approve_access_request", {"request": opened.fqn, "comment": "ok"}, carol),
+            ],
+        )
+        assert runner.catch_up() == service.recorder.max_notification_id()
+        assert runner.catch_up() == 0  # all of it in the one batch above
+        shown = query(store, "get_access_request", request=opened.fqn)
+        assert shown["status"] == "approved"
+        assert [a["approver"] for a in shown["approvals"]] == [bob, carol]
+        one_by_one = open_store(other_view_url)
+        ProjectionRunner(service.recorder, one_by_one, batch_size=1).catch_up()
+        assert dump(one_by_one)["view_access_requests"] == dump(store)["view_access_requests"]
+
     # --- exactly once -----------------------------------------------------------------------
 
     def test_catching_up_again_changes_nothing(

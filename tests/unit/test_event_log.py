@@ -75,3 +75,33 @@ def test_every_bookkeeping_record_is_left_out_of_the_published_log() -> None:
     }
     assert len(events) >= 3
     assert events <= INTERNAL_TOPICS
+
+
+def test_a_lazy_body_is_the_body_key_for_key() -> None:
+    """`LazyBody` works out `type`, `fqn` and `data` on its own: each must be what
+    `unchained_body` says, for every kind of event of a busy tenancy (a second definition of
+    those fields would otherwise be free to drift)."""
+    from domain.base import CommandContext
+    from domain.commands import COMMANDS
+    from domain.event_log import INTERNAL_TOPICS, LazyBody, unchained_body
+    from tests.integration.world import CHANGES, WORLD
+
+    from .support import make_tenancy
+
+    t = make_tenancy("sqlite")
+    for name, body, actor in WORLD + CHANGES:
+        context = CommandContext(actor, str(uuid.uuid4()), "lazy")
+        t.svc.handle(COMMANDS[name].model_validate(body), context)
+    rows = [
+        n
+        for n in t.svc.recorder.select_notifications(None, 100_000)
+        if n.topic not in INTERNAL_TOPICS
+    ]
+    assert len({n.topic for n in rows}) >= 20
+    for n in rows:
+        whole = unchained_body(n)
+        assert dict(LazyBody(n)) == whole
+        for key in whole:
+            assert LazyBody(n)[key] == whole[key], (n.topic, key)
+        with pytest.raises(KeyError):
+            LazyBody(n)["no such key"]
