@@ -24,25 +24,35 @@ Bound = int | datetime | None
 
 
 async def stream_messages(
-    nc: Client, since_position: int | None = None, *, stall_timeout: float = 10.0
+    nc: Client,
+    since_position: int | None = None,
+    *,
+    through: int | None = None,
+    stall_timeout: float = 10.0,
 ) -> AsyncGenerator[tuple[int, bytes], None]:
     """(stream sequence, the published bytes) of every message on the stream as it stands
     now, in order, from the first event at or after `since_position`. Ends at the last
-    message there is (the stream's last sequence may be a deleted message)."""
+    message there is (the stream's last sequence may be a deleted message); with `through`,
+    not before the event at that store position, waiting for the relay to publish it (a
+    TimeoutError when nothing comes for `stall_timeout` seconds)."""
     js = nc.jetstream()
     try:
         info = await js.stream_info(STREAM_NAME)
     except NotFoundError:
+        if through is not None:
+            raise TimeoutError(f"the stream does not exist, so not position {through}") from None
         return
     last_seq = info.state.last_seq
-    if not last_seq or not info.state.messages:
-        return
     start = info.state.first_seq
-    if since_position is not None:
-        found = await first_seq_at_position(js, info, since_position)
-        if found is None:
+    if not last_seq or not info.state.messages:
+        if through is None:
             return
-        start = found
+        start = last_seq + 1  # what comes next
+    elif since_position is not None:
+        found = await first_seq_at_position(js, info, since_position)
+        if found is None and through is None:
+            return
+        start = last_seq + 1 if found is None else found
     sub = await js.subscribe(
         SUBJECT_PREFIX + ">",
         stream=STREAM_NAME,
@@ -58,15 +68,29 @@ async def stream_messages(
             try:
                 msg = await sub.next_msg(timeout=stall_timeout)
             except NatsTimeoutError:
+                if through is not None:
+                    raise TimeoutError(
+                        f"the stream has not reached position {through} "
+                        f"(nothing new for {stall_timeout:g} s: is the relay running?)"
+                    ) from None
                 raise TimeoutError(
                     f"the stream stopped delivering before sequence {last_seq}"
                 ) from None
             seq = msg.metadata.sequence.stream
             yield seq, msg.data
-            if seq >= last_seq or not msg.metadata.num_pending:
+            if (seq >= last_seq or not msg.metadata.num_pending) and _reached(msg.data, through):
                 return
     finally:
         await sub.unsubscribe()
+
+
+def _reached(data: bytes, through: int | None) -> bool:
+    """Whether a message is at or past store position `through` (any, without one)."""
+    if through is None:
+        return True
+    body = _parsed(data)
+    position = None if body is None else body.get("position")
+    return isinstance(position, int) and position >= through
 
 
 def _parsed(data: bytes) -> dict[str, Any] | None:
@@ -97,10 +121,18 @@ class Exported:
 
 
 async def export(
-    nc: Client, write: Callable[[bytes], object], *, since: Bound = None, until: Bound = None
+    nc: Client,
+    write: Callable[[bytes], object],
+    *,
+    since: Bound = None,
+    until: Bound = None,
+    through: int | None = None,
+    stall_timeout: float = 10.0,
 ) -> Exported:
     """Write each event from `since` (a position or a moment, inclusive) to `until` (exclusive)
-    as one line; return what was written and what was left out.
+    as one line; return what was written and what was left out. With `through`, a store
+    position known to hold an event (a review's closing, read from the views, which may be
+    ahead of the stream), the export waits for the stream to reach it rather than end without.
 
     The run is contiguous, so that its chain verifies: it begins at the first event at or after
     `since` and ends before the first event at or after `until`, in stream order (an event
@@ -111,7 +143,12 @@ async def export(
     result = Exported()
     # aclosing: a `break` below unsubscribes now, not when the generator is collected (after
     # the connection closed, with a traceback).
-    messages = stream_messages(nc, since if isinstance(since, int) else None)
+    messages = stream_messages(
+        nc,
+        since if isinstance(since, int) else None,
+        through=through,
+        stall_timeout=stall_timeout,
+    )
     async with aclosing(messages):
         await _export_run(messages, write, since, until, result)
     return result

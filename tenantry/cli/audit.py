@@ -144,7 +144,9 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
-async def _write_export(settings: Settings, out: Any, since: Any, until: Any, key: Any) -> int:
+async def _write_export(
+    settings: Settings, out: Any, since: Any, until: Any, key: Any, through: int | None = None
+) -> int:
     from tenantry.audit.checkpoint import checkpoint_line
     from tenantry.audit.export import export
 
@@ -153,7 +155,9 @@ async def _write_export(settings: Settings, out: Any, since: Any, until: Any, ke
         return UNREACHABLE
     lines = audit_proofs.TreeOfLines(out.write)  # the Merkle root, for a signed checkpoint
     try:
-        exported = await export(nc, lines.write if key else out.write, since=since, until=until)
+        exported = await export(
+            nc, lines.write if key else out.write, since=since, until=until, through=through
+        )
     except TimeoutError as exc:
         print(f"tenantry audit export: {exc}", file=sys.stderr)
         return 1

@@ -287,6 +287,8 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         review = await client.get_access_review(name=args.name)
         span["since"] = review.opened_position
         span["until"] = None if review.closed_position is None else review.closed_position + 1
+        # The views answered this, and the stream may not have the closing yet: wait for it.
+        span["through"] = review.closed_position
         if review.closed_position is None:
             print(
                 f"tenantry review export: access review {args.name} is still open: the export "
@@ -302,7 +304,9 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
     partial = args.output.with_name(args.output.name + ".partial")
     with partial.open("wb") as out:
-        code = asyncio.run(_write_export(settings, out, span["since"], span["until"], key))
+        code = asyncio.run(
+            _write_export(settings, out, span["since"], span["until"], key, span["through"])
+        )
     if code != 0:
         partial.unlink(missing_ok=True)
         return code

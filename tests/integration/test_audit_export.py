@@ -25,6 +25,7 @@ from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.event_log import chain_hash, published_bytes
 from domain.service import TenancyService
+from tenantry.audit.export import export
 from tenantry.log.relay import Relay
 from tenantry.server.nats_server import NatsServer
 from tenantry.server.store import event_store_env
@@ -319,3 +320,55 @@ async def test_verify_without_a_file_compares_the_store_with_the_stream(
     assert code == 1
     assert _failed_at(output) == target["position"]
     assert "differ in data, hash" in output
+
+
+# --- an export that must reach a position -------------------------------------------------
+
+
+async def test_an_export_through_a_position_waits_for_the_stream_to_reach_it(
+    published: Published,
+) -> None:
+    """A review's export knows its closing position from the views, which may be ahead of the
+    stream (the relay publishes a moment later): the export waits for that event instead of
+    ending, incomplete, at the stream's end as it stood."""
+    await published.stop_relay()
+    context = CommandContext("user:root@example.com", str(uuid.uuid4()), "export")
+    body = {"name": "late-team", "members": []}
+    published.service.handle(COMMANDS["create_team"].model_validate(body), context)
+    last = expected_bodies(published.service.recorder)[-1]["position"]  # the team's event
+    nc = await nats.connect(published.nats_url)
+    relay_nc = await nats.connect(published.nats_url)
+    stop = asyncio.Event()
+    lines: list[bytes] = []
+    try:
+        exporting = asyncio.create_task(
+            export(nc, lines.append, since=1, until=last + 1, through=last)
+        )
+        on_stream = len(expected_bodies(published.service.recorder)) - 1  # all but the team
+        while len(lines) < on_stream and not exporting.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # until it has written the stream as it stands
+        assert not exporting.done()  # then waits for `last`, not ended without it
+        relay = Relay(published.service.recorder, relay_nc, poll_interval=0.02)
+        relaying = asyncio.create_task(relay.run(stop))
+        exported = await asyncio.wait_for(exporting, 30)
+        stop.set()
+        await relaying
+    finally:
+        await nc.close()
+        await relay_nc.close()
+    assert exported.span.last_position == json.loads(lines[-1])["position"]
+    assert json.loads(lines[-1])["type"] == "team.created"
+    assert [json.loads(line) for line in lines] == expected_bodies(published.service.recorder)
+
+
+async def test_an_export_through_a_position_the_stream_never_reaches_times_out(
+    published: Published,
+) -> None:
+    last = published.service.recorder.max_notification_id()
+    assert last is not None
+    nc = await nats.connect(published.nats_url)
+    try:
+        with pytest.raises(TimeoutError, match=f"position {last + 5}"):
+            await export(nc, lambda _: None, through=last + 5, stall_timeout=0.5)
+    finally:
+        await nc.close()
