@@ -486,17 +486,12 @@ def _approvable_by(
     teams = set(
         conn.execute(select(t.team_members.c.team).where(t.team_members.c.user == user)).scalars()
     )
-    holders = [approver, *(f"team:{team}" for team in teams)]
+    # Admin of a repo by today's access (its own grant or a team's, up to a deadline), as the
+    # reviews' "waiting for me" and the command's `is_repo_admin` ask it.
     administered = (
         None
         if tenant_admin
-        else set(
-            conn.execute(
-                select(t.grants.c.repo).where(
-                    t.grants.c.subject.in_(holders), t.grants.c.role == "admin"
-                )
-            ).scalars()
-        )
+        else {a.repo for a in subject_access(conn, approver) if a.role == "admin"}
     )
     return [
         row

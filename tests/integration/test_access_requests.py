@@ -5,6 +5,8 @@ a chat bot would subscribe to."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ WORKSPACE = "workspace:prod-eu:fraud"
 
 
 DANA = "user:dana@example.com"  # a tenant admin too, admin of no repo
+ERIN = "user:erin@example.com"
 
 
 @pytest.fixture
@@ -145,6 +148,30 @@ async def test_a_tenant_admin_may_approve_any_request_but_their_own(bus: Bus, vi
         await views.data("list_access_requests", approver=DANA, min_position=approved["position"])
         == []
     )
+
+
+async def test_an_admin_whose_grant_reached_its_deadline_may_approve_nothing(
+    bus: Bus, views: Views
+) -> None:
+    """ "Requests I can approve" asks today's access (its deadlines), as the command does: from
+    the deadline of Erin's admin grant on, Erin is no approver, expiry event or not."""
+    await _world(views)
+    deadline = datetime.now(UTC) + timedelta(seconds=2)
+    erin_admin = {"repo": "fraud-models", "subject": ERIN, "role": "admin"}
+    granted = await bus.command(
+        "grant_repo_access", {**erin_admin, "expires_at": deadline.isoformat()}, actor=ADMIN
+    )
+    assert granted["ok"], granted
+    ask = {"repo": "fraud-models", "role": "viewer", "reason": "a look"}
+    opened = await bus.command("request_repo_access", ask, actor=ALICE)
+    assert opened["ok"], opened
+    mine = await views.data("list_access_requests", approver=ERIN, min_position=opened["position"])
+    assert [r["request"] for r in mine] == [opened["fqn"]]
+
+    while datetime.now(UTC) <= deadline:  # noqa: ASYNC110 (the wall clock, not a state)
+        await asyncio.sleep(0.05)
+    assert await views.data("list_access_requests", approver=ERIN) == []
+    await _refused(bus, "approve_access_request", {"request": opened["fqn"]}, ERIN, "forbidden")
 
 
 async def test_deny_and_cancel_close_a_request(bus: Bus, views: Views) -> None:
