@@ -46,6 +46,7 @@ from tenantry.log.batches import (
 )
 from tenantry.log.jetstream import ensure_stream
 from tenantry.log.recent import RecentCommits, TakenRows
+from tenantry.log.store_pages import page_reader
 from tenantry.log.stream_check import Resume, StreamGuard
 from tenantry.server.metrics import Metrics
 
@@ -71,7 +72,7 @@ class Relay:
         nc: Client,
         *,
         replicas: int = 1,
-        batch_size: int = 4000,
+        batch_size: int = 2 * ATOMIC_BATCH_MAX,
         poll_interval: float = 0.25,
         wakeup: asyncio.Event | None = None,
         recent: RecentCommits | None = None,
@@ -80,6 +81,8 @@ class Relay:
         check_interval: float = 5.0,
     ) -> None:
         self._recorder = recorder
+        # Pages read as plain rows (`store_pages`): what the relay reads most, by far.
+        self._pages = page_reader(recorder)
         self._ack_timeout = ack_timeout
         self._nc = nc
         self._js = nc.jetstream()
@@ -87,6 +90,10 @@ class Relay:
         # Whether the stream takes atomic batches (nats-server ≥ 2.12): known once it is made.
         self._atomic = False
         self._replicas = replicas
+        # Rows a page. Reading is the relay's main cost, and a page is published while the
+        # next one is read: a page of about one atomic batch of events (each command stores
+        # its record beside its events) keeps the last page's publish, the part nothing
+        # overlaps, to one batch.
         self._batch_size = batch_size
         # The first page read when not publishing already (started, or idle until a backlog
         # came): one atomic batch's worth, so that publishing starts while the next, whole
@@ -362,7 +369,7 @@ class Relay:
         page) and build its batches. The returned tail assumes they land; the flag says
         whether the page was full (more may be waiting)."""
         limit = limit or self._batch_size
-        page = read_batch(rows or self._recorder, cursor, tail.hash, limit)
+        page = read_batch(rows or self._pages, cursor, tail.hash, limit)
         events = [Chained(subject_of(e.body), e.payload, e.body["position"]) for e in page.events]
         last_id = page.position if page.read else None
         full = page.read == limit
