@@ -129,11 +129,11 @@ class Relay:
         )
 
     async def ensure_stream(self) -> None:
-        if await ensure_stream(self._js, self._stream_config()):
+        created, info = await ensure_stream(self._js, self._stream_config())
+        if created:
             log.info("relay.stream_created", stream=STREAM_NAME, replicas=self._replicas)
         # A server older than 2.12 drops `allow_atomic` from the configuration it keeps (and
         # would ignore the batch headers): publish one conditional message at a time there.
-        info = await self._js.stream_info(STREAM_NAME)
         self._atomic = bool(info.config.allow_atomic)
         if not self._atomic:
             log.warning("relay.no_atomic_batches", stream=STREAM_NAME)
@@ -330,8 +330,14 @@ class Relay:
         pause = max(self._poll_interval, 0.5)
         while not stop.is_set():
             try:
-                await self.ensure_stream()
-                await self._guard.ensure_alert_stream()
+                # The two streams at once (each is two requests to the server), both answered
+                # before either's error is raised.
+                made = await asyncio.gather(
+                    self.ensure_stream(), self._guard.ensure_alert_stream(), return_exceptions=True
+                )
+                for result in made:
+                    if isinstance(result, BaseException):
+                        raise result
                 return await self.tail()
             except (APIError, TimeoutError, NatsError) as exc:
                 log.warning("relay.stream_unavailable", error=f"{type(exc).__name__}: {exc}")
