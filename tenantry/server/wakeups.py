@@ -25,13 +25,31 @@ class FollowedLog:
     recorder: ApplicationRecorder
     _listeners: list[Callable[[Sequence[Notification]], None]]
 
-    def woken_on_save(self, recent: RecentCommits | None = None) -> asyncio.Event:
-        """An event of its own, set after every save in this process (one per follower: each
-        clears its own, which would swallow another's wake-up); with `recent`, the rows saved
-        are handed to it first."""
-        wakeup = asyncio.Event()
-        self._listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup, recent))
-        return wakeup
+    def wakeups(self, store_env: dict[str, str], *, take_rows: bool = False) -> Wakeups:
+        """One follower's wake-ups: an event of its own (each follower clears its own, which
+        would swallow another's wake-up), set after every save in this process and, while
+        `Wakeups.listen` runs, on PostgreSQL's NOTIFY; with `take_rows`, the rows saved here
+        are handed to its `recent` first."""
+        recent = RecentCommits() if take_rows else None
+        event = asyncio.Event()
+        self._listeners.append(wake_on_save(asyncio.get_running_loop(), event, recent))
+        return Wakeups(event, recent, self.recorder, store_env)
+
+
+@dataclass(frozen=True)
+class Wakeups:
+    """What wakes one follower of the log: `event`, set after every save in this process (the
+    rows handed to `recent` first, if it takes them) and on every PostgreSQL NOTIFY while
+    `listen` runs."""
+
+    event: asyncio.Event
+    recent: RecentCommits | None
+    _recorder: ApplicationRecorder
+    _store_env: dict[str, str]
+
+    async def listen(self, stop: asyncio.Event) -> None:
+        """Until `stop`: PostgreSQL's NOTIFYs set `event` (nothing to do on SQLite)."""
+        await listen_postgres(self._recorder, self._store_env, [self.event], stop)
 
 
 def wake_on_save(
