@@ -70,7 +70,11 @@ def event_id(originator_id: UUID, version: int) -> str:
 
     It is `str(uuid5(originator_id, str(version)))` (RFC 4122 version 5), computed without
     building two `UUID` objects: the relay and the views compute one for every event."""
-    name = originator_id.bytes + str(version).encode()
+    return _event_id(originator_id.bytes, version)
+
+
+def _event_id(originator_id: bytes, version: int) -> str:
+    name = originator_id + str(version).encode()
     digest = bytearray(hashlib.sha1(name, usedforsecurity=False).digest()[:16])  # as uuid5
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
@@ -78,19 +82,38 @@ def event_id(originator_id: UUID, version: int) -> str:
     return f"{hex_[:8]}-{hex_[8:12]}-{hex_[12:16]}-{hex_[16:20]}-{hex_[20:]}"
 
 
+# A UUID as the stores keep it in text (the relay reads it so): SQLite its 32 hex digits,
+# PostgreSQL (read `::text`) as `str(UUID)` writes it.
+_UUID_HEX = re.compile(r"^[0-9a-f]{32}$")
+_UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _originator(originator_id: object) -> tuple[str, bytes]:
+    """The aggregate id as `str(UUID)` writes it and its 16 bytes, from a `UUID` or its text."""
+    if isinstance(originator_id, UUID):
+        return str(originator_id), originator_id.bytes
+    text = str(originator_id)
+    if _UUID_HEX.fullmatch(text):
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}", bytes.fromhex(
+            text
+        )
+    if _UUID_TEXT.fullmatch(text):
+        return text, bytes.fromhex(text.replace("-", ""))
+    parsed = UUID(text)  # another spelling of a UUID: its canonical text
+    return str(parsed), parsed.bytes
+
+
 def unchained_body(notification: Notification) -> dict[str, Any]:
     """The body of DESIGN §4 without `prev_hash` and `hash`."""
     state: dict[str, Any] = orjson.loads(notification.state)
     aggregate, type_ = event_type_of_topic(notification.topic)
-    originator_id = notification.originator_id
-    if not isinstance(originator_id, UUID):
-        originator_id = UUID(str(originator_id))
+    aggregate_id, originator_bytes = _originator(notification.originator_id)
     return {
         "position": notification.id,
-        "id": event_id(originator_id, notification.originator_version),
+        "id": _event_id(originator_bytes, notification.originator_version),
         "type": type_,
         "aggregate": aggregate,
-        "aggregate_id": str(originator_id),
+        "aggregate_id": aggregate_id,
         "fqn": state.get("fqn", ""),
         "version": notification.originator_version,
         "occurred_at": rfc3339(state["timestamp"]),

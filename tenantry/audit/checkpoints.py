@@ -173,7 +173,7 @@ class Checkpointer:
             duplicate_window=120.0,
             description="Tenantry: signed checkpoints of TENANTRY_EVENTS (kept forever)",
         )
-        if await ensure_stream(self._js, config):
+        if (await ensure_stream(self._js, config)).created:
             log.info("checkpoint.stream_created", stream=CHECKPOINT_STREAM)
 
     async def run(self, stop: asyncio.Event) -> None:

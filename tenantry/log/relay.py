@@ -46,6 +46,7 @@ from tenantry.log.batches import (
 )
 from tenantry.log.jetstream import ensure_stream
 from tenantry.log.recent import RecentCommits, TakenRows
+from tenantry.log.store_pages import page_reader
 from tenantry.log.stream_check import Resume, StreamGuard
 from tenantry.server.metrics import Metrics
 
@@ -71,7 +72,7 @@ class Relay:
         nc: Client,
         *,
         replicas: int = 1,
-        batch_size: int = 4000,
+        batch_size: int = 2 * ATOMIC_BATCH_MAX,
         poll_interval: float = 0.25,
         wakeup: asyncio.Event | None = None,
         recent: RecentCommits | None = None,
@@ -81,6 +82,8 @@ class Relay:
         stream: StreamMark | None = None,
     ) -> None:
         self._recorder = recorder
+        # Pages read as plain rows (`store_pages`): what the relay reads most, by far.
+        self._pages = page_reader(recorder)
         self._ack_timeout = ack_timeout
         self._nc = nc
         self._js = nc.jetstream()
@@ -88,6 +91,10 @@ class Relay:
         # Whether the stream takes atomic batches (nats-server ≥ 2.12): known once it is made.
         self._atomic = False
         self._replicas = replicas
+        # Rows a page. Reading is the relay's main cost, and a page is published while the
+        # next one is read: a page of about one atomic batch of events (each command stores
+        # its record beside its events) keeps the last page's publish, the part nothing
+        # overlaps, to one batch.
         self._batch_size = batch_size
         # The first page read when not publishing already (started, or idle until a backlog
         # came): one atomic batch's worth, so that publishing starts while the next, whole
@@ -126,11 +133,11 @@ class Relay:
         )
 
     async def ensure_stream(self) -> None:
-        if await ensure_stream(self._js, self._stream_config()):
+        created, info = await ensure_stream(self._js, self._stream_config())
+        if created:
             log.info("relay.stream_created", stream=STREAM_NAME, replicas=self._replicas)
         # A server older than 2.12 drops `allow_atomic` from the configuration it keeps (and
         # would ignore the batch headers): publish one conditional message at a time there.
-        info = await self._js.stream_info(STREAM_NAME)
         self._atomic = bool(info.config.allow_atomic)
         if not self._atomic:
             log.warning("relay.no_atomic_batches", stream=STREAM_NAME)
@@ -349,8 +356,14 @@ class Relay:
         pause = max(self._poll_interval, 0.5)
         while not stop.is_set():
             try:
-                await self.ensure_stream()
-                await self._guard.ensure_alert_stream()
+                # The two streams at once (each is two requests to the server), both answered
+                # before either's error is raised.
+                made = await asyncio.gather(
+                    self.ensure_stream(), self._guard.ensure_alert_stream(), return_exceptions=True
+                )
+                for result in made:
+                    if isinstance(result, BaseException):
+                        raise result
                 return await self.tail()
             except (APIError, TimeoutError, NatsError) as exc:
                 log.warning("relay.stream_unavailable", error=f"{type(exc).__name__}: {exc}")
@@ -388,7 +401,7 @@ class Relay:
         page) and build its batches. The returned tail assumes they land; the flag says
         whether the page was full (more may be waiting)."""
         limit = limit or self._batch_size
-        page = read_batch(rows or self._recorder, cursor, tail.hash, limit)
+        page = read_batch(rows or self._pages, cursor, tail.hash, limit)
         events = [Chained(subject_of(e.body), e.payload, e.body["position"]) for e in page.events]
         last_id = page.position if page.read else None
         full = page.read == limit

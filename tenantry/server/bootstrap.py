@@ -10,6 +10,7 @@ import fcntl
 import gc
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -283,10 +284,17 @@ def banner(settings: Settings, nats_url: str) -> str:
 # traversed over and over (15-20 % of a rebuild's time, measured in bench/projection_rebuild).
 GC_THRESHOLDS = (50_000, 10, 10)
 
+# The interpreter handed to a waiting thread after 1 ms instead of 5: the relay's reader thread
+# holds it for a page at a time, while the event loop waits for it to take a batch's ack and
+# write the next batch to the socket (relay_throughput --quick: 0.58-0.83 at 5 ms, 0.83-1.11 at
+# 1 ms, same minutes; latency unchanged: docs/benchmarks.md, "Session 6: relay").
+SWITCH_INTERVAL = 0.001
+
 
 def tune_process() -> None:
     """Process settings of a long-running Tenantry process (also applied by `bench`)."""
     gc.set_threshold(*GC_THRESHOLDS)
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:

@@ -16,7 +16,6 @@ from domain.service import TenancyService
 from projections.store import ViewStore
 from tenantry.audit.checkpoint import load_private_key
 from tenantry.audit.checkpoints import Cadence, Checkpointer
-from tenantry.log.recent import RecentCommits
 from tenantry.log.relay import Relay
 from tenantry.server.command_endpoint import CommandEndpoint
 from tenantry.server.discovery import Discovery
@@ -25,7 +24,7 @@ from tenantry.server.metrics import Metrics, sample_lag
 from tenantry.server.query_endpoint import serve_views
 from tenantry.server.scheduler import Scheduler
 from tenantry.server.store import creating_tables, event_store_env, view_store_url
-from tenantry.server.wakeups import FollowedLog, listen_postgres
+from tenantry.server.wakeups import FollowedLog
 from tenantry.settings import Settings
 from workers import WORKER_KINDS, BackendConfig, run_worker
 
@@ -83,21 +82,19 @@ async def relay_role(
     stop: asyncio.Event,
     metrics: Metrics,
 ) -> None:
-    recent = RecentCommits()
-    wakeup = followed.woken_on_save(recent, relaying=True)
+    woken = followed.wakeups(event_store_env(settings), take_rows=True, relaying=True)
     relay = Relay(
         followed.recorder,
         nc,
         replicas=settings.stream_replicas,
         poll_interval=settings.poll_interval,
-        wakeup=wakeup,
-        recent=recent,
+        wakeup=woken.event,
+        recent=woken.recent,
         metrics=metrics,
         stream=followed.stream,
     )
-    store_env = event_store_env(settings)
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(listen_postgres(followed.recorder, store_env, [wakeup], stop))
+        tasks.create_task(woken.listen(stop))
         tasks.create_task(
             sample_lag(
                 metrics.relay_lag,
@@ -117,23 +114,21 @@ async def projections_role(
     metrics: Metrics,
 ) -> None:
     """The read models, fed from the event store, and the queries on tenantry.query.*."""
-    recent = RecentCommits()
-    wakeup = followed.woken_on_save(recent)
+    woken = followed.wakeups(event_store_env(settings), take_rows=True)
+    assert woken.recent is not None
     store = await asyncio.to_thread(open_view_store, settings)
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(
-                listen_postgres(followed.recorder, event_store_env(settings), [wakeup], stop)
-            )
+            tasks.create_task(woken.listen(stop))
             await serve_views(
                 followed.recorder,
                 store,
                 nc,
                 stop,
-                wakeup,
+                woken.event,
                 poll_interval=settings.poll_interval,
                 metrics=metrics,
-                take_rows=recent.take,
+                take_rows=woken.recent.take,
                 after=followed.stream,
                 authorization=Authorization(admins=settings.admins),
             )
@@ -163,7 +158,7 @@ async def checkpoints_role(
     """Signed checkpoints of the log on TENANTRY_CHECKPOINTS, and the Merkle proof queries."""
     if settings.signing_key is None:
         raise RuntimeError("the checkpoints role needs TENANTRY_SIGNING_KEY (an Ed25519 key)")
-    wakeup = followed.woken_on_save()
+    woken = followed.wakeups(event_store_env(settings))
     checkpointer = Checkpointer(
         followed.recorder,
         nc,
@@ -171,12 +166,10 @@ async def checkpoints_role(
         cadence=Cadence(settings.checkpoint_events, settings.checkpoint_seconds),
         replicas=settings.stream_replicas,
         poll_interval=settings.poll_interval,
-        wakeup=wakeup,
+        wakeup=woken.event,
     )
     async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(
-            listen_postgres(followed.recorder, event_store_env(settings), [wakeup], stop)
-        )
+        tasks.create_task(woken.listen(stop))
         await checkpointer.run(stop)
 
 

@@ -29,17 +29,35 @@ class FollowedLog:
     # views' runner of the same process waits for it (one per process: see `_followed`).
     stream: StreamMark = field(default_factory=StreamMark)
 
-    def woken_on_save(
-        self, recent: RecentCommits | None = None, *, relaying: bool = False
-    ) -> asyncio.Event:
-        """An event of its own, set after every save in this process (one per follower: each
-        clears its own, which would swallow another's wake-up); with `recent`, the rows saved
-        are handed to it first. The relay's (`relaying`) also marks them committed in
-        `stream`, for the relay to mark them on the stream once acked."""
-        wakeup = asyncio.Event()
+    def wakeups(
+        self, store_env: dict[str, str], *, take_rows: bool = False, relaying: bool = False
+    ) -> Wakeups:
+        """One follower's wake-ups: an event of its own (each follower clears its own, which
+        would swallow another's wake-up), set after every save in this process and, while
+        `Wakeups.listen` runs, on PostgreSQL's NOTIFY; with `take_rows`, the rows saved here
+        are handed to its `recent` first. The relay's (`relaying`) also marks them committed
+        in `stream`, for the relay to mark them on the stream once acked."""
+        recent = RecentCommits() if take_rows else None
+        event = asyncio.Event()
         commits = self.stream if relaying else None
-        self._listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup, recent, commits))
-        return wakeup
+        self._listeners.append(wake_on_save(asyncio.get_running_loop(), event, recent, commits))
+        return Wakeups(event, recent, self.recorder, store_env)
+
+
+@dataclass(frozen=True)
+class Wakeups:
+    """What wakes one follower of the log: `event`, set after every save in this process (the
+    rows handed to `recent` first, if it takes them) and on every PostgreSQL NOTIFY while
+    `listen` runs."""
+
+    event: asyncio.Event
+    recent: RecentCommits | None
+    _recorder: ApplicationRecorder
+    _store_env: dict[str, str]
+
+    async def listen(self, stop: asyncio.Event) -> None:
+        """Until `stop`: PostgreSQL's NOTIFYs set `event` (nothing to do on SQLite)."""
+        await listen_postgres(self._recorder, self._store_env, [self.event], stop)
 
 
 def wake_on_save(

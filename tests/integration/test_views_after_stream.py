@@ -19,7 +19,6 @@ from domain.event_log import Published
 from domain.service import TenancyService
 from projections.runner import PROJECTORS, ProjectionRunner
 from projections.store import ViewStore
-from tenantry.log.recent import RecentCommits
 from tenantry.log.relay import Relay
 from tenantry.protocol import query_subject
 from tenantry.server.query_endpoint import QueryEndpoint
@@ -41,20 +40,21 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
 
 
 async def test_the_views_apply_a_commit_once_the_relay_here_has_it_on_the_stream(
-    service: TenancyService, nc: Client
+    service: TenancyService, store_env: dict[str, str], nc: Client
 ) -> None:
     followed = FollowedLog(service.recorder, service.listeners)
-    relay_rows = RecentCommits()
+    relay_woken = followed.wakeups(store_env, take_rows=True, relaying=True)
     relay = Relay(
         service.recorder,
         nc,
-        wakeup=followed.woken_on_save(relay_rows, relaying=True),
-        recent=relay_rows,
+        wakeup=relay_woken.event,
+        recent=relay_woken.recent,
         poll_interval=60.0,
         stream=followed.stream,
     )
-    views_rows = RecentCommits()
-    views_wakeup = followed.woken_on_save(views_rows)
+    views_woken = followed.wakeups(store_env, take_rows=True)
+    views_rows, views_wakeup = views_woken.recent, views_woken.event
+    assert views_rows is not None
     # What the relay had on the stream when the views applied each batch of events (the
     # runner's thread reads the mark: a plain int, written on the loop).
     seen: list[tuple[int, int]] = []
@@ -94,11 +94,12 @@ async def test_the_views_apply_a_commit_once_the_relay_here_has_it_on_the_stream
 
 
 async def test_a_relay_that_never_publishes_holds_the_views_up_no_longer_than_the_bound(
-    service: TenancyService,
+    service: TenancyService, store_env: dict[str, str]
 ) -> None:
     followed = FollowedLog(service.recorder, service.listeners)
-    rows = RecentCommits()
-    wakeup = followed.woken_on_save(rows, relaying=True)  # as a relay would be woken
+    woken = followed.wakeups(store_env, take_rows=True, relaying=True)  # as a relay's
+    rows, wakeup = woken.recent, woken.event
+    assert rows is not None
     followed.stream.relaying = True  # … that runs, but publishes nothing (the bus is away)
     runner = ProjectionRunner(
         service.recorder,
@@ -164,17 +165,17 @@ def test_the_roles_of_one_process_share_one_mark(service: TenancyService) -> Non
 
 
 async def test_the_relay_marks_a_page_on_the_stream_from_its_ack_before_counting_it(
-    service: TenancyService, nc: Client
+    service: TenancyService, store_env: dict[str, str], nc: Client
 ) -> None:
     """The mark moves in the ack's own callback, turns of the loop before the relay has
     settled the page (`published` counted): the views waiting for it start that much sooner."""
     followed = FollowedLog(service.recorder, service.listeners)
-    rows = RecentCommits()
+    woken = followed.wakeups(store_env, take_rows=True, relaying=True)
     relay = Relay(
         service.recorder,
         nc,
-        wakeup=followed.woken_on_save(rows, relaying=True),
-        recent=rows,
+        wakeup=woken.event,
+        recent=woken.recent,
         poll_interval=60.0,
         stream=followed.stream,
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from eventsourcing.persistence import Notification
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.event_log import _defined_canonical_json, canonical_json, event_id
+from domain.event_log import _defined_canonical_json, canonical_json, event_id, unchained_body
 
 
 @given(st.uuids(), st.integers(min_value=1, max_value=2**63 - 1))
@@ -105,3 +106,31 @@ def test_a_lazy_body_is_the_body_key_for_key() -> None:
             assert LazyBody(n)[key] == whole[key], (n.topic, key)
         with pytest.raises(KeyError):
             LazyBody(n)["no such key"]
+
+
+@given(st.uuids(), st.integers(min_value=1, max_value=2**31))
+def test_a_body_read_with_the_aggregate_id_as_text_is_the_one_read_with_its_uuid(
+    originator: uuid.UUID, version: int
+) -> None:
+    # The relay reads the id as the text the store keeps (`tenantry.log.store_pages`).
+    state = b'{"timestamp":"2026-11-29T11:27:36.027293Z","name":"t"}'
+    topic = "domain.aggregates:Team.Created"
+
+    def body(originator_id: uuid.UUID | str) -> dict[str, object]:
+        return unchained_body(
+            Notification(
+                id=7,
+                originator_id=originator_id,
+                originator_version=version,
+                topic=topic,
+                state=state,
+            )
+        )
+
+    expected = body(originator)
+    assert expected["aggregate_id"] == str(originator)
+    assert body(str(originator)) == expected
+    assert body(originator.hex) == expected  # as SQLite keeps it
+    assert body(str(originator).upper()) == expected  # another spelling: made canonical
+    with pytest.raises(ValueError, match="badly formed"):
+        body("not-a-uuid")
