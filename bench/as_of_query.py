@@ -39,6 +39,8 @@ from tenantry.server.store import event_store_env
 from tenantry.settings import Settings
 
 ADMIN = "user:root@example.com"
+NAMESPACES = "service:namespaces"  # the workers' actors, reporting what they did
+STORAGE = "service:storage"
 CLUSTER = "bench-eu"
 
 
@@ -135,16 +137,37 @@ class _Tenancy:
                 self.send("register_application", {"workspace": workspace, "name": app})
         elif kind < 0.99:
             name = pick(self.workspaces)
-            if self.send("delete_workspace", {"workspace": f"{CLUSTER}:{name}", "force": True}):
+            workspace = f"{CLUSTER}:{name}"
+            if self.send("delete_workspace", {"workspace": workspace, "force": True}):
+                # As the namespace worker reports it (else the workspace stays "deleting" and
+                # can't be created again: over a long history every one of them would).
+                self.send(
+                    "record_namespace_deleted",
+                    {"workspace": workspace, "namespace": name},
+                    NAMESPACES,
+                )
                 self.create_workspace(name)
         elif self.send("delete_ml_repo", {"name": repo}):
-            self.send("create_ml_repo", {"name": repo, "storage_integration": "s3-main"})
+            location = self.service.repository.get(_repo_id(repo)).location
+            self.send("record_storage_deleted", {"repo": repo, "location": location}, STORAGE)
+            # Its storage was retained (the default): taking the name again adopts it, which
+            # only a tenant admin may (as this actor is: authorization is off here).
+            self.send(
+                "create_ml_repo",
+                {"name": repo, "storage_integration": "s3-main", "adopt_storage": True},
+            )
 
     def granted(self, repo: str) -> list[str]:
         from domain.ml_repo import Grant, MlRepo
 
         grants: dict[str, Grant] = self.service.repository.get(MlRepo.create_id(repo)).grants
         return [s for s in grants if grants[s].role != "admin"]
+
+
+def _repo_id(name: str) -> Any:
+    from domain.ml_repo import MlRepo
+
+    return MlRepo.create_id(name)
 
 
 def _team_id(name: str) -> Any:
@@ -208,6 +231,7 @@ def run(quick: bool) -> Result:
             assert latest is not None, "the views hold no event"
             moment = datetime.fromisoformat(latest)
         repos = sorted({r["repo"] for r in _query(live, "access_report", as_of=moment.isoformat())})
+        assert repos, f"no repo has any access at {moment}: the history lost every grant"
         replays, rates = [], []
         for round_ in range(rounds):  # alternating rounds, medians: the machine is shared
             repo = repos[round_ % len(repos)]
