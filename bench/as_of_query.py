@@ -148,7 +148,7 @@ class _Tenancy:
                 )
                 self.create_workspace(name)
         elif self.send("delete_ml_repo", {"name": repo}):
-            location = self.service.repository.get(_repo_id(repo)).location
+            location: str = self.service.repository.get(_repo_id(repo)).location
             self.send("record_storage_deleted", {"repo": repo, "location": location}, STORAGE)
             # Its storage was retained (the default): taking the name again adopts it, which
             # only a tenant admin may (as this actor is: authorization is off here).
