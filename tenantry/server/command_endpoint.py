@@ -88,6 +88,10 @@ class CommandEndpoint:
         self._subscription = await self._nc.subscribe(
             COMMAND_PREFIX + "*", queue=self._queue_group, cb=self._dispatch.take
         )
+        # Started means the server knows the subscription: a request sent next is ours (as
+        # the query service's `start`).
+        with contextlib.suppress(Exception):
+            await self._nc.flush(timeout=2)
         log.info("command_service.started", queue_group=self._queue_group)
 
     async def stop(self) -> None:

@@ -390,3 +390,21 @@ async def test_two_command_services_share_the_load_in_a_queue_group(bus: Bus, na
         await client.close()
         await endpoint.stop()
         await service_nc.drain()
+
+
+async def test_a_started_command_service_is_known_to_the_server(bus: Bus, nats_server) -> None:  # type: ignore[no-untyped-def]
+    """`start` returns once the server has the subscription (flushed), as the query service's
+    does: a request another connection sends next finds a responder. Without it, one did not
+    (`NoRespondersError` in a grant-expiry test under load)."""
+    import nats
+
+    from tenantry.server.command_endpoint import CommandEndpoint
+
+    service_nc = await nats.connect(nats_server.url)
+    endpoint = CommandEndpoint(service_nc, bus.service, queue_group="started-check")
+    try:
+        await endpoint.start()
+        assert service_nc.pending_data_size == 0  # the SUB is on the server, not in a buffer
+    finally:
+        await endpoint.stop()
+        await service_nc.drain()
