@@ -629,6 +629,11 @@ class TenancyMachine(RuleBasedStateMachine):
                 "precondition_failed",
                 "not one of the cluster's environments",
             )
+            .refuse_if(
+                key in self.workspaces and self.workspaces[key].status == "deleting",
+                "precondition_failed",
+                "its namespace is still being removed",
+            )
         )
         for repo, role in access:
             x.refuse_if(not self.repo_live(repo), "precondition_failed", f"no live repo {repo}")
@@ -1439,6 +1444,34 @@ def _seeded(machine: type[RuleBasedStateMachine]) -> type[RuleBasedStateMachine]
 
 def test_domain_rules_hold_for_random_command_sequences() -> None:
     run_state_machine_as_test(_seeded(TenancyMachine), settings=_settings(150, 40))
+
+
+def test_recreating_a_workspace_still_being_deleted() -> None:
+    """The steps hypothesis found (seed 1004 among others, and a derandomized run once): the
+    domain refuses re-creating a workspace while its namespace is being removed; the model
+    expected success. Once the namespace worker reports it deleted, re-creating succeeds."""
+    state = TenancyMachine()
+    try:
+        state.a_starting_world(
+            populated=True,
+            environments=["dev", "staging"],
+            provider="gcs",
+            creator=ADMIN,
+            members=[],
+            team_role="viewer",
+            ws_role="viewer",
+        )
+        key = (CLUSTERS[0], WORKSPACES[0])
+        state.delete_workspace(actor=ADMIN, force=True, key=key, version=None)
+        state.the_rules_hold_in_the_store()
+        state.create_workspace(access=[], actor=ADMIN, environment="dev", key=key, labels={})
+        assert state.workspaces[key].status == "deleting"
+        state.the_namespace_worker_answers(pick=0, failed=False)
+        state.create_workspace(access=[], actor=ADMIN, environment="dev", key=key, labels={})
+        assert state.workspaces[key].status == "pending"
+        state.the_rules_hold_in_the_store()
+    finally:
+        state.teardown()
 
 
 def test_replaying_the_log_gives_the_live_state(monkeypatch: pytest.MonkeyPatch) -> None:
