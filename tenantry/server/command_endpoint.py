@@ -34,7 +34,7 @@ from tenantry.protocol import (
 )
 from tenantry.server import wire
 from tenantry.server.discovery import EndpointCounters
-from tenantry.server.dispatch import BoundedDispatch, drain_subscription
+from tenantry.server.dispatch import BoundedDispatch, drain_subscription, subscribe_flushed
 from tenantry.server.identity import DEFAULT_ACTOR, ActorPolicy
 from tenantry.server.metrics import Metrics
 
@@ -85,13 +85,10 @@ class CommandEndpoint:
 
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_batches())
-        self._subscription = await self._nc.subscribe(
-            COMMAND_PREFIX + "*", queue=self._queue_group, cb=self._dispatch.take
+        # Started means the server knows the subscription: a request sent next is ours.
+        self._subscription = await subscribe_flushed(
+            self._nc, COMMAND_PREFIX + "*", self._queue_group, self._dispatch.take
         )
-        # Started means the server knows the subscription: a request sent next is ours (as
-        # the query service's `start`).
-        with contextlib.suppress(Exception):
-            await self._nc.flush(timeout=2)
         log.info("command_service.started", queue_group=self._queue_group)
 
     async def stop(self) -> None:

@@ -4,6 +4,7 @@ arrival order) and `FairDispatch` (queries, round-robin across requesters, stale
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
@@ -11,10 +12,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 log = structlog.get_logger("tenantry.server.dispatch")
+
+
+async def subscribe_flushed(
+    nc: Client, subject: str, queue: str, cb: Callable[[Msg], Awaitable[None]]
+) -> Subscription:
+    """A service's subscription, known to the server when this returns (a flush): a request
+    sent next, by any connection, finds it. Bounded (2 s) and never failing: with the bus away
+    the subscription is still made, and the client sends it on reconnecting."""
+    subscription = await nc.subscribe(subject, queue=queue, cb=cb)
+    with contextlib.suppress(Exception):
+        await nc.flush(timeout=2)
+    return subscription
 
 
 async def drain_subscription(subscription: Subscription, service: str) -> None:

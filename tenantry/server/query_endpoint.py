@@ -33,7 +33,12 @@ from tenantry.protocol import (
 )
 from tenantry.server import wire
 from tenantry.server.discovery import Discovery, EndpointCounters
-from tenantry.server.dispatch import FairDispatch, Request, drain_subscription
+from tenantry.server.dispatch import (
+    FairDispatch,
+    Request,
+    drain_subscription,
+    subscribe_flushed,
+)
 from tenantry.server.metrics import Metrics, sample_lag
 
 DEFAULT_WAIT_SECONDS = 5.0
@@ -108,12 +113,10 @@ class QueryEndpoint:
         self._closing.clear()
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="tenantry-query")
         self._dispatch.start()
-        self._subscription = await self._nc.subscribe(
-            QUERY_PREFIX + "*", queue=self._queue_group, cb=self._take
-        )
         # Started means the server knows the subscription: a request sent next is ours.
-        with contextlib.suppress(Exception):
-            await self._nc.flush(timeout=2)
+        self._subscription = await subscribe_flushed(
+            self._nc, QUERY_PREFIX + "*", self._queue_group, self._take
+        )
         log.info("query_service.started", queue_group=self._queue_group)
 
     async def stop(self) -> None:
