@@ -5,10 +5,13 @@ writer's commit in between) it reads the store as before: same bytes, same order
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from eventsourcing.persistence import Notification
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from domain.event_log import ZERO_HASH, read_batch
 from domain.service import TenancyService
@@ -39,6 +42,32 @@ def test_the_rows_a_commit_hands_over_read_as_the_store_reads_them(
     assert recent.take(from_store.position, 1000) is None  # all taken
 
 
+@dataclass
+class _HandedRelay:
+    relay: Relay
+    recent: RecentCommits  # what commits hand the relay (nothing until a listener is added)
+    wakeup: asyncio.Event
+    js: JetStreamContext
+
+
+@asynccontextmanager
+async def _running_relay(service: TenancyService, nc: Client) -> AsyncIterator[_HandedRelay]:
+    """A relay taking handed rows from `recent`, running, with the seeded environments on the
+    stream; stopped on leaving. A 60 s poll: every later event comes from a wake-up."""
+    recent = RecentCommits()
+    wakeup = asyncio.Event()
+    relay = Relay(service.recorder, nc, wakeup=wakeup, recent=recent, poll_interval=60.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    js = nc.jetstream()
+    try:
+        await wait_for_stream(js, service.recorder, timeout=10)  # the seeded environments
+        yield _HandedRelay(relay, recent, wakeup, js)
+    finally:
+        stop.set()
+        await task
+
+
 async def test_a_relay_handed_commits_interleaved_with_another_writers_publishes_the_store(
     service: TenancyService, store_env: dict[str, str], nc: Client
 ) -> None:
@@ -46,24 +75,16 @@ async def test_a_relay_handed_commits_interleaved_with_another_writers_publishes
     store, as another process would be) hands nothing, so the rows handed after its commits
     don't follow the relay's position and the store is read. A 60 s poll: every event comes
     from a wake-up. The last command is `service`'s, whose wake-up finds the other's rows."""
-    recent = RecentCommits()
-    wakeup = asyncio.Event()
-    service.listeners.append(wake_on_save(asyncio.get_running_loop(), wakeup, recent))
     other = TenancyService(store_env)
-    relay = Relay(service.recorder, nc, wakeup=wakeup, recent=recent, poll_interval=60.0)
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    js = nc.jetstream()
-    await wait_for_stream(js, service.recorder, timeout=10)  # the seeded environments
-    for i in range(40):
-        writer = other if i % 5 == 2 else service
-        await asyncio.to_thread(create_team, writer, f"team-{i}")
-    messages = await wait_for_stream(js, service.recorder, timeout=10)
-    stop.set()
-    await task
+    async with _running_relay(service, nc) as r:
+        service.listeners.append(wake_on_save(asyncio.get_running_loop(), r.wakeup, r.recent))
+        for i in range(40):
+            writer = other if i % 5 == 2 else service
+            await asyncio.to_thread(create_team, writer, f"team-{i}")
+        messages = await wait_for_stream(r.js, service.recorder, timeout=10)
     other.close()
     assert_stream_matches_store(messages, service.recorder)
-    assert relay.findings == []
+    assert r.relay.findings == []
 
 
 async def test_a_relay_that_published_only_handed_rows_still_publishes_those_held_after_a_gap(
@@ -73,22 +94,14 @@ async def test_a_relay_that_published_only_handed_rows_still_publishes_those_hel
     reading the store, unless rows handed over are still held: here `service`'s second commit
     is held behind `other`'s (a gap), all three committed before one wake-up. A 60 s poll:
     waiting would leave the last two events off the stream."""
-    recent = RecentCommits()
-    wakeup = asyncio.Event()
-    relay = Relay(service.recorder, nc, wakeup=wakeup, recent=recent, poll_interval=60.0)
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    js = nc.jetstream()
-    await wait_for_stream(js, service.recorder, timeout=10)  # the seeded environments
-    service.listeners.append(recent.hand)  # handed, but no wake-up until all three are in
     other = TenancyService(store_env)
-    await asyncio.to_thread(create_team, service, "team-1")
-    await asyncio.to_thread(create_team, other, "team-2")
-    await asyncio.to_thread(create_team, service, "team-3")
-    wakeup.set()
-    messages = await wait_for_stream(js, service.recorder, timeout=10)
-    stop.set()
-    await task
+    async with _running_relay(service, nc) as r:
+        service.listeners.append(r.recent.hand)  # handed, but no wake-up until all three are in
+        await asyncio.to_thread(create_team, service, "team-1")
+        await asyncio.to_thread(create_team, other, "team-2")
+        await asyncio.to_thread(create_team, service, "team-3")
+        r.wakeup.set()
+        messages = await wait_for_stream(r.js, service.recorder, timeout=10)
     other.close()
     assert_stream_matches_store(messages, service.recorder)
-    assert relay.findings == []
+    assert r.relay.findings == []

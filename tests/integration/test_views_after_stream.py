@@ -39,19 +39,28 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"never: {what}")
 
 
-async def test_the_views_apply_a_commit_once_the_relay_here_has_it_on_the_stream(
+def _relay_of(
     service: TenancyService, store_env: dict[str, str], nc: Client
-) -> None:
+) -> tuple[FollowedLog, Relay]:
+    """The relay of this process as the roles wire it: handed the rows `service` commits,
+    marking what it has on the stream (`followed.stream`). A 60 s poll: it moves on wake-ups."""
     followed = FollowedLog(service.recorder, service.listeners)
-    relay_woken = followed.wakeups(store_env, take_rows=True, relaying=True)
+    woken = followed.wakeups(store_env, take_rows=True, relaying=True)
     relay = Relay(
         service.recorder,
         nc,
-        wakeup=relay_woken.event,
-        recent=relay_woken.recent,
+        wakeup=woken.event,
+        recent=woken.recent,
         poll_interval=60.0,
         stream=followed.stream,
     )
+    return followed, relay
+
+
+async def test_the_views_apply_a_commit_once_the_relay_here_has_it_on_the_stream(
+    service: TenancyService, store_env: dict[str, str], nc: Client
+) -> None:
+    followed, relay = _relay_of(service, store_env, nc)
     views_woken = followed.wakeups(store_env, take_rows=True)
     views_rows, views_wakeup = views_woken.recent, views_woken.event
     assert views_rows is not None
@@ -169,16 +178,7 @@ async def test_the_relay_marks_a_page_on_the_stream_from_its_ack_before_counting
 ) -> None:
     """The mark moves in the ack's own callback, turns of the loop before the relay has
     settled the page (`published` counted): the views waiting for it start that much sooner."""
-    followed = FollowedLog(service.recorder, service.listeners)
-    woken = followed.wakeups(store_env, take_rows=True, relaying=True)
-    relay = Relay(
-        service.recorder,
-        nc,
-        wakeup=woken.event,
-        recent=woken.recent,
-        poll_interval=60.0,
-        stream=followed.stream,
-    )
+    followed, relay = _relay_of(service, store_env, nc)
     stop = asyncio.Event()
     relaying = asyncio.create_task(relay.run(stop))
     seeded = service.recorder.max_notification_id() or 0
