@@ -42,7 +42,20 @@ def no_floats(text: str) -> Any:
 
 # Built once: json.dumps and json.loads with options build a new encoder or decoder per call.
 canonical_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-parse = json.JSONDecoder(parse_float=no_floats, parse_constant=no_floats).decode
+decoder = json.JSONDecoder(parse_float=no_floats, parse_constant=no_floats)
+parse = decoder.decode
+
+
+def parse_line(text: str) -> Any:
+    """`parse(text)` for a line ending in a newline: the same value, or the same error. A value
+    that ends just before the newline (every line an export holds) is read by `raw_decode`
+    alone, without `decode`'s two whitespace scans (a fifth of the time spent per line); any
+    other line, leading space or extra data, goes through `parse` for its answer."""
+    try:
+        value, end = decoder.raw_decode(text)
+    except ValueError:
+        return parse(text)
+    return value if end == len(text) - 1 else parse(text)
 
 
 def canonical(value: Any) -> bytes:
@@ -61,7 +74,11 @@ class Tree:
         self.edge: list[tuple[int, bytes]] = []  # (leaves under it, hash), largest first
 
     def add(self, chain_hash: str) -> None:
-        count, digest = 1, hashlib.sha256(b"\x00" + bytes.fromhex(chain_hash)).digest()
+        self.add_raw(bytes.fromhex(chain_hash))
+
+    def add_raw(self, chain_hash: bytes) -> None:
+        """`add`, given the 32 bytes of the hash rather than its hex."""
+        count, digest = 1, hashlib.sha256(b"\x00" + chain_hash).digest()
         while self.edge and self.edge[-1][0] == count:
             count, digest = count * 2, node(self.edge.pop()[1], digest)
         self.edge.append((count, digest))
@@ -107,7 +124,7 @@ def verify(
         if end is not None:
             return f"line {number}: a line after the checkpoint"
         try:
-            body = parse(line.decode("utf-8"))
+            body = parse_line(line.decode("utf-8"))
         except ValueError as exc:
             return f"line {number}: not JSON ({exc}): the file is damaged"
         if "checkpoint" in body and "position" not in body:
@@ -121,7 +138,8 @@ def verify(
             digest.encode(),
         ):
             return f"{at(number, body)}: not the canonical encoding of an event: altered"
-        if hashlib.sha256(prev_hash.encode("ascii") + text).hexdigest() != digest:
+        raw = hashlib.sha256(prev_hash.encode("ascii") + text).digest()
+        if raw.hex() != digest:
             return f"{at(number, body)}: its hash does not match its contents: altered"
         if prev is not None and prev_hash != prev:
             return f"{at(number, body)}: does not follow the line before (dropped, reordered)"
@@ -130,7 +148,7 @@ def verify(
         if first is None:
             first = {"position": body["position"], "prev_hash": prev_hash}
         prev, last = digest, body["position"]
-        tree.add(prev)
+        tree.add_raw(raw)
         said = at_position.get(last)
         if said and said["head_hash"] != prev:
             return f"{at(number, body)}: not the event checkpoint {said['tree_size']} signed"
