@@ -201,5 +201,11 @@ def _natural_key(cls: type) -> tuple[str, ...]:
 
 def event_type(event: Any) -> str:
     """`workspace.created`, `ml_repo.access_granted`: the wire name of a domain event."""
-    owner = type(event).__qualname__.split(".")[0]
-    return f"{snake_case(owner)}.{snake_case(type(event).__name__)}"
+    return _type_name(type(event))
+
+
+@functools.cache
+def _type_name(cls: type) -> str:
+    """The wire name of events of class `cls` (worked out once per class)."""
+    owner = cls.__qualname__.split(".")[0]
+    return f"{snake_case(owner)}.{snake_case(cls.__name__)}"

@@ -243,22 +243,17 @@ class TenancyService(EventSourcedApplication[UUID]):
                 raise
             events = in_trigger_order(e for a in session.changed() for e in a.collect_events())
             names = [event_type(e) for e in events]
+            fqn, aggregate_id, version = subject.fqn(), str(subject.id), subject.version
             record = CommandRecord.handled(
-                context.command_id,
-                command.wire_name,
-                print_,
-                subject.fqn(),
-                str(subject.id),
-                subject.version,
-                names,
+                context.command_id, command.wire_name, print_, fqn, aggregate_id, version, names
             )
         return _Decision(
             command_id=context.command_id,
             events=events,
             record=record,
-            fqn=subject.fqn(),
-            aggregate_id=str(subject.id),
-            version=subject.version,
+            fqn=fqn,
+            aggregate_id=aggregate_id,
+            version=version,
             names=names,
             touched=session.touched() | {record.originator_id},
         )
