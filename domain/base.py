@@ -201,5 +201,12 @@ def _natural_key(cls: type) -> tuple[str, ...]:
 
 def event_type(event: Any) -> str:
     """`workspace.created`, `ml_repo.access_granted`: the wire name of a domain event."""
-    owner = type(event).__qualname__.split(".")[0]
-    return f"{snake_case(owner)}.{snake_case(type(event).__name__)}"
+    cls = type(event)
+    name = _TYPE_NAMES.get(cls)
+    if name is None:  # worked out once per class
+        owner = cls.__qualname__.split(".")[0]
+        name = _TYPE_NAMES[cls] = f"{snake_case(owner)}.{snake_case(cls.__name__)}"
+    return name
+
+
+_TYPE_NAMES: dict[type, str] = {}

@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import event
+from eventsourcing.utils import get_topic
 
 from domain.apply import applied_command
 from domain.base import Aggregate
@@ -45,6 +46,38 @@ class CommandRecord(Aggregate):
         self.aggregate_id = aggregate_id
         self.result_version = result_version
         self.events = events
+
+    @classmethod
+    def handled(
+        cls,
+        command_id: str,
+        command: str,
+        fingerprint: str,
+        result_fqn: str,
+        aggregate_id: str,
+        result_version: int,
+        events: list[str],
+    ) -> CommandRecord.Handled:
+        """The event that creates the record of `command_id`, as `CommandRecord(...)` would
+        trigger it (inside `acting_as`), without building the aggregate: the command service
+        only saves it. `tests/unit/test_command_record.py` holds the two to the same event."""
+        return cls.Handled(
+            originator_id=cls.create_id(command_id),
+            originator_version=cls.INITIAL_VERSION,
+            originator_topic=_TOPIC,
+            timestamp=cls.Handled.create_timestamp(),
+            fqn=command_id,
+            command_id=command_id,
+            command=command,
+            fingerprint=fingerprint,
+            result_fqn=result_fqn,
+            aggregate_id=aggregate_id,
+            result_version=result_version,
+            events=events,
+        )
+
+
+_TOPIC = get_topic(CommandRecord)
 
 
 class ApplyRecord(Aggregate):

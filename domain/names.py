@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
@@ -154,8 +155,12 @@ def split_workspace_fqn(fqn: str) -> tuple[str, str]:
     return cluster, name
 
 
+@functools.lru_cache(maxsize=4096)
 def identity(kind: str, natural_key: str) -> UUID:
-    """The aggregate id of `kind` named `natural_key`: the same name always gives the same id."""
+    """The aggregate id of `kind` named `natural_key`: the same name always gives the same id.
+
+    Remembered for the names used last (a command looks its subject up, then creates it with
+    the same id; a UUID is immutable): `uuid5` is a few microseconds each time."""
     return uuid5(TENANTRY_NAMESPACE, f"{kind}:{natural_key}")
 
 

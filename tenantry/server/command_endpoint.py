@@ -186,7 +186,7 @@ class CommandEndpoint:
                 await self._publish_denied(denied, actor, command_id, correlation_id, message)
             self.counters.record(started_ns, error=f"{code}: {message}"[:200])
         else:
-            body, reply_headers = wire.ok_reply(reply)
+            body, reply_headers = wire.command_ok_reply(reply)
             self.counters.record(started_ns)
             log.info(
                 "command.handled",

@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from tenantry.protocol import (
@@ -110,6 +111,26 @@ def dumps(payload: Any) -> bytes:
 
 def ok_reply(payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     return dumps({"ok": True, **payload}), {}
+
+
+# orjson, told to refuse what the json module refuses too (dates, dataclasses, subclasses of
+# the JSON types), so that those go through `dumps` and fail as they always did.
+_ORJSON_PLAIN = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def command_ok_reply(payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """`ok_reply` for a command's or an apply's reply (text, integers, booleans, null and lists
+    of them): orjson writes the bytes `dumps` does for those, several times faster. Anything it
+    refuses (an integer over 64 bits, …) goes through `dumps`."""
+    body = {"ok": True, **payload}
+    try:
+        return orjson.dumps(body, option=_ORJSON_PLAIN), {}
+    except orjson.JSONEncodeError:
+        return dumps(body), {}
 
 
 def error_reply(error: TenantryError) -> tuple[bytes, dict[str, str]]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from domain.authorization import Authorization
+from domain.service import TenancyService
+from domain.sqlite_store import SQLiteRecorder
 
 from .support import ADMIN, STORES, Tenancy, make_tenancy
 
@@ -17,10 +20,20 @@ def tenancy() -> Tenancy:
     return make_tenancy()
 
 
-@pytest.fixture(params=sorted(STORES))
-def tenancy_on_each_store(request: pytest.FixtureRequest) -> Tenancy:
-    """The same test against each in-memory store (their position lookups differ)."""
-    return make_tenancy(request.param)
+@pytest.fixture(params=[*sorted(STORES), "sqlite-file"])
+def tenancy_on_each_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tenancy]:
+    """The same test against each in-memory store (their position lookups differ), and SQLite
+    in a file (where the service reads aggregates on connections of its own:
+    domain/sqlite_store.py)."""
+    if request.param == "sqlite-file":
+        env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp_path / "e")}
+        svc = TenancyService(env)
+        assert isinstance(svc.recorder, SQLiteRecorder)
+        assert svc.seed_default_environments()
+        yield Tenancy(svc)
+        svc.close()
+        return
+    yield make_tenancy(request.param)
 
 
 @pytest.fixture

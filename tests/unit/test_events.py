@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
+from typing import Any
+
+from domain.mapper import JsonTranscoder
+
 from .support import ADMIN, Tenancy
 
 
@@ -94,3 +100,19 @@ def test_the_position_is_that_of_the_last_event_written(tenancy_on_each_store: T
     second = t.run("create_environment", {"name": "uat"}, actor=ADMIN)
 
     assert first.position < second.position == t.position()
+
+
+def test_the_transcoder_writes_and_reads_what_the_json_module_does() -> None:
+    # Every kind of value a stored event holds, the json module's corner cases among them.
+    values: list[Any] = [
+        {"name": "risk", "members": ["ana@example.com"], "version": 3, "live": True, "x": None},
+        {"text": '\x01\x1f\x7f\b\f\n\r\t"\\/ \u2028 é 😀 中'},
+        {"nested": [{"a": [1, -1, 0]}, [], {}], "big": 2**63 - 1, "small": -(2**63)},
+        {"over_64_bits": 2**64, "minus": -(2**70)},
+    ]
+    transcoder = JsonTranscoder()
+    for value in values:
+        expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        assert transcoder.encode(value) == expected
+        assert transcoder.decode(expected) == json.loads(expected)
+    assert math.isnan(transcoder.decode(b'{"x":NaN}')["x"])
