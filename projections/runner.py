@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import structlog
 from sqlalchemy import Connection, inspect
@@ -27,6 +28,7 @@ from projections.store import (
     write_last_event,
     write_tracking,
 )
+from tenantry.log.store_pages import page_reader
 
 # A view's part of a batch: applies the published event bodies, in log order, on `conn`.
 Projector = Callable[[Connection, Sequence[Published]], None]
@@ -93,7 +95,9 @@ class ProjectionRunner:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self._recorder = recorder
+        # The store's pages as plain rows (no `UUID` made of every row's id, no dict of every
+        # PostgreSQL row): what the relay reads too (`tenantry.log.store_pages`).
+        self._recorder = page_reader(recorder)
         self._store = store
         self._batch_size = batch_size
         self._projectors = tuple(projectors)
@@ -258,7 +262,37 @@ def rebuild(
         )
     new_store.drop_history_indexes()  # (tables made before, by a rebuild cut short)
     runner = ProjectionRunner(recorder, new_store, batch_size=batch_size)
-    consumed = runner.catch_up()
+    with fewer_collections():
+        consumed = runner.catch_up()
     new_store.create_history_indexes()
     log.info("projection.rebuilt", notifications=consumed, position=runner.position())
     return runner
+
+
+# The youngest generation's threshold while a rebuild runs: a collection every this many
+# container objects allocated (not freed), instead of 700 (docs/decisions.md, session 7).
+REBUILD_GC_THRESHOLD = 50_000
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Fewer runs of the cyclic garbage collector while a rebuild runs; as before after it.
+
+    A batch allocates a few dozen containers an event (bodies, rows, parameters) that live until
+    the batch is written, and are freed by their counts, not by the collector: with the
+    default thresholds the collector ran ~300 times a full-size rebuild and walked every object
+    of the process (each batch's survivors pushed into the oldest generation) — about a quarter
+    of a rebuild's CPU. Here the objects the process held before the rebuild are set aside
+    (`gc.freeze`: never walked until `gc.unfreeze`, at the end) and the youngest generation is
+    collected every `REBUILD_GC_THRESHOLD` allocations. The cycles a rebuild makes, if any, are
+    still collected, a little later. Process-wide, as the collector is: a rebuild runs in a
+    process of its own (`tenantry rebuild-views`), or the thresholds of the others are back
+    once it returns."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(before[0], REBUILD_GC_THRESHOLD), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
