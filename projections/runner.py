@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import structlog
 from sqlalchemy import Connection, inspect
@@ -288,15 +290,27 @@ def fewer_collections() -> Iterator[None]:
     `REBUILD_GC_THRESHOLD` allocations. The cycles a rebuild makes, if any, are still
     collected, a little later. Process-wide, as the collector is: a rebuild runs in a process
     of its own (`tenantry rebuild-views`), and the thresholds are back once it returns."""
-    before = gc.get_threshold()
-    # (A process that froze objects itself keeps them so: none are frozen here, none thawed.)
-    freeze = gc.get_freeze_count() == 0
-    if freeze:
-        gc.freeze()
-    gc.set_threshold(max(before[0], REBUILD_GC_THRESHOLD), *before[1:])
+    with _COLLECTIONS_LOCK:
+        _collections_held.append(None)
+        if len(_collections_held) == 1:  # the first rebuild running: settings saved
+            _collections_saved[:] = [gc.get_threshold(), gc.get_freeze_count() == 0]
+            if _collections_saved[1]:
+                gc.freeze()
+            before = _collections_saved[0]
+            gc.set_threshold(max(before[0], REBUILD_GC_THRESHOLD), *before[1:])
     try:
         yield
     finally:
-        gc.set_threshold(*before)
-        if freeze:
-            gc.unfreeze()
+        with _COLLECTIONS_LOCK:
+            _collections_held.pop()
+            if not _collections_held:  # the last rebuild running: settings restored
+                gc.set_threshold(*_collections_saved[0])
+                if _collections_saved[1]:
+                    gc.unfreeze()
+
+
+# The rebuilds running in this process (two at once: the last to end restores the collector's
+# settings the first found), and those settings: thresholds, whether it froze the objects.
+_COLLECTIONS_LOCK = threading.Lock()
+_collections_held: list[None] = []
+_collections_saved: list[Any] = []
