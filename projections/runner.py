@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import structlog
 from sqlalchemy import Connection, inspect
@@ -27,6 +30,7 @@ from projections.store import (
     write_last_event,
     write_tracking,
 )
+from tenantry.log.store_pages import page_reader
 
 # A view's part of a batch: applies the published event bodies, in log order, on `conn`.
 Projector = Callable[[Connection, Sequence[Published]], None]
@@ -93,7 +97,9 @@ class ProjectionRunner:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self._recorder = recorder
+        # The store's pages as plain rows (no `UUID` made of every row's id, no dict of every
+        # PostgreSQL row): what the relay reads too (`tenantry.log.store_pages`).
+        self._recorder = page_reader(recorder)
         self._store = store
         self._batch_size = batch_size
         self._projectors = tuple(projectors)
@@ -258,7 +264,53 @@ def rebuild(
         )
     new_store.drop_history_indexes()  # (tables made before, by a rebuild cut short)
     runner = ProjectionRunner(recorder, new_store, batch_size=batch_size)
-    consumed = runner.catch_up()
+    with fewer_collections():
+        consumed = runner.catch_up()
     new_store.create_history_indexes()
     log.info("projection.rebuilt", notifications=consumed, position=runner.position())
     return runner
+
+
+# The youngest generation's threshold while a rebuild runs: a collection every this many
+# container objects allocated (not freed), instead of 700 (docs/decisions.md, session 7).
+REBUILD_GC_THRESHOLD = 50_000
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Fewer runs of the cyclic garbage collector while a rebuild runs; as before after it.
+
+    A batch allocates a few dozen containers an event (bodies, rows, parameters) that live until
+    the batch is written and are freed by their counts, not by the collector. With the default
+    thresholds the collector ran ~330 times in a full-size rebuild (25,444 events), three of
+    them over every object of the process (~90 ms each, the batches' survivors pushing the
+    oldest generation over its limit): about a quarter of the rebuild's CPU. Here the objects
+    the process held before the rebuild are set aside (`gc.freeze`, until `gc.unfreeze` at the
+    end; unless the process froze some itself) and the youngest generation is collected every
+    `REBUILD_GC_THRESHOLD` allocations. The cycles a rebuild makes, if any, are still
+    collected, a little later. Process-wide, as the collector is: a rebuild runs in a process
+    of its own (`tenantry rebuild-views`), and the thresholds are back once it returns."""
+    with _COLLECTIONS_LOCK:
+        _collections_held.append(None)
+        if len(_collections_held) == 1:  # the first rebuild running: settings saved
+            _collections_saved[:] = [gc.get_threshold(), gc.get_freeze_count() == 0]
+            if _collections_saved[1]:
+                gc.freeze()
+            before = _collections_saved[0]
+            gc.set_threshold(max(before[0], REBUILD_GC_THRESHOLD), *before[1:])
+    try:
+        yield
+    finally:
+        with _COLLECTIONS_LOCK:
+            _collections_held.pop()
+            if not _collections_held:  # the last rebuild running: settings restored
+                gc.set_threshold(*_collections_saved[0])
+                if _collections_saved[1]:
+                    gc.unfreeze()
+
+
+# The rebuilds running in this process (two at once: the last to end restores the collector's
+# settings the first found), and those settings: thresholds, whether it froze the objects.
+_COLLECTIONS_LOCK = threading.Lock()
+_collections_held: list[None] = []
+_collections_saved: list[Any] = []

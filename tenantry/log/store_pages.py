@@ -30,6 +30,24 @@ def page_reader(recorder: NotificationLog) -> NotificationLog:
     return recorder
 
 
+_new = object.__new__
+
+
+def _notification(row: Sequence[Any]) -> Notification:
+    """`Notification(id=…, originator_id=…, …)` of a row, made without the frozen dataclass's
+    `__init__`, which sets each field through `object.__setattr__`: ~1.5 µs a row against ~0.3
+    here, for every row a rebuild or the relay reads. Equal to the one `__init__` makes (its
+    fields are its `__dict__`; tests/integration/test_store_pages.py)."""
+    notification = _new(Notification)
+    fields = notification.__dict__
+    fields["id"] = row[0]
+    fields["originator_id"] = row[1]
+    fields["originator_version"] = row[2]
+    fields["topic"] = row[3]
+    fields["state"] = bytes(row[4])
+    return notification
+
+
 class _Pages:
     def __init__(self, recorder: NotificationLog) -> None:
         self._recorder = recorder
@@ -49,16 +67,7 @@ class _Pages:
                 start, limit, stop, topics, inclusive_of_start=inclusive_of_start
             )
         after = (start or 0) - (1 if inclusive_of_start else 0)
-        return [
-            Notification(
-                id=row[0],
-                originator_id=row[1],
-                originator_version=row[2],
-                topic=row[3],
-                state=bytes(row[4]),
-            )
-            for row in self._rows(after, limit)
-        ]
+        return [_notification(row) for row in self._rows(after, limit)]
 
     def max_notification_id(self) -> int | None:
         return self._recorder.max_notification_id()
