@@ -82,7 +82,8 @@ class Relay:
         stream: StreamMark | None = None,
     ) -> None:
         self._recorder = recorder
-        # Pages read as plain rows (`store_pages`): what the relay reads most, by far.
+        # Pages read as plain rows, the published ones only (`store_pages`): what the relay
+        # reads most, by far.
         self._pages = page_reader(recorder)
         self._ack_timeout = ack_timeout
         self._nc = nc
@@ -401,7 +402,10 @@ class Relay:
         page) and build its batches. The returned tail assumes they land; the flag says
         whether the page was full (more may be waiting)."""
         limit = limit or self._batch_size
-        page = read_batch(rows or self._pages, cursor, tail.hash, limit)
+        if rows is None:
+            page = self._pages.read_page(cursor, tail.hash, limit)
+        else:
+            page = read_batch(rows, cursor, tail.hash, limit)
         events = [Chained(subject_of(e.body), e.payload, e.body["position"]) for e in page.events]
         last_id = page.position if page.read else None
         full = page.read == limit
