@@ -33,19 +33,22 @@ from domain.event_log import (
     unchained_row,
 )
 
-# PostgreSQL's page in one statement: the published rows of the page (in order), then one row of
-# the page's last position and number of rows (`topic` NULL: the last row once sorted).
+# PostgreSQL's page in one statement (one snapshot): the published rows of the page, read by
+# the index between its two ends, then one row of its last position and number of rows
+# (`topic` NULL: the last row once sorted).
 _PAGE = (
-    "WITH page AS (SELECT notification_id AS id, topic FROM {events} "
-    "WHERE notification_id>%s ORDER BY notification_id LIMIT %s) "
+    "WITH page AS (SELECT notification_id AS id FROM {events} "
+    "WHERE notification_id>%(after)s ORDER BY notification_id LIMIT %(limit)s), "
+    "bounds AS (SELECT max(id) AS last, count(*) AS read FROM page) "
     "SELECT * FROM ("
-    " SELECT e.notification_id, e.originator_id::text, e.originator_version, e.topic, e.state"
-    " FROM page JOIN {events} e ON e.notification_id = page.id"
-    " WHERE page.topic NOT IN ({internal})"
-    " UNION ALL SELECT max(page.id), NULL, count(*), NULL, NULL FROM page"
+    " SELECT notification_id, originator_id::text, originator_version, topic, state"
+    " FROM {events} WHERE notification_id>%(after)s"
+    " AND notification_id<=(SELECT last FROM bounds) AND topic NOT IN ({internal})"
+    " UNION ALL SELECT last, NULL, read, NULL, NULL FROM bounds"
     ") paged ORDER BY topic IS NULL, 1"
 )
 _INTERNAL = sorted(INTERNAL_TOPICS)
+_INTERNAL_PARAMS = {f"internal{n}": topic for n, topic in enumerate(_INTERNAL)}
 
 
 def page_reader(recorder: NotificationLog) -> PageReader:
@@ -183,7 +186,10 @@ class _PostgresPages(_Pages):
             table=Identifier(recorder.events_table_name),
         )
         self._page_statement = SQL(
-            _PAGE.format(events="{events}", internal=", ".join(["%s"] * len(_INTERNAL)))
+            _PAGE.format(
+                events="{events}",
+                internal=", ".join(f"%(internal{n})s" for n in range(len(_INTERNAL))),
+            )
         ).format(events=events)
 
     def _rows(self, after: int, limit: int) -> Sequence[Sequence[Any]]:
@@ -199,7 +205,11 @@ class _PostgresPages(_Pages):
             self._datastore.get_connection() as conn,
             conn.cursor(row_factory=tuple_row) as cursor,
         ):
-            cursor.execute(self._page_statement, (after, limit, *_INTERNAL), prepare=True)
+            cursor.execute(
+                self._page_statement,
+                {"after": after, "limit": limit, **_INTERNAL_PARAMS},
+                prepare=True,
+            )
             rows = cursor.fetchall()
         last, _, read, _, _ = rows.pop()
         return rows, last, read
