@@ -13,7 +13,11 @@ def run(quick: bool) -> Result:
     if problem is not None:
         return Result("relay_throughput_postgres", 0, 0, "events/s", 0.6, 1.2, {"skipped": problem})
     result = relay_throughput.measure(
-        "relay_throughput_postgres", 1000 if quick else 20000, postgres, floor=0.6
+        "relay_throughput_postgres",
+        1000 if quick else 20000,
+        postgres,
+        floor=0.6,
+        rounds=relay_throughput.QUICK_ROUNDS if quick else relay_throughput.ROUNDS,
     )
     result.notes.update(store=POSTGRES_URL)
     return result

@@ -105,17 +105,31 @@ def _originator(originator_id: object) -> tuple[str, bytes]:
 
 def unchained_body(notification: Notification) -> dict[str, Any]:
     """The body of DESIGN §4 without `prev_hash` and `hash`."""
-    state: dict[str, Any] = orjson.loads(notification.state)
-    aggregate, type_ = event_type_of_topic(notification.topic)
-    aggregate_id, originator_bytes = _originator(notification.originator_id)
+    return unchained_row(
+        notification.id,
+        notification.originator_id,
+        notification.originator_version,
+        notification.topic,
+        notification.state,
+    )
+
+
+def unchained_row(
+    position: int, originator_id: object, version: int, topic: str, stored: bytes
+) -> dict[str, Any]:
+    """`unchained_body` of a stored row's fields (the relay reads its pages as plain rows,
+    `tenantry.log.store_pages`, and makes no `Notification` of them)."""
+    state: dict[str, Any] = orjson.loads(stored)
+    aggregate, type_ = event_type_of_topic(topic)
+    aggregate_id, originator_bytes = _originator(originator_id)
     return {
-        "position": notification.id,
-        "id": _event_id(originator_bytes, notification.originator_version),
+        "position": position,
+        "id": _event_id(originator_bytes, version),
         "type": type_,
         "aggregate": aggregate,
         "aggregate_id": aggregate_id,
         "fqn": state.get("fqn", ""),
-        "version": notification.originator_version,
+        "version": version,
         "occurred_at": rfc3339(state["timestamp"]),
         "actor": state.get("actor", ""),
         "command_id": state.get("command_id", ""),
@@ -201,12 +215,16 @@ def published(notification: Notification, prev_hash: str) -> Published:
 
     The chain is defined on the canonical JSON of the other fields; the published JSON is that
     same text with `prev_hash` and `hash` appended (key order carries no meaning in JSON)."""
-    body = unchained_body(notification)
+    return published_body(unchained_body(notification), prev_hash)
+
+
+def published_body(body: dict[str, Any], prev_hash: str) -> Published:
+    """`published` of an unchained body (`unchained_body`, `unchained_row`): this call's own
+    dict, completed in place with `prev_hash` and `hash`, not copied (a rebuild chains every
+    event of the log through here)."""
     canonical = canonical_json(body)
     digest = hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
     payload = canonical[:-1] + chain_suffix(prev_hash, digest)
-    # `body` is this call's own dict: completed in place, not copied (a rebuild chains every
-    # event of the log through here).
     body["prev_hash"], body["hash"] = prev_hash, digest
     return Published(body, payload)
 

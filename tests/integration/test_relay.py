@@ -23,7 +23,7 @@ from domain.base import CommandContext
 from domain.commands import COMMANDS
 from domain.event_log import SUBJECT_PREFIX
 from domain.service import TenancyService
-from tenantry.log.relay import Relay
+from tenantry.log.relay import FIRST_PAGE, Relay
 from tenantry.server.nats_server import NatsServer, free_port
 from tenantry.server.store import event_store_env
 from tenantry.server.wakeups import listen_postgres, wake_on_save
@@ -266,3 +266,37 @@ async def test_the_relay_killed_at_random_moments_during_a_load_loses_and_double
     assert len(resumed) == kills + 1
     positions = {line.split('"position": ')[1].split(",")[0] for line in resumed}
     assert len(positions) >= 3, positions
+
+
+async def test_a_backlog_is_published_first_in_a_small_page_then_in_growing_ones(
+    service: TenancyService, nc: Client, js: JetStreamContext
+) -> None:
+    """A relay starting on a backlog reads a small page first, so that the server is storing it
+    while the next, larger one is read: the stream's first atomic batch is that small page's
+    events, and each next batch is larger, up to a whole page (about 1,000 events)."""
+    for start in range(0, 1600, 100):  # 3,200 rows: a team and its command record each
+        service.handle_batch(
+            [
+                (
+                    COMMANDS["create_team"].model_validate({"name": f"t-{i}", "members": []}),
+                    CommandContext("user:ana@example.com", str(uuid.uuid4()), "backlog"),
+                )
+                for i in range(start, start + 100)
+            ]
+        )
+    relay = Relay(service.recorder, nc)  # the production page size: 2,000 rows
+    stop, task = await _running(relay)
+    messages = await wait_for_stream(js, service.recorder)
+    stop.set()
+    await task
+    assert_stream_matches_store(messages, service.recorder)
+    sizes: list[int] = []
+    batch = None
+    for _, headers, _ in messages:
+        if sizes and headers.get("Nats-Batch-Id") == batch:
+            sizes[-1] += 1
+        else:
+            batch = headers.get("Nats-Batch-Id")
+            sizes.append(1)
+    assert sizes[0] <= FIRST_PAGE // 2 + 1, sizes  # about half a page's rows are events
+    assert sizes[0] < sizes[1] < sizes[2] < sizes[3] <= 1000, sizes

@@ -6,7 +6,7 @@ import uuid
 
 from domain.base import CommandContext
 from domain.commands import COMMANDS
-from domain.event_log import ZERO_HASH, read_batch
+from domain.event_log import INTERNAL_TOPICS, ZERO_HASH, Batch, read_batch
 from domain.service import TenancyService
 from tenantry.log.store_pages import page_reader
 
@@ -52,3 +52,32 @@ def test_pages_read_as_plain_rows_are_the_recorders_pages(service: TenancyServic
         2, 2, inclusive_of_start=False
     )
     assert pages.max_notification_id() == last
+
+
+def test_a_page_read_by_the_relay_is_read_batch_of_the_recorder(service: TenancyService) -> None:
+    """`read_page` leaves the internal rows in the store but counts them: the same events,
+    bytes, hashes, last position and rows read as `read_batch` over the recorder, wherever a page
+    starts or ends (on an internal row, on an event, past the end, a page of internal rows
+    only)."""
+    service.seed_default_environments()
+    for i in range(12):
+        command = COMMANDS["create_team"].model_validate({"name": f"t-{i}", "members": []})
+        service.handle_batch(
+            [(command, CommandContext("user:ana@example.com", str(uuid.uuid4()), "b"))]
+        )
+    recorder = service.recorder
+    pages = page_reader(recorder)
+    last = recorder.max_notification_id()
+    assert last is not None
+    internal = [n.id for n in recorder.select_notifications(1, last) if n.topic in INTERNAL_TOPICS]
+    assert internal and internal[-1] == last  # the last row is a command record
+    some_hash = "ab" * 32
+    for start in (0, 1, internal[0] - 1, internal[0], internal[3], last - 1, last, last + 5):
+        for limit in (1, 2, 3, 7, 1000):
+            for prev in (ZERO_HASH, some_hash):
+                assert pages.read_page(start, prev, limit) == read_batch(
+                    recorder, start, prev, limit
+                ), (start, limit)
+    assert pages.read_page(internal[-1] - 1, ZERO_HASH, 1).events == []
+    assert pages.read_page(internal[-1] - 1, ZERO_HASH, 1).position == internal[-1]
+    assert pages.read_page(last, some_hash, 10) == Batch([], last, some_hash, 0)
